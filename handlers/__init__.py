@@ -1,0 +1,1 @@
+"""Tornado request handlers; wired up only by the composition root (app.py)."""

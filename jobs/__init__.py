@@ -1,0 +1,1 @@
+"""Jobs: index sync and cache management, plain coroutines blind to the scheduler."""

@@ -1,0 +1,910 @@
+"""The configuration: one YAML file, checked once, turned into frozen dataclasses.
+
+Every key is validated at load time (unknown keys, types, sizes, durations, URLs, CIDRs, cron
+expressions) and every problem is reported in one :class:`ConfigError`, each with its key path.
+Sizes become ``int`` bytes and durations ``timedelta`` here and nowhere else. A key given with
+an empty value (YAML ``null``) counts as absent and takes its default. Relative paths are
+resolved against the directory holding the configuration file (``parse_config``: ``base_dir``,
+default the working directory), after ``~`` expansion. Nothing here touches the disk beyond
+reading the file: whether paths exist is checked by whoever uses them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheConfig",
+    "Config",
+    "DatabaseConfig",
+    "IPMode",
+    "IPModeRule",
+    "IPModesConfig",
+    "IPNetwork",
+    "Listing",
+    "LogConfig",
+    "LogFormat",
+    "Schedule",
+    "ScheduleConfig",
+    "ServeConfig",
+    "SyncConfig",
+    "TLSConfig",
+    "Tier",
+    "TimeoutsConfig",
+    "UpstreamConfig",
+    "VotesConfig",
+    "format_duration",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+]
+
+import dataclasses
+import difflib
+import ipaddress
+import logging
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, TypeAlias, TypeVar
+from urllib.parse import SplitResult, urlsplit
+
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from pypimirror import __version__
+from pypimirror.errors import ConfigError, ConfigProblem
+
+try:
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # PyYAML built without libyaml: same behaviour, slower
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPMode = Literal["302", "proxy"]
+Listing = Literal["simple-json", "xmlrpc"]
+LogFormat = Literal["mirror-json", "combined"]
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound=str)
+
+_LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
+_LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+_DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
+_HOURLY = timedelta(hours=1)
+_DEFAULT_LISTEN = ":8080"
+_DEFAULT_PREFIX = "/pypi"
+_DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
+
+
+# --------------------------------------------------------------------------- the dataclasses
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseConfig:
+    """Where votes, serials and job runs live: any SQLAlchemy URL."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamConfig:
+    """The index we mirror. URLs carry no trailing ``/``; ``proxy`` None means a direct connection."""
+
+    pypi_url: str
+    packages_url: str
+    redirect_url: str
+    proxy: str | None = None
+    listing: Listing = "simple-json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSConfig:
+    """Certificate and key for HTTPS; both or neither (neither: plain HTTP)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IPModeRule:
+    """Clients inside ``network`` get ``mode`` for files we do not hold."""
+
+    network: IPNetwork
+    mode: IPMode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IPModesConfig:
+    """Redirect (302) or proxy, per client network; the first matching rule wins."""
+
+    default: IPMode = "302"
+    rules: tuple[IPModeRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tier:
+    """One cache directory and its byte budget; tiers are ordered hottest first."""
+
+    path: Path
+    size_limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """Which package files are kept, and where.
+
+    ``tiers`` is always the effective list: the configured tiers, or the single implicit tier
+    ``{repo_path}/packages`` holding ``size_limit`` bytes. ``filesize_limit`` None means no
+    per-file limit.
+    """
+
+    size_limit: int | None = None
+    filesize_limit: int | None = None
+    min_vote_count: int = 2
+    vote_window: timedelta = timedelta(days=7)
+    dedup_window: timedelta = timedelta(minutes=5)
+    size_db_ttl: timedelta = timedelta(days=2)
+    tiers: tuple[Tier, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncConfig:
+    """How the index sync and the cache downloads talk to the upstream."""
+
+    retry: int = 3
+    download_error_threshold: int = 5
+    user_agent: str = f"pypimirror/{__version__}"
+    concurrent_downloads: int = 4
+    max_deletions: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    """The access log; ``path`` None means no access log is written."""
+
+    path: Path | None = None
+    format: LogFormat = "mirror-json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutsConfig:
+    """HTTP timeouts. ``write`` and ``upstream`` bound stalls, never a whole (large) transfer."""
+
+    read: timedelta = timedelta(seconds=30)
+    write: timedelta = timedelta(seconds=120)
+    idle: timedelta = timedelta(seconds=60)
+    upstream: timedelta = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """When a job runs: every ``interval``, or at the times of a 5-field ``cron`` expression."""
+
+    interval: timedelta | None = None
+    cron: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("a schedule has exactly one of interval and cron")
+
+    def to_text(self) -> str:
+        """The schedule as written in the configuration (``1h``, ``*/15 * * * *``)."""
+        return format_duration(self.interval) if self.interval is not None else str(self.cron)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleConfig:
+    """The embedded scheduler's jobs; ``jitter`` delays each run by a random amount up to it."""
+
+    index_sync: Schedule = Schedule(interval=_HOURLY)
+    cache: Schedule = Schedule(interval=_HOURLY)
+    jitter: timedelta = timedelta(minutes=2)
+    run_on_start: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VotesConfig:
+    """The vote queue; ``bots`` are User-Agent substrings (matched case-insensitively) that never vote."""
+
+    queue_size: int = 1000
+    bots: tuple[str, ...] = _DEFAULT_BOTS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeConfig:
+    """The HTTP server's processes (they share the listening port)."""
+
+    workers: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole configuration, built once by :func:`load_config` and passed down."""
+
+    listen: str = _DEFAULT_LISTEN
+    repo_path: Path
+    prefix: str = _DEFAULT_PREFIX
+    node_id: str = field(default_factory=socket.gethostname)
+    shutdown_grace: timedelta = _DEFAULT_SHUTDOWN_GRACE
+    database: DatabaseConfig
+    upstream: UpstreamConfig
+    tls: TLSConfig = TLSConfig()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    ip_modes: IPModesConfig = IPModesConfig()
+    cache: CacheConfig
+    sync: SyncConfig = SyncConfig()
+    log: LogConfig = LogConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    votes: VotesConfig = VotesConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """``listen`` as (host, port) for binding; host "" means every interface."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def to_display_dict(self) -> dict[str, Any]:
+        """The effective configuration as plain YAML/JSON values (keys as in the file), passwords masked.
+
+        Sizes are ints, durations and schedules are text such as ``1h30m``, paths are strings.
+        """
+        shown: dict[str, Any] = _display_value(self)
+        shown["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
+        for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
+            url = shown["upstream"][key]
+            shown["upstream"][key] = None if url is None else _mask_url_password(url)
+        return shown
+
+
+def _display_value(value: object) -> Any:
+    """``value`` as plain data for :meth:`Config.to_display_dict`; dataclasses become dicts in field order."""
+    if isinstance(value, Schedule):
+        return value.to_text()
+    if isinstance(value, IPModeRule):
+        return {"cidr": str(value.network), "mode": value.mode}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_display_value(item) for item in value]
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------- sizes and durations
+
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)b?", re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE_EXAMPLES = "expected e.g. 500g, 1.5 TB, 1048576"
+_MAX_SIZE = 2**63 - 1  # what a database INTEGER column holds
+_DURATION_RE = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", re.ASCII)
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_DURATION_EXAMPLES = "expected e.g. 30s, 5m, 2h, 1h30m, 7d"
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a size such as ``512g``, ``1.5 TB``, ``100b`` or a plain number.
+
+    Suffixes ``k kb m mb g gb t tb`` (any case) are binary multiples; a fraction of a byte is
+    dropped. Raises ``ValueError`` for anything else, including negatives, ``inf`` and ``nan``.
+    """
+    if isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a size ({_SIZE_EXAMPLES})")
+        amount = Decimal(match[1]) * _SIZE_UNITS[match[2].lower()]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a size: it must be 0 or more ({_SIZE_EXAMPLES})")
+        amount = Decimal(value)
+    else:
+        raise ValueError(f"{_shown(value)} is not a size ({_SIZE_EXAMPLES})")
+    if amount > _MAX_SIZE:
+        raise ValueError(f"{value!r} is too large a size (at most {_MAX_SIZE} bytes)")
+    return int(amount)
+
+
+def parse_duration(value: object) -> timedelta:
+    """A ``timedelta`` from whole numbers with units, largest first: ``30s``, ``1h30m``, ``7d``.
+
+    Units are ``d h m s`` (lower case: ``M`` could mean months). A bare number has no unit
+    and is refused, as is anything else that is not such a duration.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"{value!r} has no unit ({_DURATION_EXAMPLES})")
+    if not isinstance(value, str):
+        raise ValueError(f"{_shown(value)} is not a duration ({_DURATION_EXAMPLES})")
+    text = value.strip()
+    if text.isdecimal():
+        raise ValueError(f"{value!r} has no unit ({_DURATION_EXAMPLES})")
+    match = _DURATION_RE.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"{value!r} is not a duration ({_DURATION_EXAMPLES})")
+    counts = [int(group) if group else 0 for group in match.groups()]
+    return timedelta(seconds=sum(n * size for n, (_, size) in zip(counts, _DURATION_UNITS, strict=True)))
+
+
+def format_duration(delta: timedelta) -> str:
+    """The shortest text :func:`parse_duration` reads back, e.g. ``1h30m``; whole seconds only."""
+    seconds = int(delta.total_seconds())
+    if seconds < 0:
+        raise ValueError(f"negative duration {delta!r}")
+    parts = []
+    for unit, size in _DURATION_UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# --------------------------------------------------------------------------- value parsers
+# Each takes the raw YAML value and returns the typed one or raises ValueError with a message
+# that names the value; the reader adds the key path.
+
+
+def _shown(raw: object) -> str:
+    """A raw value for a message: containers by kind (they can be long), scalars by repr."""
+    if isinstance(raw, Mapping):
+        return "a mapping"
+    if isinstance(raw, list):
+        return "a list"
+    return repr(raw)
+
+
+def _parse_text(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {_shown(raw)}")
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _parse_bool(raw: object) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"expected true or false, got {_shown(raw)}")
+    return raw
+
+
+def _int_parser(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
+    """A parser for a real YAML integer (not a bool, not a string) within the bounds."""
+    bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(raw: object) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError(f"expected a whole number, got {_shown(raw)}")
+        if raw < minimum or (maximum is not None and raw > maximum):
+            raise ValueError(f"{raw} is out of range (must be {bounds})")
+        return raw
+
+    return parse
+
+
+def _choice_parser(choices: tuple[_S, ...]) -> Callable[[object], _S]:
+    def parse(raw: object) -> _S:
+        for choice in choices:
+            if raw == choice:
+                return choice
+        raise ValueError(f"{_shown(raw)} is not one of {', '.join(choices)}")
+
+    return parse
+
+
+def _parse_positive_duration(raw: object) -> timedelta:
+    duration = parse_duration(raw)
+    if not duration:
+        raise ValueError(f"{raw!r} must be longer than 0s")
+    return duration
+
+
+_LISTEN_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(\d{1,5})")
+
+
+def _parse_listen(raw: object) -> str:
+    text = _parse_text(raw)
+    match = _LISTEN_RE.fullmatch(text)
+    if match is None or int(match[2]) > 65535:
+        raise ValueError(
+            f"{text!r} is not a listen address (expected e.g. ':8080', '127.0.0.1:8080', '[::1]:8080')"
+        )
+    return text
+
+
+_PREFIX_RE = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
+
+
+def _parse_prefix(raw: object) -> str:
+    text = _parse_text(raw)
+    if _PREFIX_RE.fullmatch(text) is None:
+        raise ValueError(
+            f"{text!r} is not a URL prefix (it starts with '/' and does not end with '/', e.g. /pypi)"
+        )
+    return text
+
+
+def _split_url(text: str) -> tuple[SplitResult, int | None]:
+    """The URL's parts and port; ``ValueError`` (without the URL, it may hold a password) if malformed."""
+    try:
+        parts = urlsplit(text)
+        return parts, parts.port
+    except ValueError:
+        raise ValueError(f"{_mask_url_password(text)!r} is not a valid URL") from None
+
+
+def _parse_http_url(raw: object) -> str:
+    """An http(s) base URL with a host, trailing slashes removed (paths are appended to it)."""
+    text = _parse_text(raw).rstrip("/")
+    parts, _ = _split_url(text)
+    shown = _mask_url_password(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{shown!r} is not an http(s) URL with a host (e.g. https://example.org)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{shown!r} must not have a query or a fragment")
+    return text
+
+
+def _parse_proxy(raw: object) -> str:
+    text = _parse_text(raw)
+    parts, port = _split_url(text)
+    shown = _mask_url_password(text)
+    if parts.scheme not in _PROXY_SCHEMES:
+        raise ValueError(f"{shown!r} has an unsupported scheme (expected one of {', '.join(_PROXY_SCHEMES)})")
+    if not parts.hostname or port is None:
+        raise ValueError(f"{shown!r} needs a host and a port, e.g. http://127.0.0.1:3128")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{shown!r} must be scheme://[user:password@]host:port only")
+    return text
+
+
+def _database_url_parser(base_dir: Path) -> Callable[[object], str]:
+    """A parser for an SQLAlchemy URL; a relative SQLite file is taken from ``base_dir`` like other paths."""
+
+    def parse(raw: object) -> str:
+        text = _parse_text(raw)
+        try:
+            url = make_url(text)
+            url.get_dialect()
+        except (ArgumentError, ValueError) as exc:  # ArgumentError covers an unknown dialect
+            raise ValueError(
+                f"not a usable SQLAlchemy URL ({exc}); expected e.g. sqlite:////srv/pypi/pypi-mirror.db "
+                "or postgresql+psycopg://user:password@db.example.org/pypi"
+            ) from None
+        if url.get_backend_name() != "sqlite":
+            return text
+        if url.database in (None, "", ":memory:"):
+            raise ValueError(f"{text!r} is an in-memory database: everything would be lost on restart")
+        if url.database.startswith("file:") or Path(url.database).is_absolute():
+            return text
+        return url.set(database=str(base_dir / url.database)).render_as_string(hide_password=False)
+
+    return parse
+
+
+def _parse_network(raw: object) -> IPNetwork:
+    if not isinstance(raw, str):
+        raise ValueError(f"{_shown(raw)} is not a network in CIDR notation (e.g. 10.0.0.0/8, 2001:db8::/32)")
+    try:
+        return ipaddress.ip_network(raw.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{raw!r} is not a network in CIDR notation: {exc}") from None
+
+
+def _parse_ip_mode(raw: object) -> IPMode:
+    if raw == "proxy":
+        return "proxy"
+    if raw == "302" or (isinstance(raw, int) and not isinstance(raw, bool) and raw == 302):
+        return "302"
+    raise ValueError(f"{_shown(raw)} is not a mode (expected 302 or proxy)")
+
+
+def _parse_schedule(raw: object) -> Schedule:
+    """An interval (a duration) or a 5-field cron expression, validated as APScheduler reads it."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    try:
+        interval = parse_duration(text)
+    except ValueError:
+        interval = None
+    if interval is not None:
+        if not interval:
+            raise ValueError(f"{text!r} must be longer than 0s")
+        return Schedule(interval=interval)
+    if len(text.split()) == 5:
+        try:
+            CronTrigger.from_crontab(text, timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid cron expression: {exc}") from None
+        return Schedule(cron=text)
+    raise ValueError(
+        f"{_shown(raw)} is neither a duration (e.g. 1h, 30m) "
+        "nor a 5-field cron expression (e.g. '*/15 * * * *')"
+    )
+
+
+_URL_PASSWORD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
+
+
+def _mask_url_password(url: str) -> str:
+    """The URL with any password replaced by ``***``, for display and messages; never fails."""
+    return _URL_PASSWORD_RE.sub(r"\1***@", url)
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _unknown_key_message(key: object, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (expected one of: {', '.join(known)})"
+
+
+class _Reader:
+    """Reads one configuration tree, collecting every problem instead of stopping at the first.
+
+    On a problem, a getter records it and returns a placeholder so that reading goes on;
+    :func:`parse_config` raises before any placeholder can escape.
+    """
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[ConfigProblem] = []
+        self._broken: set[str] = set()  # mappings of the wrong type: their keys are not "missing"
+
+    def report(self, key_path: str, message: str) -> None:
+        self.problems.append(ConfigProblem(key_path, message))
+
+    def is_broken(self, path: str) -> bool:
+        """Whether ``path`` lies in a mapping of the wrong type (so its keys are not "missing")."""
+        return any(
+            not broken or path == broken or path.startswith((f"{broken}.", f"{broken}["))
+            for broken in self._broken
+        )
+
+    def section(self, data: object, path: str, keys: Collection[str]) -> Mapping[str, object]:
+        """The mapping at ``path`` restricted to ``keys``; unknown keys and wrong types are reported."""
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            where = "" if path else " at the top level"
+            self.report(path, f"expected a mapping{where}, got {_shown(data)}")
+            self._broken.add(path)
+            return {}
+        for key in data:
+            if key not in keys:
+                self.report(_join(path, str(key)), _unknown_key_message(key, keys))
+        return {key: value for key, value in data.items() if key in keys}
+
+    def entries(self, data: object, path: str) -> list[tuple[str, object]]:
+        """The items of the list at ``path``, each with its own key path (``path[i]``)."""
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            self.report(path, f"expected a list, got {_shown(data)}")
+            return []
+        return [(f"{path}[{index}]", item) for index, item in enumerate(data)]
+
+    def get(
+        self, section: Mapping[str, object], path: str, key: str, parse: Callable[[object], _T], default: _T
+    ) -> _T:
+        raw = section.get(key)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.report(_join(path, key), str(exc))
+            return default
+
+    def require(
+        self,
+        section: Mapping[str, object],
+        path: str,
+        key: str,
+        parse: Callable[[object], _T],
+        placeholder: _T,
+    ) -> _T:
+        if section.get(key) is None and not self.is_broken(path):
+            self.report(_join(path, key), "required key is missing")
+        return self.get(section, path, key, parse, placeholder)
+
+    def get_list(
+        self,
+        section: Mapping[str, object],
+        path: str,
+        key: str,
+        parse: Callable[[object], _T],
+        default: tuple[_T, ...],
+    ) -> tuple[_T, ...]:
+        raw = section.get(key)
+        if raw is None:
+            return default
+        values = []
+        for item_path, item in self.entries(raw, _join(path, key)):
+            try:
+                values.append(parse(item))
+            except ValueError as exc:
+                self.report(item_path, str(exc))
+        return tuple(values)
+
+    def parse_path(self, raw: object) -> Path:
+        """An absolute path: ``~`` expanded, relative paths taken from ``base_dir``."""
+        text = _parse_text(raw)
+        if "\0" in text:
+            raise ValueError(f"{text!r} contains a NUL character")
+        try:
+            expanded = Path(text).expanduser()
+        except RuntimeError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+        return Path(os.path.normpath(self.base_dir / expanded))
+
+
+# --------------------------------------------------------------------------- the sections
+
+_TOP_KEYS = (
+    "listen", "repo_path", "prefix", "node_id", "shutdown_grace", "database", "upstream", "tls",
+    "trusted_proxies", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
+)  # fmt: skip
+
+
+def _read_database(reader: _Reader, data: object, repo_path: Path) -> DatabaseConfig:
+    section = reader.section(data, "database", ("url",))
+    default = f"sqlite:///{repo_path}/pypi-mirror.db"
+    parse = _database_url_parser(reader.base_dir)
+    return DatabaseConfig(url=reader.get(section, "database", "url", parse, default))
+
+
+def _read_upstream(reader: _Reader, data: object) -> UpstreamConfig:
+    path = "upstream"
+    section = reader.section(data, path, ("pypi_url", "packages_url", "redirect_url", "proxy", "listing"))
+    pypi_url = reader.require(section, path, "pypi_url", _parse_http_url, "")
+    packages_url = reader.require(section, path, "packages_url", _parse_http_url, "")
+    return UpstreamConfig(
+        pypi_url=pypi_url,
+        packages_url=packages_url,
+        redirect_url=reader.get(section, path, "redirect_url", _parse_http_url, packages_url),
+        proxy=reader.get(section, path, "proxy", _parse_proxy, None),
+        listing=reader.get(section, path, "listing", _choice_parser(_LISTINGS), "simple-json"),
+    )
+
+
+def _read_tls(reader: _Reader, data: object) -> TLSConfig:
+    section = reader.section(data, "tls", ("cert", "key"))
+    cert = reader.get(section, "tls", "cert", reader.parse_path, None)
+    key = reader.get(section, "tls", "key", reader.parse_path, None)
+    for given, missing in (("cert", "key"), ("key", "cert")):
+        if section.get(given) is not None and section.get(missing) is None:
+            reader.report(f"tls.{missing}", f"required when tls.{given} is set")
+    return TLSConfig(cert=cert, key=key)
+
+
+def _read_ip_modes(reader: _Reader, data: object) -> IPModesConfig:
+    section = reader.section(data, "ip_modes", ("default", "rules"))
+    default = reader.get(section, "ip_modes", "default", _parse_ip_mode, IPModesConfig().default)
+    rules = []
+    for rule_path, raw_rule in reader.entries(section.get("rules"), "ip_modes.rules"):
+        rule = reader.section(raw_rule, rule_path, ("cidr", "mode"))
+        network = reader.require(rule, rule_path, "cidr", _parse_network, None)
+        mode = reader.require(rule, rule_path, "mode", _parse_ip_mode, None)
+        if network is not None and mode is not None:
+            rules.append(IPModeRule(network=network, mode=mode))
+    return IPModesConfig(default=default, rules=tuple(rules))
+
+
+def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, ...]:
+    """The configured tiers; overlapping tier directories (or one holding the repo) are refused."""
+    tiers: list[tuple[str, Tier]] = []
+    for tier_path, raw_tier in reader.entries(data, "cache.tiers"):
+        section = reader.section(raw_tier, tier_path, ("path", "size_limit"))
+        directory = reader.require(section, tier_path, "path", reader.parse_path, None)
+        size_limit = reader.require(section, tier_path, "size_limit", parse_size, None)
+        if directory is None or size_limit is None:
+            continue
+        if directory == repo_path or directory in repo_path.parents:
+            reader.report(f"{tier_path}.path", f"'{directory}' holds repo_path; use a directory of its own")
+        for other_path, other in tiers:
+            if directory == other.path or directory in other.path.parents or other.path in directory.parents:
+                reader.report(f"{tier_path}.path", f"'{directory}' overlaps {other_path} ('{other.path}')")
+        tiers.append((tier_path, Tier(path=directory, size_limit=size_limit)))
+    return tuple(tier for _, tier in tiers)
+
+
+def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
+    """The cache section; its byte budget is required: ``size_limit``, or ``tiers`` with limits."""
+    path = "cache"
+    keys = (
+        "size_limit",
+        "filesize_limit",
+        "min_vote_count",
+        "vote_window",
+        "dedup_window",
+        "size_db_ttl",
+        "tiers",
+    )
+    section = reader.section(data, path, keys)
+    defaults = CacheConfig(tiers=())
+    size_limit = reader.get(section, path, "size_limit", parse_size, None)
+    tiers = _read_tiers(reader, section.get("tiers"), repo_path)
+    if section.get("tiers"):
+        if section.get("size_limit") is not None:
+            reader.report("cache.size_limit", "not allowed with cache.tiers: give each tier its size_limit")
+    else:
+        if section.get("size_limit") is None and not reader.is_broken(path):
+            reader.report(
+                "cache.size_limit",
+                "required: the byte budget (or cache.tiers, each with path and size_limit)",
+            )
+        tiers = (Tier(path=repo_path / "packages", size_limit=size_limit or 0),)
+    return CacheConfig(
+        tiers=tiers,
+        size_limit=size_limit,
+        filesize_limit=reader.get(section, path, "filesize_limit", parse_size, None),
+        min_vote_count=reader.get(section, path, "min_vote_count", _int_parser(1), defaults.min_vote_count),
+        vote_window=reader.get(section, path, "vote_window", _parse_positive_duration, defaults.vote_window),
+        dedup_window=reader.get(section, path, "dedup_window", parse_duration, defaults.dedup_window),
+        size_db_ttl=reader.get(section, path, "size_db_ttl", parse_duration, defaults.size_db_ttl),
+    )
+
+
+def _read_sync(reader: _Reader, data: object) -> SyncConfig:
+    path, defaults = "sync", SyncConfig()
+    keys = ("retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions")
+    section = reader.section(data, path, keys)
+    return SyncConfig(
+        retry=reader.get(section, path, "retry", _int_parser(1), defaults.retry),
+        download_error_threshold=reader.get(
+            section, path, "download_error_threshold", _int_parser(1), defaults.download_error_threshold
+        ),
+        user_agent=reader.get(section, path, "user_agent", _parse_text, defaults.user_agent),
+        concurrent_downloads=reader.get(
+            section, path, "concurrent_downloads", _int_parser(1, 256), defaults.concurrent_downloads
+        ),
+        max_deletions=reader.get(section, path, "max_deletions", _int_parser(0), defaults.max_deletions),
+    )
+
+
+def _read_log(reader: _Reader, data: object) -> LogConfig:
+    section = reader.section(data, "log", ("path", "format"))
+    return LogConfig(
+        path=reader.get(section, "log", "path", reader.parse_path, None),
+        format=reader.get(section, "log", "format", _choice_parser(_LOG_FORMATS), LogConfig().format),
+    )
+
+
+def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
+    path, defaults = "timeouts", TimeoutsConfig()
+    section = reader.section(data, path, ("read", "write", "idle", "upstream"))
+    return TimeoutsConfig(
+        read=reader.get(section, path, "read", _parse_positive_duration, defaults.read),
+        write=reader.get(section, path, "write", _parse_positive_duration, defaults.write),
+        idle=reader.get(section, path, "idle", _parse_positive_duration, defaults.idle),
+        upstream=reader.get(section, path, "upstream", _parse_positive_duration, defaults.upstream),
+    )
+
+
+def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
+    path, defaults = "schedule", ScheduleConfig()
+    section = reader.section(data, path, ("index_sync", "cache", "jitter", "run_on_start"))
+    return ScheduleConfig(
+        index_sync=reader.get(section, path, "index_sync", _parse_schedule, defaults.index_sync),
+        cache=reader.get(section, path, "cache", _parse_schedule, defaults.cache),
+        jitter=reader.get(section, path, "jitter", parse_duration, defaults.jitter),
+        run_on_start=reader.get(section, path, "run_on_start", _parse_bool, defaults.run_on_start),
+    )
+
+
+def _read_votes(reader: _Reader, data: object) -> VotesConfig:
+    section = reader.section(data, "votes", ("queue_size", "bots"))
+    return VotesConfig(
+        queue_size=reader.get(section, "votes", "queue_size", _int_parser(1), VotesConfig().queue_size),
+        bots=reader.get_list(section, "votes", "bots", _parse_text, _DEFAULT_BOTS),
+    )
+
+
+def _read_serve(reader: _Reader, data: object) -> ServeConfig:
+    section = reader.section(data, "serve", ("workers",))
+    return ServeConfig(
+        workers=reader.get(section, "serve", "workers", _int_parser(1, 64), ServeConfig().workers)
+    )
+
+
+def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> Config:
+    """Check an already loaded YAML tree and build the :class:`Config`.
+
+    ``source`` names the file in the error; relative paths are taken from ``base_dir`` (default:
+    the working directory). Raises one :class:`ConfigError` listing every problem found.
+    """
+    reader = _Reader(Path(base_dir).absolute() if base_dir is not None else Path.cwd())
+    top = reader.section(data, "", _TOP_KEYS)
+    repo_path = reader.require(top, "", "repo_path", reader.parse_path, Path("/"))
+    config = Config(
+        listen=reader.get(top, "", "listen", _parse_listen, _DEFAULT_LISTEN),
+        repo_path=repo_path,
+        prefix=reader.get(top, "", "prefix", _parse_prefix, _DEFAULT_PREFIX),
+        node_id=reader.get(top, "", "node_id", _parse_text, socket.gethostname()),
+        shutdown_grace=reader.get(top, "", "shutdown_grace", parse_duration, _DEFAULT_SHUTDOWN_GRACE),
+        database=_read_database(reader, top.get("database"), repo_path),
+        upstream=_read_upstream(reader, top.get("upstream")),
+        tls=_read_tls(reader, top.get("tls")),
+        trusted_proxies=reader.get_list(top, "", "trusted_proxies", _parse_network, ()),
+        ip_modes=_read_ip_modes(reader, top.get("ip_modes")),
+        cache=_read_cache(reader, top.get("cache"), repo_path),
+        sync=_read_sync(reader, top.get("sync")),
+        log=_read_log(reader, top.get("log")),
+        timeouts=_read_timeouts(reader, top.get("timeouts")),
+        schedule=_read_schedule(reader, top.get("schedule")),
+        votes=_read_votes(reader, top.get("votes")),
+        serve=_read_serve(reader, top.get("serve")),
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems, source=source)
+    return config
+
+
+# --------------------------------------------------------------------------- the file
+
+
+class _StrictLoader(_BaseLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"not valid YAML (line {mark.line + 1}, column {mark.column + 1}): {exc.problem}"
+    return f"not valid YAML: {exc}"
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, check and build the configuration in the YAML file at ``path``.
+
+    Relative paths inside the file are taken from the file's directory. A missing or unreadable
+    file, invalid YAML and every bad key raise :class:`ConfigError` naming the file.
+    """
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as stream:
+            text = stream.read()
+    except OSError as exc:
+        problem = ConfigProblem("", f"cannot read the configuration file: {exc.strerror or exc}")
+        raise ConfigError([problem], source=source) from exc
+    try:
+        data: object = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", _describe_yaml_error(exc))], source=source) from exc
+    config = parse_config(data, source=source, base_dir=Path(source).absolute().parent)
+    logger.debug("configuration loaded from %s", source)
+    return config

@@ -1,0 +1,145 @@
+"""The one exception tree of pypimirror.
+
+Every error the program expects (bad input, a failing upstream, a refused sync) is a
+``PyPIMirrorError``; the CLI prints such an error as one line and exits 2. Anything else
+is a bug and keeps its traceback. Errors carry their facts as attributes as well as text::
+
+    PyPIMirrorError
+    ├── ConfigError(problems)            one or more bad configuration keys
+    ├── DatabaseError                    the database cannot be opened or used
+    ├── UpstreamError(url)               an outbound request failed
+    │   ├── UpstreamUnavailable          connect/DNS/TLS/timeout/proxy failure, no answer
+    │   ├── UpstreamStatusError(status)  the upstream answered with an unexpected status
+    │   ├── StaleSerialError(project, want, got, attempts)
+    │   └── MalformedUpstreamError       the answer does not parse as what it should be
+    ├── StorageError                     files on disk
+    │   ├── UnsafePathError(path)        a request path that must never touch the disk
+    │   └── IntegrityError(path, expected, actual)
+    ├── SyncRefusedError                 a sync step refused to run (e.g. too many removals)
+    └── JobLockedError(holder)           another runner holds the sync lease
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "DatabaseError",
+    "IntegrityError",
+    "JobLockedError",
+    "MalformedUpstreamError",
+    "PyPIMirrorError",
+    "StaleSerialError",
+    "StorageError",
+    "SyncRefusedError",
+    "UnsafePathError",
+    "UpstreamError",
+    "UpstreamStatusError",
+    "UpstreamUnavailable",
+]
+
+from dataclasses import dataclass
+
+
+class PyPIMirrorError(Exception):
+    """Base of every error pypimirror expects and reports without a traceback."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One bad configuration key: where it is and what is wrong with it."""
+
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key_path}: {self.message}" if self.key_path else self.message
+
+
+class ConfigError(PyPIMirrorError):
+    """The configuration cannot be used; lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem], source: str = "") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(str(p) for p in self.problems))
+
+
+class DatabaseError(PyPIMirrorError):
+    """The database cannot be opened, migrated or reached."""
+
+
+class UpstreamError(PyPIMirrorError):
+    """An outbound request did not give a usable answer."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No answer at all: refused, DNS, TLS, proxy or a stalled transfer."""
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered, but with a status we cannot use."""
+
+    def __init__(self, message: str, url: str = "", status: int = 0) -> None:
+        self.status = status
+        super().__init__(message, url)
+
+
+class StaleSerialError(UpstreamError):
+    """The upstream kept answering with an older serial than its listing promised."""
+
+    def __init__(self, project: str, want: int, got: int | None, attempts: int, url: str = "") -> None:
+        self.project = project
+        self.want = want
+        self.got = got
+        self.attempts = attempts
+        super().__init__(
+            f"{project!r}: upstream serial {got!r} is older than the listed {want} "
+            f"after {attempts} attempts",
+            url,
+        )
+
+
+class MalformedUpstreamError(UpstreamError):
+    """The upstream's answer does not have the shape the standard requires."""
+
+
+class StorageError(PyPIMirrorError):
+    """A file could not be read, written or moved as required."""
+
+
+class UnsafePathError(StorageError):
+    """A requested path is not a well-formed package path; nothing on disk is touched."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"unsafe path {path!r}: {reason}")
+
+
+class IntegrityError(StorageError):
+    """Downloaded bytes do not match what the index says they must be."""
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{path!r}: expected {expected}, got {actual}")
+
+
+class SyncRefusedError(PyPIMirrorError):
+    """A sync step refused to run because its input looks wrong (it would lose data)."""
+
+
+class JobLockedError(PyPIMirrorError):
+    """Another runner holds the sync lease for this mirror."""
+
+    def __init__(self, holder: str, expires_at: float) -> None:
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(f"another sync holds the lease: {holder} (expires at {expires_at:.0f})")

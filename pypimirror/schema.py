@@ -1,0 +1,159 @@
+"""The tables of pypimirror's database, and the one way they come into existence.
+
+Types are dialect-neutral so the same MetaData runs on SQLite and PostgreSQL. The schema
+carries a version: :func:`install_schema` creates what is missing, is safe to call on every
+start (and from several processes at once), and refuses a database written by a newer
+pypimirror instead of guessing at tables it does not know.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "install_schema",
+    "job_runs",
+    "leases",
+    "local_files",
+    "metadata",
+    "remote_sizes",
+    "schema_version",
+    "serials",
+    "votes",
+]
+
+import logging
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
+
+from pypimirror.errors import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+#: Bump when a table changes, and teach :func:`install_schema` to migrate from the old one.
+SCHEMA_VERSION = 1
+
+#: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
+_SCHEMA_LOCK_KEY = 0x7079_7069_6D69  # "pypimi"
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+)
+
+# One row per (file, client network, second); popularity counts distinct networks.
+votes = Table(
+    "votes",
+    metadata,
+    Column("file_path", Text, primary_key=True),
+    Column("ip_prefix", Text, primary_key=True),
+    Column("voted_at", BigInteger, primary_key=True, autoincrement=False),
+    # Leading voted_at serves "older than" cleanups; the other two columns make it covering
+    # for "distinct prefixes per file since T", which then never reads the table itself.
+    Index("ix_votes_voted_at", "voted_at", "file_path", "ip_prefix"),
+)
+
+# Keyed by the normalized project name; display_name is the spelling upstream lists.
+serials = Table(
+    "serials",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("serial", BigInteger, nullable=False),
+)
+
+# Each node's own view of its cache tiers: nodes sharing a database never share disks.
+local_files = Table(
+    "local_files",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("file_path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("tier", Integer, nullable=False),
+)
+
+remote_sizes = Table(
+    "remote_sizes",
+    metadata,
+    Column("file_path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=True),  # NULL: upstream answered 404
+    Column("recorded_at", BigInteger, nullable=False),
+    Index("ix_remote_sizes_recorded_at", "recorded_at"),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", Text, nullable=False),
+    Column("node_id", Text, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=True),
+    Column("outcome", Text, nullable=True),  # NULL while running
+    Column("counts", Text, nullable=False),  # a JSON object
+    Column("error", Text, nullable=True),
+    CheckConstraint("outcome IN ('ok', 'failed', 'interrupted')", name="ck_job_runs_outcome"),
+    Index("ix_job_runs_job_started_at", "job", "started_at"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("acquired_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+)
+
+
+def install_schema(conn: Connection) -> None:
+    """Create missing tables and record the version, inside the caller's transaction.
+
+    The version is checked before anything is created, so a database from a newer release
+    is left exactly as it was. Raises :class:`DatabaseError` for a version this code does
+    not know.
+    """
+    if conn.dialect.name == "postgresql":
+        # create_all checks, then creates: two processes starting at once would both create.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    found = _stored_version(conn)
+    if found is not None and found > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database schema version {found} is newer than this pypimirror supports "
+            f"({SCHEMA_VERSION}); upgrade pypimirror or point it at another database"
+        )
+    if found is not None and found < SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database schema version {found} is older than {SCHEMA_VERSION} "
+            "and no migration from it exists"
+        )
+    metadata.create_all(conn, checkfirst=True)
+    if found is None:
+        conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+        logger.info("created database schema version %d", SCHEMA_VERSION)
+
+
+def _stored_version(conn: Connection) -> int | None:
+    """The version recorded in the database, or None for a database without our schema."""
+    if not inspect(conn).has_table(schema_version.name):
+        return None
+    version: int | None = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    return version

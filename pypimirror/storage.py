@@ -1,0 +1,151 @@
+"""The mirror's files on disk, and how they change.
+
+Every file pypimirror writes appears atomically: a reader sees the old bytes or the new, never
+a mix, and a crash at any point leaves at most a temp file, which :func:`sweep_temp_files`
+removes on the next run. Temp files carry :data:`TEMP_MARKER` in their name so a sweep can
+tell them from real content without guessing.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PAGE_FILES",
+    "TEMP_MARKER",
+    "RepoLayout",
+    "atomic_write",
+    "is_normalized_project_name",
+    "is_temp_name",
+    "remove_path",
+    "sweep_temp_files",
+]
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import NormalizedName
+
+from pypimirror.errors import UnsafePathError
+
+logger = logging.getLogger(__name__)
+
+TEMP_MARKER = ".pypimirror-tmp-"
+
+#: The file name of each page variant inside a project (or the root) directory.
+PAGE_FILES = ("index.html", "index.v1_html", "index.v1_json")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name that :func:`atomic_write` (or a download) uses while writing."""
+    return TEMP_MARKER in name
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that it appears whole or not at all.
+
+    The bytes go to a temp file in the same directory (same filesystem, so the rename is
+    atomic), are fsynced, and replace the target. On any failure the temp file is removed
+    and the old content of ``path`` stays untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def remove_path(path: Path) -> bool:
+    """Remove a file or a whole directory tree; True if something was there."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def sweep_temp_files(root: Path) -> int:
+    """Delete temp files left under ``root`` by an interrupted run; returns how many.
+
+    Call it only while no writer is active on ``root`` (at the start of a sync that holds
+    the lease), or it may remove a file that is being written.
+    """
+    removed = 0
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif is_temp_name(entry.name):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    if removed:
+        logger.info("removed %d leftover temp files under %s", removed, root)
+    return removed
+
+
+@dataclass(frozen=True, slots=True)
+class RepoLayout:
+    """Where each kind of index file lives under ``repo_path`` (seed-behaviour §3)."""
+
+    root: Path
+
+    @property
+    def simple_dir(self) -> Path:
+        return self.root / "simple"
+
+    @property
+    def json_dir(self) -> Path:
+        return self.root / "json"
+
+    def project_dir(self, name: NormalizedName) -> Path:
+        return self.simple_dir / _checked(name)
+
+    def project_page(self, name: NormalizedName, variant: str) -> Path:
+        """``variant`` is one of :data:`PAGE_FILES`."""
+        return self.project_dir(name) / variant
+
+    def root_page(self, variant: str) -> Path:
+        return self.simple_dir / variant
+
+    def json_document(self, name: NormalizedName) -> Path:
+        return self.json_dir / _checked(name)
+
+
+_NORMALIZED_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+
+
+def is_normalized_project_name(name: str) -> bool:
+    """True for a valid, already normalized project name (safe as one path segment)."""
+    return _NORMALIZED_NAME.fullmatch(name) is not None
+
+
+def _checked(name: str) -> str:
+    """Refuse a name that is not a normalized project name before it becomes a path."""
+    if not is_normalized_project_name(name):
+        raise UnsafePathError(name, "not a normalized project name")
+    return name

@@ -1,0 +1,37 @@
+"""Shared fixtures: a clean environment, a real event loop per test, and the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tornado.platform.asyncio import AsyncIOLoop
+
+# Test helpers (the fake upstream index) live beside the tests; with --import-mode=importlib
+# the tests folder is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy or PYPIMIRROR_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.lower() in _PROXY_VARIABLES or name.startswith("PYPIMIRROR_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def io_loop() -> Iterator[AsyncIOLoop]:
+    """pytest-tornado's loop without its deprecated make_current/clear_current calls."""
+    aio = asyncio.new_event_loop()
+    asyncio.set_event_loop(aio)
+    loop = AsyncIOLoop(asyncio_loop=aio)
+    yield loop
+    loop.close(all_fds=True)
+    asyncio.set_event_loop(None)

@@ -1,0 +1,74 @@
+"""The command line as an operator meets it: a real process, its output and its exit status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+EXAMPLE = Path(__file__).parent.parent / "conf" / "config.example.yaml"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pypimirror", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_check_config_prints_the_effective_configuration_of_the_example() -> None:
+    result = run_cli("check-config", "-c", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["prefix"] == "/pypi"
+    assert shown["upstream"]["listing"] == "simple-json"
+    assert shown["cache"]["tiers"][0]["size_limit"] == shown["cache"]["size_limit"]
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "repo_path: repo\n"
+        "upstream:\n  pypi_url: https://example.org\n  packages_url: https://files.example.org/packages\n"
+        "  proxy: socks5h://user:hunter2@127.0.0.1:1080\n"
+        "database:\n  url: postgresql+psycopg://mirror:s3cret@127.0.0.1/mirror\n"
+        "cache:\n  size_limit: 10g\n"
+    )
+    result = run_cli("check-config", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout and "s3cret" not in result.stdout
+    assert "***" in result.stdout
+
+
+def test_config_path_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
+    result = run_cli("check-config", env={"PYPIMIRROR_CONFIG": str(EXAMPLE)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read the configuration file"),
+        ("repo_path: r\ncache:\n  size_limt: 1g\n", "cache.size_limt: unknown key (did you mean 'size_limit'?)"),
+        ("repo_path: [unclosed\n", "config.yaml"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, content: str | None, expected: str) -> None:
+    config = tmp_path / "config.yaml"
+    if content is not None:
+        config.write_text(content)
+    result = run_cli("check-config", "-c", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pypimirror: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
