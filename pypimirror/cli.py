@@ -10,8 +10,10 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +21,11 @@ import yaml
 
 from pypimirror import __version__
 from pypimirror.config import Config, load_config
-from pypimirror.errors import PyPIMirrorError
+from pypimirror.db import Database
+from pypimirror.errors import PyPIMirrorError, StorageError
+from pypimirror.jobs.index_sync import run_index_sync
+from pypimirror.jobs.runner import run_job
+from pypimirror.upstream import UpstreamClient, UpstreamSettings, configure_curl_client
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,13 @@ def _build_parser() -> argparse.ArgumentParser:
         return command
 
     add_command("check-config", "validate the configuration and print the effective settings")
+    sync = add_command("sync", "sync the index from the upstream")
+    sync.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="run the index sync once and exit (0 ok, 1 interrupted or refused, 2 error)",
+    )
     return parser
 
 
@@ -62,6 +75,55 @@ def _check_config(config: Config) -> int:
     """Print the effective configuration, secrets masked, as YAML."""
     sys.stdout.write(yaml.safe_dump(config.to_display_dict(), sort_keys=False))
     return EXIT_OK
+
+
+def upstream_client(config: Config) -> UpstreamClient:
+    """The outbound client every job uses; call after :func:`configure_curl_client`."""
+    timeout = config.timeouts.upstream.total_seconds()
+    return UpstreamClient(
+        UpstreamSettings(
+            user_agent=config.sync.user_agent,
+            proxy=config.upstream.proxy,
+            connect_timeout=timeout,
+            stall_timeout=timeout,
+            attempts=config.sync.retry,
+        )
+    )
+
+
+def _prepare_repo(config: Config) -> None:
+    try:
+        config.repo_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create repo_path {str(config.repo_path)!r}: {exc.strerror}") from exc
+
+
+async def _sync_once(config: Config) -> int:
+    """One index sync under the lease; SIGINT/SIGTERM stop it at the next safe point."""
+    _prepare_repo(config)
+    configure_curl_client(max_clients=config.sync.concurrent_downloads * 2)
+    db = await asyncio.to_thread(Database.open, config.database.url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _request_stop, stop, signum)
+    try:
+        client = upstream_client(config)
+        report = await run_job(
+            db,
+            job="index_sync",
+            node_id=config.node_id,
+            body=lambda: run_index_sync(config, db, client, stop=stop),
+            stop=stop,
+        )
+    finally:
+        await asyncio.to_thread(db.dispose)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _request_stop(stop: asyncio.Event, signum: int) -> None:
+    logger.warning("received %s; stopping at the next safe point", signal.Signals(signum).name)
+    stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(_config_path(args.config))
         if args.command == "check-config":
             return _check_config(config)
+        if args.command == "sync":
+            return asyncio.run(_sync_once(config))
         raise AssertionError(f"unhandled command {args.command!r}")
     except PyPIMirrorError as exc:
         print(f"pypimirror: error: {exc}", file=sys.stderr)

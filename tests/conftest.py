@@ -9,11 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 from tornado.platform.asyncio import AsyncIOLoop
 
 # Test helpers (the fake upstream index) live beside the tests; with --import-mode=importlib
 # the tests folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).parent))
+
+from fakeindex import FakeIndex, running_fake_index  # noqa: E402
+
+from pypimirror.upstream import configure_curl_client  # noqa: E402
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 
@@ -35,3 +40,23 @@ def io_loop() -> Iterator[AsyncIOLoop]:
     yield loop
     loop.close(all_fds=True)
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def fake_index() -> Iterator[FakeIndex]:
+    """A running fake upstream index on 127.0.0.1, empty until the test adds projects."""
+    yield from running_fake_index()
+
+
+@pytest.fixture
+def curl_client(io_loop: AsyncIOLoop) -> Iterator[AsyncHTTPClient]:
+    """The loop's libcurl client, configured before anything creates a client on this loop.
+
+    The class-wide configuration is restored afterwards, so other tests see theirs.
+    """
+    saved = AsyncHTTPClient._save_configuration()  # type: ignore[attr-defined]
+    configure_curl_client(max_clients=20)
+    client = AsyncHTTPClient()
+    yield client
+    client.close()
+    AsyncHTTPClient._restore_configuration(saved)  # type: ignore[attr-defined]

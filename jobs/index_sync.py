@@ -1,0 +1,443 @@
+"""Index sync: make the local copy of the index equal to the upstream's.
+
+Plan, then execute. :func:`plan_index_sync` compares the upstream listing with the serials in
+the database by normalized name and returns what to fetch and what to remove; the run then
+fetches each project's PEP 691 page and JSON-API document, writes the rendered pages
+atomically, and stores the serial only after every file of the project is on disk. A run cut
+off at any point therefore leaves pages that are whole and a database that, at worst, makes
+the next run fetch a project again.
+
+Nothing is ever removed on the strength of a broken listing: an empty, failed or malformed
+listing is an error before any plan is made, and a plan with more removals than
+``sync.max_deletions`` has its removal step refused.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IndexSyncReport",
+    "SyncPlan",
+    "plan_index_sync",
+    "run_index_sync",
+]
+
+import asyncio
+import functools
+import gzip
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import NormalizedName
+
+from pypimirror import db as dbq
+from pypimirror.config import Config
+from pypimirror.db import Database
+from pypimirror.errors import (
+    MalformedUpstreamError,
+    PyPIMirrorError,
+    StaleSerialError,
+    SyncRefusedError,
+    UpstreamStatusError,
+)
+from pypimirror.listing import Listing, ListedProject, fetch_listing
+from pypimirror.pages import (
+    ProjectPage,
+    parse_json_api,
+    parse_simple_project_json,
+    render_project_html,
+    render_project_json,
+    render_root_html,
+    render_root_json,
+    rewrite_file_url,
+)
+from pypimirror.storage import (
+    RepoLayout,
+    atomic_write,
+    is_normalized_project_name,
+    remove_path,
+    sweep_temp_files,
+)
+from pypimirror.upstream import UpstreamClient, UpstreamResponse, read_last_serial
+
+logger = logging.getLogger(__name__)
+
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+
+#: Serials are stored in batches: a crash loses at most one batch, which is refetched.
+SERIAL_BATCH = 200
+SERIAL_FLUSH_SECONDS = 2.0
+PROGRESS_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """What one run will do: projects to fetch (sorted by name) and names to remove."""
+
+    fetch: tuple[tuple[NormalizedName, ListedProject], ...]
+    remove: tuple[NormalizedName, ...]
+
+
+def plan_index_sync(
+    local: Mapping[NormalizedName, tuple[str, int]],
+    remote: Listing,
+    on_disk: Iterable[str] = (),
+) -> SyncPlan:
+    """Compare the local serials (and project directories) with the upstream listing.
+
+    A project is fetched when it is new, its serial went up, or its display name changed
+    (a case-only rename is an update of the same normalized name, never a removal). Names
+    gone from the listing are removed, including directories on disk that the database does
+    not know (left by a run that crashed between writing pages and storing the serial).
+    """
+    fetch = sorted(
+        (name, listed)
+        for name, listed in remote.items()
+        if name not in local or local[name][1] < listed.serial or local[name][0] != listed.display_name
+    )
+    known = set(local) | set(on_disk)
+    remove = sorted(NormalizedName(name) for name in known if name not in remote)
+    return SyncPlan(fetch=tuple(fetch), remove=tuple(remove))
+
+
+@dataclass(slots=True)
+class IndexSyncReport:
+    """The outcome of one run, stored as the job run's counts and shown to operators."""
+
+    listed: int = 0
+    planned: int = 0
+    fetched: int = 0
+    removed: int = 0
+    errors: int = 0
+    interrupted: bool = False
+    removal_refused: str | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """True if any page was written or removed (the cache job then has new input)."""
+        return self.fetched > 0 or self.removed > 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.removal_refused is None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "listed": self.listed,
+            "planned": self.planned,
+            "fetched": self.fetched,
+            "removed": self.removed,
+            "errors": self.errors,
+        }
+
+    def summary(self) -> str:
+        text = (
+            f"listed={self.listed} planned={self.planned} fetched={self.fetched} "
+            f"removed={self.removed} errors={self.errors}"
+        )
+        if self.interrupted:
+            text += " (interrupted)"
+        if self.removal_refused:
+            text += f" (removal refused: {self.removal_refused})"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedProject:
+    """The four files of one project, ready to be written."""
+
+    name: NormalizedName
+    pages: dict[str, bytes]
+    json_document: bytes | None
+
+
+async def run_index_sync(
+    config: Config,
+    db: Database,
+    client: UpstreamClient,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> IndexSyncReport:
+    """Run one index sync; ``stop`` being set ends it at the next safe point.
+
+    Raises an :class:`~pypimirror.errors.UpstreamError` when the listing cannot be read
+    (nothing is changed then). Per-project failures are counted in the report and retried
+    by the next run.
+    """
+    run = _IndexSyncRun(config, db, client, stop or asyncio.Event(), clock, sleep)
+    return await run.execute()
+
+
+class _IndexSyncRun:
+    """The state of one run: its plan, its progress and the serials waiting to be stored."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        client: UpstreamClient,
+        stop: asyncio.Event,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.client = client
+        self.stop = stop
+        self.clock = clock
+        self.sleep = sleep
+        self.layout = RepoLayout(config.repo_path)
+        self.report = IndexSyncReport()
+        self.url_for = functools.partial(
+            rewrite_file_url, packages_url=config.upstream.packages_url, prefix=config.prefix
+        )
+        self.pending_serials: list[tuple[NormalizedName, str, int]] = []
+        self.last_flush = clock()
+
+    async def execute(self) -> IndexSyncReport:
+        upstream = self.config.upstream
+        listing = await fetch_listing(self.client, upstream.pypi_url, upstream.listing)
+        listing = _drop_invalid_names(listing)
+        self.report.listed = len(listing)
+        await asyncio.to_thread(sweep_temp_files, self.layout.simple_dir)
+        await asyncio.to_thread(sweep_temp_files, self.layout.json_dir)
+        local = await self.db.run(dbq.load_serials)
+        on_disk = await asyncio.to_thread(_project_dirs, self.layout)
+        plan = plan_index_sync(local, listing, on_disk)
+        self.report.planned = len(plan.fetch)
+        logger.info(
+            "index sync: upstream lists %d projects, %d local; %d to fetch, %d to remove",
+            len(listing), len(local), len(plan.fetch), len(plan.remove),
+        )
+        await self._fetch_all(plan.fetch)
+        if not self.stop.is_set():
+            await self._remove(plan.remove)
+        await self._write_root_pages()
+        self.report.interrupted = self.stop.is_set()
+        logger.info("index sync: done: %s", self.report.summary())
+        return self.report
+
+    # -- fetching ---------------------------------------------------------------------
+
+    async def _fetch_all(self, todo: tuple[tuple[NormalizedName, ListedProject], ...]) -> None:
+        queue = iter(todo)
+        started = self.clock()
+        progress = asyncio.ensure_future(self._log_progress(len(todo), started))
+        workers = [
+            asyncio.ensure_future(self._worker(queue))
+            for _ in range(min(self.config.sync.concurrent_downloads, max(len(todo), 1)))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            progress.cancel()
+            await self._flush_serials()
+
+    async def _worker(self, queue: Iterable[tuple[NormalizedName, ListedProject]]) -> None:
+        for name, listed in queue:
+            if self.stop.is_set():
+                return
+            try:
+                rendered, serial = await self._fetch_project(name, listed)
+                await asyncio.to_thread(_write_project, self.layout, rendered)
+            except PyPIMirrorError as exc:
+                self.report.errors += 1
+                self.report.failures[name] = str(exc)
+                logger.warning("index sync: %s: %s", name, exc)
+                continue
+            self.report.fetched += 1
+            self.pending_serials.append((name, listed.display_name, serial))
+            if len(self.pending_serials) >= SERIAL_BATCH or (
+                self.clock() - self.last_flush >= SERIAL_FLUSH_SECONDS
+            ):
+                await self._flush_serials()
+
+    async def _fetch_project(
+        self, name: NormalizedName, listed: ListedProject
+    ) -> tuple[RenderedProject, int]:
+        """Fetch, check and render one project; returns the files and the serial to store."""
+        attempts = self.config.sync.retry
+        for attempt in range(1, attempts + 1):
+            simple, document = await asyncio.gather(
+                self._get(f"{self.config.upstream.pypi_url}/simple/{name}/", SIMPLE_JSON),
+                self._get(f"{self.config.upstream.pypi_url}/pypi/{name}/json", "application/json"),
+            )
+            page = _choose_page(name, listed, simple, document)
+            got = _served_serial(page, document)
+            if got is not None and got >= listed.serial:
+                return self._render(name, page, document), listed.serial
+            if attempt < attempts:
+                delay = min(2.0 ** (attempt - 1), 30.0)
+                logger.info(
+                    "index sync: %s: upstream serial %s older than listed %d, retrying in %.0fs",
+                    name, got, listed.serial, delay,
+                )
+                await self.sleep(delay)
+        raise StaleSerialError(name, listed.serial, got, attempts)
+
+    async def _get(self, url: str, accept: str) -> UpstreamResponse:
+        return await self.client.get(url, headers={"Accept": accept}, ok_statuses=(200, 404))
+
+    def _render(
+        self, name: NormalizedName, page: ProjectPage, document: UpstreamResponse
+    ) -> RenderedProject:
+        html = render_project_html(page, url_for=self.url_for, repository_meta=True)
+        pages = {
+            "index.html": html,
+            "index.v1_html": html,
+            "index.v1_json": render_project_json(page, url_for=self.url_for),
+        }
+        json_document = document.body if document.status == 200 else None
+        return RenderedProject(name, pages, json_document)
+
+    async def _flush_serials(self) -> None:
+        rows, self.pending_serials = self.pending_serials, []
+        self.last_flush = self.clock()
+        if rows:
+            await self.db.run(lambda conn: dbq.store_serials(conn, rows))
+
+    async def _log_progress(self, total: int, started: float) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            done = self.report.fetched + self.report.errors
+            elapsed = max(self.clock() - started, 1e-9)
+            rate = done / elapsed
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            logger.info(
+                "index sync: %d/%d projects, %.1f/s, ETA %s, %d errors",
+                done, total, rate, _format_eta(eta), self.report.errors,
+            )
+
+    # -- removals and the root ----------------------------------------------------------
+
+    async def _remove(self, names: tuple[NormalizedName, ...]) -> None:
+        limit = self.config.sync.max_deletions
+        if len(names) > limit:
+            reason = (
+                f"{len(names)} projects are gone from the upstream listing, more than "
+                f"sync.max_deletions ({limit}); nothing was removed"
+            )
+            logger.error("index sync: %s", reason)
+            self.report.removal_refused = reason
+            return
+        for name in names:
+            await asyncio.to_thread(_remove_project, self.layout, name)
+        if names:
+            await self.db.run(lambda conn: dbq.delete_serials(conn, names))
+            logger.info("index sync: removed %d projects", len(names))
+        self.report.removed = len(names)
+
+    async def _write_root_pages(self) -> None:
+        serials = await self.db.run(dbq.load_serials)
+        await asyncio.to_thread(_write_root, self.layout, serials, self.config.prefix)
+
+
+# -- pure helpers and the blocking steps, which run in worker threads ----------------------
+
+
+def _served_serial(page: ProjectPage, document: UpstreamResponse) -> int | None:
+    """The oldest serial among the answers used; None (stale) when the upstream gave none.
+
+    A CDN may hold an old copy of one document and a fresh copy of the other, so the
+    project is current only when both are.
+    """
+    serials = [page.last_serial]
+    if document.status == 200:
+        serials.append(read_last_serial(document.headers) or 0)
+    return min(serials) or None
+
+
+def _choose_page(
+    name: NormalizedName,
+    listed: ListedProject,
+    simple: UpstreamResponse,
+    document: UpstreamResponse,
+) -> ProjectPage:
+    """The PEP 691 page when the upstream has one, else the page built from the JSON API."""
+    content_type = simple.headers.get("Content-Type", "").split(";")[0].strip()
+    if simple.status == 200 and content_type == SIMPLE_JSON:
+        return parse_simple_project_json(
+            simple.body, display_name=listed.display_name, serial=read_last_serial(simple.headers)
+        )
+    if document.status == 200:
+        return parse_json_api(document.body)
+    if simple.status == 200:
+        raise MalformedUpstreamError(
+            f"{name!r}: upstream has no PEP 691 JSON page (Content-Type {content_type!r}) "
+            "and no JSON-API document"
+        )
+    raise UpstreamStatusError(f"{name!r}: upstream has no page for this project", status=404)
+
+
+def _drop_invalid_names(listing: Listing) -> Listing:
+    """Names that are not valid project names never reach the disk (they could be paths)."""
+    bad = [name for name in listing if not is_normalized_project_name(name)]
+    for name in bad:
+        logger.warning("index sync: ignoring invalid project name %r from the listing", name)
+    return {name: listed for name, listed in listing.items() if name not in bad} if bad else listing
+
+
+def _project_dirs(layout: RepoLayout) -> list[str]:
+    try:
+        with os.scandir(layout.simple_dir) as entries:
+            return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Skip identical content: the file keeps its mtime, so clients' ETags stay valid."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read() == data:
+                return
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
+
+
+def _write_project(layout: RepoLayout, project: RenderedProject) -> None:
+    for variant, data in project.pages.items():
+        _write_if_changed(layout.project_page(project.name, variant), data)
+    if project.json_document is None:
+        remove_path(layout.json_document(project.name))
+    else:
+        _write_if_changed(layout.json_document(project.name), project.json_document)
+
+
+def _remove_project(layout: RepoLayout, name: NormalizedName) -> None:
+    remove_path(layout.json_document(name))
+    remove_path(layout.project_dir(name))
+
+
+def _write_root(
+    layout: RepoLayout, serials: Mapping[NormalizedName, tuple[str, int]], prefix: str
+) -> None:
+    """Rebuild the root pages from what is stored, so they list exactly the served projects."""
+    projects = [(display, name, serial) for name, (display, serial) in sorted(serials.items())]
+    last_serial = max((serial for _, _, serial in projects), default=0)
+    html = render_root_html(projects, prefix=prefix)
+    pages = {
+        "index.html": html,
+        "index.v1_html": html,
+        "index.v1_json": render_root_json(projects, last_serial=last_serial),
+    }
+    for variant, data in pages.items():
+        atomic_write(layout.root_page(variant), data)
+        atomic_write(layout.root_page(variant + ".gz"), gzip.compress(data, compresslevel=6, mtime=0))
+
+
+def _format_eta(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

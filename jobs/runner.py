@@ -1,0 +1,130 @@
+"""Run a job the way operators can rely on: one sync at a time per mirror, always on record.
+
+:func:`run_job` takes the sync lease in the database, so two runners (the embedded scheduler and
+a ``sync --once`` from cron, or two nodes sharing PostgreSQL) never work on one mirror at the
+same time. It renews the lease while the job runs, stores the run's start, end, outcome and
+counts, and releases the lease at the end. A runner that dies without releasing it leaves a
+lease that expires after ``lease_ttl`` seconds, after which the next runner proceeds.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LEASE_NAME", "JobReport", "run_job"]
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Connection
+
+from pypimirror import db as dbq
+from pypimirror.db import Database, JobOutcome
+from pypimirror.errors import JobLockedError
+
+logger = logging.getLogger(__name__)
+
+#: One lease covers every job that changes the mirror's files (index sync and cache).
+LEASE_NAME = "sync"
+LEASE_TTL_SECONDS = 120.0
+
+
+class JobReport(Protocol):
+    """What a job returns: whether it finished its work, and counts worth keeping."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def interrupted(self) -> bool: ...
+
+    def counts(self) -> Mapping[str, int]: ...
+
+
+ReportT = TypeVar("ReportT", bound=JobReport)
+
+
+async def run_job(
+    db: Database,
+    *,
+    job: str,
+    node_id: str,
+    body: Callable[[], Awaitable[ReportT]],
+    stop: asyncio.Event,
+    lease_ttl: float = LEASE_TTL_SECONDS,
+    clock: Callable[[], float] = time.time,
+) -> ReportT:
+    """Run ``body`` under the sync lease and record the run.
+
+    Raises :class:`~pypimirror.errors.JobLockedError` (and records nothing) when another
+    runner holds the lease. If the lease is lost while running (the database was unreachable
+    for longer than its lifetime and another runner took it), ``stop`` is set so the job
+    ends at its next safe point.
+    """
+    holder = f"{node_id}/{os.getpid()}/{job}"
+    acquired, lease = await db.run(
+        lambda conn: dbq.acquire_lease(conn, LEASE_NAME, holder, clock(), lease_ttl)
+    )
+    if not acquired:
+        raise JobLockedError(lease.holder, lease.expires_at)
+    renewer = asyncio.ensure_future(_keep_lease(db, holder, stop, lease_ttl, clock))
+    run_id = await db.run(lambda conn: dbq.start_job_run(conn, job, node_id, clock()))
+    outcome: JobOutcome = "failed"
+    counts: Mapping[str, int] = {}
+    error: str | None = None
+    try:
+        report = await body()
+        counts = report.counts()
+        outcome = "ok" if report.ok else "interrupted" if report.interrupted else "failed"
+        return report
+    except asyncio.CancelledError:
+        outcome, error = "interrupted", "cancelled"
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        renewer.cancel()
+        await _finish(db, run_id, holder, outcome, counts, error, clock)
+
+
+async def _finish(
+    db: Database,
+    run_id: int,
+    holder: str,
+    outcome: JobOutcome,
+    counts: Mapping[str, int],
+    error: str | None,
+    clock: Callable[[], float],
+) -> None:
+    """Record the end and give the lease back, even while the task is being cancelled."""
+
+    def finish(conn: Connection) -> None:
+        dbq.finish_job_run(conn, run_id, clock(), outcome, counts, error)
+        dbq.release_lease(conn, LEASE_NAME, holder)
+
+    await asyncio.shield(db.run(finish))
+
+
+async def _keep_lease(
+    db: Database,
+    holder: str,
+    stop: asyncio.Event,
+    lease_ttl: float,
+    clock: Callable[[], float],
+) -> None:
+    while True:
+        await asyncio.sleep(lease_ttl / 3)
+        try:
+            held = await db.run(
+                lambda conn: dbq.renew_lease(conn, LEASE_NAME, holder, clock(), lease_ttl)
+            )
+        except Exception as exc:  # the job's own DB calls report the outage; keep trying
+            logger.warning("cannot renew the sync lease: %s", exc)
+            continue
+        if not held:
+            logger.error("the sync lease was taken over by another runner; stopping this run")
+            stop.set()
+            return
