@@ -22,7 +22,6 @@ __all__ = [
 ]
 
 import asyncio
-import functools
 import gzip
 import logging
 import os
@@ -30,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
 
 from packaging.utils import NormalizedName
 
@@ -194,9 +194,6 @@ class _IndexSyncRun:
         self.sleep = sleep
         self.layout = RepoLayout(config.repo_path)
         self.report = IndexSyncReport()
-        self.url_for = functools.partial(
-            rewrite_file_url, packages_url=config.upstream.packages_url, prefix=config.prefix
-        )
         self.pending_serials: list[tuple[NormalizedName, str, int]] = []
         self.last_flush = clock()
 
@@ -270,10 +267,10 @@ class _IndexSyncRun:
                 self._get(f"{self.config.upstream.pypi_url}/simple/{name}/", SIMPLE_JSON),
                 self._get(f"{self.config.upstream.pypi_url}/pypi/{name}/json", "application/json"),
             )
-            page = _choose_page(name, listed, simple, document)
+            page, page_url = _choose_page(name, listed, simple, document)
             got = _served_serial(page, document)
             if got is not None and got >= listed.serial:
-                return self._render(name, page, document), listed.serial
+                return self._render(name, page, page_url, document), listed.serial
             if attempt < attempts:
                 delay = min(2.0 ** (attempt - 1), 30.0)
                 logger.info(
@@ -287,13 +284,19 @@ class _IndexSyncRun:
         return await self.client.get(url, headers={"Accept": accept}, ok_statuses=(200, 404))
 
     def _render(
-        self, name: NormalizedName, page: ProjectPage, document: UpstreamResponse
+        self, name: NormalizedName, page: ProjectPage, page_url: str, document: UpstreamResponse
     ) -> RenderedProject:
-        html = render_project_html(page, url_for=self.url_for, repository_meta=True)
+        def url_for(url: str) -> str:
+            # A relative link (another mirror's page, say) is relative to the page it is on.
+            absolute = urljoin(page_url, url)
+            return rewrite_file_url(absolute, packages_url=upstream.packages_url, prefix=prefix)
+
+        upstream, prefix = self.config.upstream, self.config.prefix
+        html = render_project_html(page, url_for=url_for, repository_meta=True)
         pages = {
             "index.html": html,
             "index.v1_html": html,
-            "index.v1_json": render_project_json(page, url_for=self.url_for),
+            "index.v1_json": render_project_json(page, url_for=url_for),
         }
         json_document = document.body if document.status == 200 else None
         return RenderedProject(name, pages, json_document)
@@ -360,15 +363,19 @@ def _choose_page(
     listed: ListedProject,
     simple: UpstreamResponse,
     document: UpstreamResponse,
-) -> ProjectPage:
-    """The PEP 691 page when the upstream has one, else the page built from the JSON API."""
+) -> tuple[ProjectPage, str]:
+    """The PEP 691 page when the upstream has one, else the page built from the JSON API.
+
+    Returns the page and the URL it came from (file links may be relative to it).
+    """
     content_type = simple.headers.get("Content-Type", "").split(";")[0].strip()
     if simple.status == 200 and content_type == SIMPLE_JSON:
-        return parse_simple_project_json(
+        page = parse_simple_project_json(
             simple.body, display_name=listed.display_name, serial=read_last_serial(simple.headers)
         )
+        return page, simple.url
     if document.status == 200:
-        return parse_json_api(document.body)
+        return parse_json_api(document.body), document.url
     if simple.status == 200:
         raise MalformedUpstreamError(
             f"{name!r}: upstream has no PEP 691 JSON page (Content-Type {content_type!r}) "

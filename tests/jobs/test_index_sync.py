@@ -483,3 +483,38 @@ async def test_stop_event_ends_the_run_at_a_safe_point(
 
 def test_listing_errors_are_upstream_errors() -> None:
     assert issubclass(MalformedUpstreamError, UpstreamError)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_upstream_without_a_json_simple_page_falls_back_to_the_json_api(
+    sync: SyncRunner, fake_index: FakeIndex, tmp_path: Path
+) -> None:
+    fake_index.add_project("demo", ["1.0"], requires_python=">=3.9")
+    fake_index.fail_next("/simple/demo/", status=404, times=None)
+    report = await sync()
+    assert report.fetched == 1 and report.errors == 0
+    page = read_json(repo(tmp_path) / "simple" / "demo" / "index.v1_json")
+    upstream = {dist.filename: dist for dist in fake_index.files("demo")}
+    assert {entry["filename"] for entry in page["files"]} == set(upstream)
+    assert all(entry["url"] == f"{PREFIX}{upstream[entry['filename']].path}" for entry in page["files"])
+    assert all(entry["requires-python"] == ">=3.9" for entry in page["files"])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_relative_file_links_are_resolved_against_the_upstream_page(
+    sync: SyncRunner, fake_index: FakeIndex, tmp_path: Path
+) -> None:
+    fake_index.add_project("demo", ["1.0"], wheel=False)
+    dist = fake_index.files("demo")[0]
+    body = json.dumps({
+        "meta": {"api-version": "1.4", "_last-serial": fake_index.project("demo").last_serial},
+        "name": "demo",
+        "files": [{"filename": dist.filename, "url": f"../..{dist.path}", "hashes": {"sha256": dist.sha256},
+                   "size": dist.size}],
+    }).encode()
+    fake_index.fail_next("/simple/demo/", status=200, body=body, times=None,
+                         headers={"Content-Type": "application/vnd.pypi.simple.v1+json",
+                                  "X-PyPI-Last-Serial": str(fake_index.project("demo").last_serial)})
+    await sync()
+    page = read_json(repo(tmp_path) / "simple" / "demo" / "index.v1_json")
+    assert [entry["url"] for entry in page["files"]] == [f"{PREFIX}{dist.path}"]
