@@ -54,9 +54,9 @@ def curl_client(io_loop: AsyncIOLoop) -> Iterator[AsyncHTTPClient]:
 
     The class-wide configuration is restored afterwards, so other tests see theirs.
     """
-    saved = AsyncHTTPClient._save_configuration()  # type: ignore[attr-defined]
+    saved = AsyncHTTPClient._save_configuration()
     configure_curl_client(max_clients=20)
     client = AsyncHTTPClient()
     yield client
     client.close()
-    AsyncHTTPClient._restore_configuration(saved)  # type: ignore[attr-defined]
+    AsyncHTTPClient._restore_configuration(saved)

@@ -29,6 +29,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from fakedists import DistSpec, build_sdist, build_wheel, dist_name
 from fakeindex import HTML_V1, JSON_V1, FakeIndex, choose_page_type, running_fake_index, select_range
+from installers import installer_env, uv_executable
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
@@ -665,13 +666,6 @@ def test_restart_keeps_the_port_and_stop_cuts_delays_short() -> None:
 # Real installers
 
 
-def installer_env() -> dict[str, str]:
-    """The environment minus every pip/uv setting of this machine, so only the fake is used."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", UV_NO_CONFIG="1")
-    return env
-
-
 @pytest.fixture
 def dependent_pair(fake: FakeIndex) -> FakeIndex:
     fake.add_project("pkg-a", ["1.0"], dependencies=["pkg-b>=1"], requires_python=">=3.8")
@@ -698,7 +692,7 @@ def test_pip_downloads_a_wheel_and_its_dependency(dependent_pair: FakeIndex, tmp
 
 @pytest.mark.e2e
 def test_uv_installs_from_the_fake(dependent_pair: FakeIndex, tmp_path: Path) -> None:
-    uv = shutil.which("uv", path=os.path.dirname(sys.executable))
+    uv = uv_executable()
     if uv is None:
         pytest.skip("uv is not installed next to this Python")
     target = tmp_path / "target"

@@ -458,20 +458,6 @@ def test_read_last_serial(headers: dict[str, str], expected: int | None) -> None
 # Integration: libcurl against real servers on 127.0.0.1.
 
 
-@pytest.fixture
-def curl_client(io_loop: Any) -> Iterator[AsyncHTTPClient]:
-    """The loop's libcurl client, configured first and closed before the loop closes.
-
-    The class-wide configuration is restored afterwards, so other test modules see theirs.
-    """
-    saved = AsyncHTTPClient._save_configuration()
-    configure_curl_client(max_clients=10)
-    client = AsyncHTTPClient()
-    yield client
-    client.close()
-    AsyncHTTPClient._restore_configuration(saved)
-
-
 class PageHandler(RequestHandler):
     def get(self) -> None:
         self.set_header("X-PyPI-Last-Serial", "42")
