@@ -42,24 +42,40 @@ import dataclasses
 import difflib
 import ipaddress
 import logging
-import math
 import os
-import re
 import socket
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
-from urllib.parse import SplitResult, urlsplit
+from typing import Any, Literal, TypeVar
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from pypimirror import __version__
+from pypimirror.configvalues import (
+    IPMode,
+    IPNetwork,
+    choice_parser,
+    database_url_parser,
+    describe_value,
+    format_duration,
+    int_parser,
+    mask_url_password,
+    parse_bool,
+    parse_duration,
+    parse_http_url,
+    parse_ip_mode,
+    parse_listen,
+    parse_network,
+    parse_positive_duration,
+    parse_prefix,
+    parse_proxy,
+    parse_size,
+    parse_text,
+)
 from pypimirror.errors import ConfigError, ConfigProblem
 
 try:
@@ -69,8 +85,6 @@ except ImportError:  # PyYAML built without libyaml: same behaviour, slower
 
 logger = logging.getLogger(__name__)
 
-IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPMode = Literal["302", "proxy"]
 Listing = Literal["simple-json", "xmlrpc"]
 LogFormat = Literal["mirror-json", "combined"]
 
@@ -79,7 +93,6 @@ _S = TypeVar("_S", bound=str)
 
 _LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
 _LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
-_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 _DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 _HOURLY = timedelta(hours=1)
 _DEFAULT_LISTEN = ":8080"
@@ -265,7 +278,7 @@ class Config:
         shown["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
         for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
             url = shown["upstream"][key]
-            shown["upstream"][key] = None if url is None else _mask_url_password(url)
+            shown["upstream"][key] = None if url is None else mask_url_password(url)
         return shown
 
 
@@ -286,231 +299,6 @@ def _display_value(value: object) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------- sizes and durations
-
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([kmgt]?)b?", re.IGNORECASE | re.ASCII)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_SIZE_EXAMPLES = "expected e.g. 500g, 1.5 TB, 1048576"
-_MAX_SIZE = 2**63 - 1  # what a database INTEGER column holds
-_DURATION_RE = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", re.ASCII)
-_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-_DURATION_EXAMPLES = "expected e.g. 30s, 5m, 2h, 1h30m, 7d"
-
-
-def parse_size(value: object) -> int:
-    """Bytes from a size such as ``512g``, ``1.5 TB``, ``100b`` or a plain number.
-
-    Suffixes ``k kb m mb g gb t tb`` (any case) are binary multiples; a fraction of a byte is
-    dropped. Raises ``ValueError`` for anything else, including negatives, ``inf`` and ``nan``.
-    """
-    if isinstance(value, str):
-        match = _SIZE_RE.fullmatch(value.strip())
-        if match is None:
-            raise ValueError(f"{value!r} is not a size ({_SIZE_EXAMPLES})")
-        amount = Decimal(match[1]) * _SIZE_UNITS[match[2].lower()]
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{value!r} is not a size: it must be 0 or more ({_SIZE_EXAMPLES})")
-        amount = Decimal(value)
-    else:
-        raise ValueError(f"{_shown(value)} is not a size ({_SIZE_EXAMPLES})")
-    if amount > _MAX_SIZE:
-        raise ValueError(f"{value!r} is too large a size (at most {_MAX_SIZE} bytes)")
-    return int(amount)
-
-
-def parse_duration(value: object) -> timedelta:
-    """A ``timedelta`` from whole numbers with units, largest first: ``30s``, ``1h30m``, ``7d``.
-
-    Units are ``d h m s`` (lower case: ``M`` could mean months). A bare number has no unit
-    and is refused, as is anything else that is not such a duration.
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError(f"{value!r} has no unit ({_DURATION_EXAMPLES})")
-    if not isinstance(value, str):
-        raise ValueError(f"{_shown(value)} is not a duration ({_DURATION_EXAMPLES})")
-    text = value.strip()
-    if text.isdecimal():
-        raise ValueError(f"{value!r} has no unit ({_DURATION_EXAMPLES})")
-    match = _DURATION_RE.fullmatch(text)
-    if not text or match is None:
-        raise ValueError(f"{value!r} is not a duration ({_DURATION_EXAMPLES})")
-    counts = [int(group) if group else 0 for group in match.groups()]
-    return timedelta(seconds=sum(n * size for n, (_, size) in zip(counts, _DURATION_UNITS, strict=True)))
-
-
-def format_duration(delta: timedelta) -> str:
-    """The shortest text :func:`parse_duration` reads back, e.g. ``1h30m``; whole seconds only."""
-    seconds = int(delta.total_seconds())
-    if seconds < 0:
-        raise ValueError(f"negative duration {delta!r}")
-    parts = []
-    for unit, size in _DURATION_UNITS:
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
-# --------------------------------------------------------------------------- value parsers
-# Each takes the raw YAML value and returns the typed one or raises ValueError with a message
-# that names the value; the reader adds the key path.
-
-
-def _shown(raw: object) -> str:
-    """A raw value for a message: containers by kind (they can be long), scalars by repr."""
-    if isinstance(raw, Mapping):
-        return "a mapping"
-    if isinstance(raw, list):
-        return "a list"
-    return repr(raw)
-
-
-def _parse_text(raw: object) -> str:
-    if not isinstance(raw, str):
-        raise ValueError(f"expected a string, got {_shown(raw)}")
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    return raw.strip()
-
-
-def _parse_bool(raw: object) -> bool:
-    if not isinstance(raw, bool):
-        raise ValueError(f"expected true or false, got {_shown(raw)}")
-    return raw
-
-
-def _int_parser(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
-    """A parser for a real YAML integer (not a bool, not a string) within the bounds."""
-    bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-
-    def parse(raw: object) -> int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ValueError(f"expected a whole number, got {_shown(raw)}")
-        if raw < minimum or (maximum is not None and raw > maximum):
-            raise ValueError(f"{raw} is out of range (must be {bounds})")
-        return raw
-
-    return parse
-
-
-def _choice_parser(choices: tuple[_S, ...]) -> Callable[[object], _S]:
-    def parse(raw: object) -> _S:
-        for choice in choices:
-            if raw == choice:
-                return choice
-        raise ValueError(f"{_shown(raw)} is not one of {', '.join(choices)}")
-
-    return parse
-
-
-def _parse_positive_duration(raw: object) -> timedelta:
-    duration = parse_duration(raw)
-    if not duration:
-        raise ValueError(f"{raw!r} must be longer than 0s")
-    return duration
-
-
-_LISTEN_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(\d{1,5})")
-
-
-def _parse_listen(raw: object) -> str:
-    text = _parse_text(raw)
-    match = _LISTEN_RE.fullmatch(text)
-    if match is None or int(match[2]) > 65535:
-        raise ValueError(
-            f"{text!r} is not a listen address (expected e.g. ':8080', '127.0.0.1:8080', '[::1]:8080')"
-        )
-    return text
-
-
-_PREFIX_RE = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
-
-
-def _parse_prefix(raw: object) -> str:
-    text = _parse_text(raw)
-    if _PREFIX_RE.fullmatch(text) is None:
-        raise ValueError(
-            f"{text!r} is not a URL prefix (it starts with '/' and does not end with '/', e.g. /pypi)"
-        )
-    return text
-
-
-def _split_url(text: str) -> tuple[SplitResult, int | None]:
-    """The URL's parts and port; ``ValueError`` (without the URL, it may hold a password) if malformed."""
-    try:
-        parts = urlsplit(text)
-        return parts, parts.port
-    except ValueError:
-        raise ValueError(f"{_mask_url_password(text)!r} is not a valid URL") from None
-
-
-def _parse_http_url(raw: object) -> str:
-    """An http(s) base URL with a host, trailing slashes removed (paths are appended to it)."""
-    text = _parse_text(raw).rstrip("/")
-    parts, _ = _split_url(text)
-    shown = _mask_url_password(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{shown!r} is not an http(s) URL with a host (e.g. https://example.org)")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{shown!r} must not have a query or a fragment")
-    return text
-
-
-def _parse_proxy(raw: object) -> str:
-    text = _parse_text(raw)
-    parts, port = _split_url(text)
-    shown = _mask_url_password(text)
-    if parts.scheme not in _PROXY_SCHEMES:
-        raise ValueError(f"{shown!r} has an unsupported scheme (expected one of {', '.join(_PROXY_SCHEMES)})")
-    if not parts.hostname or port is None:
-        raise ValueError(f"{shown!r} needs a host and a port, e.g. http://127.0.0.1:3128")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{shown!r} must be scheme://[user:password@]host:port only")
-    return text
-
-
-def _database_url_parser(base_dir: Path) -> Callable[[object], str]:
-    """A parser for an SQLAlchemy URL; a relative SQLite file is taken from ``base_dir`` like other paths."""
-
-    def parse(raw: object) -> str:
-        text = _parse_text(raw)
-        try:
-            url = make_url(text)
-            url.get_dialect()
-        except (ArgumentError, ValueError) as exc:  # ArgumentError covers an unknown dialect
-            raise ValueError(
-                f"not a usable SQLAlchemy URL ({exc}); expected e.g. sqlite:////srv/pypi/pypi-mirror.db "
-                "or postgresql+psycopg://user:password@db.example.org/pypi"
-            ) from None
-        if url.get_backend_name() != "sqlite":
-            return text
-        if url.database in (None, "", ":memory:"):
-            raise ValueError(f"{text!r} is an in-memory database: everything would be lost on restart")
-        if url.database.startswith("file:") or Path(url.database).is_absolute():
-            return text
-        return url.set(database=str(base_dir / url.database)).render_as_string(hide_password=False)
-
-    return parse
-
-
-def _parse_network(raw: object) -> IPNetwork:
-    if not isinstance(raw, str):
-        raise ValueError(f"{_shown(raw)} is not a network in CIDR notation (e.g. 10.0.0.0/8, 2001:db8::/32)")
-    try:
-        return ipaddress.ip_network(raw.strip(), strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{raw!r} is not a network in CIDR notation: {exc}") from None
-
-
-def _parse_ip_mode(raw: object) -> IPMode:
-    if raw == "proxy":
-        return "proxy"
-    if raw == "302" or (isinstance(raw, int) and not isinstance(raw, bool) and raw == 302):
-        return "302"
-    raise ValueError(f"{_shown(raw)} is not a mode (expected 302 or proxy)")
-
-
 def _parse_schedule(raw: object) -> Schedule:
     """An interval (a duration) or a 5-field cron expression, validated as APScheduler reads it."""
     text = raw.strip() if isinstance(raw, str) else ""
@@ -529,17 +317,9 @@ def _parse_schedule(raw: object) -> Schedule:
             raise ValueError(f"{text!r} is not a valid cron expression: {exc}") from None
         return Schedule(cron=text)
     raise ValueError(
-        f"{_shown(raw)} is neither a duration (e.g. 1h, 30m) "
+        f"{describe_value(raw)} is neither a duration (e.g. 1h, 30m) "
         "nor a 5-field cron expression (e.g. '*/15 * * * *')"
     )
-
-
-_URL_PASSWORD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
-
-
-def _mask_url_password(url: str) -> str:
-    """The URL with any password replaced by ``***``, for display and messages; never fails."""
-    return _URL_PASSWORD_RE.sub(r"\1***@", url)
 
 
 # --------------------------------------------------------------------------- the reader
@@ -584,7 +364,7 @@ class _Reader:
             return {}
         if not isinstance(data, Mapping):
             where = "" if path else " at the top level"
-            self.report(path, f"expected a mapping{where}, got {_shown(data)}")
+            self.report(path, f"expected a mapping{where}, got {describe_value(data)}")
             self._broken.add(path)
             return {}
         for key in data:
@@ -597,7 +377,7 @@ class _Reader:
         if data is None:
             return []
         if not isinstance(data, list):
-            self.report(path, f"expected a list, got {_shown(data)}")
+            self.report(path, f"expected a list, got {describe_value(data)}")
             return []
         return [(f"{path}[{index}]", item) for index, item in enumerate(data)]
 
@@ -646,7 +426,7 @@ class _Reader:
 
     def parse_path(self, raw: object) -> Path:
         """An absolute path: ``~`` expanded, relative paths taken from ``base_dir``."""
-        text = _parse_text(raw)
+        text = parse_text(raw)
         if "\0" in text:
             raise ValueError(f"{text!r} contains a NUL character")
         try:
@@ -667,21 +447,21 @@ _TOP_KEYS = (
 def _read_database(reader: _Reader, data: object, repo_path: Path) -> DatabaseConfig:
     section = reader.section(data, "database", ("url",))
     default = f"sqlite:///{repo_path}/pypi-mirror.db"
-    parse = _database_url_parser(reader.base_dir)
+    parse = database_url_parser(reader.base_dir)
     return DatabaseConfig(url=reader.get(section, "database", "url", parse, default))
 
 
 def _read_upstream(reader: _Reader, data: object) -> UpstreamConfig:
     path = "upstream"
     section = reader.section(data, path, ("pypi_url", "packages_url", "redirect_url", "proxy", "listing"))
-    pypi_url = reader.require(section, path, "pypi_url", _parse_http_url, "")
-    packages_url = reader.require(section, path, "packages_url", _parse_http_url, "")
+    pypi_url = reader.require(section, path, "pypi_url", parse_http_url, "")
+    packages_url = reader.require(section, path, "packages_url", parse_http_url, "")
     return UpstreamConfig(
         pypi_url=pypi_url,
         packages_url=packages_url,
-        redirect_url=reader.get(section, path, "redirect_url", _parse_http_url, packages_url),
-        proxy=reader.get(section, path, "proxy", _parse_proxy, None),
-        listing=reader.get(section, path, "listing", _choice_parser(_LISTINGS), "simple-json"),
+        redirect_url=reader.get(section, path, "redirect_url", parse_http_url, packages_url),
+        proxy=reader.get(section, path, "proxy", parse_proxy, None),
+        listing=reader.get(section, path, "listing", choice_parser(_LISTINGS), "simple-json"),
     )
 
 
@@ -697,12 +477,12 @@ def _read_tls(reader: _Reader, data: object) -> TLSConfig:
 
 def _read_ip_modes(reader: _Reader, data: object) -> IPModesConfig:
     section = reader.section(data, "ip_modes", ("default", "rules"))
-    default = reader.get(section, "ip_modes", "default", _parse_ip_mode, IPModesConfig().default)
+    default = reader.get(section, "ip_modes", "default", parse_ip_mode, IPModesConfig().default)
     rules = []
     for rule_path, raw_rule in reader.entries(section.get("rules"), "ip_modes.rules"):
         rule = reader.section(raw_rule, rule_path, ("cidr", "mode"))
-        network = reader.require(rule, rule_path, "cidr", _parse_network, None)
-        mode = reader.require(rule, rule_path, "mode", _parse_ip_mode, None)
+        network = reader.require(rule, rule_path, "cidr", parse_network, None)
+        mode = reader.require(rule, rule_path, "mode", parse_ip_mode, None)
         if network is not None and mode is not None:
             rules.append(IPModeRule(network=network, mode=mode))
     return IPModesConfig(default=default, rules=tuple(rules))
@@ -756,8 +536,8 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         tiers=tiers,
         size_limit=size_limit,
         filesize_limit=reader.get(section, path, "filesize_limit", parse_size, None),
-        min_vote_count=reader.get(section, path, "min_vote_count", _int_parser(1), defaults.min_vote_count),
-        vote_window=reader.get(section, path, "vote_window", _parse_positive_duration, defaults.vote_window),
+        min_vote_count=reader.get(section, path, "min_vote_count", int_parser(1), defaults.min_vote_count),
+        vote_window=reader.get(section, path, "vote_window", parse_positive_duration, defaults.vote_window),
         dedup_window=reader.get(section, path, "dedup_window", parse_duration, defaults.dedup_window),
         size_db_ttl=reader.get(section, path, "size_db_ttl", parse_duration, defaults.size_db_ttl),
     )
@@ -768,15 +548,15 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
     keys = ("retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions")
     section = reader.section(data, path, keys)
     return SyncConfig(
-        retry=reader.get(section, path, "retry", _int_parser(1), defaults.retry),
+        retry=reader.get(section, path, "retry", int_parser(1), defaults.retry),
         download_error_threshold=reader.get(
-            section, path, "download_error_threshold", _int_parser(1), defaults.download_error_threshold
+            section, path, "download_error_threshold", int_parser(1), defaults.download_error_threshold
         ),
-        user_agent=reader.get(section, path, "user_agent", _parse_text, defaults.user_agent),
+        user_agent=reader.get(section, path, "user_agent", parse_text, defaults.user_agent),
         concurrent_downloads=reader.get(
-            section, path, "concurrent_downloads", _int_parser(1, 256), defaults.concurrent_downloads
+            section, path, "concurrent_downloads", int_parser(1, 256), defaults.concurrent_downloads
         ),
-        max_deletions=reader.get(section, path, "max_deletions", _int_parser(0), defaults.max_deletions),
+        max_deletions=reader.get(section, path, "max_deletions", int_parser(0), defaults.max_deletions),
     )
 
 
@@ -784,7 +564,7 @@ def _read_log(reader: _Reader, data: object) -> LogConfig:
     section = reader.section(data, "log", ("path", "format"))
     return LogConfig(
         path=reader.get(section, "log", "path", reader.parse_path, None),
-        format=reader.get(section, "log", "format", _choice_parser(_LOG_FORMATS), LogConfig().format),
+        format=reader.get(section, "log", "format", choice_parser(_LOG_FORMATS), LogConfig().format),
     )
 
 
@@ -792,10 +572,10 @@ def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
     path, defaults = "timeouts", TimeoutsConfig()
     section = reader.section(data, path, ("read", "write", "idle", "upstream"))
     return TimeoutsConfig(
-        read=reader.get(section, path, "read", _parse_positive_duration, defaults.read),
-        write=reader.get(section, path, "write", _parse_positive_duration, defaults.write),
-        idle=reader.get(section, path, "idle", _parse_positive_duration, defaults.idle),
-        upstream=reader.get(section, path, "upstream", _parse_positive_duration, defaults.upstream),
+        read=reader.get(section, path, "read", parse_positive_duration, defaults.read),
+        write=reader.get(section, path, "write", parse_positive_duration, defaults.write),
+        idle=reader.get(section, path, "idle", parse_positive_duration, defaults.idle),
+        upstream=reader.get(section, path, "upstream", parse_positive_duration, defaults.upstream),
     )
 
 
@@ -806,22 +586,22 @@ def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
         index_sync=reader.get(section, path, "index_sync", _parse_schedule, defaults.index_sync),
         cache=reader.get(section, path, "cache", _parse_schedule, defaults.cache),
         jitter=reader.get(section, path, "jitter", parse_duration, defaults.jitter),
-        run_on_start=reader.get(section, path, "run_on_start", _parse_bool, defaults.run_on_start),
+        run_on_start=reader.get(section, path, "run_on_start", parse_bool, defaults.run_on_start),
     )
 
 
 def _read_votes(reader: _Reader, data: object) -> VotesConfig:
     section = reader.section(data, "votes", ("queue_size", "bots"))
     return VotesConfig(
-        queue_size=reader.get(section, "votes", "queue_size", _int_parser(1), VotesConfig().queue_size),
-        bots=reader.get_list(section, "votes", "bots", _parse_text, _DEFAULT_BOTS),
+        queue_size=reader.get(section, "votes", "queue_size", int_parser(1), VotesConfig().queue_size),
+        bots=reader.get_list(section, "votes", "bots", parse_text, _DEFAULT_BOTS),
     )
 
 
 def _read_serve(reader: _Reader, data: object) -> ServeConfig:
     section = reader.section(data, "serve", ("workers",))
     return ServeConfig(
-        workers=reader.get(section, "serve", "workers", _int_parser(1, 64), ServeConfig().workers)
+        workers=reader.get(section, "serve", "workers", int_parser(1, 64), ServeConfig().workers)
     )
 
 
@@ -835,15 +615,15 @@ def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str
     top = reader.section(data, "", _TOP_KEYS)
     repo_path = reader.require(top, "", "repo_path", reader.parse_path, Path("/"))
     config = Config(
-        listen=reader.get(top, "", "listen", _parse_listen, _DEFAULT_LISTEN),
+        listen=reader.get(top, "", "listen", parse_listen, _DEFAULT_LISTEN),
         repo_path=repo_path,
-        prefix=reader.get(top, "", "prefix", _parse_prefix, _DEFAULT_PREFIX),
-        node_id=reader.get(top, "", "node_id", _parse_text, socket.gethostname()),
+        prefix=reader.get(top, "", "prefix", parse_prefix, _DEFAULT_PREFIX),
+        node_id=reader.get(top, "", "node_id", parse_text, socket.gethostname()),
         shutdown_grace=reader.get(top, "", "shutdown_grace", parse_duration, _DEFAULT_SHUTDOWN_GRACE),
         database=_read_database(reader, top.get("database"), repo_path),
         upstream=_read_upstream(reader, top.get("upstream")),
         tls=_read_tls(reader, top.get("tls")),
-        trusted_proxies=reader.get_list(top, "", "trusted_proxies", _parse_network, ()),
+        trusted_proxies=reader.get_list(top, "", "trusted_proxies", parse_network, ()),
         ip_modes=_read_ip_modes(reader, top.get("ip_modes")),
         cache=_read_cache(reader, top.get("cache"), repo_path),
         sync=_read_sync(reader, top.get("sync")),
