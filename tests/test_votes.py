@@ -1,0 +1,362 @@
+"""The vote recorder against real databases: dedup, bots, a full queue, draining, outages."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from dbhelpers import PG_ADMIN, postgres_database
+from sqlalchemy import select
+
+from pypimirror.db import Database
+from pypimirror.schema import votes
+from pypimirror.votes import VoteRecorder, VoteStats
+
+BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
+PIP_UA = 'pip/24.0 {"implementation":{"name":"CPython","version":"3.12.1"},"system":{"name":"Linux"}}'
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a file in tmp_path, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pypi-mirror.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database.open(database_url)
+    yield db
+    db.dispose()
+
+
+class Clock:
+    """A settable Unix time for stamping votes."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_recorder(db: Database, **overrides: object) -> VoteRecorder:
+    options: dict[str, object] = {
+        "dedup_window": timedelta(minutes=5),
+        "queue_size": 10_000,
+        "bots": BOTS,
+        "flush_interval": 0.05,
+    }
+    options.update(overrides)
+    return VoteRecorder(db, **options)  # type: ignore[arg-type]
+
+
+def stored_votes(db: Database) -> list[tuple[str, str, int]]:
+    with db.connect() as conn:
+        rows = conn.execute(select(votes).order_by(votes.c.voted_at, votes.c.file_path, votes.c.ip_prefix))
+        return [(path, prefix, at) for path, prefix, at in rows]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+# --- deduplication -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("separate_batches", [False, True], ids=["one-batch", "separate-batches"])
+def test_votes_of_one_prefix_within_dedup_window_are_stored_once(
+    database: Database, separate_batches: bool
+) -> None:
+    """Seed §12 item 25: three requests from one /24 within 5 min are one row; 6 min later, a second."""
+    clock = Clock(1_000_000)
+    recorder = make_recorder(database, clock=clock)
+    recorder.start()
+    timeline = [
+        (0, "ab/cd/ef/a.whl", "1.2.3.0"),
+        (60, "ab/cd/ef/a.whl", "1.2.3.0"),
+        (200, "ab/cd/ef/a.whl", "1.2.3.0"),
+        (200, "ab/cd/ef/a.whl", "2001:db8:1::"),
+        (200, "ab/cd/ef/b.whl", "1.2.3.0"),
+        (360, "ab/cd/ef/a.whl", "1.2.3.0"),
+    ]
+    for offset, path, prefix in timeline:
+        clock.now = 1_000_000 + offset
+        assert recorder.offer(path, prefix, PIP_UA)
+        if separate_batches:
+            wait_for(lambda: recorder.stats.queue_depth == 0 and recorder.stats.written > 0)
+    recorder.close()
+    assert stored_votes(database) == [
+        ("ab/cd/ef/a.whl", "1.2.3.0", 1_000_000),
+        ("ab/cd/ef/a.whl", "2001:db8:1::", 1_000_200),
+        ("ab/cd/ef/b.whl", "1.2.3.0", 1_000_200),
+        ("ab/cd/ef/a.whl", "1.2.3.0", 1_000_360),
+    ]
+    stats = recorder.stats
+    assert (stats.queued, stats.written, stats.deduplicated, stats.db_errors) == (6, 4, 2, 0)
+
+
+def test_votes_are_stamped_when_offered_not_when_written(database: Database) -> None:
+    clock = Clock(2_000_000.9)
+    recorder = make_recorder(database, clock=clock)
+    assert recorder.offer("ab/cd/ef/a.whl", "10.0.0.0", None)
+    clock.now = 2_000_500
+    recorder.start()
+    recorder.close()
+    assert stored_votes(database) == [("ab/cd/ef/a.whl", "10.0.0.0", 2_000_000)]
+
+
+# --- what is not queued --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "bandersnatch/6.1 (CPython 3.12.1-final0, Linux x86_64)",
+        "Bandersnatch/6.1",
+        "Mozilla/5.0 (compatible; googlebot/2.1; +http://example.org/bot.html)",
+        "Mozilla/5.0 (compatible; BINGBOT/2.0)",
+        "yandexbot",
+        "Baiduspider-render/2.0",
+    ],
+)
+def test_bot_user_agents_are_not_queued_in_any_case(tmp_path: Path, user_agent: str) -> None:
+    recorder = make_recorder(Database(f"sqlite:///{tmp_path / 'unused.db'}"))
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", user_agent) is False
+    assert recorder.stats == VoteStats(
+        offered=1,
+        queued=0,
+        bots=1,
+        dropped=0,
+        written=0,
+        deduplicated=0,
+        db_errors=0,
+        discarded=0,
+        queue_depth=0,
+    )
+
+
+@pytest.mark.parametrize("user_agent", [PIP_UA, "uv/0.5.1", "", None, "bandersnatc"])
+def test_other_user_agents_are_queued(tmp_path: Path, user_agent: str | None) -> None:
+    recorder = make_recorder(Database(f"sqlite:///{tmp_path / 'unused.db'}"))
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", user_agent) is True
+    assert (recorder.stats.queued, recorder.stats.bots, recorder.stats.queue_depth) == (1, 0, 1)
+
+
+def test_custom_bot_list_replaces_the_default(tmp_path: Path) -> None:
+    recorder = make_recorder(Database(f"sqlite:///{tmp_path / 'unused.db'}"), bots=["Nexus/"])
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", "nexus/3.61 (proxy)") is False
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", "bandersnatch/6.1") is True
+
+
+@pytest.mark.parametrize("prefix", [None, ""])
+def test_vote_without_network_prefix_is_not_queued(tmp_path: Path, prefix: str | None) -> None:
+    recorder = make_recorder(Database(f"sqlite:///{tmp_path / 'unused.db'}"))
+    assert recorder.offer("ab/cd/ef/a.whl", prefix, PIP_UA) is False
+    assert (recorder.stats.offered, recorder.stats.queued, recorder.stats.dropped) == (1, 0, 0)
+
+
+def test_full_queue_drops_and_counts_without_blocking(database: Database) -> None:
+    recorder = make_recorder(database, queue_size=100)
+    started = time.perf_counter()
+    accepted = [recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA) for n in range(10_000)]
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0
+    assert accepted.count(True) == 100 and accepted[:100] == [True] * 100
+    stats = recorder.stats
+    assert (stats.offered, stats.queued, stats.dropped, stats.queue_depth) == (10_000, 100, 9_900, 100)
+    recorder.start()
+    recorder.close()
+    assert len(stored_votes(database)) == 100
+    assert recorder.stats.written == 100
+
+
+# --- closing ------------------------------------------------------------------------------
+
+
+def test_close_drains_every_queued_vote(database: Database) -> None:
+    recorder = make_recorder(database, flush_interval=0.5)
+    recorder.start()
+    for n in range(5000):
+        assert recorder.offer(f"ab/cd/ef/f{n}.whl", f"10.{n % 256}.{n // 256}.0", PIP_UA)
+    recorder.close()
+    rows = stored_votes(database)
+    assert len(rows) == 5000 and len({(path, prefix) for path, prefix, _ in rows}) == 5000
+    assert (recorder.stats.written, recorder.stats.queue_depth) == (5000, 0)
+
+
+def test_close_without_start_still_stores_the_queue(database: Database) -> None:
+    recorder = make_recorder(database)
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
+    recorder.close()
+    assert [path for path, _, _ in stored_votes(database)] == ["ab/cd/ef/a.whl"]
+
+
+def test_offer_after_close_returns_false(database: Database) -> None:
+    recorder = make_recorder(database)
+    recorder.start()
+    recorder.close()
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA) is False
+    assert (recorder.stats.queued, recorder.stats.queue_depth) == (0, 0)
+    assert stored_votes(database) == []
+
+
+def test_start_twice_is_refused(database: Database) -> None:
+    recorder = make_recorder(database)
+    recorder.start()
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            recorder.start()
+    finally:
+        recorder.close()
+
+
+def test_votes_queued_when_the_program_ends_without_close_are_stored(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pypi-mirror.db'}"
+    script = textwrap.dedent(
+        f"""
+        from datetime import timedelta
+        from pypimirror.db import Database
+        from pypimirror.votes import VoteRecorder
+        recorder = VoteRecorder(Database.open({url!r}), dedup_window=timedelta(minutes=5),
+                                queue_size=100, bots=(), flush_interval=0.2)
+        recorder.start()
+        for n in range(10):
+            recorder.offer(f"ab/cd/ef/f{{n}}.whl", "1.2.3.0", None)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "vote writer was not closed; storing the queued votes before exit" in result.stderr
+    with Database(url) as db:
+        assert len(stored_votes(db)) == 10
+
+
+# --- database outages ----------------------------------------------------------------------
+
+
+@contextmanager
+def sqlite_outage(url: str) -> Iterator[None]:
+    """Every vote write fails (no such table) until the block ends."""
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("ALTER TABLE votes RENAME TO votes_away")
+    try:
+        yield
+    finally:
+        with sqlite3.connect(path, isolation_level=None) as conn:
+            conn.execute("ALTER TABLE votes_away RENAME TO votes")
+
+
+@contextmanager
+def postgres_outage(url: str) -> Iterator[None]:
+    """The database refuses connections and its open sessions are cut until the block ends."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def outage(url: str) -> AbstractContextManager[None]:
+    return sqlite_outage(url) if url.startswith("sqlite") else postgres_outage(url)
+
+
+def test_votes_accepted_during_an_outage_are_stored_after_recovery(
+    database: Database, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pypimirror.votes")
+    recorder = make_recorder(database)
+    recorder.start()
+    assert recorder.offer("ab/cd/ef/before.whl", "1.2.3.0", PIP_UA)
+    wait_for(lambda: recorder.stats.written == 1)
+    with outage(database_url):
+        for n in range(50):
+            assert recorder.offer(f"ab/cd/ef/during{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.db_errors >= 2)
+        for n in range(50, 100):
+            assert recorder.offer(f"ab/cd/ef/during{n}.whl", "1.2.3.0", PIP_UA)
+    recorder.close(timeout=30)
+    paths = {path for path, _, _ in stored_votes(database)}
+    assert paths == {"ab/cd/ef/before.whl"} | {f"ab/cd/ef/during{n}.whl" for n in range(100)}
+    assert (recorder.stats.written, recorder.stats.discarded) == (101, 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in warnings if m.startswith("cannot record votes, retrying")]) == 1
+    assert any(m.startswith("recording votes again after ") for m in warnings)
+
+
+def test_offers_stay_fast_while_sqlite_is_locked_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Another process holds the write lock for 2 s: the writer waits, offer() does not."""
+    path = tmp_path / "pypi-mirror.db"
+    with Database.open(f"sqlite:///{path}") as db:
+        recorder = make_recorder(db)
+        recorder.start()
+        with sqlite3.connect(path, isolation_level=None) as locker:
+            locker.execute("BEGIN EXCLUSIVE")
+            slowest, n = 0.0, 0
+            unlock_at = time.monotonic() + 2.0
+            while time.monotonic() < unlock_at:
+                for _ in range(100):
+                    started = time.perf_counter()
+                    assert recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA)
+                    slowest = max(slowest, time.perf_counter() - started)
+                    n += 1
+                time.sleep(0.05)
+            assert recorder.stats.written == 0  # the writer is held up by the lock
+            locker.execute("COMMIT")
+        recorder.close(timeout=30)
+        assert slowest < 0.2
+        assert len(stored_votes(db)) == n == recorder.stats.written
+
+
+def test_close_timeout_gives_up_and_logs_the_lost_votes(
+    database: Database, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = make_recorder(database)
+    recorder.start()
+    with outage(database_url):
+        for n in range(3):
+            assert recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.db_errors >= 1)
+        started = time.monotonic()
+        recorder.close(timeout=0.5)
+        assert time.monotonic() - started < 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert "vote writer did not finish within 0.5s; stopping it" in messages
+    assert "vote writer stopped: 3 queued votes were not recorded" in messages
+
+
+def test_batch_failing_with_an_unexpected_error_is_discarded_and_later_votes_are_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Database.open(f"sqlite:///{tmp_path / 'pypi-mirror.db'}") as db:
+        recorder = make_recorder(db)
+        assert recorder.offer("ab/cd/ef/\udcff.whl", "1.2.3.0", PIP_UA)  # not encodable: a poison vote
+        recorder.start()
+        wait_for(lambda: recorder.stats.discarded == 1)
+        assert recorder.offer("ab/cd/ef/good.whl", "1.2.3.0", PIP_UA)
+        recorder.close()
+        assert [path for path, _, _ in stored_votes(db)] == ["ab/cd/ef/good.whl"]
+    assert "discarding 1 votes that cannot be recorded" in [r.getMessage() for r in caplog.records]
+    assert (recorder.stats.written, recorder.stats.db_errors) == (1, 0)
