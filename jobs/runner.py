@@ -65,7 +65,7 @@ async def run_job(
     """
     holder = f"{node_id}/{os.getpid()}/{job}"
     acquired, lease = await db.run(
-        lambda conn: dbq.acquire_lease(conn, LEASE_NAME, holder, clock(), lease_ttl)
+        lambda conn: _acquire(conn, holder, node_id, clock(), lease_ttl)
     )
     if not acquired:
         raise JobLockedError(lease.holder, lease.expires_at)
@@ -88,6 +88,40 @@ async def run_job(
     finally:
         renewer.cancel()
         await _finish(db, run_id, holder, outcome, counts, error, clock)
+
+
+def _acquire(
+    conn: Connection, holder: str, node_id: str, now: float, lease_ttl: float
+) -> tuple[bool, dbq.Lease]:
+    """Take the lease; one left by a dead process of this node is taken over at once.
+
+    A runner killed with SIGKILL cannot release its lease; waiting for it to expire would
+    make the cron job after a crash fail for no reason when this node can see that the
+    holder's process is gone.
+    """
+    acquired, lease = dbq.acquire_lease(conn, LEASE_NAME, holder, now, lease_ttl)
+    if not acquired and _is_dead_local_holder(lease.holder, node_id):
+        logger.warning("taking over the sync lease of %s, whose process is gone", lease.holder)
+        dbq.release_lease(conn, LEASE_NAME, lease.holder)
+        acquired, lease = dbq.acquire_lease(conn, LEASE_NAME, holder, now, lease_ttl)
+    return acquired, lease
+
+
+def _is_dead_local_holder(holder: str, node_id: str) -> bool:
+    """True if ``holder`` names a process of this node that no longer exists."""
+    parts = holder.rsplit("/", 2)
+    if len(parts) != 3 or parts[0] != node_id or not parts[1].isdecimal():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
 
 
 async def _finish(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import yaml
 
 from pypimirror import __version__
+from pypimirror.app import serve_forever
 from pypimirror.config import Config, load_config
 from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError, StorageError
@@ -61,6 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
         return command
 
     add_command("check-config", "validate the configuration and print the effective settings")
+    add_command("serve", "run the HTTP server until SIGINT or SIGTERM")
     sync = add_command("sync", "sync the index from the upstream")
     sync.add_argument(
         "--once",
@@ -138,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(_config_path(args.config))
         if args.command == "check-config":
             return _check_config(config)
+        if args.command == "serve":
+            return serve_forever(config)
         if args.command == "sync":
             return asyncio.run(_sync_once(config))
         raise AssertionError(f"unhandled command {args.command!r}")

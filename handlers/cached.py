@@ -1,0 +1,155 @@
+"""Sending a page of the :class:`~pypimirror.pagecache.PageCache`: validators, 304s, gzip, serial.
+
+Pages (simple pages, JSON-API documents) are answered from memory with a strong ``ETag`` and a
+``Last-Modified`` of the file, ``304 Not Modified`` for a current client copy, the page's
+``X-PyPI-Last-Serial`` when it has one, and the gzip encoding when the client accepts it. Each
+encoding is its own representation with its own ETag, so a cache never mixes them up.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CachedPageHandler", "PageFiles", "Representation", "accepts_gzip"]
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from packaging.utils import NormalizedName
+
+from pypimirror.pagecache import CachedPage, PageCache
+from pypimirror.storage import RepoLayout
+
+from .base import BaseHandler, RequestContext
+
+logger = logging.getLogger(__name__)
+
+_GZIP_NAMES = ("gzip", "x-gzip")
+# Longer Accept-Encoding headers are parsed without caching (real ones are far shorter).
+_CACHEABLE_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PageFiles:
+    """Where the page files are (:class:`~pypimirror.storage.RepoLayout`'s places), as strings.
+
+    Built once; per request a path is one f-string instead of several pathlib joins. Names
+    must be valid normalized project names, which the handlers check before asking.
+    """
+
+    simple_dir: str
+    json_dir: str
+
+    @classmethod
+    def of(cls, layout: RepoLayout) -> PageFiles:
+        return cls(simple_dir=str(layout.simple_dir), json_dir=str(layout.json_dir))
+
+    def root_page(self, variant: str) -> str:
+        return f"{self.simple_dir}/{variant}"
+
+    def project_page(self, name: NormalizedName, variant: str) -> str:
+        return f"{self.simple_dir}/{name}/{variant}"
+
+    def json_document(self, name: NormalizedName) -> str:
+        return f"{self.json_dir}/{name}"
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (RFC 9110 §12.5.3).
+
+    ``gzip`` (or ``x-gzip``) with q > 0 does; so does ``*`` with q > 0 unless gzip is named with
+    q=0. A malformed q counts as 0; no header means identity only.
+    """
+    if not accept_encoding:
+        return False
+    if len(accept_encoding) > _CACHEABLE_LENGTH:
+        return _accepts_gzip(accept_encoding)
+    return _cached_accepts_gzip(accept_encoding)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    named: float | None = None
+    wildcard: float | None = None
+    for item in accept_encoding.lower().split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = _q_of(params)
+        if coding in _GZIP_NAMES:
+            named = q if named is None else max(named, q)
+        elif coding == "*":
+            wildcard = q
+    if named is not None:
+        return named > 0
+    return wildcard is not None and wildcard > 0
+
+
+_cached_accepts_gzip = functools.lru_cache(maxsize=64)(_accepts_gzip)
+
+
+def _q_of(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                return 0.0
+            return q if 0 <= q <= 1 else 0.0
+    return 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """The bytes one response sends for a page, with their validators."""
+
+    body: bytes
+    etag: str
+    mtime: float
+    last_modified: str
+    gzip: bool
+
+    @classmethod
+    def identity(cls, page: CachedPage) -> Representation:
+        return cls(page.body, page.etag, page.mtime, page.last_modified, gzip=False)
+
+    @classmethod
+    def compressed(cls, page: CachedPage, body: bytes) -> Representation:
+        """``body`` as the gzip encoding of ``page`` (or ``page`` itself a ``.gz`` file)."""
+        return cls(body, page.gzip_etag, page.mtime, page.last_modified, gzip=True)
+
+
+class CachedPageHandler(BaseHandler):
+    """A handler that answers with pages of the page cache."""
+
+    def init_pages(self, context: RequestContext, pages: PageCache, files: PageFiles) -> None:
+        self.init_base(context)
+        self.pages = pages
+        self.files = files
+
+    def wants_gzip(self) -> bool:
+        return accepts_gzip(self.request.headers.get("Accept-Encoding"))
+
+    async def encode(self, page: CachedPage) -> Representation:
+        """The representation the client gets: gzip (compressed once per page) if it accepts it."""
+        if self.wants_gzip():
+            return Representation.compressed(page, await self.pages.gzipped(page))
+        return Representation.identity(page)
+
+    async def send_page(
+        self, rep: Representation, *, content_type: str, serial: int | None, include_body: bool
+    ) -> None:
+        """Answer 200 (or 304 if the client's copy is current) with ``rep``."""
+        self.set_header("Content-Type", content_type)
+        self.set_header("ETag", rep.etag)
+        self.set_header("Last-Modified", rep.last_modified)
+        if serial is not None:
+            self.set_header("X-PyPI-Last-Serial", str(serial))
+        if rep.gzip:
+            self.set_header("Content-Encoding", "gzip")
+        if self.is_not_modified(rep.mtime):
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Length", str(len(rep.body)))
+        if include_body:
+            await self.send_body(rep.body)
+        else:
+            self.finish()

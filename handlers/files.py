@@ -1,0 +1,241 @@
+"""Package files and their ``.metadata``: ``{prefix}/packages/ab/cd/<hash>/<filename>``.
+
+The path is checked by :func:`~pypimirror.pkgpath.parse_package_path` before anything touches
+the disk (a bad one is a 404), looked up in the tiers, hottest first, without following a symlink,
+and opened with ``O_NOFOLLOW``; so no file outside the tiers is ever opened. A file we hold is
+sent like a static file: ``ETag`` from mtime and size (cheap, and it changes when the file is
+replaced), ``Last-Modified``, 304, one ``Range`` (206, or 416), ``If-Range``, HEAD. Its bytes are
+read in 1 MiB chunks in a worker thread (a cold read from a disk tier must not stall the IOLoop)
+and each chunk is flushed before the next is read. A file we do not hold is a 302 to the
+upstream's ``redirect_url``.
+
+Votes: a GET of a distribution file offers one vote (never blocking), whether the file is local
+or redirected. HEAD does not vote: it is what size probes, link checkers and our own cache job
+send, none of which installs anything. Nor does ``.metadata``: resolvers fetch it for many
+candidate versions they never download, so counting it would make unused files look popular.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PackageFileHandler", "UnsatisfiableRange", "VoteSink", "content_type_for", "select_range"]
+
+import asyncio
+import logging
+import os
+import re
+import stat
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
+
+from tornado.web import HTTPError
+
+from pypimirror.errors import UnsafePathError
+from pypimirror.pkgpath import PackagePath, find_in_tiers, parse_package_path
+
+from .base import CHUNK_SIZE, BaseHandler, ClientGone, RequestContext, parse_http_date
+
+logger = logging.getLogger(__name__)
+
+# RFC 3986 pchar plus '/': a decoded package path re-encoded for a Location header.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_IS_URL_SAFE = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=._~-]*").fullmatch
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CONTENT_TYPES = (
+    (".whl", "application/zip"),
+    (".zip", "application/zip"),
+    (".egg", "application/zip"),
+    (".tar.gz", "application/gzip"),
+    (".tgz", "application/gzip"),
+    (".tar.bz2", "application/x-bzip2"),
+    (".metadata", "text/plain; charset=utf-8"),
+)
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+class VoteSink(Protocol):
+    """Takes votes without blocking (:class:`pypimirror.votes.VoteRecorder`)."""
+
+    def offer(self, file_path: str, network_prefix: str | None, user_agent: str | None) -> bool: ...
+
+
+class UnsatisfiableRange(Exception):
+    """A well-formed ``Range`` that lies wholly outside the file (answer 416)."""
+
+
+def select_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end_exclusive)`` of a single ``bytes=`` range, or None to send the whole file.
+
+    A missing, multi-range or malformed header is ignored (RFC 9110 §14.2), as is a range that
+    covers the whole file. A well-formed range starting past the end, or a zero-length suffix,
+    raises :class:`UnsatisfiableRange`.
+    """
+    if header is None or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[len("bytes=") :].strip().partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first or last) or not all(part.isdigit() and part.isascii() for part in (first, last) if part):
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise UnsatisfiableRange(header)
+        selected = (max(size - suffix, 0), size)
+    else:
+        start = int(first)
+        end = int(last) + 1 if last else size
+        if last and end <= start:
+            return None  # last before first: not a valid range, so ignored
+        if start >= size:
+            raise UnsatisfiableRange(header)
+        selected = (start, min(end, size))
+    return None if selected == (0, size) else selected
+
+
+def content_type_for(filename: str) -> str:
+    """The ``Content-Type`` of a package file, by its name; never with a ``Content-Encoding``."""
+    lowered = filename.lower()
+    for suffix, content_type in _CONTENT_TYPES:
+        if lowered.endswith(suffix):
+            return content_type
+    return _DEFAULT_CONTENT_TYPE
+
+
+class PackageFileHandler(BaseHandler):
+    """Serves the files of the tiers; ``route_base`` is ``{prefix}/packages/``."""
+
+    def initialize(
+        self,
+        *,
+        context: RequestContext,
+        route_base: str,
+        tiers: Sequence[Path],
+        redirect_url: str,
+        votes: VoteSink,
+    ) -> None:
+        self.init_base(context)
+        self.route_base = route_base
+        self.tiers = tiers
+        self.redirect_url = redirect_url
+        self.votes = votes
+
+    async def get(self) -> None:
+        path = self._package_path()
+        if not path.is_metadata:
+            self._vote(path)
+        await self._serve(path, include_body=True)
+
+    async def head(self) -> None:
+        await self._serve(self._package_path(), include_body=False)
+
+    def _package_path(self) -> PackagePath:
+        try:
+            # The raw path: Tornado would decode a captured group, turning %2F into structure.
+            return parse_package_path(self.request.path[len(self.route_base) :])
+        except UnsafePathError as exc:
+            logger.debug("refused package path: %s", exc)
+            raise HTTPError(404) from None
+
+    def _vote(self, path: PackagePath) -> None:
+        self.votes.offer(path.relpath, self.client.network, self.request.headers.get("User-Agent"))
+
+    async def _serve(self, path: PackagePath, *, include_body: bool) -> None:
+        found = find_in_tiers(self.tiers, path)
+        fd = _open_regular_file(found[1]) if found is not None else None
+        if fd is None:
+            self._answer_miss(path)
+            return
+        try:
+            await self._send_file(fd, path.filename, include_body=include_body)
+        finally:
+            os.close(fd)
+
+    def _answer_miss(self, path: PackagePath) -> None:
+        """The one place that answers for a file we do not hold.
+
+        Proxy mode (streaming the file from the upstream for clients whose network
+        ``ip_modes`` maps to ``proxy``) plugs in here; until it exists, every client is
+        redirected, as ``302`` clients always are.
+        """
+        relpath = path.relpath if _IS_URL_SAFE(path.relpath) else quote(path.relpath, safe=_PATH_SAFE)
+        self.redirect_to(f"{self.redirect_url}/{relpath}", 302, keep_query=False)
+
+    async def _send_file(self, fd: int, filename: str, *, include_body: bool) -> None:
+        st = os.fstat(fd)  # of the open file: what we send is what the validators describe
+        size = st.st_size
+        etag = f'"{st.st_mtime_ns:x}-{size:x}"'
+        self.set_header("Content-Type", content_type_for(filename))
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("ETag", etag)
+        self.set_header("Last-Modified", datetime.fromtimestamp(int(st.st_mtime), UTC))
+        if self.is_not_modified(st.st_mtime):
+            self.set_status(304)
+            self.finish()
+            return
+        range_header = self.request.headers.get("Range")
+        if not self._if_range_holds(etag, st.st_mtime):
+            range_header = None
+        try:
+            selected = select_range(range_header, size)
+        except UnsatisfiableRange:
+            self._answer_unsatisfiable(size)
+            return
+        start, end = selected if selected is not None else (0, size)
+        if selected is not None:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.set_header("Content-Length", str(end - start))
+        if include_body:
+            await self._stream(fd, start, end)
+        else:
+            self.finish()
+
+    def _if_range_holds(self, etag: str, mtime: float) -> bool:
+        """``If-Range`` (RFC 9110 §13.1.5): the range applies only to the representation named."""
+        validator = self.request.headers.get("If-Range")
+        if validator is None:
+            return True
+        validator = validator.strip()
+        if validator.startswith(('"', "W/")):
+            return validator == etag  # strong comparison: a weak tag never matches
+        return parse_http_date(validator) == int(mtime)
+
+    def _answer_unsatisfiable(self, size: int) -> None:
+        # Not send_error(): it would clear the Content-Range header the client needs.
+        self.set_status(416)
+        self.set_header("Content-Range", f"bytes */{size}")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.clear_header("Content-Length")
+        self.finish("416 Range Not Satisfiable\n")
+
+    async def _stream(self, fd: int, start: int, end: int) -> None:
+        loop = asyncio.get_running_loop()
+        offset = start
+        try:
+            while offset < end:
+                chunk = await loop.run_in_executor(None, os.pread, fd, min(CHUNK_SIZE, end - offset), offset)
+                if not chunk:
+                    logger.error("%s shrank while being sent; closing the connection", self.request.path)
+                    self.close_connection()
+                    return
+                self.write(chunk)
+                await self.flush_or_abort()
+                offset += len(chunk)
+        except ClientGone:
+            return
+        self.finish()
+
+
+def _open_regular_file(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` if it is (still) a regular file; never through a symlink."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        logger.debug("cannot open %s: %s", path, exc)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
