@@ -16,6 +16,8 @@ __all__ = [
     "MAX_REDIRECTS",
     "PROXY_SCHEMES",
     "STALL_BYTES_PER_SECOND",
+    "StreamReceiver",
+    "DownloadResult",
     "Fetch",
     "UpstreamClient",
     "UpstreamResponse",
@@ -30,6 +32,7 @@ __all__ = [
 
 import asyncio
 import email.utils
+import hashlib
 import http.client
 import logging
 import math
@@ -37,7 +40,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import BinaryIO, NamedTuple, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import pycurl
@@ -48,6 +52,9 @@ from tornado.httputil import HTTPHeaders
 from pypimirror.errors import (
     ConfigError,
     ConfigProblem,
+    IntegrityError,
+    PyPIMirrorError,
+    StorageError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamUnavailable,
@@ -224,6 +231,28 @@ class UpstreamResponse:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """A body stored whole: its length, its sha256 and the upstream's ``Last-Modified``."""
+
+    size: int
+    sha256: str
+    last_modified: float | None
+
+
+class StreamReceiver(Protocol):
+    """Takes an answer piece by piece, on the event loop, as :meth:`UpstreamClient.stream` gets it."""
+
+    def prepare_curl(self, curl: pycurl.Curl) -> None:
+        """Called with the transfer's curl handle before it starts (after our own options)."""
+
+    def on_header_line(self, line: str) -> None:
+        """Each raw header line, status lines included, of every answer (redirects too)."""
+
+    def on_chunk(self, chunk: bytes) -> None:
+        """Each piece of the final answer's body, exactly as the upstream sent it."""
+
+
 class _Failure(NamedTuple):
     error: UpstreamError
     is_transient: bool
@@ -271,6 +300,125 @@ class UpstreamClient:
         """POST ``body``; redirects are not followed (curl would turn them into GETs)."""
         request = self._build_request("POST", url, {"Content-Type": content_type}, body)
         return await self._send(request, ok_statuses)
+
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        receiver: StreamReceiver,
+        *,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str | None = None,
+    ) -> UpstreamResponse:
+        """Send one GET or HEAD whose answer, whatever its status, goes to ``receiver`` as it arrives.
+
+        One attempt only, since part of the answer may already have been passed on. Redirects
+        are followed; the body is never decoded (no ``Accept-Encoding`` is sent); a
+        ``user_agent`` replaces the configured one. Raises
+        :class:`~pypimirror.errors.UpstreamUnavailable` unless the whole answer arrived.
+        Returns the final answer's status and headers (its body went to ``receiver``).
+        """
+        request = self._build_request(method, url, headers)
+        request.user_agent = user_agent or self.settings.user_agent
+        request.decompress_response = False
+        request.header_callback = receiver.on_header_line
+        request.streaming_callback = receiver.on_chunk
+
+        def prepare_stream(curl: pycurl.Curl) -> None:
+            self._prepare_curl(curl)
+            receiver.prepare_curl(curl)
+
+        request.prepare_curl_callback = prepare_stream
+        try:
+            response = await self._fetch(request)
+        except FETCH_ERRORS as exc:
+            raise self._map_fetch_error(exc, request).error from exc
+        return UpstreamResponse(response.effective_url, response.code, response.headers, b"")
+
+    async def download_to(
+        self,
+        url: str,
+        path: Path,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> DownloadResult:
+        """Stream the body of ``url`` into ``path`` (created, or truncated per attempt).
+
+        Nothing is buffered in memory: each chunk is hashed and written as it arrives (chunks
+        are at most 1 MiB, so the write stays short on the event loop). Only a stall ends a
+        transfer, never its length. A body that does not end at its ``Content-Length`` is a
+        transient failure and retried like a refused connection or a 5xx. A body whose length
+        differs from ``size`` or whose digest differs from ``sha256`` raises
+        :class:`~pypimirror.errors.IntegrityError` at once, without another attempt: the bytes
+        are what the upstream serves, and only a later run may see them fixed. Writing stops
+        at ``size`` bytes, so a longer body never takes more disk than promised. Setting
+        ``cancel`` aborts the transfer (an ``UpstreamUnavailable`` "cancelled"). On any
+        failure ``path`` is removed; on success the caller owns it (fsync, rename).
+        """
+        attempts = self.settings.attempts
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await self._download_once(url, path, size, sha256, cancel)
+                except _RetryableDownload as retry:
+                    if attempt == attempts:
+                        raise retry.error from retry.__cause__
+                    delay = self._backoff_delay(attempt, retry.retry_after)
+                    logger.warning(
+                        "%s; attempt %d of %d, retrying in %.1f s", retry.error, attempt, attempts, delay
+                    )
+                    await self._sleep(delay)
+            raise AssertionError("unreachable: the last attempt returns or raises")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    async def _download_once(
+        self,
+        url: str,
+        path: Path,
+        size: int | None,
+        sha256: str | None,
+        cancel: asyncio.Event | None,
+    ) -> DownloadResult:
+        """One attempt; raises :class:`_RetryableDownload` for what another attempt may fix."""
+        if cancel is not None and cancel.is_set():
+            raise UpstreamUnavailable(f"GET {mask_url(url)}: download cancelled", mask_url(url))
+        with open(path, "wb") as handle:
+            sink = _DownloadSink(handle, size, cancel)
+            request = self._build_request("GET", url)
+            request.streaming_callback = sink.write
+            request.decompress_response = False  # the bytes as stored upstream, never re-encoded
+            request.prepare_curl_callback = sink.prepare_curl(self._prepare_curl)
+            try:
+                response = await self._fetch(request)
+            except FETCH_ERRORS as exc:
+                if sink.failure is not None:
+                    raise sink.failure from exc
+                failure = self._map_fetch_error(exc, request)
+                if failure.is_transient:
+                    raise _RetryableDownload(failure.error) from exc
+                raise failure.error from exc
+        if response.code != 200:
+            error = self._status_error(request, response.code)
+            if not _is_retryable_status(response.code):
+                raise error
+            retry_after = parse_retry_after(response.headers.get("Retry-After", ""), self._clock())
+            raise _RetryableDownload(error, retry_after)
+        if sink.failure is not None:
+            raise sink.failure
+        declared = response.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) != sink.received:
+            message = f"{_describe(request)}: body ended after {sink.received} of {declared} bytes"
+            raise _RetryableDownload(UpstreamUnavailable(message, mask_url(url)))
+        digest = sink.hasher.hexdigest()
+        if size is not None and sink.received != size:
+            raise IntegrityError(str(path), f"{size} bytes", f"{sink.received} bytes")
+        if sha256 is not None and digest != sha256:
+            raise IntegrityError(str(path), f"sha256 {sha256}", f"sha256 {digest}")
+        return DownloadResult(sink.received, digest, _parse_http_date(response.headers.get("Last-Modified")))
 
     def _build_request(
         self,
@@ -370,6 +518,72 @@ class UpstreamClient:
             detail += f" via proxy {mask_url(self.settings.proxy)}"
         message = f"{_describe(request)}: {detail}"
         return _Failure(UpstreamUnavailable(message, mask_url(request.url)), is_transient)
+
+
+class _RetryableDownload(Exception):
+    """An attempt failed in a way another attempt may not (carries the error to report)."""
+
+    def __init__(self, error: UpstreamError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class _DownloadSink:
+    """Receives a download's chunks on the event loop: hashes them and writes them to a file.
+
+    It never raises into tornado (which would only log it and go on): a failure is kept in
+    ``failure`` and the transfer is aborted through curl's progress callback instead.
+    """
+
+    def __init__(self, handle: BinaryIO, limit: int | None, cancel: asyncio.Event | None) -> None:
+        self.handle = handle
+        self.limit = limit
+        self.cancel = cancel
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        self.failure: PyPIMirrorError | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self.failure is not None:
+            return
+        self.received += len(chunk)
+        if self.limit is not None and self.received > self.limit:
+            self.failure = IntegrityError(
+                self.handle.name, f"{self.limit} bytes", f"more than {self.limit} bytes"
+            )
+            return
+        self.hasher.update(chunk)
+        try:
+            self.handle.write(chunk)
+        except OSError as exc:
+            self.failure = StorageError(f"cannot write {self.handle.name!r}: {exc.strerror}")
+
+    def prepare_curl(self, prepare: Callable[[pycurl.Curl], None]) -> Callable[[pycurl.Curl], None]:
+        """``prepare`` plus a progress callback that aborts on a failure or on ``cancel``."""
+
+        def prepare_download(curl: pycurl.Curl) -> None:
+            prepare(curl)
+            curl.setopt(pycurl.NOPROGRESS, 0)
+            curl.setopt(pycurl.XFERINFOFUNCTION, self._progress)
+
+        return prepare_download
+
+    def _progress(self, _down_total: int, _down_now: int, _up_total: int, _up_now: int) -> int:
+        if self.cancel is not None and self.cancel.is_set() and self.failure is None:
+            self.failure = UpstreamUnavailable(f"download of {self.handle.name!r} cancelled")
+        return 1 if self.failure is not None else 0
+
+
+def _parse_http_date(value: str | None) -> float | None:
+    """Unix time of an HTTP date (``Last-Modified``), or None when absent or not a date."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
 
 
 def _describe(request: HTTPRequest) -> str:

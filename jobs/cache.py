@@ -1,0 +1,284 @@
+"""Cache management: keep the most popular package files within each tier's byte budget.
+
+One run has five phases (seed-behaviour §10, with PRODUCT §6's fixes):
+
+A. inventory: walk every tier; the disk wins over the database (rows are corrected), and temp
+   files of interrupted runs, colder duplicate copies and stray ``.metadata`` files are removed;
+B. popular files: distinct client networks within ``vote_window``, and what the stored index
+   pages say about the ones not cached (:mod:`pypimirror.jobs.cache_remote`);
+C./D. score, assign and execute (:mod:`~pypimirror.jobs.cache_plan`, then
+   :mod:`~pypimirror.jobs.cache_apply`): space is freed before anything arrives, so no tier is
+   ever over its limit, and only verified downloads are kept;
+E. cleanup: votes older than the window and expired size answers.
+
+A run stopped at any point, even by kill -9, leaves no partial file under a final name, and
+the next phase A makes the database agree with the disk. ``dry_run`` only plans: it writes,
+moves and deletes nothing, on disk or in the database.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CacheReport", "format_plan", "plan_cache", "run_cache"]
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan
+from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache
+from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
+
+from pypimirror import db as dbq
+from pypimirror.config import Config
+from pypimirror.db import Database
+from pypimirror.inventory import (
+    Inventory,
+    diff_rows,
+    reconcile_tiers,
+    remove_files,
+    scan_tier,
+)
+from pypimirror.upstream import UpstreamClient
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Rows per database transaction when phase A corrects many rows, so vote writes get turns.
+_ROW_BATCH = 10_000
+
+
+@dataclass(slots=True)
+class CacheReport:
+    """The outcome of one run: stored as the job run's counts, logged, shown to operators."""
+
+    limits: tuple[int, ...]
+    dry_run: bool = False
+    interrupted: bool = False
+    files: int = 0
+    temp_removed: int = 0
+    duplicates_removed: int = 0
+    orphans_removed: int = 0
+    rows_updated: int = 0
+    rows_removed: int = 0
+    popular: int = 0
+    wanted: WantedFiles = field(default_factory=WantedFiles)
+    applied: ApplyStats = field(default_factory=ApplyStats)
+    blocked_moves: int = 0
+    unplaced: int = 0
+    tier_bytes: list[int] = field(default_factory=list)
+    tier_files: list[int] = field(default_factory=list)
+    votes_deleted: int = 0
+    sizes_deleted: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    plan: CachePlan | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Finished, and the download error threshold was not reached."""
+        return not self.interrupted and not self.applied.threshold_reached
+
+    def counts(self) -> dict[str, int]:
+        applied, wanted = self.applied, self.wanted
+        counts = {
+            "files": self.files,
+            "popular": self.popular,
+            "unlisted": wanted.unlisted,
+            "unverifiable": wanted.unverifiable,
+            "too_large": wanted.too_large,
+            "head_requests": wanted.heads,
+            "head_errors": wanted.head_errors,
+            "downloaded": applied.downloaded,
+            "downloaded_bytes": applied.downloaded_bytes,
+            "download_errors": applied.download_errors,
+            "integrity_errors": applied.integrity_errors,
+            "metadata_errors": applied.metadata_errors,
+            "skipped_downloads": applied.skipped_downloads,
+            "evicted": applied.evicted,
+            "evicted_bytes": applied.evicted_bytes,
+            "eviction_errors": applied.eviction_errors,
+            "moved": applied.moved,
+            "moved_bytes": applied.moved_bytes,
+            "move_errors": applied.move_errors,
+            "blocked_moves": self.blocked_moves + applied.skipped_moves,
+            "unplaced": self.unplaced,
+            "temp_removed": self.temp_removed,
+            "duplicates_removed": self.duplicates_removed,
+            "orphans_removed": self.orphans_removed,
+            "rows_updated": self.rows_updated,
+            "rows_removed": self.rows_removed,
+            "votes_deleted": self.votes_deleted,
+            "sizes_deleted": self.sizes_deleted,
+        }
+        for tier, limit in enumerate(self.limits):
+            counts[f"tier{tier}_limit"] = limit
+        for tier, (used, files) in enumerate(zip(self.tier_bytes, self.tier_files, strict=True)):
+            counts[f"tier{tier}_bytes"] = used
+            counts[f"tier{tier}_files"] = files
+        for phase, seconds in self.phase_seconds.items():
+            counts[f"phase_{phase}_ms"] = round(seconds * 1000)
+        return counts
+
+    def summary(self) -> str:
+        applied = self.applied
+        text = (
+            f"{self.files} files, {self.popular} popular; downloaded {applied.downloaded} "
+            f"({format_bytes(applied.downloaded_bytes)}), evicted {applied.evicted} "
+            f"({format_bytes(applied.evicted_bytes)}), moved {applied.moved} ({format_bytes(applied.moved_bytes)}), "
+            f"failed {applied.download_errors}"
+        )
+        fills = ", ".join(
+            f"tier {t}: {format_bytes(used)} of {format_bytes(limit)}"
+            for t, (used, limit) in enumerate(zip(self.tier_bytes, self.limits, strict=True))
+        )
+        text += f"; {fills}" if fills else ""
+        if self.dry_run:
+            text += " (dry run)"
+        if self.interrupted:
+            text += " (interrupted)"
+        if applied.threshold_reached:
+            text += " (download error threshold reached)"
+        return text
+
+
+async def run_cache(
+    config: Config,
+    db: Database,
+    client: UpstreamClient,
+    *,
+    stop: asyncio.Event | None = None,
+    dry_run: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> CacheReport:
+    """Run phases A–E once; ``stop`` being set ends the run at the next safe point.
+
+    Raises :class:`~pypimirror.errors.StorageError` when a tier cannot be walked (nothing is
+    changed then) and :class:`~pypimirror.errors.DatabaseError` when the database fails.
+    Download failures are counted in the report, not raised.
+    """
+    run = _CacheRun(config, db, client, stop or asyncio.Event(), dry_run, int(clock()))
+    return await run.execute()
+
+
+class _CacheRun:
+    def __init__(
+        self, config: Config, db: Database, client: UpstreamClient, stop: asyncio.Event, dry_run: bool, now: int
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.client = client
+        self.stop = stop
+        self.dry_run = dry_run
+        self.now = now
+        self.roots = tuple(tier.path for tier in config.cache.tiers)
+        self.limits = tuple(tier.size_limit for tier in config.cache.tiers)
+        self.report = CacheReport(self.limits, dry_run=dry_run)
+
+    async def execute(self) -> CacheReport:
+        report = self.report
+        inventory = await self._timed("a", self._inventory())
+        fill = TierFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
+        for local in inventory.files.values():
+            fill.files[local.tier] += 1
+        report.files = len(inventory.files)
+        report.tier_bytes, report.tier_files = fill.bytes, fill.files
+        if not self.stop.is_set():
+            plan = await self._timed("b", self._plan(inventory))
+            del inventory  # the plan holds what it needs; a million entries are worth freeing
+            report.plan, report.blocked_moves, report.unplaced = plan, len(plan.blocked), plan.unplaced
+            logger.info(
+                "cache: plan: %d evictions, %d moves (%d blocked), %d downloads",
+                len(plan.evictions), len(plan.moves), len(plan.blocked), len(plan.downloads),
+            )
+            if not self.dry_run and not self.stop.is_set():
+                report.applied, fill = await self._timed("d", apply_plan(
+                    plan, config=self.config, db=self.db, client=self.client, stop=self.stop, fill=fill
+                ))
+                report.tier_bytes, report.tier_files = fill.bytes, fill.files
+        if not self.dry_run and not self.stop.is_set():
+            await self._timed("e", self._cleanup())
+        report.interrupted = self.stop.is_set()
+        logger.info("cache: done: %s", report.summary())
+        return report
+
+    async def _timed(self, phase: str, step: Awaitable[T]) -> T:
+        started = time.monotonic()
+        try:
+            return await step
+        finally:
+            self.report.phase_seconds[phase] = time.monotonic() - started
+
+    # -- A: inventory --------------------------------------------------------------------------
+
+    async def _inventory(self) -> Inventory:
+        scans = [await asyncio.to_thread(scan_tier, root, tier) for tier, root in enumerate(self.roots)]
+        inventory = await asyncio.to_thread(reconcile_tiers, scans)
+        del scans
+        node = self.config.node_id
+        stored = await self.db.run_read(lambda conn: dbq.load_local_files(conn, node))
+        upserts, stale = await asyncio.to_thread(diff_rows, inventory.files, stored)
+        del stored
+        report = self.report
+        if not self.dry_run:
+            report.temp_removed = await self._remove(inventory.temp_files)
+            report.duplicates_removed = await self._remove(inventory.duplicates)
+            report.orphans_removed = await self._remove(inventory.orphans)
+            for start in range(0, len(upserts), _ROW_BATCH):
+                batch = upserts[start : start + _ROW_BATCH]
+                await self.db.run(partial(dbq.upsert_local_files, node_id=node, rows=batch))
+            for start in range(0, len(stale), _ROW_BATCH):
+                gone = stale[start : start + _ROW_BATCH]
+                await self.db.run(partial(dbq.delete_local_files, node_id=node, paths=gone))
+            report.rows_updated, report.rows_removed = len(upserts), len(stale)
+        logger.info(
+            "cache: phase A: %d files in %d tiers; removed %d temp files, %d duplicates, %d stray "
+            "metadata files; corrected %d database rows, forgot %d",
+            len(inventory.files), len(self.roots), report.temp_removed, report.duplicates_removed,
+            report.orphans_removed, report.rows_updated, report.rows_removed,
+        )
+        return inventory
+
+    async def _remove(self, targets: Sequence[tuple[int, str]]) -> int:
+        if not targets:
+            return 0
+        removed, _ = await asyncio.to_thread(remove_files, self.roots, targets)
+        return removed
+
+    # -- B and C: popular files, then the plan -------------------------------------------------
+
+    async def _plan(self, inventory: Inventory) -> CachePlan:
+        cache = self.config.cache
+        since = self.now - int(cache.vote_window.total_seconds())
+        popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, cache.min_vote_count))
+        votes = popular_votes(popular)
+        self.report.popular = len(votes)
+        wanted_paths = sorted(path for path in votes if path not in inventory.files)
+        wanted = await resolve_wanted(
+            wanted_paths, config=self.config, db=self.db, client=self.client, now=self.now, dry_run=self.dry_run
+        )
+        self.report.wanted = wanted
+        logger.info(
+            "cache: phase B: %d popular files, %d not cached, %d of them can be downloaded",
+            len(votes), len(wanted_paths), len(wanted.files),
+        )
+        return await asyncio.to_thread(plan_cache, inventory.files, wanted.files, votes, self.limits)
+
+    # -- E: cleanup ----------------------------------------------------------------------------
+
+    async def _cleanup(self) -> None:
+        cache = self.config.cache
+        votes_before = self.now - int(cache.vote_window.total_seconds())
+        sizes_before = self.now - int(cache.size_db_ttl.total_seconds())
+        self.report.votes_deleted = await self.db.run(lambda conn: dbq.delete_votes_before(conn, votes_before))
+        self.report.sizes_deleted = await self.db.run(
+            lambda conn: dbq.delete_remote_sizes_before(conn, sizes_before)
+        )
+        logger.info(
+            "cache: phase E: forgot %d old votes and %d expired size answers",
+            self.report.votes_deleted, self.report.sizes_deleted,
+        )
+

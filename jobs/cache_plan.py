@@ -1,0 +1,314 @@
+"""Cache planning, pure: which files each tier should hold, and the order that gets them there.
+
+:func:`plan_cache` scores every cached and every wanted file, assigns them first-fit to the
+tiers (hottest first), and returns a :class:`CachePlan` whose steps, run in order, never put a
+tier over its limit: evictions first, then moves (a move waits until its target has room;
+moves that can never get room, such as a swap between two full tiers, are left out, and
+when that would keep a shrunken tier over its limit its lowest-scored files are evicted
+instead), then downloads. No I/O happens here; the same input always gives the same plan.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SCORE_MULTIPLIER",
+    "SCORE_SIZE_FLOOR",
+    "CachePlan",
+    "Candidate",
+    "Download",
+    "Eviction",
+    "Move",
+    "RemoteFile",
+    "assign_tiers",
+    "format_bytes",
+    "format_plan",
+    "plan_cache",
+    "rank_candidates",
+    "schedule_moves",
+    "score",
+]
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pypimirror.inventory import LocalFile
+
+logger = logging.getLogger(__name__)
+
+#: The seed's constants: sizes below 2 GiB score as 2 GiB, so below it only votes count.
+SCORE_SIZE_FLOOR = 2 * 1024**3
+SCORE_MULTIPLIER = 1024**2
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """A wanted file the index lists: its size and digests, and its metadata file's, if any."""
+
+    path: str
+    size: int
+    sha256: str
+    metadata_sha256: str | None = None
+    metadata_size: int | None = None
+
+    @property
+    def bytes(self) -> int:
+        return self.size + (self.metadata_size or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file competing for room: cached (``local``) or wanted (``remote``), never both."""
+
+    path: str
+    votes: int
+    size: int
+    bytes: int
+    score: float
+    local: LocalFile | None = None
+    remote: RemoteFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    file: LocalFile
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    file: LocalFile
+    target: int
+    score: float
+
+    @property
+    def is_promotion(self) -> bool:
+        return self.target < self.file.tier
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    file: RemoteFile
+    tier: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """The steps of one run, in execution order, and the bytes per tier before and after.
+
+    ``blocked`` moves are not carried out (no order of steps makes room for them);
+    ``deferred`` counts wanted files that got a tier but no room because of them, and
+    ``unplaced`` those that fit in no tier at all.
+    """
+
+    limits: tuple[int, ...]
+    used_before: tuple[int, ...]
+    used_after: tuple[int, ...]
+    evictions: tuple[Eviction, ...]
+    moves: tuple[Move, ...]
+    blocked: tuple[Move, ...]
+    downloads: tuple[Download, ...]
+    kept: int
+    deferred: int
+    unplaced: int
+
+
+def score(votes: int, size: int) -> float:
+    """The seed's score: ``votes / (max(size, 2 GiB) + 1) * 2**20``, evaluated left to right.
+
+    >>> score(2, 1000)
+    0.0009765624995452526
+    """
+    return votes / (max(size, SCORE_SIZE_FLOOR) + 1) * SCORE_MULTIPLIER
+
+
+def rank_candidates(
+    local: Iterable[LocalFile], remote: Iterable[RemoteFile], votes: Mapping[str, int]
+) -> list[Candidate]:
+    """Every candidate, best first: score, then votes, then smaller size, then path."""
+    candidates = [
+        Candidate(f.path, votes.get(f.path, 0), f.size, f.bytes, score(votes.get(f.path, 0), f.size), local=f)
+        for f in local
+    ]
+    candidates.extend(
+        Candidate(f.path, votes[f.path], f.size, f.bytes, score(votes[f.path], f.size), remote=f) for f in remote
+    )
+    candidates.sort(key=lambda c: (-c.score, -c.votes, c.size, c.path))
+    return candidates
+
+
+def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list[int]:
+    """First fit, in the candidates' order: the hottest tier with room, else -1 (not kept)."""
+    remaining = list(limits)
+    assigned: list[int] = []
+    for candidate in candidates:
+        tier = next((t for t, room in enumerate(remaining) if room >= candidate.bytes), -1)
+        if tier >= 0:
+            remaining[tier] -= candidate.bytes
+        assigned.append(tier)
+    return assigned
+
+
+def schedule_moves(
+    moves: Sequence[Move], used: Sequence[int], limits: Sequence[int]
+) -> tuple[list[Move], list[Move]]:
+    """Order ``moves`` so no tier ever exceeds its limit: (runnable in order, blocked).
+
+    Demotions go first (they free the hotter tiers), each pass runs every move whose target
+    has room, and passes repeat while one of them made progress.
+    """
+    fill = list(used)
+    pending = sorted(moves, key=lambda m: (m.is_promotion, -m.score, m.file.path))
+    ordered: list[Move] = []
+    progress = True
+    while pending and progress:
+        progress = False
+        waiting: list[Move] = []
+        for move in pending:
+            if fill[move.target] + move.file.bytes <= limits[move.target]:
+                fill[move.target] += move.file.bytes
+                fill[move.file.tier] -= move.file.bytes
+                ordered.append(move)
+                progress = True
+            else:
+                waiting.append(move)
+        pending = waiting
+    return ordered, pending
+
+
+def plan_cache(
+    local: Mapping[str, LocalFile],
+    remote: Iterable[RemoteFile],
+    votes: Mapping[str, int],
+    limits: Sequence[int],
+) -> CachePlan:
+    """The plan that makes the tiers hold the best files that fit (see the module docstring).
+
+    ``votes`` maps a path to its distinct voting networks; ``remote`` holds the wanted files
+    not cached yet, already filtered (listed, verifiable, within ``filesize_limit``).
+    """
+    candidates = rank_candidates(local.values(), remote, votes)
+    assigned = assign_tiers(candidates, limits)
+    used_before = [0] * len(limits)
+    for f in local.values():
+        used_before[f.tier] += f.bytes
+    evictions: list[Eviction] = []
+    moves: list[Move] = []
+    wanted: list[Download] = []
+    kept = unplaced = 0
+    for candidate, tier in zip(candidates, assigned, strict=True):
+        if candidate.local is not None:
+            if tier < 0:
+                evictions.append(Eviction(candidate.local, candidate.score))
+            elif tier != candidate.local.tier:
+                moves.append(Move(candidate.local, tier, candidate.score))
+            else:
+                kept += 1
+        elif candidate.remote is not None:
+            if tier < 0:
+                unplaced += 1
+            else:
+                wanted.append(Download(candidate.remote, tier, candidate.score))
+    fill = list(used_before)
+    for eviction in evictions:
+        fill[eviction.file.tier] -= eviction.file.bytes
+    ordered, blocked = _schedule_within_limits(moves, evictions, fill, limits)
+    for move in ordered:
+        fill[move.target] += move.file.bytes
+        fill[move.file.tier] -= move.file.bytes
+    downloads: list[Download] = []
+    for download in wanted:
+        if fill[download.tier] + download.file.bytes <= limits[download.tier]:
+            fill[download.tier] += download.file.bytes
+            downloads.append(download)
+    evictions.sort(key=lambda e: (e.score, e.file.path))
+    return CachePlan(
+        limits=tuple(limits),
+        used_before=tuple(used_before),
+        used_after=tuple(fill),
+        evictions=tuple(evictions),
+        moves=tuple(ordered),
+        blocked=tuple(blocked),
+        downloads=tuple(downloads),
+        kept=kept + len(blocked),
+        deferred=len(wanted) - len(downloads),
+        unplaced=unplaced,
+    )
+
+
+def _schedule_within_limits(
+    moves: list[Move], evictions: list[Eviction], fill: list[int], limits: Sequence[int]
+) -> tuple[list[Move], list[Move]]:
+    """Schedule the moves; where blocked moves would leave a tier over its limit, evict instead.
+
+    Each blocked move out of an over-full tier becomes an eviction (lowest score first) until
+    that tier fits; the freed room may unblock other moves, so scheduling starts again.
+    ``evictions`` and ``fill`` (bytes after evictions) are updated in place.
+    """
+    while True:
+        ordered, blocked = schedule_moves(moves, fill, limits)
+        after = list(fill)
+        for move in ordered:
+            after[move.target] += move.file.bytes
+            after[move.file.tier] -= move.file.bytes
+        converted: list[Move] = []
+        for move in sorted(blocked, key=lambda m: (m.score, m.file.path)):
+            tier = move.file.tier
+            if after[tier] > limits[tier]:
+                after[tier] -= move.file.bytes
+                converted.append(move)
+        if not converted:
+            return ordered, blocked
+        for move in converted:
+            logger.warning(
+                "cache: no room to move %s from tier %d to %d; evicting it to bring tier %d "
+                "within its limit", move.file.path, move.file.tier, move.target, move.file.tier,
+            )
+            moves.remove(move)
+            evictions.append(Eviction(move.file, move.score))
+            fill[move.file.tier] -= move.file.bytes
+
+
+def format_plan(plan: CachePlan) -> str:
+    """The plan for people (``sync --once --dry-run``): a summary per tier, then each step."""
+    summary = (
+        f"cache plan: {len(plan.evictions)} evictions, {len(plan.moves)} moves, "
+        f"{len(plan.downloads)} downloads, {plan.kept} files stay, {len(plan.blocked)} moves blocked, "
+        f"{plan.deferred} downloads deferred, {plan.unplaced} wanted files fit no tier"
+    )
+    lines = [summary]
+    for tier, (limit, before, after) in enumerate(zip(plan.limits, plan.used_before, plan.used_after, strict=True)):
+        lines.append(
+            f"  tier {tier}: {format_bytes(before)} -> {format_bytes(after)} of {format_bytes(limit)}"
+        )
+    lines.extend(
+        f"evict    {e.file.path} from tier {e.file.tier} ({format_bytes(e.file.bytes)}, score {e.score:.6g})"
+        for e in plan.evictions
+    )
+    lines.extend(
+        f"{'promote' if m.is_promotion else 'demote':8} {m.file.path} tier {m.file.tier} -> {m.target} "
+        f"({format_bytes(m.file.bytes)}, score {m.score:.6g})"
+        for m in plan.moves
+    )
+    lines.extend(
+        f"blocked  {m.file.path} tier {m.file.tier} -> {m.target} (no room in either order)"
+        for m in plan.blocked
+    )
+    lines.extend(
+        f"download {d.file.path} to tier {d.tier} ({format_bytes(d.file.bytes)}, score {d.score:.6g})"
+        for d in plan.downloads
+    )
+    return "\n".join(lines) + "\n"
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in binary units with one decimal: 1536 -> '1.5 KiB'."""
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if abs(value) < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"

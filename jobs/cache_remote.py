@@ -1,0 +1,227 @@
+"""Phase B of the cache job: what each wanted file is, taken from the index pages we store.
+
+A popular file is downloaded only when the stored page of its project lists it with a size and
+a sha256, because only then can the download be verified; a path no page lists costs nothing
+(no upstream request), so made-up paths cannot make the mirror fetch anything. Each project's
+page is read once per run. The one size a page does not give, that of a ``.metadata`` file, is
+asked of the upstream with HEAD (concurrently) and kept in ``remote_sizes`` for
+``size_db_ttl``, answers and 404s alike.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IndexedFile",
+    "WantedFiles",
+    "lookup_index",
+    "popular_votes",
+    "project_of",
+    "resolve_wanted",
+]
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from packaging.utils import NormalizedName, parse_sdist_filename, parse_wheel_filename
+from pypimirror.jobs.cache_plan import RemoteFile
+
+from pypimirror import db as dbq
+from pypimirror.config import Config
+from pypimirror.db import Database
+from pypimirror.errors import MalformedUpstreamError, UnsafePathError, UpstreamError
+from pypimirror.inventory import is_package_relpath
+from pypimirror.pages import parse_simple_project_json
+from pypimirror.pkgpath import METADATA_SUFFIX, parse_package_path
+from pypimirror.storage import RepoLayout, is_normalized_project_name
+from pypimirror.upstream import UpstreamClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFile:
+    """A file as our stored page lists it; a digest is None when the page gives none."""
+
+    path: str
+    size: int
+    sha256: str | None
+    metadata_sha256: str | None
+
+
+@dataclass(slots=True)
+class WantedFiles:
+    """Phase B's answer: the files to consider downloading, and why others were dropped."""
+
+    files: list[RemoteFile] = field(default_factory=list)
+    unlisted: int = 0
+    unverifiable: int = 0
+    too_large: int = 0
+    heads: int = 0
+    head_errors: int = 0
+
+
+def project_of(path: str) -> NormalizedName | None:
+    """The project a distribution path belongs to, from its file name (wheel or sdist)."""
+    filename = path.rpartition("/")[2]
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[0]
+        return parse_sdist_filename(filename)[0]
+    except ValueError:
+        return None
+
+
+def lookup_index(repo_path: Path, prefix: str, paths: Iterable[str]) -> dict[str, IndexedFile]:
+    """The stored page's entry of each path that one lists; blocking (reads pages).
+
+    Pages that are missing or unreadable list nothing (logged); files whose URL does not point
+    at this mirror's ``{prefix}/packages/`` are not ours to cache.
+    """
+    by_project: dict[NormalizedName, list[str]] = defaultdict(list)
+    for path in paths:
+        name = project_of(path)
+        if name is not None and is_normalized_project_name(name):
+            by_project[name].append(path)
+    layout = RepoLayout(repo_path)
+    found: dict[str, IndexedFile] = {}
+    for name, wanted in sorted(by_project.items()):
+        listed = _read_page_files(layout, name, prefix)
+        found.update((path, listed[path]) for path in wanted if path in listed)
+    return found
+
+
+def _read_page_files(layout: RepoLayout, name: NormalizedName, prefix: str) -> dict[str, IndexedFile]:
+    page_path = layout.project_page(name, "index.v1_json")
+    try:
+        page = parse_simple_project_json(page_path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, MalformedUpstreamError) as exc:
+        logger.warning("cache: cannot read the stored page of %s: %s", name, exc)
+        return {}
+    base = prefix.rstrip("/") + "/packages/"
+    files: dict[str, IndexedFile] = {}
+    for dist in page.files:
+        if not dist.url.startswith(base):
+            continue
+        try:
+            path = parse_package_path(dist.url[len(base) :]).relpath
+        except UnsafePathError:
+            continue
+        metadata = dist.core_metadata if isinstance(dist.core_metadata, str) else None
+        files[path] = IndexedFile(path, dist.size, dist.sha256, metadata)
+    return files
+
+
+async def resolve_wanted(
+    paths: Sequence[str],
+    *,
+    config: Config,
+    db: Database,
+    client: UpstreamClient,
+    now: int,
+    dry_run: bool,
+) -> WantedFiles:
+    """The wanted (popular, not cached) ``paths`` that can be downloaded and verified."""
+    result = WantedFiles()
+    indexed = await asyncio.to_thread(lookup_index, config.repo_path, config.prefix, paths)
+    limit = config.cache.filesize_limit
+    usable: list[IndexedFile] = []
+    for path in paths:
+        entry = indexed.get(path)
+        if entry is None:
+            result.unlisted += 1
+        elif entry.sha256 is None:
+            result.unverifiable += 1
+        elif limit is not None and entry.size > limit:
+            result.too_large += 1
+        else:
+            usable.append(entry)
+    if result.unlisted or result.unverifiable:
+        logger.info(
+            "cache: %d popular files are not listed on a stored page, %d have no sha256; "
+            "neither is downloaded", result.unlisted, result.unverifiable,
+        )
+    sizes = await _metadata_sizes(
+        [e.path + METADATA_SUFFIX for e in usable if e.metadata_sha256], config, db, client, now, dry_run, result
+    )
+    for entry in usable:
+        metadata_sha256 = entry.metadata_sha256
+        metadata_size: int | None = None
+        if metadata_sha256 is not None:
+            metadata_path = entry.path + METADATA_SUFFIX
+            if metadata_path not in sizes:
+                continue  # the HEAD failed: try the whole file again next run
+            metadata_size = sizes[metadata_path]
+            if metadata_size is None:
+                metadata_sha256 = None  # the page promised one, the upstream has none
+        assert entry.sha256 is not None
+        result.files.append(RemoteFile(entry.path, entry.size, entry.sha256, metadata_sha256, metadata_size))
+    return result
+
+
+async def _metadata_sizes(
+    paths: Sequence[str],
+    config: Config,
+    db: Database,
+    client: UpstreamClient,
+    now: int,
+    dry_run: bool,
+    result: WantedFiles,
+) -> dict[str, int | None]:
+    """Size of each metadata path (None: upstream 404); paths whose HEAD failed are absent."""
+    fresh_since = now - int(config.cache.size_db_ttl.total_seconds())
+    known = await db.run_read(lambda conn: dbq.load_remote_sizes(conn, paths, fresh_since))
+    unknown = [p for p in paths if p not in known]
+    if not unknown:
+        return known
+    answers = await _head_all(unknown, config, client)
+    result.heads = len(unknown)
+    result.head_errors = len(unknown) - len(answers)
+    if answers and not dry_run:
+        rows = [(path, size, now) for path, size in sorted(answers.items())]
+        await db.run(lambda conn: dbq.store_remote_sizes(conn, rows))
+    return {**known, **answers}
+
+
+async def _head_all(paths: Sequence[str], config: Config, client: UpstreamClient) -> dict[str, int | None]:
+    """HEAD every path, ``sync.concurrent_downloads`` at a time; failures are logged and left out."""
+    base = config.upstream.packages_url.rstrip("/")
+    gate = asyncio.Semaphore(max(1, config.sync.concurrent_downloads))
+    answers: dict[str, int | None] = {}
+
+    async def head(path: str) -> None:
+        async with gate:
+            try:
+                response = await client.head(f"{base}/{quote(path)}")
+            except UpstreamError as exc:
+                logger.warning("cache: cannot learn the size of %s: %s", path, exc)
+                return
+        length = response.headers.get("Content-Length", "").strip()
+        if response.status == 404:
+            answers[path] = None
+        elif length.isdigit():
+            answers[path] = int(length)
+        else:
+            logger.warning("cache: HEAD %s gave no Content-Length; trying again next run", path)
+
+    await asyncio.gather(*(head(path) for path in paths))
+    return answers
+
+
+def popular_votes(popular: Iterable[tuple[str, int]]) -> Mapping[str, int]:
+    """Votes per distribution path; a ``.metadata`` file's own votes do not count.
+
+    Its distribution brings it along, and a resolver that reads only metadata (no install)
+    should not fill the cache with wheels. Paths that are not package paths are dropped.
+    """
+    votes: dict[str, int] = {}
+    for path, count in popular:
+        if not path.endswith(METADATA_SUFFIX) and is_package_relpath(path):
+            votes[path] = count
+    return votes
