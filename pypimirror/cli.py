@@ -24,6 +24,7 @@ from pypimirror.app import serve_forever
 from pypimirror.config import Config, load_config
 from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError, StorageError
+from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.index_sync import run_index_sync
 from pypimirror.jobs.runner import run_job
 from pypimirror.upstream import UpstreamClient, UpstreamSettings, configure_curl_client
@@ -68,7 +69,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--once",
         action="store_true",
         required=True,
-        help="run the index sync once and exit (0 ok, 1 interrupted or refused, 2 error)",
+        help="run the index sync, then cache management, once and exit "
+        "(0 ok, 1 interrupted or a step refused, 2 error)",
+    )
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what cache management would do and change nothing (no index sync)",
     )
     return parser
 
@@ -100,8 +107,12 @@ def _prepare_repo(config: Config) -> None:
         raise StorageError(f"cannot create repo_path {str(config.repo_path)!r}: {exc.strerror}") from exc
 
 
-async def _sync_once(config: Config) -> int:
-    """One index sync under the lease; SIGINT/SIGTERM stop it at the next safe point."""
+async def _sync_once(config: Config, *, dry_run: bool) -> int:
+    """Index sync then cache management, each under the lease; or, dry, just the cache plan.
+
+    SIGINT/SIGTERM stop the run at the next safe point. As in the seed, cache management does
+    not run after an index sync that failed or was interrupted.
+    """
     _prepare_repo(config)
     configure_curl_client(max_clients=config.sync.concurrent_downloads * 2)
     db = await asyncio.to_thread(Database.open, config.database.url)
@@ -109,18 +120,33 @@ async def _sync_once(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _request_stop, stop, signum)
+    client = upstream_client(config)
     try:
-        client = upstream_client(config)
-        report = await run_job(
+        if dry_run:
+            report = await run_cache(config, db, client, stop=stop, dry_run=True)
+            if report.plan is None:  # stopped before the plan was made
+                return EXIT_FAILED
+            sys.stdout.write(format_plan(report.plan) + "\n")
+            return EXIT_OK
+        synced = await run_job(
             db,
             job="index_sync",
             node_id=config.node_id,
             body=lambda: run_index_sync(config, db, client, stop=stop),
             stop=stop,
         )
+        if not synced.ok and synced.interrupted:
+            return EXIT_FAILED
+        cached = await run_job(
+            db,
+            job="cache",
+            node_id=config.node_id,
+            body=lambda: run_cache(config, db, client, stop=stop),
+            stop=stop,
+        )
     finally:
         await asyncio.to_thread(db.dispose)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return EXIT_OK if synced.ok and cached.ok else EXIT_FAILED
 
 
 def _request_stop(stop: asyncio.Event, signum: int) -> None:
@@ -143,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve_forever(config)
         if args.command == "sync":
-            return asyncio.run(_sync_once(config))
+            return asyncio.run(_sync_once(config, dry_run=args.dry_run))
         raise AssertionError(f"unhandled command {args.command!r}")
     except PyPIMirrorError as exc:
         print(f"pypimirror: error: {exc}", file=sys.stderr)

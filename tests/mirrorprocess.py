@@ -1,0 +1,87 @@
+"""Run pypimirror as operators do: ``sync --once`` and ``serve`` as real processes on a temp repo."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fakeindex import FakeIndex
+
+__all__ = ["PREFIX", "request", "run_cli", "running_server", "stop_server", "write_config"]
+
+PREFIX = "/pypi"
+
+
+def write_config(tmp_path: Path, fake: FakeIndex, **overrides: Any) -> Path:
+    """A config for a mirror of ``fake`` in ``tmp_path/repo``, listening on a free port."""
+    config: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "repo_path": str(tmp_path / "repo"),
+        "prefix": PREFIX,
+        "shutdown_grace": "20s",
+        "upstream": {"pypi_url": fake.pypi_url, "packages_url": fake.packages_url},
+        "cache": {"size_limit": "1g"},
+        "log": {"path": str(tmp_path / "access.log"), "format": "mirror-json"},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(config.get(key), dict) else value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pypimirror", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@contextmanager
+def running_server(config: Path, stderr_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The server in its own process and the port it serves on, once it answers; killed if the
+    test left it running. The port comes from the start-up line, so ``listen: 127.0.0.1:0`` works."""
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
+    try:
+        yield process, _wait_serving(process, stderr_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait_serving(process: subprocess.Popen[bytes], stderr_path: Path) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, stderr_path.read_text()
+        started = re.search(r"serving https?://127\.0\.0\.1:(\d+)/", stderr_path.read_text())
+        if started:
+            return int(started[1])
+        time.sleep(0.05)
+    raise AssertionError(f"server did not start: {stderr_path.read_text()}")
+
+
+def stop_server(process: subprocess.Popen[bytes], stderr_path: Path) -> str:
+    """SIGTERM, a clean exit within the grace period, and the server's log."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, stderr_path.read_text()
+    return stderr_path.read_text()
+
+
+def request(port: int, path: str, headers: dict[str, str] | None = None,
+            method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
