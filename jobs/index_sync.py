@@ -26,8 +26,9 @@ import gzip
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -46,6 +47,7 @@ from pypimirror.errors import (
 from pypimirror.listing import Listing, ListedProject, fetch_listing
 from pypimirror.pages import (
     ProjectPage,
+    RootEntry,
     parse_json_api,
     parse_simple_project_json,
     render_project_html,
@@ -67,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
+#: A plan at most this share of the listing's size is copied out of it (see _make_plan).
+DETACH_SHARE = 0.1
 #: Serials are stored in batches: a crash loses at most one batch, which is refetched.
 SERIAL_BATCH = 200
 SERIAL_FLUSH_SECONDS = 2.0
@@ -94,12 +98,19 @@ def plan_index_sync(
     not know (left by a run that crashed between writing pages and storing the serial).
     """
     fetch = sorted(
-        (name, listed)
-        for name, listed in remote.items()
-        if name not in local or local[name][1] < listed.serial or local[name][0] != listed.display_name
+        (
+            (name, listed)
+            for name, listed in remote.items()
+            if (stored := local.get(name)) is None
+            or stored[1] < listed.serial
+            or stored[0] != listed.display_name
+        ),
+        key=itemgetter(0),
     )
-    known = set(local) | set(on_disk)
-    remove = sorted(NormalizedName(name) for name in known if name not in remote)
+    # Only the few gone names are collected: sets of all ~800k names would cost ~100 MB.
+    gone: set[str] = {name for name in local if name not in remote}
+    gone.update(name for name in on_disk if name not in remote)
+    remove = sorted(NormalizedName(name) for name in gone)
     return SyncPlan(fetch=tuple(fetch), remove=tuple(remove))
 
 
@@ -198,20 +209,7 @@ class _IndexSyncRun:
         self.last_flush = clock()
 
     async def execute(self) -> IndexSyncReport:
-        upstream = self.config.upstream
-        listing = await fetch_listing(self.client, upstream.pypi_url, upstream.listing)
-        listing = _drop_invalid_names(listing)
-        self.report.listed = len(listing)
-        await asyncio.to_thread(sweep_temp_files, self.layout.simple_dir)
-        await asyncio.to_thread(sweep_temp_files, self.layout.json_dir)
-        local = await self.db.run(dbq.load_serials)
-        on_disk = await asyncio.to_thread(_project_dirs, self.layout)
-        plan = plan_index_sync(local, listing, on_disk)
-        self.report.planned = len(plan.fetch)
-        logger.info(
-            "index sync: upstream lists %d projects, %d local; %d to fetch, %d to remove",
-            len(listing), len(local), len(plan.fetch), len(plan.remove),
-        )
+        plan = await self._plan()
         await self._fetch_all(plan.fetch)
         if not self.stop.is_set():
             await self._remove(plan.remove)
@@ -219,6 +217,28 @@ class _IndexSyncRun:
         self.report.interrupted = self.stop.is_set()
         logger.info("index sync: done: %s", self.report.summary())
         return self.report
+
+    async def _plan(self) -> SyncPlan:
+        """Read the listing, the stored serials and the directories, and compare them.
+
+        For all of PyPI the listing and the serials take ~300 MB; they live only in this
+        frame, so neither the fetches nor the root pages that follow hold them.
+        """
+        upstream = self.config.upstream
+        listing = await fetch_listing(self.client, upstream.pypi_url, upstream.listing)
+        listing = _drop_invalid_names(listing)
+        self.report.listed = len(listing)
+        await asyncio.to_thread(sweep_temp_files, self.layout.simple_dir)
+        await asyncio.to_thread(sweep_temp_files, self.layout.json_dir)
+        local = await self.db.run(lambda conn: dbq.load_serials(conn, listed=listing))
+        unlisted_dirs = await asyncio.to_thread(_project_dirs, self.layout, listing)
+        plan = await asyncio.to_thread(_make_plan, local, listing, unlisted_dirs)
+        self.report.planned = len(plan.fetch)
+        logger.info(
+            "index sync: upstream lists %d projects, %d local; %d to fetch, %d to remove",
+            len(listing), len(local), len(plan.fetch), len(plan.remove),
+        )
+        return plan
 
     # -- fetching ---------------------------------------------------------------------
 
@@ -339,8 +359,9 @@ class _IndexSyncRun:
         self.report.removed = len(names)
 
     async def _write_root_pages(self) -> None:
-        serials = await self.db.run(dbq.load_serials)
-        await asyncio.to_thread(_write_root, self.layout, serials, self.config.prefix)
+        # Two steps, so the dict of all serials is gone before the pages are rendered.
+        projects = await asyncio.to_thread(_root_entries, await self.db.run(dbq.load_serials))
+        await asyncio.to_thread(_write_root, self.layout, projects, self.config.prefix)
 
 
 # -- pure helpers and the blocking steps, which run in worker threads ----------------------
@@ -392,10 +413,53 @@ def _drop_invalid_names(listing: Listing) -> Listing:
     return {name: listed for name, listed in listing.items() if name not in bad} if bad else listing
 
 
-def _project_dirs(layout: RepoLayout) -> list[str]:
+def _make_plan(
+    local: Mapping[NormalizedName, tuple[str, int]], listing: Listing, on_disk: Iterable[str]
+) -> SyncPlan:
+    """:func:`plan_index_sync`, with a small plan copied into objects of its own.
+
+    CPython gives memory back to the OS only by whole 1 MiB arenas. A plan of a few thousand
+    projects that points into the listing of all of PyPI holds an object in nearly every
+    arena of it, and so keeps ~120 MB for the whole run after the listing is gone. A large
+    plan (a first sync) is the listing's memory anyway, and copying it would only add to it.
+    """
+    plan = plan_index_sync(local, listing, on_disk)
+    if len(plan.fetch) + len(plan.remove) > len(listing) * DETACH_SHARE:
+        return plan
+    fetch = tuple(
+        (_copy_name(name), ListedProject(_copy_text(listed.display_name), _copy_int(listed.serial)))
+        for name, listed in plan.fetch
+    )
+    return SyncPlan(fetch=fetch, remove=tuple(_copy_name(name) for name in plan.remove))
+
+
+def _copy_name(name: NormalizedName) -> NormalizedName:
+    return NormalizedName(_copy_text(name))
+
+
+def _copy_text(text: str) -> str:
+    """A new str equal to ``text`` (``str(text)`` and slicing return the object itself)."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+
+
+def _copy_int(value: int) -> int:
+    """A new int equal to ``value`` (``int(value)`` returns the object itself)."""
+    return value + 0
+
+
+def _project_dirs(layout: RepoLayout, listed: Container[str] = ()) -> list[str]:
+    """The project directories on disk, except those of ``listed`` projects.
+
+    The plan only looks for directories the listing lacks; leaving the listed ones out spares
+    a list of every project's name (~60 MB for all of PyPI).
+    """
     try:
         with os.scandir(layout.simple_dir) as entries:
-            return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+            return [
+                entry.name
+                for entry in entries
+                if entry.name not in listed and entry.is_dir(follow_symlinks=False)
+            ]
     except FileNotFoundError:
         return []
 
@@ -425,21 +489,41 @@ def _remove_project(layout: RepoLayout, name: NormalizedName) -> None:
     remove_path(layout.project_dir(name))
 
 
-def _write_root(
-    layout: RepoLayout, serials: Mapping[NormalizedName, tuple[str, int]], prefix: str
-) -> None:
-    """Rebuild the root pages from what is stored, so they list exactly the served projects."""
-    projects = [(display, name, serial) for name, (display, serial) in sorted(serials.items())]
+def _root_entries(serials: dict[NormalizedName, tuple[str, int]]) -> list[RootEntry]:
+    """The stored projects as root-page entries, ordered by normalized name.
+
+    Empties ``serials`` as it goes: each stored pair is freed as its entry is made, so the
+    two forms of all of PyPI's projects are never in memory at once.
+    """
+    entries: list[RootEntry] = []
+    while serials:
+        name, (display, serial) = serials.popitem()
+        entries.append((display, name, serial))
+    entries.sort(key=itemgetter(1))
+    return entries
+
+
+def _write_root(layout: RepoLayout, projects: Sequence[RootEntry], prefix: str) -> None:
+    """Rebuild the root pages from what is stored, so they list exactly the served projects.
+
+    ``projects`` comes from :func:`_root_entries`. One page at a time is rendered, written and
+    compressed (each is tens of MB for all of PyPI), and the HTML, served under two names,
+    is compressed once.
+    """
     last_serial = max((serial for _, _, serial in projects), default=0)
     html = render_root_html(projects, prefix=prefix)
-    pages = {
-        "index.html": html,
-        "index.v1_html": html,
-        "index.v1_json": render_root_json(projects, last_serial=last_serial),
-    }
-    for variant, data in pages.items():
+    _write_root_page(layout, ("index.html", "index.v1_html"), html)
+    del html
+    json_page = render_root_json(projects, last_serial=last_serial)
+    _write_root_page(layout, ("index.v1_json",), json_page)
+
+
+def _write_root_page(layout: RepoLayout, variants: tuple[str, ...], data: bytes) -> None:
+    """Write ``data`` and its gzip sibling under each of ``variants``, in that order."""
+    compressed = gzip.compress(data, compresslevel=6, mtime=0)
+    for variant in variants:
         atomic_write(layout.root_page(variant), data)
-        atomic_write(layout.root_page(variant + ".gz"), gzip.compress(data, compresslevel=6, mtime=0))
+        atomic_write(layout.root_page(variant + ".gz"), compressed)
 
 
 def _format_eta(seconds: float) -> str:

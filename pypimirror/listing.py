@@ -19,12 +19,14 @@ __all__ = [
     "parse_xmlrpc_listing",
 ]
 
+import asyncio
 import json
 import logging
+import re
 import xmlrpc.client
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, TypeGuard, assert_never
+from typing import Final, Literal, TypeGuard, assert_never
 from xml.parsers.expat import ExpatError
 
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
@@ -40,6 +42,9 @@ SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ListingMode = Literal["simple-json", "xmlrpc"]
 
 _SKIPPED_EXAMPLES = 5
+_ENTRY_KEYS: Final = frozenset({"name", "_last-serial"})
+#: A name that :func:`canonicalize_name` would validate and return unchanged.
+_IS_NORMALIZED: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*").fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +60,22 @@ Listing = dict[NormalizedName, ListedProject]
 
 
 async def fetch_listing(client: UpstreamClient, pypi_url: str, mode: ListingMode) -> Listing:
-    """Ask the upstream at ``pypi_url`` for its listing in the configured ``mode``."""
+    """Ask the upstream at ``pypi_url`` for its listing in the configured ``mode``.
+
+    The answer is parsed in a worker thread: for all of PyPI that takes seconds, which the
+    event loop spends serving instead.
+    """
     base = pypi_url.rstrip("/")
     if mode == "simple-json":
         url = f"{base}/simple/"
         response = await client.get(url, headers={"Accept": SIMPLE_JSON_TYPE})
         _require_simple_json(response)
-        listing = parse_simple_root_listing(response.body, url=response.url)
+        listing = await asyncio.to_thread(parse_simple_root_listing, response.body, url=response.url)
     elif mode == "xmlrpc":
         url = f"{base}/pypi"
         call = xmlrpc.client.dumps((), "list_packages_with_serial").encode()
         response = await client.post(url, call, content_type="text/xml")
-        listing = parse_xmlrpc_listing(response.body, url=response.url)
+        listing = await asyncio.to_thread(parse_xmlrpc_listing, response.body, url=response.url)
     else:
         assert_never(mode)
     logger.info("upstream lists %d projects (%s)", len(listing), mode)
@@ -79,7 +88,7 @@ def parse_simple_root_listing(body: bytes, *, url: str = "") -> Listing:
     ``url`` only names the source in errors.
     """
     try:
-        document = json.loads(body)
+        document = _decode_root(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedUpstreamError(f"upstream listing is not JSON: {exc}", url) from exc
     if not isinstance(document, dict):
@@ -89,10 +98,46 @@ def parse_simple_root_listing(body: bytes, *, url: str = "") -> Listing:
     if not isinstance(projects, list):
         raise MalformedUpstreamError("upstream listing has no 'projects' list", url)
     entries = (
-        (entry.get("name"), entry.get("_last-serial")) if isinstance(entry, dict) else (entry, None)
+        entry if isinstance(entry, ListedProject)
+        else (entry.get("name"), entry.get("_last-serial")) if isinstance(entry, dict)
+        else (entry, None)
         for entry in projects
     )
     return _collect(entries, len(projects), url)
+
+
+def _decode_root(body: bytes) -> object:
+    """``json.loads(body)``, except that the plain entries of "projects" arrive as ListedProjects.
+
+    PyPI lists ~800k projects: as dicts they would take ~4 times the memory, all at once, and
+    the listing keeps these very objects. Only objects holding a string "name", a serial and
+    nothing else are turned. Should one sit anywhere but directly in "projects" (as "meta",
+    inside an entry, or as the document itself), the body is decoded again the plain way, so
+    what the caller reads is always what plain JSON decoding gives.
+    """
+    hook = _EntryHook()
+    try:
+        document = json.loads(body, object_hook=hook)
+    except RecursionError:  # the hook's frame may have been the one too many: decide plainly
+        return json.loads(body)
+    projects = document.get("projects") if isinstance(document, dict) else None
+    direct = sum(isinstance(e, ListedProject) for e in projects) if isinstance(projects, list) else 0
+    return document if direct == hook.made else json.loads(body)
+
+
+class _EntryHook:
+    """The ``object_hook`` of :func:`_decode_root`; counts the projects it made."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __call__(self, obj: dict[str, object]) -> object:
+        if obj.keys() <= _ENTRY_KEYS:
+            name, serial = obj.get("name"), obj.get("_last-serial")
+            if isinstance(name, str) and _is_serial(serial):
+                self.made += 1
+                return ListedProject(name, serial)
+        return obj
 
 
 def parse_xmlrpc_listing(body: bytes, *, url: str = "") -> Listing:
@@ -136,8 +181,11 @@ def _check_api_version(meta: object, url: str) -> None:
         )
 
 
-def _collect(entries: Iterable[tuple[object, object]], total: int, url: str) -> Listing:
-    """Build the listing from (name, serial) pairs; duplicates keep the higher serial."""
+def _collect(
+    entries: Iterable[ListedProject | tuple[object, object]], total: int, url: str
+) -> Listing:
+    """Build the listing from (name, serial) pairs, or projects already made of them (kept as
+    they are, to share their memory); duplicates keep the higher serial."""
     if total == 0:
         raise MalformedUpstreamError(
             "upstream listing is empty; refusing to treat that as 'every project was removed'",
@@ -145,11 +193,12 @@ def _collect(entries: Iterable[tuple[object, object]], total: int, url: str) -> 
         )
     listing: Listing = {}
     skipped: list[object] = []
-    for name, serial in entries:
+    for entry in entries:
+        name, serial = (entry.display_name, entry.serial) if isinstance(entry, ListedProject) else entry
         if isinstance(name, str) and _is_serial(serial) and (normalized := _normalize(name)):
             known = listing.get(normalized)
             if known is None or serial > known.serial:
-                listing[normalized] = ListedProject(name, serial)
+                listing[normalized] = entry if isinstance(entry, ListedProject) else ListedProject(name, serial)
         else:
             skipped.append(name)
     if not listing:
@@ -167,7 +216,13 @@ def _collect(entries: Iterable[tuple[object, object]], total: int, url: str) -> 
 
 
 def _normalize(name: str) -> NormalizedName | None:
-    """The normalized name, or None for a string that could not be a project's name."""
+    """The normalized name, or None for a string that could not be a project's name.
+
+    An already normalized name (as most listed names are) is returned as the same object,
+    which saves a copy of the string per project.
+    """
+    if _IS_NORMALIZED(name):
+        return NormalizedName(name)
     try:
         return canonicalize_name(name, validate=True)
     except InvalidName:
