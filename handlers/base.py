@@ -1,11 +1,11 @@
 """What every request of the mirror shares: who the client is, how errors look, how bytes go out.
 
 :class:`BaseHandler` resolves the client address once per request (``X-Forwarded-For`` is
-believed only from ``trusted_proxies``), counts the body bytes it sends for the access log, answers
-every error as one line of ``text/plain``, and never hashes a body for an ETag (handlers set
-cheap ones). Bodies go out in 1 MiB chunks, each flushed before the next is written, so a slow
-client slows us down instead of filling memory; a client that takes no chunk for
-``timeouts.write`` has its connection closed, however long a steady download may take.
+believed only from ``trusted_proxies``), counts the body bytes it sends for the access log and
+the metrics, answers every error as one line of ``text/plain``, and never hashes a body for an
+ETag (handlers set cheap ones). Bodies go out in 1 MiB chunks, each flushed before the next is
+written, so a slow client slows us down instead of filling memory; a client that takes no chunk
+for ``timeouts.write`` has its connection closed, however long a steady download may take.
 :class:`InFlight` counts requests from ``prepare()`` until their last byte is handed to the
 socket, which is what a graceful shutdown waits for.
 """
@@ -24,6 +24,7 @@ __all__ = [
     "identify_client",
     "make_log_function",
     "parse_http_date",
+    "route_label",
 ]
 
 import asyncio
@@ -31,6 +32,7 @@ import calendar
 import email.utils
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from tornado.web import HTTPError, RequestHandler
 from pypimirror.accesslog import AccessEntry, NullAccessLog
 from pypimirror.clientip import IPAddress, network_prefix, resolve_client_ip
 from pypimirror.config import IPNetwork
+from pypimirror.metrics import Metrics, ServedKind
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +271,11 @@ class BaseHandler(RequestHandler):
         if isinstance(connection, HTTP1Connection):
             connection.close()
 
+    @property
+    def body_bytes(self) -> int:
+        """Body bytes written so far (none for HEAD)."""
+        return self._body_bytes
+
     def access_entry(self) -> AccessEntry:
         """This request as one access-log entry (called once it has finished)."""
         request = self.request
@@ -297,25 +305,49 @@ class NotFoundHandler(BaseHandler):
         raise HTTPError(404)
 
 
-def make_log_function(access_log: AccessLogSink) -> Callable[[RequestHandler], None]:
-    """The Application's ``log_function``: one access-log entry per finished request.
+def make_log_function(
+    access_log: AccessLogSink, metrics: Metrics, *, file_handlers: tuple[type[BaseHandler], ...]
+) -> Callable[[RequestHandler], None]:
+    """The Application's ``log_function``: each finished request is counted in ``metrics`` and
+    written as one access-log entry (without an access log no entry is even built).
 
-    Without an access log no entry is even built.
+    The route label is the handler's class name (``PackageFileHandler`` -> ``package_file``);
+    requests to ``file_handlers`` are also counted as local, proxied or redirected.
     """
-    if isinstance(access_log, NullAccessLog):
-        return _discard
+    keep_entries = not isinstance(access_log, NullAccessLog)
 
     def log_request(handler: RequestHandler) -> None:
-        if isinstance(handler, BaseHandler):
-            access_log.write(handler.access_entry())
-        else:  # every route is a BaseHandler; this only guards against a future mistake
+        if not isinstance(handler, BaseHandler):  # every route is a BaseHandler; this guards a future mistake
             logger.warning("request not logged, %s is not a BaseHandler", type(handler).__name__)
+            return
+        status = handler.get_status()
+        kind = _served_kind(handler, status) if isinstance(handler, file_handlers) else None
+        metrics.observe_request(route_label(type(handler)), status, handler.body_bytes, kind)
+        if keep_entries:
+            access_log.write(handler.access_entry())
 
     return log_request
 
 
-def _discard(handler: RequestHandler) -> None:
-    """The log function when there is no access log."""
+def _served_kind(handler: BaseHandler, status: int) -> ServedKind | None:
+    """How a package-file request was answered; None when no file was (a 404, a 416, a 502, ...)."""
+    if handler.proxied:
+        return "proxied" if status < 500 else None
+    if status in (200, 206, 304):
+        return "local"
+    if status in (301, 302, 303, 307, 308):
+        return "redirected"
+    return None
+
+
+def route_label(handler_class: type[RequestHandler]) -> str:
+    """The metrics label of a route: its handler's class name in snake case, without ``Handler``."""
+    return _snake_case(handler_class.__name__.removesuffix("Handler"))
+
+
+@functools.cache
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def _decoded_path(raw: str) -> str:

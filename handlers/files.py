@@ -7,10 +7,11 @@ sent like a static file: ``ETag`` from mtime and size (cheap, and it changes whe
 replaced), ``Last-Modified``, 304, one ``Range`` (206, or 416), ``If-Range``, HEAD. Its bytes are
 read in 1 MiB chunks in a worker thread (a cold read from a disk tier must not stall the IOLoop)
 and each chunk is flushed before the next is read. A file we do not hold is a 302 to the
-upstream's ``redirect_url``.
+upstream's ``redirect_url``, or, for clients whose network ``ip_modes`` maps to ``proxy``, the
+upstream's answer from ``packages_url`` streamed through us (:mod:`.proxy`).
 
-Votes: a GET of a distribution file offers one vote (never blocking), whether the file is local
-or redirected. HEAD does not vote: it is what size probes, link checkers and our own cache job
+Votes: a GET of a distribution file offers one vote (never blocking), whether the file is local,
+redirected or proxied. HEAD does not vote: it is what size probes, link checkers and our own cache job
 send, none of which installs anything. Nor does ``.metadata``: resolvers fetch it for many
 candidate versions they never download, so counting it would make unused files look popular.
 """
@@ -32,10 +33,13 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError
 
+from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
 from pypimirror.pkgpath import PackagePath, find_in_tiers, parse_package_path
+from pypimirror.upstream import UpstreamClient
 
-from .base import CHUNK_SIZE, BaseHandler, ClientGone, RequestContext, parse_http_date
+from .base import CHUNK_SIZE, ClientGone, RequestContext, parse_http_date
+from .proxy import ProxyingHandler
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +107,12 @@ def content_type_for(filename: str) -> str:
     return _DEFAULT_CONTENT_TYPE
 
 
-class PackageFileHandler(BaseHandler):
-    """Serves the files of the tiers; ``route_base`` is ``{prefix}/packages/``."""
+class PackageFileHandler(ProxyingHandler):
+    """Serves the files of the tiers; ``route_base`` is ``{prefix}/packages/``.
+
+    A miss goes to ``redirect_url`` (302) or is proxied from ``packages_url`` through
+    ``upstream``, as ``ip_modes`` says for the client.
+    """
 
     def initialize(
         self,
@@ -114,12 +122,18 @@ class PackageFileHandler(BaseHandler):
         tiers: Sequence[Path],
         redirect_url: str,
         votes: VoteSink,
+        ip_modes: IPModeMatcher,
+        packages_url: str,
+        upstream: UpstreamClient,
     ) -> None:
         self.init_base(context)
         self.route_base = route_base
         self.tiers = tiers
         self.redirect_url = redirect_url
         self.votes = votes
+        self.ip_modes = ip_modes
+        self.packages_url = packages_url
+        self.upstream = upstream
 
     async def get(self) -> None:
         path = self._package_path()
@@ -145,22 +159,20 @@ class PackageFileHandler(BaseHandler):
         found = find_in_tiers(self.tiers, path)
         fd = _open_regular_file(found[1]) if found is not None else None
         if fd is None:
-            self._answer_miss(path)
+            await self._answer_miss(path)
             return
         try:
             await self._send_file(fd, path.filename, include_body=include_body)
         finally:
             os.close(fd)
 
-    def _answer_miss(self, path: PackagePath) -> None:
-        """The one place that answers for a file we do not hold.
-
-        Proxy mode (streaming the file from the upstream for clients whose network
-        ``ip_modes`` maps to ``proxy``) plugs in here; until it exists, every client is
-        redirected, as ``302`` clients always are.
-        """
+    async def _answer_miss(self, path: PackagePath) -> None:
+        """The one place that answers for a file we do not hold: proxy or 302, per client network."""
         relpath = path.relpath if _IS_URL_SAFE(path.relpath) else quote(path.relpath, safe=_PATH_SAFE)
-        self.redirect_to(f"{self.redirect_url}/{relpath}", 302, keep_query=False)
+        if self.ip_modes.mode_for(self.client.ip) == "proxy":
+            await self.relay_from_upstream(self.upstream, f"{self.packages_url}/{relpath}")
+        else:
+            self.redirect_to(f"{self.redirect_url}/{relpath}", 302, keep_query=False)
 
     async def _send_file(self, fd: int, filename: str, *, include_body: bool) -> None:
         st = os.fstat(fd)  # of the open file: what we send is what the validators describe

@@ -1,13 +1,15 @@
-"""The ``pypimirror`` command line: the composition root for one-shot commands.
+"""The ``pypimirror`` command line: the composition root for every command.
 
 Expected failures (bad configuration, unreachable database or upstream, a refused sync)
 are :class:`~pypimirror.errors.PyPIMirrorError`\\ s: they print one line
-``pypimirror: error: …`` and exit 2. Anything else is a bug and keeps its traceback.
+``pypimirror: error: …`` and exit 2; a sync that finds another runner holding the lease exits 3
+instead, so cron and systemd can tell "busy" from "broken". Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
-__all__ = ["main"]
+__all__ = ["format_status", "main"]
 
 import argparse
 import asyncio
@@ -15,27 +17,41 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
+from pypimirror import db as dbq
 from pypimirror.app import serve_forever
 from pypimirror.config import Config, load_config
-from pypimirror.db import Database
-from pypimirror.errors import PyPIMirrorError, StorageError
+from pypimirror.db import Database, JobRun, Lease
+from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
 from pypimirror.jobs.cache import format_plan, run_cache
-from pypimirror.jobs.index_sync import run_index_sync
-from pypimirror.jobs.runner import run_job
-from pypimirror.upstream import UpstreamClient, UpstreamSettings, configure_curl_client
+from pypimirror.jobs.cache_plan import format_bytes
+from pypimirror.jobs.runner import LEASE_NAME
+from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
+from pypimirror.status import MirrorStatus, read_status
+from pypimirror.upstream import configure_curl_client
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
+EXIT_LOCKED = 3
 
 DEFAULT_CONFIG = "config.yaml"
+
+# How often ``sync --once --wait`` looks whether the lease is free again.
+_LEASE_POLL_S = 2.0
 
 
 def _config_path(given: str | None) -> str:
@@ -63,20 +79,34 @@ def _build_parser() -> argparse.ArgumentParser:
         return command
 
     add_command("check-config", "validate the configuration and print the effective settings")
-    add_command("serve", "run the HTTP server until SIGINT or SIGTERM")
-    sync = add_command("sync", "sync the index from the upstream")
+    serve = add_command("serve", "run the HTTP server until SIGINT or SIGTERM")
+    serve.add_argument(
+        "--with-scheduler",
+        action="store_true",
+        help="also run the index sync and cache management on their schedules (schedule.*)",
+    )
+    sync = add_command(
+        "sync",
+        "run the index sync and cache management on their schedules, without the HTTP server "
+        "(with --once: run them once and exit)",
+    )
     sync.add_argument(
         "--once",
         action="store_true",
-        required=True,
         help="run the index sync, then cache management, once and exit "
-        "(0 ok, 1 interrupted or a step refused, 2 error)",
+        "(0 ok, 1 interrupted or a step refused, 2 error, 3 another sync holds the lease)",
+    )
+    sync.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --once: when another sync holds the lease, wait for it instead of exiting 3",
     )
     sync.add_argument(
         "--dry-run",
         action="store_true",
-        help="print what cache management would do and change nothing (no index sync)",
+        help="with --once: print what cache management would do and change nothing (no index sync)",
     )
+    add_command("status", "show the last job runs, the cache fill per tier and the sync lease holder")
     return parser
 
 
@@ -86,20 +116,6 @@ def _check_config(config: Config) -> int:
     return EXIT_OK
 
 
-def upstream_client(config: Config) -> UpstreamClient:
-    """The outbound client every job uses; call after :func:`configure_curl_client`."""
-    timeout = config.timeouts.upstream.total_seconds()
-    return UpstreamClient(
-        UpstreamSettings(
-            user_agent=config.sync.user_agent,
-            proxy=config.upstream.proxy,
-            connect_timeout=timeout,
-            stall_timeout=timeout,
-            attempts=config.sync.retry,
-        )
-    )
-
-
 def _prepare_repo(config: Config) -> None:
     try:
         config.repo_path.mkdir(parents=True, exist_ok=True)
@@ -107,56 +123,215 @@ def _prepare_repo(config: Config) -> None:
         raise StorageError(f"cannot create repo_path {str(config.repo_path)!r}: {exc.strerror}") from exc
 
 
-async def _sync_once(config: Config, *, dry_run: bool) -> int:
-    """Index sync then cache management, each under the lease; or, dry, just the cache plan.
-
-    SIGINT/SIGTERM stop the run at the next safe point. As in the seed, cache management does
-    not run after an index sync that failed or was interrupted.
-    """
+async def _open_for_jobs(config: Config) -> Database:
+    """The repo directory, the outbound client's configuration and the database, for a sync."""
     _prepare_repo(config)
     configure_curl_client(max_clients=config.sync.concurrent_downloads * 2)
-    db = await asyncio.to_thread(Database.open, config.database.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, _request_stop, stop, signum)
-    client = upstream_client(config)
+    return await asyncio.to_thread(Database.open, config.database.url)
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM: stop at the next safe point; a second one stops waiting for that."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.forced = asyncio.Event()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            logger.warning("received %s again; not waiting any longer", name)
+            self.forced.set()
+        else:
+            logger.warning("received %s; stopping at the next safe point", name)
+            self.stop.set()
+
+
+async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
+    """Index sync then cache management, each under the lease; or, dry, just the cache plan.
+
+    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). As in the
+    seed, cache management does not run after an index sync that failed or was interrupted.
+    """
+    db = await _open_for_jobs(config)
+    signals = _StopSignals()
+    signals.install()
+    stop = signals.stop
+    jobs = SyncJobs(config, db, job_client(config))
     try:
         if dry_run:
-            report = await run_cache(config, db, client, stop=stop, dry_run=True)
+            report = await run_cache(config, db, jobs.client, stop=stop, dry_run=True)
             if report.plan is None:  # stopped before the plan was made
                 return EXIT_FAILED
             sys.stdout.write(format_plan(report.plan) + "\n")
             return EXIT_OK
-        synced = await run_job(
-            db,
-            job="index_sync",
-            node_id=config.node_id,
-            body=lambda: run_index_sync(config, db, client, stop=stop),
-            stop=stop,
-        )
-        if not synced.ok and synced.interrupted:
+        synced = await _when_lease_free(lambda: jobs.index_sync(stop), wait=wait, stop=stop)
+        if synced is None or (not synced.ok and synced.interrupted):
             return EXIT_FAILED
-        cached = await run_job(
-            db,
-            job="cache",
-            node_id=config.node_id,
-            body=lambda: run_cache(config, db, client, stop=stop),
-            stop=stop,
-        )
+        cached = await _when_lease_free(lambda: jobs.cache(stop), wait=wait, stop=stop)
+        if cached is None:
+            return EXIT_FAILED
     finally:
         await asyncio.to_thread(db.dispose)
     return EXIT_OK if synced.ok and cached.ok else EXIT_FAILED
 
 
-def _request_stop(stop: asyncio.Event, signum: int) -> None:
-    logger.warning("received %s; stopping at the next safe point", signal.Signals(signum).name)
-    stop.set()
+async def _when_lease_free(
+    attempt: Callable[[], Awaitable[T]], *, wait: bool, stop: asyncio.Event, poll: float = _LEASE_POLL_S
+) -> T | None:
+    """``attempt()``; while another runner holds the lease, raise or (``wait``) try again.
+
+    Returns None when ``stop`` is set while waiting.
+    """
+    announced = False
+    while True:
+        try:
+            return await attempt()
+        except JobLockedError as exc:
+            if not wait:
+                raise
+            if not announced:
+                logger.info("%s; waiting for it to be released", exc)
+                announced = True
+        try:
+            await asyncio.wait_for(stop.wait(), poll)
+        except TimeoutError:
+            continue
+        return None
+
+
+async def _sync_scheduled(config: Config) -> int:
+    """The embedded scheduler in the foreground, without the HTTP server, until SIGINT/SIGTERM."""
+    db = await _open_for_jobs(config)
+    signals = _StopSignals()
+    signals.install()
+    try:
+        jobs = SyncJobs(config, db, job_client(config))
+        async with scheduling(
+            jobs, config.schedule, stop=signals.stop, grace=config.shutdown_grace, forced=signals.forced
+        ):
+            logger.info("sync scheduler running (pid %d); SIGINT or SIGTERM stops it", os.getpid())
+            await signals.stop.wait()
+    finally:
+        await asyncio.to_thread(db.dispose)
+    logger.info("stopped")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _status(config: Config) -> int:
+    """Print the job history, the cache fill of this node and the lease, read from the database."""
+    db = _open_existing_database(config.database.url)
+    try:
+        with db.connect() as conn:
+            limits = [tier.size_limit for tier in config.cache.tiers]
+            status = read_status(conn, config.node_id, limits)
+            lease = dbq.read_lease(conn, LEASE_NAME)
+    finally:
+        db.dispose()
+    paths = [tier.path for tier in config.cache.tiers]
+    sys.stdout.write(format_status(status, lease, paths, node_id=config.node_id, now=time.time()))
+    return EXIT_OK
+
+
+def _open_existing_database(url: str) -> Database:
+    """The database without creating it: a status must not leave an empty SQLite file behind."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.exists():
+            raise DatabaseError(
+                f"cannot open database {str(path)!r}: no such file "
+                "(nothing has run yet: start `pypimirror serve --with-scheduler` or run `pypimirror sync --once`)"
+            )
+    return Database(url)
+
+
+def format_status(
+    status: MirrorStatus, lease: Lease | None, tier_paths: Sequence[Path], *, node_id: str, now: float
+) -> str:
+    """The status as an operator reads it: one block per job, one line per tier, the lease."""
+    lines = ["jobs:"]
+    if not status.jobs:
+        lines.append("  none has run yet")
+    for job in status.jobs:
+        lines.append(f"  {job.name}:")
+        lines.append(f"    last run:      {_describe_run(job.last_run, now)}")
+        if job.last_finished is not None and job.last_finished is not job.last_run:
+            lines.append(f"    last finished: {_describe_run(job.last_finished, now)}")
+        success = _when(job.last_success.started_at, now) if job.last_success is not None else "never"
+        lines.append(f"    last success:  {success}; failed or interrupted since: {job.failures_since_success}")
+        counts = job.last_finished.counts if job.last_finished is not None else {}
+        if counts:
+            lines.append("    counts:        " + _format_counts(counts))
+    lines.append(f"cache fill (node {node_id}):")
+    for tier, path in zip(status.tiers, tier_paths, strict=True):
+        share = f"{100 * tier.bytes / tier.limit:.1f} %" if tier.limit else "-"
+        lines.append(
+            f"  tier {tier.index} {path}: {format_bytes(tier.bytes)} of {format_bytes(tier.limit)} "
+            f"({share}), {tier.files} files"
+        )
+    lines.append("sync lease: " + _describe_lease(lease, now))
+    return "\n".join(lines) + "\n"
+
+
+def _describe_run(run: JobRun, now: float) -> str:
+    started = _when(run.started_at, now)
+    if run.finished_at is None:
+        return f"started {started} on {run.node_id}, still running (or its process died)"
+    text = f"{run.outcome} in {_duration(run.finished_at - run.started_at)}, started {started} on {run.node_id}"
+    return text + (f"; error: {run.error}" if run.error else "")
+
+
+def _format_counts(counts: Mapping[str, object]) -> str:
+    """The counts worth reading: non-zero ones, without the per-phase timings and tier sizes shown elsewhere."""
+    shown = [f"{key}={value}" for key, value in counts.items() if value and not key.startswith(("phase_", "tier"))]
+    return " ".join(shown) or "all zero"
+
+
+def _describe_lease(lease: Lease | None, now: float) -> str:
+    if lease is None:
+        return "free"
+    if lease.expires_at <= now:
+        return f"free (the lease of {lease.holder} expired {_duration(now - lease.expires_at)} ago)"
+    return (
+        f"held by {lease.holder} since {_when(lease.acquired_at, now)}, "
+        f"expires in {_duration(lease.expires_at - now)} unless renewed"
+    )
+
+
+def _when(moment: float, now: float) -> str:
+    stamp = datetime.fromtimestamp(moment).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"{stamp} ({_duration(now - moment)} ago)"
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``1h02m``, ``3m05s`` or ``4.2s``: short, and exact enough for a human."""
+    if seconds < 60:
+        return f"{max(seconds, 0.0):.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+# --------------------------------------------------------------------------- main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sync" and not args.once and (args.wait or args.dry_run):
+        parser.error("--wait and --dry-run need --once")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -167,10 +342,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(config)
         if args.command == "serve":
-            return serve_forever(config)
+            _prepare_repo(config)
+            return serve_forever(config, with_scheduler=args.with_scheduler)
+        if args.command == "sync" and args.once:
+            return asyncio.run(_sync_once(config, dry_run=args.dry_run, wait=args.wait))
         if args.command == "sync":
-            return asyncio.run(_sync_once(config, dry_run=args.dry_run))
+            return asyncio.run(_sync_scheduled(config))
+        if args.command == "status":
+            return _status(config)
         raise AssertionError(f"unhandled command {args.command!r}")
+    except JobLockedError as exc:
+        print(f"pypimirror: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except PyPIMirrorError as exc:
         print(f"pypimirror: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

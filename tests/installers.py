@@ -13,7 +13,9 @@ __all__ = ["installer_env", "pip_install", "uv_executable", "uv_pip_install"]
 
 def installer_env() -> dict[str, str]:
     """The environment minus every pip/uv setting of this machine, so only the given index is used."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    # REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE would silently override pip's --cert.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "UV_")) and k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", UV_NO_CONFIG="1")
     return env
 

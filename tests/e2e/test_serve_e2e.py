@@ -317,8 +317,3 @@ def test_port_in_use_is_a_one_line_error(fake_index: FakeIndex, tmp_path: Path):
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "repo" / "pypi-mirror.db").exists()  # nothing was started
 
-
-def test_more_than_one_worker_is_refused(fake_index: FakeIndex, tmp_path: Path):
-    config = load_config(write_config(tmp_path, fake_index, free_port(), serve={"workers": 2}))
-    with pytest.raises(ServeError, match="serve.workers: 2 workers are not supported yet; use 1"):
-        serve_forever(config)

@@ -6,7 +6,6 @@ import http.server
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from socksproxy import SocksProxy
 from fakeindex import FakeIndex
 from installers import pip_install, uv_executable, uv_pip_install
 
@@ -237,44 +237,16 @@ def test_pip_honours_the_yank_in_the_generated_pages(static_mirror: str, tmp_pat
 # -- outbound proxies ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def socks_proxy() -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "pproxy", "-l", f"socks5://127.0.0.1:{port}", "-v"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("pproxy did not start")
-    yield port, process
-    process.terminate()
-    process.wait(timeout=10)
-
-
 def test_sync_goes_through_a_socks5_proxy_and_fails_clearly_without_it(
-    fake_index: FakeIndex, tmp_path: Path, socks_proxy: tuple[int, subprocess.Popen[str]]
+    fake_index: FakeIndex, tmp_path: Path, socks_proxy: SocksProxy
 ) -> None:
-    port, process = socks_proxy
     fake_index.add_many(5)
-    config = write_config(tmp_path, fake_index, proxy=f"socks5h://127.0.0.1:{port}")
+    config = write_config(tmp_path, fake_index, proxy=socks_proxy.url)
     result = run_sync(config)
     assert result.returncode == 0, result.stderr
     assert len(stored_serials(tmp_path)) == 5
 
-    process.terminate()
-    output, _ = process.communicate(timeout=10)
+    output = socks_proxy.stop()
     assert "127.0.0.1" in output and "socks5" in output.lower()  # pproxy saw our connections
 
     fake_index.add_project("later")

@@ -1,0 +1,91 @@
+"""Proxy mode: answer a request with the upstream's answer, streamed at the client's pace.
+
+:class:`ProxyingHandler` is the base of a handler that may relay (today
+:class:`~pypimirror.handlers.files.PackageFileHandler`, for files we do not hold). It promises:
+
+* the same method upstream (GET or HEAD), with the client's ``Range`` and ``If-*`` headers and
+  its ``User-Agent`` (so the upstream's download statistics see the installer, as after a 302);
+  nothing else of the client's (:data:`~pypimirror.relay.RELAYED_REQUEST_HEADERS`);
+* the upstream's status passed through (200, 206, 304, 404, 5xx ...) with the headers that
+  describe the bytes (:data:`~pypimirror.relay.RELAYED_RESPONSE_HEADERS`); redirects are
+  followed here, never shown to the client;
+* no answer from the upstream → ``502``; a body that breaks off → the client's connection is
+  closed, so it sees an incomplete response, never a short ``200``;
+* a client that leaves, or takes nothing for ``timeouts.write``, ends the upstream transfer;
+* the access log says ``proxied`` for every answer proxy mode gave, its 502s included.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ProxyingHandler"]
+
+import logging
+
+from tornado.web import HTTPError
+
+from pypimirror.errors import UpstreamError
+from pypimirror.relay import (
+    Relay,
+    RelayHead,
+    open_relay,
+    relayed_request_headers,
+    relayed_response_headers,
+)
+from pypimirror.upstream import UpstreamClient, mask_url
+
+from .base import BaseHandler, ClientGone
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyingHandler(BaseHandler):
+    """A handler that can answer with the upstream's answer (see the module docstring)."""
+
+    _relay: Relay | None = None
+
+    async def relay_from_upstream(self, upstream: UpstreamClient, url: str) -> None:
+        """Answer this GET or HEAD with the upstream's answer for ``url``."""
+        self.proxied = True
+        request = self.request
+        relay = self._relay = open_relay(
+            upstream,
+            request.method or "GET",
+            url,
+            headers=relayed_request_headers(request.headers),
+            user_agent=request.headers.get("User-Agent"),
+        )
+        try:
+            head = await relay.head()
+        except UpstreamError as exc:
+            if relay.is_aborted:
+                return  # the client left first; there is no one to answer
+            logger.warning("proxying %s %s failed: %s", request.method, mask_url(url), exc)
+            raise HTTPError(502) from None
+        self._send_head(head)
+        try:
+            async for batch in relay.body():
+                self.write(batch)
+                await self.flush_or_abort()
+        except ClientGone:
+            await relay.abort()
+            return
+        except UpstreamError as exc:
+            if relay.is_aborted:
+                return
+            logger.warning("proxying %s %s broke off: %s; closing the client's connection", request.method,
+                           mask_url(url), exc)
+            self.close_connection()
+            return
+        self.finish()
+
+    def on_connection_close(self) -> None:
+        """The client left while we waited for the upstream: stop the transfer."""
+        super().on_connection_close()
+        if self._relay is not None:
+            self._relay.cancel()
+
+    def _send_head(self, head: RelayHead) -> None:
+        self.set_status(head.status)
+        self.clear_header("Content-Type")  # tornado's default; only the upstream's may apply
+        for name, value in relayed_response_headers(head.headers):
+            self.add_header(name, value)

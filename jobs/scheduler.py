@@ -1,0 +1,405 @@
+"""The embedded scheduler: the mirror's jobs on their schedules, one at a time, stoppable safely.
+
+:class:`JobScheduler` runs APScheduler 3's ``AsyncIOScheduler`` on the running loop (the
+server's, or ``pypimirror sync``'s) with the jobs ``index_sync`` and ``cache`` of
+``schedule.*``. What it promises:
+
+* A job never overlaps itself (``max_instances=1``, missed runs coalesced into one), nor the
+  other job of this process (one lock), nor a run of another process or host: each run takes
+  the sync lease through :func:`~pypimirror.jobs.runner.run_job`, and a run that finds the
+  lease held is logged and skipped.
+* A cache run follows every index sync that changed anything. With ``run_on_start`` the first
+  pass is what ``sync --once`` does: an index sync, then a cache run.
+* Stopping sets every running job's stop event and waits up to the grace period for it to
+  reach a safe point; only a job still running after that is cancelled. Either way its run is
+  on record and its lease released, so the next start resumes cleanly.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JobScheduler",
+    "Jobs",
+    "SyncJobs",
+    "crontab_day_of_week",
+    "job_client",
+    "make_trigger",
+    "scheduling",
+]
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from pypimirror.config import Config, Schedule, ScheduleConfig
+from pypimirror.db import Database
+from pypimirror.errors import JobLockedError, PyPIMirrorError
+from pypimirror.jobs.cache import CacheReport, run_cache
+from pypimirror.jobs.index_sync import IndexSyncReport, run_index_sync
+from pypimirror.jobs.runner import LEASE_TTL_SECONDS, run_job
+from pypimirror.upstream import UpstreamClient, UpstreamSettings
+
+logger = logging.getLogger(__name__)
+
+# A cron run may start this late (a busy or suspended machine) and still run; later than that
+# it waits for its next time, which the operator chose. Interval runs are never dropped: a
+# late sync is still worth running, and coalescing makes any number of missed runs one.
+_CRON_MISFIRE_GRACE_S = 15 * 60
+
+# crontab numbers its weekdays from Sunday (0 and 7); APScheduler 3 from Monday.
+_CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_APSCHEDULER_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_ITEM = re.compile(r"(?P<range>\*|(?P<first>\w+)(?:-(?P<last>\w+))?)(?:/(?P<step>\d+))?")
+
+
+def job_client(config: Config) -> UpstreamClient:
+    """The outbound client the jobs use: ``sync.retry`` attempts, the configured proxy and limits.
+
+    Call it after :func:`~pypimirror.upstream.configure_curl_client`.
+    """
+    timeout = config.timeouts.upstream.total_seconds()
+    return UpstreamClient(
+        UpstreamSettings(
+            user_agent=config.sync.user_agent,
+            proxy=config.upstream.proxy,
+            connect_timeout=timeout,
+            stall_timeout=timeout,
+            attempts=config.sync.retry,
+        )
+    )
+
+
+class Jobs(Protocol):
+    """What the scheduler runs; :class:`SyncJobs` in production."""
+
+    async def index_sync(self, stop: asyncio.Event) -> IndexSyncReport: ...
+
+    async def cache(self, stop: asyncio.Event) -> CacheReport: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyncJobs:
+    """The two jobs bound to their dependencies; each run holds the sync lease and is on record.
+
+    ``sync --once`` and the scheduler call the same methods. Both raise
+    :class:`~pypimirror.errors.JobLockedError` when another runner holds the lease.
+    """
+
+    config: Config
+    db: Database
+    client: UpstreamClient
+    lease_ttl: float = LEASE_TTL_SECONDS
+
+    async def index_sync(self, stop: asyncio.Event) -> IndexSyncReport:
+        return await run_job(
+            self.db,
+            job="index_sync",
+            node_id=self.config.node_id,
+            body=lambda: run_index_sync(self.config, self.db, self.client, stop=stop),
+            stop=stop,
+            lease_ttl=self.lease_ttl,
+        )
+
+    async def cache(self, stop: asyncio.Event) -> CacheReport:
+        return await run_job(
+            self.db,
+            job="cache",
+            node_id=self.config.node_id,
+            body=lambda: run_cache(self.config, self.db, self.client, stop=stop),
+            stop=stop,
+            lease_ttl=self.lease_ttl,
+        )
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+def make_trigger(schedule: Schedule, jitter: timedelta) -> BaseTrigger:
+    """The APScheduler trigger for ``schedule``, each run delayed by up to ``jitter`` at random.
+
+    Cron expressions keep crontab's meaning: weekdays count from Sunday (APScheduler 3 counts
+    from Monday), times are local, and when both day of month and day of week are restricted a
+    day matching either one fires (APScheduler alone would need both).
+    """
+    jitter_s = int(jitter.total_seconds()) or None
+    if schedule.interval is not None:
+        return IntervalTrigger(seconds=schedule.interval.total_seconds(), jitter=jitter_s)
+    assert schedule.cron is not None, "a Schedule has an interval or a cron expression"
+    minute, hour, day, month, day_of_week = schedule.cron.split()
+    weekdays = crontab_day_of_week(day_of_week)
+    if day == "*" or weekdays == "*":
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=weekdays, jitter=jitter_s
+        )
+    by_day = CronTrigger(minute=minute, hour=hour, day=day, month=month)
+    by_weekday = CronTrigger(minute=minute, hour=hour, month=month, day_of_week=weekdays)
+    return OrTrigger([by_day, by_weekday], jitter=jitter_s)
+
+
+def crontab_day_of_week(field: str) -> str:
+    """A crontab day-of-week field (``0``/``7`` = Sunday, names, ranges, steps) for APScheduler 3.
+
+    Returns ``*`` for every day, else the days as a list of names APScheduler reads the same
+    way (``1-5`` → ``mon,tue,wed,thu,fri``). Raises ValueError for what crontab would refuse.
+    """
+    days: set[int] = set()
+    for item in field.lower().split(","):
+        days.update(_crontab_days(item, field))
+    if len(days) == len(_CRONTAB_DAYS):
+        return "*"
+    return ",".join(name for name in _APSCHEDULER_DAYS if _CRONTAB_DAYS.index(name) in days)
+
+
+def _crontab_days(item: str, field: str) -> set[int]:
+    match = _DAY_ITEM.fullmatch(item)
+    if match is None:
+        raise ValueError(f"{field!r} is not a day-of-week field")
+    step = int(match["step"] or 1)
+    if step < 1:
+        raise ValueError(f"{field!r}: a step must be at least 1")
+    if match["range"] == "*":
+        first, last = 0, 6
+    else:
+        first = _crontab_day(match["first"], field)
+        last = _crontab_day(match["last"], field) if match["last"] else (6 if match["step"] else first)
+        if last < first:
+            raise ValueError(f"{field!r}: the range {item!r} runs backwards")
+    return {day % 7 for day in range(first, last + 1, step)}
+
+
+def _crontab_day(token: str, field: str) -> int:
+    if token.isdecimal():
+        number = int(token)
+        if number > 7:
+            raise ValueError(f"{field!r}: {token} is not a weekday (0-7)")
+        return number
+    if token in _CRONTAB_DAYS:
+        return _CRONTAB_DAYS.index(token)
+    raise ValueError(f"{field!r}: {token!r} is not a weekday")
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+
+class JobScheduler:
+    """``index_sync`` and ``cache`` on their schedules, on the running loop.
+
+    Call :meth:`start` inside the running loop (APScheduler binds the loop there), then
+    :meth:`request_stop` and :meth:`close` to end it. ``clock`` is monotonic time.
+    """
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        schedule: ScheduleConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._jobs = jobs
+        self._schedule = schedule
+        self._clock = clock
+        self._scheduler = AsyncIOScheduler(
+            job_defaults={"max_instances": 1, "coalesce": True},
+        )
+        self._turn = asyncio.Lock()  # one job of this process at a time
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stops: set[asyncio.Event] = set()
+        self._last_started: dict[str, float] = {}
+        self._stopping = False
+        self._cancelling = False
+        self._stop_requested_at: float | None = None
+
+    @property
+    def running_jobs(self) -> int:
+        """Job runs in progress or waiting for their turn."""
+        return len(self._tasks)
+
+    def start(self) -> None:
+        """Add the jobs and start firing them; with ``run_on_start`` an index sync and a cache run begin now."""
+        for name, schedule in (("index_sync", self._schedule.index_sync), ("cache", self._schedule.cache)):
+            grace = None if schedule.interval is not None else _CRON_MISFIRE_GRACE_S
+            self._scheduler.add_job(
+                self._run_scheduled,
+                make_trigger(schedule, self._schedule.jitter),
+                args=(name,),
+                id=name,
+                name=name,
+                misfire_grace_time=grace,
+            )
+        self._scheduler.start()
+        for job in self._scheduler.get_jobs():
+            logger.info("scheduler: %s %s, next at %s", job.id, _describe(getattr(self._schedule, job.id)),
+                        _local_time(job.next_run_time))
+        if self._schedule.run_on_start:
+            task = asyncio.ensure_future(self._run_start_pass())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def request_stop(self) -> None:
+        """Fire nothing more, and ask every running job to stop at its next safe point."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = self._clock()
+        self._stopping = True
+        if self._scheduler.running:
+            self._scheduler.pause()
+        for stop in self._stops:
+            stop.set()
+        if self._tasks:
+            logger.info("scheduler: stopping; waiting for %d job run(s) to reach a safe point", len(self._tasks))
+
+    async def close(self, grace: float, forced: asyncio.Event | None = None) -> None:
+        """Stop, wait up to ``grace`` seconds (from the stop request) for running jobs, then shut down.
+
+        A job still running after that, or once ``forced`` is set, is cancelled; its run is
+        recorded as interrupted and its lease released all the same.
+        """
+        self.request_stop()
+        assert self._stop_requested_at is not None
+        remaining = max(0.0, self._stop_requested_at + grace - self._clock())
+        if self._tasks and not await _wait_tasks(set(self._tasks), remaining, forced):
+            logger.warning("scheduler: %d job run(s) did not stop in time; cancelling them", len(self._tasks))
+            self._cancelling = True
+            tasks = set(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    # -- the runs ---------------------------------------------------------------------
+
+    async def _run_start_pass(self) -> None:
+        """What ``sync --once`` does: an index sync, then a cache run unless it failed or stopped."""
+        with self._tracked("the first pass"):
+            async with self._turn:
+                report = await self._run("index_sync")
+                if isinstance(report, IndexSyncReport) and not report.interrupted:
+                    await self._run("cache")
+
+    async def _run_scheduled(self, job: str) -> None:
+        """APScheduler's entry point: wait for this process's other job, then run ``job``.
+
+        A run that waited while the same job ran (a cache run after an index sync, say) has
+        nothing left to do and is skipped.
+        """
+        due = self._clock()
+        with self._tracked(job):
+            async with self._turn:
+                if self._last_started.get(job, -math.inf) >= due:
+                    logger.info("%s: skipped: it ran while this run waited for its turn", job)
+                    return
+                report = await self._run(job)
+                if isinstance(report, IndexSyncReport) and report.changed and not report.interrupted:
+                    logger.info("index_sync changed the index; cache management follows")
+                    await self._run("cache")
+
+    async def _run(self, job: str) -> IndexSyncReport | CacheReport | None:
+        """One run of ``job`` with its own stop event; failures are logged here, at the job boundary."""
+        if self._stopping:
+            return None
+        stop = asyncio.Event()
+        self._stops.add(stop)
+        before = self._last_started.get(job)
+        self._last_started[job] = self._clock()
+        try:
+            return await (self._jobs.index_sync(stop) if job == "index_sync" else self._jobs.cache(stop))
+        except JobLockedError as exc:
+            logger.warning("%s: skipped: %s", job, exc)
+            _restore(self._last_started, job, before)
+        except PyPIMirrorError as exc:
+            logger.error("%s: failed: %s", job, exc)
+        except Exception:
+            logger.exception("%s: failed", job)
+        finally:
+            self._stops.discard(stop)
+        return None
+
+    @contextlib.contextmanager
+    def _tracked(self, what: str) -> Iterator[None]:
+        """Count the current task among the running jobs, so :meth:`close` waits for it.
+
+        The cancellation :meth:`close` resorts to ends here, with one log line, rather than
+        as a traceback from APScheduler.
+        """
+        task = asyncio.current_task()
+        assert task is not None, "jobs run as tasks"
+        self._tasks.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self._cancelling:
+                raise
+            logger.warning("%s: cancelled: it did not stop within the grace period", what)
+        finally:
+            self._tasks.discard(task)
+
+
+@contextlib.asynccontextmanager
+async def scheduling(
+    jobs: Jobs,
+    schedule: ScheduleConfig,
+    *,
+    stop: asyncio.Event,
+    grace: timedelta,
+    forced: asyncio.Event | None = None,
+) -> AsyncIterator[JobScheduler]:
+    """A started :class:`JobScheduler` that stops firing as soon as ``stop`` is set.
+
+    Running jobs are told to stop at that moment, not when the block ends, so they wind down
+    while the server drains its connections; leaving the block waits for them for what is
+    left of ``grace``.
+    """
+    scheduler = JobScheduler(jobs, schedule)
+    scheduler.start()
+    watcher = asyncio.ensure_future(_stop_when_set(stop, scheduler))
+    try:
+        yield scheduler
+    finally:
+        watcher.cancel()
+        await scheduler.close(grace.total_seconds(), forced)
+
+
+async def _stop_when_set(stop: asyncio.Event, scheduler: JobScheduler) -> None:
+    await stop.wait()
+    scheduler.request_stop()
+
+
+async def _wait_tasks(tasks: set[asyncio.Task[Any]], timeout: float, forced: asyncio.Event | None) -> bool:
+    """Wait until ``tasks`` are done; False if ``timeout`` passed or ``forced`` was set first."""
+    waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(asyncio.wait(tasks))}
+    if forced is not None:
+        waiters.add(asyncio.ensure_future(forced.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return all(task.done() for task in tasks)
+
+
+def _restore(values: dict[str, float], key: str, before: float | None) -> None:
+    if before is None:
+        values.pop(key, None)
+    else:
+        values[key] = before
+
+
+def _describe(schedule: Schedule) -> str:
+    return f"every {schedule.to_text()}" if schedule.interval is not None else f"at '{schedule.cron}'"
+
+
+def _local_time(moment: datetime | None) -> str:
+    return "never" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

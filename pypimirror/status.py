@@ -1,0 +1,236 @@
+"""What the mirror reports about itself: job history, cache fill, health.
+
+The info page, ``/metrics`` and ``/healthz`` show the same facts, read from the database
+(``job_runs``, ``local_files``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
+:class:`StatusReader` runs it off the IOLoop and keeps the answer for a few seconds, so a
+burst of page views or scrapes costs one read. A health check never piles up: while one is
+still waiting for a hung database, the next reports that instead of queueing behind it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JobStatus",
+    "MirrorStatus",
+    "StatusReader",
+    "TierFill",
+    "count_failures_since",
+    "last_finished_job_run",
+    "read_job_statuses",
+    "read_status",
+    "read_tier_fill",
+]
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+from sqlalchemy import Connection, func, select
+
+from pypimirror.db import Database, JobOutcome, JobRun, last_job_run
+from pypimirror.errors import DatabaseError
+from pypimirror.schema import job_runs, local_files
+
+logger = logging.getLogger(__name__)
+
+# Jobs shown first, in this order; any other job recorded in job_runs follows by name.
+_JOB_ORDER = ("index_sync", "cache")
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One job's recent history: its newest run (maybe still running), newest finished and successful run."""
+
+    name: str
+    last_run: JobRun
+    last_finished: JobRun | None
+    last_success: JobRun | None
+    failures_since_success: int
+
+
+@dataclass(frozen=True, slots=True)
+class TierFill:
+    """How much of one tier's budget this node's package files use (from ``local_files``)."""
+
+    index: int
+    files: int
+    bytes: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStatus:
+    """Every job that ever ran (index_sync and cache first) and every configured tier, hottest first."""
+
+    jobs: tuple[JobStatus, ...]
+    tiers: tuple[TierFill, ...]
+
+    def job(self, name: str) -> JobStatus | None:
+        return next((job for job in self.jobs if job.name == name), None)
+
+
+def read_status(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> MirrorStatus:
+    """The job history and this node's cache fill, in one read transaction."""
+    return MirrorStatus(read_job_statuses(conn), read_tier_fill(conn, node_id, tier_limits))
+
+
+def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
+    """Every job in ``job_runs``: index_sync and cache first, then the others by name."""
+    names = [name for (name,) in conn.execute(select(job_runs.c.job).distinct())]
+    names.sort(key=lambda name: (_JOB_ORDER.index(name) if name in _JOB_ORDER else len(_JOB_ORDER), name))
+    statuses = []
+    for name in names:
+        last = last_job_run(conn, name)
+        if last is None:  # removed since the names were read
+            continue
+        success = last_job_run(conn, name, "ok")
+        statuses.append(
+            JobStatus(
+                name=name,
+                last_run=last,
+                last_finished=last if last.finished_at is not None else last_finished_job_run(conn, name),
+                last_success=success,
+                failures_since_success=count_failures_since(conn, name, success.started_at if success else None),
+            )
+        )
+    return tuple(statuses)
+
+
+def last_finished_job_run(conn: Connection, job: str) -> JobRun | None:
+    """The newest run of ``job`` that has ended, whatever its outcome."""
+    runs = [run for outcome in get_args(JobOutcome) if (run := last_job_run(conn, job, outcome)) is not None]
+    return max(runs, key=lambda run: (run.started_at, run.id), default=None)
+
+
+def count_failures_since(conn: Connection, job: str, since: float | None) -> int:
+    """Runs of ``job`` that failed or were interrupted and started after ``since`` (None: ever)."""
+    query = select(func.count()).where(job_runs.c.job == job, job_runs.c.outcome.in_(("failed", "interrupted")))
+    if since is not None:
+        query = query.where(job_runs.c.started_at > since)
+    count: int = conn.execute(query).scalar_one()
+    return count
+
+
+def read_tier_fill(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> tuple[TierFill, ...]:
+    """Files and bytes per configured tier of this node; a tier it holds nothing in shows zeros."""
+    query = (
+        select(local_files.c.tier, func.count(), func.coalesce(func.sum(local_files.c.size), 0))
+        .where(local_files.c.node_id == node_id)
+        .group_by(local_files.c.tier)
+    )
+    found = {tier: (int(files), int(size)) for tier, files, size in conn.execute(query)}
+    return tuple(
+        TierFill(index, *found.get(index, (0, 0)), limit=limit) for index, limit in enumerate(tier_limits)
+    )
+
+
+class StatusReader:
+    """:func:`read_status` off the IOLoop, kept ``max_age`` seconds; and the health check.
+
+    The tier fill, a sum over every cached file (about 0.4 s for a million on SQLite), changes
+    only when the cache job runs; it is kept ``fill_max_age`` seconds. Meant for the IOLoop
+    thread. Concurrent callers of :meth:`snapshot` share one read.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        node_id: str,
+        tier_limits: Sequence[int],
+        repo_path: Path,
+        max_age: float = 5.0,
+        fill_max_age: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._node_id = node_id
+        self._tier_limits = tuple(tier_limits)
+        self._repo_path = repo_path
+        self._max_age = max_age
+        self._fill_max_age = fill_max_age
+        self._clock = clock
+        self._cached: tuple[float, MirrorStatus] | None = None
+        self._fill: tuple[float, tuple[TierFill, ...]] | None = None
+        self._reading: asyncio.Future[MirrorStatus] | None = None
+        self._probes: dict[str, asyncio.Future[None]] = {}
+
+    async def snapshot(self) -> MirrorStatus:
+        """The status at most ``max_age`` seconds old; raises DatabaseError when it cannot be read."""
+        if self._cached is not None and self._clock() - self._cached[0] < self._max_age:
+            return self._cached[1]
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read())
+            self._reading.add_done_callback(_consume_result)
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> MirrorStatus:
+        started = self._clock()
+        fill = self._fill[1] if self._fill is not None and started - self._fill[0] < self._fill_max_age else None
+        try:
+            status = await self._db.run_read(lambda conn: self._read_status(conn, fill))
+        finally:
+            self._reading = None
+        self._cached = (started, status)
+        if fill is None:
+            self._fill = (started, status.tiers)
+        return status
+
+    def _read_status(self, conn: Connection, fill: tuple[TierFill, ...] | None) -> MirrorStatus:
+        if fill is None:
+            return read_status(conn, self._node_id, self._tier_limits)
+        return MirrorStatus(read_job_statuses(conn), fill)
+
+    async def check_health(self, timeout: float) -> list[str]:
+        """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.
+
+        The database must answer a trivial query, and ``repo_path`` must take a new file (an
+        unnamed one: nothing is left behind), each within ``timeout`` seconds. The lines name
+        no URL or path (``/healthz`` is public); the log has the details.
+        """
+        checks: dict[str, Callable[[], Awaitable[None]]] = {
+            "database": lambda: self._db.run_read(_ping),
+            "repo_path": lambda: asyncio.to_thread(_probe_writable, self._repo_path),
+        }
+        results = await asyncio.gather(*(self._probe(name, start, timeout) for name, start in checks.items()))
+        return [problem for problem in results if problem is not None]
+
+    async def _probe(self, name: str, start: Callable[[], Awaitable[None]], timeout: float) -> str | None:
+        running = self._probes.get(name)
+        if running is not None and not running.done():
+            return f"{name}: the previous check has not finished yet"
+        probe = asyncio.ensure_future(start())
+        probe.add_done_callback(_consume_result)
+        self._probes[name] = probe
+        try:
+            await asyncio.wait_for(asyncio.shield(probe), timeout)
+        except TimeoutError:
+            logger.warning("health check of %s: no answer within %gs", name, timeout)
+            return f"{name}: no answer within {timeout:g}s"
+        except DatabaseError as exc:
+            logger.warning("health check of %s: %s", name, exc)
+            return f"{name}: cannot be reached"
+        except OSError as exc:
+            logger.warning("health check of %s: %s is not writable: %s", name, self._repo_path, exc)
+            return f"{name}: not writable ({exc.strerror or exc})"
+        return None
+
+
+def _ping(conn: Connection) -> None:
+    conn.execute(select(1)).scalar_one()
+
+
+def _probe_writable(directory: Path) -> None:
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+
+
+def _consume_result(future: asyncio.Future[Any]) -> None:
+    """Collect the outcome of a read nobody may wait for any more, so asyncio does not warn about it."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,138 @@
+"""The info page over HTTP: the URL the client reached, its mode, the mirror's status, escaping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pypimirror.app import Services
+from pypimirror.config import Config
+from pypimirror.db import Database, finish_job_run, start_job_run, upsert_local_files
+from pypimirror.pagecache import PageCache
+from pypimirror.status import StatusReader
+
+SCRIPT = "<script>document.title='pwned'</script>"
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, mirror_config: Config, tmp_path: Path) -> Iterator[Database]:
+    """The mirror's database; ``"unreachable"`` (indirect parameter) for one that cannot be opened."""
+    if getattr(request, "param", "working") == "unreachable":
+        db = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
+    else:
+        mirror_config.repo_path.mkdir(parents=True, exist_ok=True)
+        db = Database.open(mirror_config.database.url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def services(votes, access_log, database: Database, mirror_config: Config) -> Services:
+    limits = [tier.size_limit for tier in mirror_config.cache.tiers]
+    status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
+                          repo_path=mirror_config.repo_path, max_age=0)
+    return Services(pages=PageCache(), votes=votes, access_log=access_log, status=status)
+
+
+@pytest.mark.gen_test
+async def test_the_page_shows_how_to_use_this_mirror_at_the_address_asked(fetch, http_port, mirror_config):
+    response = await fetch("/pypi/", headers={"Host": f"127.0.0.1:{http_port}"})
+    assert response.code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Cache-Control"] == "no-store"
+    text = response.body.decode()
+    url = f"http://127.0.0.1:{http_port}/pypi/simple/"
+    assert f"pip install --index-url {url} &lt;package&gt;" in text
+    assert f'url = "{url}"' in text and f"export UV_INDEX_URL={url}" in text
+    assert f"trusted-host = 127.0.0.1:{http_port}" in text
+    assert '<td id="client-ip">127.0.0.1</td>' in text
+    assert '<span class="badge redirect">302 redirect</span>' in text
+    assert f"<code>{mirror_config.upstream.redirect_url}</code>" in text
+
+
+@pytest.mark.gen_test
+async def test_the_prefix_without_slash_is_a_redirect_to_the_page(fetch):
+    response = await fetch("/pypi")
+    assert (response.code, response.headers["Location"]) == (301, "/pypi/")
+
+
+@pytest.mark.gen_test
+async def test_head_sends_the_headers_only(fetch):
+    response = await fetch("/pypi/", method="HEAD")
+    assert response.code == 200 and response.body == b""
+    assert int(response.headers["Content-Length"]) > 1000
+
+
+@pytest.mark.parametrize(
+    "config_data", [{"ip_modes": {"default": "302", "rules": [{"cidr": "127.0.0.0/8", "mode": "proxy"}]}}],
+    indirect=True,
+)
+@pytest.mark.gen_test
+async def test_a_proxy_mode_client_is_told_so(fetch, mirror_config):
+    text = (await fetch("/pypi/")).body.decode()
+    packages_url = mirror_config.upstream.packages_url
+    assert '<span class="badge proxy">proxy</span>' in text and f"<code>{packages_url}</code>" in text
+
+
+@pytest.mark.gen_test
+async def test_forwarding_headers_from_an_untrusted_peer_are_ignored(fetch, http_port):
+    headers = {"Host": f"127.0.0.1:{http_port}", "X-Forwarded-Host": "evil.example.org",
+               "X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.9"}
+    text = (await fetch("/pypi/", headers=headers)).body.decode()
+    assert "evil.example.org" not in text and "192.0.2.9" not in text
+    assert f"http://127.0.0.1:{http_port}/pypi/simple/" in text
+
+
+@pytest.mark.parametrize("config_data", [{"trusted_proxies": ["127.0.0.1/32"]}], indirect=True)
+@pytest.mark.gen_test
+async def test_a_trusted_proxy_names_the_public_origin_and_the_client(fetch, config_data):
+    headers = {"Host": "10.0.0.5:8080", "X-Forwarded-Host": "pypi.example.org", "X-Forwarded-Proto": "https",
+               "X-Forwarded-For": "192.0.2.9"}
+    text = (await fetch("/pypi/", headers=headers)).body.decode()
+    assert "pip install --index-url https://pypi.example.org/pypi/simple/" in text
+    assert '<td id="client-ip">192.0.2.9</td>' in text and "trusted-host" not in text
+
+
+@pytest.mark.parametrize("config_data", [{"trusted_proxies": ["127.0.0.1/32"]}], indirect=True)
+@pytest.mark.parametrize(
+    ("header", "value", "status"),
+    [
+        ("Host", f"mirror{SCRIPT}", 400),  # Tornado itself refuses it
+        ("Host", "mirror&x='y'", 200),  # Tornado takes it (RFC 3986 sub-delims); the page does not show it
+        ("X-Forwarded-Host", f"mirror{SCRIPT}", 200),
+    ],
+)
+@pytest.mark.gen_test
+async def test_a_hostile_host_header_never_reaches_the_page(fetch, http_port, header, value, status, config_data):
+    headers = {"Host": f"127.0.0.1:{http_port}", header: value}
+    response = await fetch("/pypi/", headers=headers)
+    text = response.body.decode()
+    assert response.code == status
+    assert "<script" not in text and "pwned" not in text and "mirror&" not in text
+    if status == 200:  # our own address when Host is bad, else the Host given (the same here)
+        assert f"pip install --index-url http://127.0.0.1:{http_port}/pypi/simple/" in text
+
+
+@pytest.mark.gen_test
+async def test_the_last_sync_and_the_cache_fill_come_from_the_database(fetch, database, mirror_config):
+    with database.begin() as conn:
+        run_id = start_job_run(conn, "index_sync", mirror_config.node_id, 1_700_000_000.0)
+        finish_job_run(conn, run_id, 1_700_000_042.0, "failed", {"projects": 2}, f"project {SCRIPT}: malformed")
+        upsert_local_files(conn, mirror_config.node_id, [("ab/cd/x/a.whl", 3 * 2**20, 0)])
+    text = (await fetch("/pypi/")).body.decode()
+    assert "started 2023-11-14 22:13:20 UTC" in text and "took 42.0 s" in text
+    assert "error: project &lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;: malformed" in text
+    assert "no successful run yet" in text and "<script" not in text
+    assert "<td>1</td><td>1</td><td>3.0 MiB</td><td>1.0 GiB</td><td>0%</td>" in text
+
+
+@pytest.mark.parametrize("database", ["unreachable"], indirect=True)
+@pytest.mark.gen_test
+async def test_an_unreadable_database_leaves_the_page_with_its_usage_and_says_so(fetch, caplog, database):
+    response = await fetch("/pypi/")
+    assert response.code == 200
+    text = response.body.decode()
+    assert "unavailable: the database cannot be read" in text and "pip install --index-url" in text
+    assert "info page without status: database error on sqlite:///" in caplog.text

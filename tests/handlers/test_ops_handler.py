@@ -1,0 +1,130 @@
+"""``/metrics`` and ``/healthz`` over HTTP, against a real SQLite database."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pypimirror.app import Services
+from pypimirror.config import Config
+from pypimirror.db import Database, finish_job_run, start_job_run
+from pypimirror.handlers.base import NotFoundHandler, route_label
+from pypimirror.handlers.files import PackageFileHandler
+from pypimirror.handlers.jsonapi import JsonApiHandler
+from pypimirror.handlers.ops import MetricsHandler
+from pypimirror.handlers.simple import SimpleProjectHandler
+from pypimirror.pagecache import PageCache
+from pypimirror.status import StatusReader
+
+MISSING_FILE = f"/pypi/packages/ab/cd/{'ef' * 30}/missing-1.0-py3-none-any.whl"
+CACHED_RELPATH = f"12/34/{'56' * 30}/cached-1.0-py3-none-any.whl"
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, mirror_config: Config, tmp_path: Path) -> Iterator[Database]:
+    """The mirror's database; ``"unreachable"`` (indirect parameter) for one that cannot be opened."""
+    if getattr(request, "param", "working") == "unreachable":
+        db = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
+    else:
+        mirror_config.repo_path.mkdir(parents=True, exist_ok=True)
+        db = Database.open(mirror_config.database.url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def services(votes, access_log, database: Database, mirror_config: Config) -> Services:
+    limits = [tier.size_limit for tier in mirror_config.cache.tiers]
+    status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
+                          repo_path=mirror_config.repo_path, max_age=0)
+    return Services(pages=PageCache(), votes=votes, access_log=access_log, status=status)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.mark.gen_test
+async def test_metrics_parse_and_move_with_traffic(fetch, write_project, make_page, mirror_config):
+    write_project(make_page("demo"))
+    cached = mirror_config.cache.tiers[0].path / CACHED_RELPATH
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"w" * 5000)
+    first = await fetch("/metrics")
+    assert first.code == 200
+    assert first.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    before = samples(first.body.decode())
+    assert ("pypimirror_http_requests_total", (("route", "simple_project"), ("status", "200"))) not in before
+    for _ in range(2):
+        assert (await fetch("/pypi/simple/demo/")).code == 200
+    assert (await fetch(MISSING_FILE)).code == 302
+    assert (await fetch(f"/pypi/packages/{CACHED_RELPATH}")).code == 200
+    after = samples((await fetch("/metrics")).body.decode())
+    assert after[("pypimirror_http_requests_total", (("route", "simple_project"), ("status", "200")))] == 2
+    assert after[("pypimirror_http_requests_total", (("route", "package_file"), ("status", "302")))] == 1
+    assert after[("pypimirror_http_requests_total", (("route", "metrics"), ("status", "200")))] == 1
+    assert after[("pypimirror_package_responses_total", (("kind", "redirected"),))] == 1
+    assert after[("pypimirror_package_responses_total", (("kind", "local"),))] == 1
+    assert after[("pypimirror_package_bytes_total", (("kind", "local"),))] == 5000
+    assert after[("pypimirror_http_response_bytes_total", (("route", "simple_project"),))] > 0
+
+
+@pytest.mark.gen_test
+async def test_metrics_carry_the_job_history_and_tier_fill(fetch, database, mirror_config):
+    with database.begin() as conn:
+        run_id = start_job_run(conn, "index_sync", mirror_config.node_id, 1000.0)
+        finish_job_run(conn, run_id, 1100.0, "ok", {}, None)
+    found = samples((await fetch("/metrics")).body.decode())
+    assert found[("pypimirror_job_last_success_timestamp_seconds", (("job", "index_sync"),))] == 1100.0
+    assert found[("pypimirror_job_last_duration_seconds", (("job", "index_sync"),))] == 100.0
+    assert found[("pypimirror_cache_tier_limit_bytes", (("tier", "1"),))] == 2**30
+
+
+@pytest.mark.parametrize("database", ["unreachable"], indirect=True)
+@pytest.mark.gen_test
+async def test_metrics_without_a_database_still_answer_without_its_figures(fetch, caplog, database):
+    response = await fetch("/metrics")
+    assert response.code == 200
+    text = response.body.decode()
+    assert "pypimirror_http_requests" in text and "pypimirror_job_" not in text
+    assert "/metrics without job and tier figures: database error on sqlite:///" in caplog.text
+
+
+@pytest.mark.gen_test
+async def test_healthz_is_ok_when_database_and_repo_work(fetch):
+    response = await fetch("/healthz")
+    assert (response.code, response.body) == (200, b"ok\n")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["Cache-Control"] == "no-store"
+    head = await fetch("/healthz", method="HEAD")
+    assert (head.code, head.body) == (200, b"")
+
+
+@pytest.mark.gen_test
+async def test_healthz_is_503_with_the_reason_when_the_repo_is_gone(fetch, mirror_config, caplog):
+    shutil.rmtree(mirror_config.repo_path)
+    response = await fetch("/healthz")
+    assert (response.code, response.body) == (503, b"repo_path: not writable (No such file or directory)\n")
+    assert "health check failed: repo_path: not writable" in caplog.text
+
+
+@pytest.mark.parametrize("database", ["unreachable"], indirect=True)
+@pytest.mark.gen_test
+async def test_healthz_is_503_when_the_database_cannot_be_reached(fetch, mirror_config, database):
+    mirror_config.repo_path.mkdir(parents=True)
+    response = await fetch("/healthz")
+    assert (response.code, response.body) == (503, b"database: cannot be reached\n")
+
+
+@pytest.mark.parametrize(
+    ("handler", "label"),
+    [(PackageFileHandler, "package_file"), (SimpleProjectHandler, "simple_project"), (MetricsHandler, "metrics"),
+     (JsonApiHandler, "json_api"), (NotFoundHandler, "not_found")],
+)
+def test_route_labels_are_the_handler_names_in_snake_case(handler, label):
+    assert route_label(handler) == label
