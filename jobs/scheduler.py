@@ -21,9 +21,7 @@ __all__ = [
     "JobScheduler",
     "Jobs",
     "SyncJobs",
-    "crontab_day_of_week",
     "job_client",
-    "make_trigger",
     "scheduling",
 ]
 
@@ -31,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -39,12 +36,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from pypimirror.config import Config, Schedule, ScheduleConfig
+from pypimirror.cron import make_trigger
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, PyPIMirrorError
 from pypimirror.jobs.cache import CacheReport, run_cache
@@ -60,9 +54,6 @@ logger = logging.getLogger(__name__)
 _CRON_MISFIRE_GRACE_S = 15 * 60
 
 # crontab numbers its weekdays from Sunday (0 and 7); APScheduler 3 from Monday.
-_CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_APSCHEDULER_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_ITEM = re.compile(r"(?P<range>\*|(?P<first>\w+)(?:-(?P<last>\w+))?)(?:/(?P<step>\d+))?")
 
 
 def job_client(config: Config) -> UpstreamClient:
@@ -127,70 +118,6 @@ class SyncJobs:
 # --------------------------------------------------------------------------- triggers
 
 
-def make_trigger(schedule: Schedule, jitter: timedelta) -> BaseTrigger:
-    """The APScheduler trigger for ``schedule``, each run delayed by up to ``jitter`` at random.
-
-    Cron expressions keep crontab's meaning: weekdays count from Sunday (APScheduler 3 counts
-    from Monday), times are local, and when both day of month and day of week are restricted a
-    day matching either one fires (APScheduler alone would need both).
-    """
-    jitter_s = int(jitter.total_seconds()) or None
-    if schedule.interval is not None:
-        return IntervalTrigger(seconds=schedule.interval.total_seconds(), jitter=jitter_s)
-    assert schedule.cron is not None, "a Schedule has an interval or a cron expression"
-    minute, hour, day, month, day_of_week = schedule.cron.split()
-    weekdays = crontab_day_of_week(day_of_week)
-    if day == "*" or weekdays == "*":
-        return CronTrigger(
-            minute=minute, hour=hour, day=day, month=month, day_of_week=weekdays, jitter=jitter_s
-        )
-    by_day = CronTrigger(minute=minute, hour=hour, day=day, month=month)
-    by_weekday = CronTrigger(minute=minute, hour=hour, month=month, day_of_week=weekdays)
-    return OrTrigger([by_day, by_weekday], jitter=jitter_s)
-
-
-def crontab_day_of_week(field: str) -> str:
-    """A crontab day-of-week field (``0``/``7`` = Sunday, names, ranges, steps) for APScheduler 3.
-
-    Returns ``*`` for every day, else the days as a list of names APScheduler reads the same
-    way (``1-5`` → ``mon,tue,wed,thu,fri``). Raises ValueError for what crontab would refuse.
-    """
-    days: set[int] = set()
-    for item in field.lower().split(","):
-        days.update(_crontab_days(item, field))
-    if len(days) == len(_CRONTAB_DAYS):
-        return "*"
-    return ",".join(name for name in _APSCHEDULER_DAYS if _CRONTAB_DAYS.index(name) in days)
-
-
-def _crontab_days(item: str, field: str) -> set[int]:
-    match = _DAY_ITEM.fullmatch(item)
-    if match is None:
-        raise ValueError(f"{field!r} is not a day-of-week field")
-    step = int(match["step"] or 1)
-    if step < 1:
-        raise ValueError(f"{field!r}: a step must be at least 1")
-    if match["range"] == "*":
-        first, last = 0, 6
-    else:
-        first = _crontab_day(match["first"], field)
-        last = _crontab_day(match["last"], field) if match["last"] else (6 if match["step"] else first)
-        if last < first:
-            raise ValueError(f"{field!r}: the range {item!r} runs backwards")
-    return {day % 7 for day in range(first, last + 1, step)}
-
-
-def _crontab_day(token: str, field: str) -> int:
-    if token.isdecimal():
-        number = int(token)
-        if number > 7:
-            raise ValueError(f"{field!r}: {token} is not a weekday (0-7)")
-        return number
-    if token in _CRONTAB_DAYS:
-        return _CRONTAB_DAYS.index(token)
-    raise ValueError(f"{field!r}: {token!r} is not a weekday")
-
-
 # --------------------------------------------------------------------------- the scheduler
 
 
@@ -233,7 +160,7 @@ class JobScheduler:
             grace = None if schedule.interval is not None else _CRON_MISFIRE_GRACE_S
             self._scheduler.add_job(
                 self._run_scheduled,
-                make_trigger(schedule, self._schedule.jitter),
+                make_trigger(interval=schedule.interval, cron=schedule.cron, jitter=self._schedule.jitter),
                 args=(name,),
                 id=name,
                 name=name,

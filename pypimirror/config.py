@@ -46,15 +46,15 @@ import os
 import socket
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
+from pypimirror.cron import make_trigger
 from pypimirror.configvalues import (
     IPMode,
     IPNetwork,
@@ -312,7 +312,7 @@ def _parse_schedule(raw: object) -> Schedule:
         return Schedule(interval=interval)
     if len(text.split()) == 5:
         try:
-            CronTrigger.from_crontab(text, timezone=UTC)
+            make_trigger(cron=text)
         except ValueError as exc:
             raise ValueError(f"{text!r} is not a valid cron expression: {exc}") from None
         return Schedule(cron=text)

@@ -684,6 +684,8 @@ def test_ip_mode_rule_needs_cidr_and_mode() -> None:
         ("*/15 * * * *", Schedule(cron="*/15 * * * *")),
         ("0 3 * * mon-fri", Schedule(cron="0 3 * * mon-fri")),
         (" 5 4 * * * ", Schedule(cron="5 4 * * *")),
+        ("0 3 * * 7", Schedule(cron="0 3 * * 7")),  # crontab: 7 is Sunday too
+        ("0 3 1 * 0-6/2", Schedule(cron="0 3 1 * 0-6/2")),
     ],
 )
 def test_schedule_is_an_interval_or_a_cron_expression(value: str, expected: Schedule) -> None:

@@ -26,13 +26,8 @@ from pypimirror.errors import JobLockedError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
 from pypimirror.jobs.runner import LEASE_NAME
-from pypimirror.jobs.scheduler import (
-    JobScheduler,
-    SyncJobs,
-    crontab_day_of_week,
-    job_client,
-    make_trigger,
-)
+from pypimirror.cron import crontab_day_of_week, make_trigger
+from pypimirror.jobs.scheduler import JobScheduler, SyncJobs, job_client
 
 FAST = timedelta(seconds=0.3)
 HOURLY = timedelta(hours=1)
@@ -78,7 +73,7 @@ def test_crontab_day_of_week_refuses_what_crontab_refuses(field: str, message: s
 
 
 def test_interval_trigger_has_the_interval_and_the_jitter() -> None:
-    trigger = make_trigger(Schedule(interval=HOURLY), timedelta(minutes=2))
+    trigger = make_trigger(interval=HOURLY, jitter=timedelta(minutes=2))
     assert isinstance(trigger, IntervalTrigger)
     assert trigger.interval == HOURLY and trigger.jitter == 120
 
@@ -88,7 +83,7 @@ def local(*args: int) -> datetime:
 
 
 def next_fire(schedule: str, after: datetime) -> datetime:
-    trigger = make_trigger(Schedule(cron=schedule), timedelta(0))
+    trigger = make_trigger(cron=schedule, jitter=timedelta(0))
     fire = trigger.get_next_fire_time(None, after)
     assert isinstance(fire, datetime)
     return fire
@@ -101,7 +96,7 @@ def test_cron_trigger_counts_weekdays_from_sunday_as_crontab_does() -> None:
 
 
 def test_cron_trigger_with_day_and_weekday_fires_on_either_as_crontab_does() -> None:
-    trigger = make_trigger(Schedule(cron="0 4 15 * 1"), timedelta(0))
+    trigger = make_trigger(cron="0 4 15 * 1", jitter=timedelta(0))
     assert isinstance(trigger, OrTrigger)
     # From Tuesday 2 January 2024: Monday the 8th comes before the 15th.
     assert next_fire("0 4 15 * 1", local(2024, 1, 2)).day == 8
@@ -109,7 +104,7 @@ def test_cron_trigger_with_day_and_weekday_fires_on_either_as_crontab_does() -> 
 
 
 def test_cron_trigger_without_a_weekday_is_a_plain_cron_trigger() -> None:
-    assert isinstance(make_trigger(Schedule(cron="*/15 * * * *"), timedelta(0)), CronTrigger)
+    assert isinstance(make_trigger(cron="*/15 * * * *", jitter=timedelta(0)), CronTrigger)
 
 
 # -- scheduling, with jobs the test steers -----------------------------------------------------------
