@@ -261,10 +261,10 @@ def mirror_command(python: str, config: Path) -> list[str]:
     Prefers the CLI's ``serve`` command, then ``pypimirror.app.serve_forever`` directly.
     """
     cli = subprocess.run(
-        [python, "-m", "pypimirror", "serve", "--help"], capture_output=True, text=True, check=False
+        [python, "-P", "-m", "pypimirror", "serve", "--help"], capture_output=True, text=True, check=False
     )
     if cli.returncode == 0:
-        return [python, "-m", "pypimirror", "serve", "-c", str(config)]
+        return [python, "-P", "-m", "pypimirror", "serve", "-c", str(config)]
     probe = subprocess.run(
         [python, "-c", "from pypimirror.app import serve_forever"],
         capture_output=True,

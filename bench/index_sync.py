@@ -94,7 +94,7 @@ def run_cli_sync(config: Path) -> SyncFigures:
     """``pypimirror sync --once`` in a new process; fails loudly unless every project arrived."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+        [sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
         capture_output=True, text=True, timeout=600, check=False,
     )
     wall = time.perf_counter() - started

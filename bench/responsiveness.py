@@ -126,7 +126,7 @@ class Server:
     def start(cls, config: Path, log: Path, *, with_scheduler: bool) -> Server:
         args = ["serve", "-c", str(config)] + (["--with-scheduler"] if with_scheduler else [])
         with open(log, "wb") as stderr:
-            process = subprocess.Popen([sys.executable, "-m", "pypimirror", *args], stderr=stderr)
+            process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", *args], stderr=stderr)
         deadline = time.monotonic() + 30
         while not (serving := _SERVING.search(log.read_text())):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -269,7 +269,7 @@ def run(projects: int, rate: float, concurrency: int, runs: int, work: Path) -> 
     try:
         config = write_config(work, upstream.url, concurrency)
         print(f"syncing {projects} projects into {work / 'repo'} ...", flush=True)
-        once = subprocess.run([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+        once = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                               check=False, capture_output=True, text=True, timeout=1800)
         if once.returncode != 0:
             raise RuntimeError(f"sync --once exited {once.returncode}:\n{once.stderr[-3000:]}")

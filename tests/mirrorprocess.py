@@ -40,7 +40,7 @@ def write_config(tmp_path: Path, fake: FakeIndex, **overrides: Any) -> Path:
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pypimirror", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-P", "-m", "pypimirror", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -49,7 +49,7 @@ def running_server(config: Path, stderr_path: Path) -> Iterator[tuple[subprocess
     """The server in its own process and the port it serves on, once it answers; killed if the
     test left it running. The port comes from the start-up line, so ``listen: 127.0.0.1:0`` works."""
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
+        process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
     try:
         yield process, _wait_serving(process, stderr_path)
     finally:

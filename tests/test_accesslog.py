@@ -275,7 +275,7 @@ def test_lines_are_written_when_the_program_ends_without_close(log_path: Path) -
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=30
+        [sys.executable, "-P", "-c", script], check=False, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
     assert [line.split('"')[1] for line in read_lines(log_path)] == [

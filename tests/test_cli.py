@@ -15,7 +15,7 @@ EXAMPLE = Path(__file__).parent.parent / "conf" / "config.example.yaml"
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pypimirror", *args],
+        [sys.executable, "-P", "-m", "pypimirror", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

@@ -152,7 +152,7 @@ sys.stdout.write(Metrics(multiprocess_dir=directory).render().decode())
 
 
 def test_workers_counters_are_summed_and_a_dead_workers_gauges_leave_the_sum(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-c", MULTIPROCESS_SCRIPT, str(tmp_path)],
+    done = subprocess.run([sys.executable, "-P", "-c", MULTIPROCESS_SCRIPT, str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     both_alive_then_one, after_both_died = (samples(part.encode()) for part in done.stdout.split("----\n"))

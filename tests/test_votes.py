@@ -242,7 +242,7 @@ def test_votes_queued_when_the_program_ends_without_close_are_stored(tmp_path: P
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+        [sys.executable, "-P", "-c", script], check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "vote writer was not closed; storing the queued votes before exit" in result.stderr

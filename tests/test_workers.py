@@ -56,7 +56,7 @@ sys.exit(run_workers(2, child, on_child_exit=on_child_exit))
 def supervisor(tmp_path: Path, behaviour: str = "plain") -> Iterator[subprocess.Popen[str]]:
     out = tmp_path / "out"
     out.mkdir()
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), behaviour],
+    process = subprocess.Popen([sys.executable, "-P", "-c", SCRIPT, str(out), behaviour],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         yield process

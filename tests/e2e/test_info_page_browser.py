@@ -78,7 +78,7 @@ def server(fake_index: FakeIndex, tmp_path: Path) -> Iterator[int]:
         db.dispose()
     stderr_path = tmp_path / "serve.err"
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
+        process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
     try:
         yield _wait_port(process, stderr_path)
     finally:

@@ -57,7 +57,7 @@ def write_config(tmp_path: Path, *, pypi_url: str, packages_url: str, **extra: A
 
 
 def sync(config: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -66,7 +66,7 @@ def sync(config: Path) -> None:
 def running_server(config: Path, stderr_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``pypimirror serve`` in its own process and the port it announced; stopped with SIGTERM."""
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
+        process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
     try:
         deadline = time.monotonic() + 20
         while not (started := re.search(r"serving http://127\.0\.0\.1:(\d+)/", stderr_path.read_text())):

@@ -41,7 +41,7 @@ def mirror_process(
 ) -> Iterator[tuple[subprocess.Popen[bytes], re.Match[str]]]:
     """``pypimirror ARGS`` in its own process, once its log shows ``ready``; killed if left running."""
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "pypimirror", *args], stderr=stderr)
+        process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", *args], stderr=stderr)
     try:
         yield process, wait_for_log(process, stderr_path, ready)
     finally:
@@ -175,7 +175,7 @@ def test_a_killed_lease_holder_is_taken_over_and_the_next_run_proceeds(fake_inde
     fake_index.add_many(40)
     fake_index.delay("/simple/proj-", 0.4, times=None)
     config = mirror_config(tmp_path, fake_index, HOURLY)
-    once = subprocess.Popen([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+    once = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                             stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: f"/{once.pid}/index_sync" in (lease_holder(tmp_path) or ""), what="the sync's lease")

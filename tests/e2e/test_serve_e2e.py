@@ -61,13 +61,13 @@ def write_config(tmp_path: Path, fake: FakeIndex, port: int = 0, **extra: Any) -
 
 
 def sync(config: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def serve_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "pypimirror", "serve", "-c", str(config)]
+    return [sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)]
 
 
 @contextmanager

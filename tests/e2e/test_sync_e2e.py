@@ -43,7 +43,7 @@ def write_config(tmp_path: Path, fake: FakeIndex, **upstream: str) -> Path:
 
 def run_sync(config: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+        [sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -109,7 +109,7 @@ def test_sigterm_interrupts_with_exit_1_and_the_next_run_completes(fake_index: F
     fake_index.add_many(60)
     fake_index.delay("/simple/proj-", 0.5, times=None)  # 60 projects, 4 at a time: ~8 s
     config = write_config(tmp_path, fake_index)
-    process = subprocess.Popen([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+    process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                                stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     process.send_signal(signal.SIGTERM)
@@ -134,7 +134,7 @@ def test_sigkill_at_a_random_point_then_a_new_run_gives_a_complete_consistent_mi
     for i in range(80, 100):
         fake_index.add_project(f"proj-{i:04d}")
     fake_index.remove_project("proj-0001")
-    process = subprocess.Popen([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+    process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                                stderr=subprocess.DEVNULL)
     time.sleep(random.Random(seed).uniform(0.8, 2.5))
     process.kill()

@@ -85,7 +85,7 @@ def write_config(tmp_path: Path, fake: FakeIndex, certificate: tuple[Path, Path]
 
 
 def sync(config: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pypimirror", "sync", "--once", "-c", str(config)],
+    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -98,7 +98,7 @@ def running_server(config: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Po
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "pypimirror", "serve", "-c", str(config)],
+        process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)],
                                    stderr=stderr, env=env, start_new_session=True)
     try:
         yield process, wait_serving(process, stderr_path, workers=2), stderr_path
@@ -331,7 +331,7 @@ def test_a_worker_that_cannot_start_stops_the_server_with_one_error(
     (tmp_path / "file").write_text("not a directory")
     (tmp_path / "repo").mkdir()
     config = write_config(tmp_path, mirror, certificate, log={"path": str(tmp_path / "file" / "access.log")})
-    result = subprocess.run([sys.executable, "-m", "pypimirror", "serve", "-c", str(config)],
+    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "cannot open access log" in result.stderr

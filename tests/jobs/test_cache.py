@@ -430,7 +430,7 @@ async def test_kill_9_during_downloads_leaves_no_visible_partial_file(mirror: Mi
     for dist in (alpha, beta):  # hold the wheels' GETs, not the HEADs of their metadata
         mirror.fake.delay(re.compile(re.escape(dist.path) + "$"), 30)
     data = config_data(mirror.tmp_path, mirror.fake, mirror.tiers)
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", KILLED_RUN, json.dumps(data), cwd=mirror.tmp_path)
+    child = await asyncio.create_subprocess_exec(sys.executable, "-P", "-c", KILLED_RUN, json.dumps(data), cwd=mirror.tmp_path)
     t0 = mirror.roots[0]
     try:
         deadline = time.monotonic() + 20
