@@ -66,7 +66,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from pypimirror.errors import DatabaseError
 from pypimirror.schema import install_schema, job_runs, leases, local_files, remote_sizes, serials, votes
@@ -84,6 +84,13 @@ _URL_ERRORS: tuple[type[Exception], ...] = (sa_exc.ArgumentError, ValueError, Im
 _RUNTIME_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,)
 # Execution option that marks a connection as read-only: plain BEGIN instead of IMMEDIATE.
 _READ_ONLY = "pypimirror_read_only"
+# Pool sizing (see Database.__init__): threads outside ours that hold a connection (the vote
+# writer), short bursts above that (status, a sync --once beside), and how long a checkout waits.
+_OWN_THREADS = 1
+_MAX_OVERFLOW = 2
+_POOL_TIMEOUT_S = 10.0
+# Seconds a new PostgreSQL connection may take (libpq's connect_timeout).
+_CONNECT_TIMEOUT_S = 5
 
 
 class Database:
@@ -94,6 +101,11 @@ class Database:
     """
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        """``pool_size`` is the number of threads this object runs DB work on: one writer and
+        ``pool_size - 1`` readers. The engine keeps a connection for each of them plus
+        :data:`_OWN_THREADS` for callers with threads of their own (the vote writer), and may
+        open :data:`_MAX_OVERFLOW` more for a moment, so one process never holds more than
+        ``pool_size + 3`` connections to a shared server (SQLite files keep SQLAlchemy's defaults)."""
         self.url = mask_url(url)
         self._password = _password_of(url)
         with self._errors_as("cannot open database", _URL_ERRORS):
@@ -201,11 +213,26 @@ def _describe(exc: BaseException) -> str:
 def _create_engine(url: str, pool_size: int) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_size=pool_size, pool_pre_ping=True)
-    engine = create_engine(parsed, pool_size=pool_size)
+        return create_engine(
+            parsed,
+            pool_size=pool_size + _OWN_THREADS,
+            max_overflow=_MAX_OVERFLOW,
+            pool_timeout=_POOL_TIMEOUT_S,
+            pool_pre_ping=True,  # a connection the server dropped is replaced at checkout
+            connect_args=_server_connect_args(parsed),
+        )
+    engine = create_engine(parsed, pool_size=pool_size)  # local file: SQLAlchemy's default overflow
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _server_connect_args(parsed: URL) -> dict[str, object]:
+    """A connect timeout unless the URL sets one: a server that stopped answering must fail a
+    checkout in seconds (the vote writer then keeps its batch), not hang the thread for minutes."""
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        return {"connect_timeout": _CONNECT_TIMEOUT_S}
+    return {}
 
 
 def _configure_sqlite_connection(dbapi_conn: Any, _record: object) -> None:
