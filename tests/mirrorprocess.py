@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from typing import Any
 import yaml
 from fakeindex import FakeIndex
 
-__all__ = ["PREFIX", "request", "run_cli", "running_server", "stop_server", "write_config"]
+__all__ = [
+    "PREFIX", "free_port", "request", "run_cli", "running_server", "serve_command", "stop_server", "write_config",
+]
 
 PREFIX = "/pypi"
 
@@ -39,6 +42,17 @@ def write_config(tmp_path: Path, fake: FakeIndex, **overrides: Any) -> Path:
     return path
 
 
+def free_port() -> int:
+    """A port that was free a moment ago (for tests that need to know it before the server starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_command(config: Path) -> list[str]:
+    return [sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)]
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-P", "-m", "pypimirror", *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -49,7 +63,7 @@ def running_server(config: Path, stderr_path: Path) -> Iterator[tuple[subprocess
     """The server in its own process and the port it serves on, once it answers; killed if the
     test left it running. The port comes from the start-up line, so ``listen: 127.0.0.1:0`` works."""
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)], stderr=stderr)
+        process = subprocess.Popen(serve_command(config), stderr=stderr)
     try:
         yield process, _wait_serving(process, stderr_path)
     finally:

@@ -13,8 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ import pytest
 import yaml
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
+from mirrorprocess import free_port, running_server, serve_command
+from mirrorprocess import stop_server as stop
 from sqlalchemy import select
 
 from pypimirror.app import ServeError, serve_forever
@@ -36,12 +36,6 @@ PREFIX = "/pypi"
 LOG_FIELDS = ["time", "method", "path", "status", "bytes", "duration_ms",
               "client_ip", "user_agent", "referer", "proxied"]
 BIG_RELPATH = "ab/cd/" + "ef" * 30 + "/big-1.0-py3-none-any.whl"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(tmp_path: Path, fake: FakeIndex, port: int = 0, **extra: Any) -> Path:
@@ -64,41 +58,6 @@ def sync(config: Path) -> None:
     result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-
-
-def serve_command(config: Path) -> list[str]:
-    return [sys.executable, "-P", "-m", "pypimirror", "serve", "-c", str(config)]
-
-
-@contextmanager
-def running_server(config: Path, stderr_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """The server in its own process and the port it serves on, once it answers; killed if the
-    test left it running. The port comes from the start-up line, so ``listen: 127.0.0.1:0`` works."""
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(serve_command(config), stderr=stderr)
-    try:
-        yield process, _wait_serving(process, stderr_path)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _wait_serving(process: subprocess.Popen[bytes], stderr_path: Path) -> int:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, stderr_path.read_text()
-        started = re.search(r"serving http://127\.0\.0\.1:(\d+)/", stderr_path.read_text())
-        if started:
-            return int(started[1])
-        time.sleep(0.05)
-    raise AssertionError(f"server did not start: {stderr_path.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes], stderr_path: Path) -> str:
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0, stderr_path.read_text()
-    return stderr_path.read_text()
 
 
 def voted_files(repo: Path) -> dict[str, set[str]]:
