@@ -160,15 +160,18 @@ class BaseHandler(RequestHandler):
 
     @property
     def client(self) -> Client:
-        """Who sent the request, resolved on first use (in :meth:`prepare`) and then kept."""
+        """Who sent the request, resolved on first use (in :meth:`prepare`) and then kept.
+
+        Without trusted proxies the forwarding headers cannot matter, so they are not even read.
+        """
         if self._client is None:
-            headers = self.request.headers
-            self._client = identify_client(
-                self.request.remote_ip,
-                headers.get("X-Forwarded-For"),
-                headers.get("X-Real-IP"),
-                self._context.trusted_proxies,
-            )
+            trusted = self._context.trusted_proxies
+            if trusted:
+                headers = self.request.headers
+                forwarded_for, real_ip = headers.get("X-Forwarded-For"), headers.get("X-Real-IP")
+            else:
+                forwarded_for = real_ip = None
+            self._client = identify_client(self.request.remote_ip, forwarded_for, real_ip, trusted)
         return self._client
 
     def compute_etag(self) -> str | None:
@@ -239,6 +242,16 @@ class BaseHandler(RequestHandler):
             await self._written_or_abort(self.finish(body[start:]))
         except ClientGone:
             return
+
+    async def send_chunk(self, chunk: memoryview) -> None:
+        """Send one body chunk straight to the connection (the headers were flushed), without
+        the copy ``write()`` + ``flush()`` make; the caller may reuse ``chunk`` once this returns.
+        Raises :class:`ClientGone` as :meth:`flush_or_abort` does."""
+        connection = self.request.connection
+        assert connection is not None, "a request being answered has its connection"
+        self._body_bytes += len(chunk)
+        # HTTP1Connection.write takes any buffer (it keeps large ones without copying); typed as bytes.
+        await self._written_or_abort(connection.write(chunk))  # type: ignore[arg-type]
 
     async def flush_or_abort(self) -> None:
         """Flush what was written; raise :class:`ClientGone` if the client left or took nothing for
@@ -315,6 +328,7 @@ def make_log_function(
     requests to ``file_handlers`` are also counted as local, proxied or redirected.
     """
     keep_entries = not isinstance(access_log, NullAccessLog)
+    observe = metrics.observe_request
 
     def log_request(handler: RequestHandler) -> None:
         if not isinstance(handler, BaseHandler):  # every route is a BaseHandler; this guards a future mistake
@@ -322,7 +336,7 @@ def make_log_function(
             return
         status = handler.get_status()
         kind = _served_kind(handler, status) if isinstance(handler, file_handlers) else None
-        metrics.observe_request(route_label(type(handler)), status, handler.body_bytes, kind)
+        observe(_snake_case(type(handler).__name__), status, handler.body_bytes, kind)
         if keep_entries:
             access_log.write(handler.access_entry())
 
@@ -342,12 +356,13 @@ def _served_kind(handler: BaseHandler, status: int) -> ServedKind | None:
 
 def route_label(handler_class: type[RequestHandler]) -> str:
     """The metrics label of a route: its handler's class name in snake case, without ``Handler``."""
-    return _snake_case(handler_class.__name__.removesuffix("Handler"))
+    return _snake_case(handler_class.__name__)
 
 
 @functools.cache
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+def _snake_case(class_name: str) -> str:
+    """``PackageFileHandler`` -> ``package_file``; cached, as it runs once per request."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name.removesuffix("Handler")).lower()
 
 
 def _decoded_path(raw: str) -> str:

@@ -50,6 +50,10 @@ _DIRECTORY_RES = (
 )
 _DIRECTORY_NAMES = ("first directory", "second directory", "hash directory")
 _VISIBLE_ASCII_RE = re.compile(r"[\x21-\x7e]*")
+# The common case in one match: nothing to decode, hex directories, a file name of name-safe
+# ASCII not starting with '.' or '-'. What it accepts (without "..") the full check accepts
+# unchanged; anything else takes the full check, so the two never disagree.
+_PLAIN_PATH_RE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{1,128}/([A-Za-z0-9_+~][A-Za-z0-9._+~-]{0,254})")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Absent, or a symlink loop below the root (a symlink is absent); any other error is reported.
 _ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
@@ -80,6 +84,15 @@ def parse_package_path(raw: str) -> PackagePath:
     or ``-`` or longer than 255 bytes, and a decoded path over 1024 bytes. A ``+`` (``%2B``,
     local versions) is an ordinary character. Raises :class:`UnsafePathError` with the reason.
     """
+    plain = _PLAIN_PATH_RE.fullmatch(raw)
+    if plain is not None and ".." not in raw:
+        filename = plain[1]
+        return PackagePath(relpath=raw, filename=filename, is_metadata=filename.endswith(METADATA_SUFFIX))
+    return _parse_in_full(raw)
+
+
+def _parse_in_full(raw: str) -> PackagePath:
+    """Every check of :func:`parse_package_path`, one by one, naming the first that fails."""
     if len(raw) > _MAX_RAW_LENGTH:
         raise _unsafe(raw, f"longer than {MAX_PATH_BYTES} bytes")
     if not _VISIBLE_ASCII_RE.fullmatch(raw):
@@ -143,28 +156,28 @@ def find_in_tiers(tier_roots: Sequence[Path], path: PackagePath) -> tuple[int, P
     below the root is a symlink that led the lookup out of the tier. ``lstat`` opens nothing; the
     result is sound as long as only pypimirror writes to the tiers, which creates no symlinks.
     Unreadable tiers are logged and skipped. ``tier_roots`` are absolute, as the config makes them.
+    Paths are joined as strings: a checked relpath has no ``..``, no empty segment and no
+    leading ``/``, and ``pathlib`` joins cost more than the ``lstat`` itself.
     """
-    segments = path.relpath.split("/")
+    relpath = path.relpath
     for index, root in enumerate(tier_roots):
-        found = _lstat_regular_file(root, segments)
-        if found is not None:
-            return index, found[0], found[1]
+        root_text = os.fspath(root)
+        target = f"{root_text}/{relpath}"
+        try:
+            file_stat = os.lstat(target)
+            if stat.S_ISREG(file_stat.st_mode) and _are_real_directories(root_text, relpath):
+                return index, root / relpath, file_stat
+        except OSError as exc:
+            if exc.errno not in _ABSENT_ERRNOS:
+                logger.warning("cannot look up %s: %s", target, exc)
     return None
 
 
-def _lstat_regular_file(root: Path, segments: list[str]) -> tuple[Path, os.stat_result] | None:
-    target = root.joinpath(*segments)
-    try:
-        file_stat = os.lstat(target)
-        if not stat.S_ISREG(file_stat.st_mode):
-            return None
-        directory = root
-        for segment in segments[:-1]:
-            directory = directory / segment
-            if not stat.S_ISDIR(os.lstat(directory).st_mode):
-                return None
-    except OSError as exc:
-        if exc.errno not in _ABSENT_ERRNOS:
-            logger.warning("cannot look up %s: %s", target, exc)
-        return None
-    return target, file_stat
+def _are_real_directories(root: str, relpath: str) -> bool:
+    """Whether every directory of ``relpath`` below ``root`` (ab, ab/cd, ab/cd/<hash>) is one, not a symlink."""
+    slash = relpath.find("/")
+    while slash != -1:
+        if not stat.S_ISDIR(os.lstat(f"{root}/{relpath[:slash]}").st_mode):
+            return False
+        slash = relpath.find("/", slash + 1)
+    return True

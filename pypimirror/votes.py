@@ -1,9 +1,12 @@
 """Votes from package-file requests, queued without blocking and stored in batches by one thread.
 
 A request only appends to a bounded in-memory queue (:meth:`VoteRecorder.offer`, about a
-microsecond); a full queue drops the vote and counts it. One writer thread stores the queue in
-batches through :func:`pypimirror.db.record_votes`, which deduplicates per (file, network prefix)
-within the window. While the database is unreachable the writer keeps its batch and retries with
+microsecond); a full queue drops the vote and counts it. A repeat of a vote this process
+accepted within the dedup window (same file, same network prefix) never takes a slot: it is
+counted as deduplicated at once, which is what the database would decide. One writer thread
+stores the queue in batches through :func:`pypimirror.db.record_votes`, which deduplicates per
+(file, network prefix) within the window, also across processes; it wakes as soon as a quarter
+of a batch is waiting, so a burst of distinct votes drains at the database's pace. While the database is unreachable the writer keeps its batch and retries with
 back-off, so a vote once accepted is stored, also at shutdown: :meth:`VoteRecorder.close` drains
 the queue (it gives up only when its timeout expires, and then says how many votes were lost).
 """
@@ -34,6 +37,9 @@ _RETRY_MAX_S = 10.0
 _ORPHAN_DRAIN_S = 10.0
 # How long close() still waits for the writer to stop once its timeout expired.
 _ABANDON_JOIN_S = 1.0
+# The most (file, prefix) pairs remembered for the early dedup; when full it starts afresh,
+# which only lets a few repeats through to the database's own dedup.
+_RECENT_LIMIT = 100_000
 # A failed write means the database is down or locked: keep the batch and retry. SQLAlchemyError
 # also covers what Database.begin does not translate (a pool timeout, a lost connection).
 _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseError, sa_exc.SQLAlchemyError)
@@ -44,9 +50,10 @@ class VoteStats:
     """Counters since start, for /metrics and tests.
 
     ``offered`` counts every call of :meth:`VoteRecorder.offer`; of those, ``queued`` were
-    accepted, ``bots`` came from a bot and ``dropped`` met a full queue (the rest had no network
-    prefix or came after close). ``written`` rows were inserted and ``deduplicated`` votes fell
-    inside the window of an earlier one; ``db_errors`` counts failed (and retried) writes;
+    accepted (queued, or recognised at once as a repeat), ``bots`` came from a bot and
+    ``dropped`` met a full queue (the rest had no network prefix or came after close).
+    ``written`` rows were inserted and ``deduplicated`` votes fell inside the window of an
+    earlier one, whether found in memory or by the database; ``db_errors`` counts failed (and retried) writes;
     ``discarded`` counts votes of a batch that failed with an unexpected error (a bug, logged
     with its stack). ``queue_depth`` is the number of votes waiting now.
     """
@@ -84,12 +91,16 @@ class VoteRecorder:
     ) -> None:
         self._db = db
         self._window_s = int(dedup_window.total_seconds())
+        self._dedup_s = max(self._window_s, 1)  # as record_votes: two votes in one second are one
         self._queue_size = queue_size
         self._bots = tuple(bot.lower() for bot in bots if bot)
         self._clock = clock
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._queue: deque[tuple[str, str, int]] = deque()
+        self._recent: dict[tuple[str, str], int] = {}  # (file, prefix) -> time of its last queued vote
+        self._wake_at = max(1, min(batch_size, queue_size) // 4)
+        self._wake = threading.Event()  # set by offer() when _wake_at votes wait, and by close()
         self._closed = False
         self._closing = threading.Event()
         self._abandon = threading.Event()
@@ -97,8 +108,8 @@ class VoteRecorder:
         self._batch: list[Vote] = []
         self._failures = 0  # consecutive failed writes; > 0 means an outage is in progress
         self._orphan_deadline: float | None = None
-        # Counters: offered/queued/bots/dropped are written by offer(), the rest by the writer.
-        self._offered = self._queued = self._bot_votes = self._dropped = 0
+        # Counters: offered/queued/bots/dropped/repeats are written by offer(), the rest by the writer.
+        self._offered = self._queued = self._bot_votes = self._dropped = self._repeats = 0
         self._written = self._deduplicated = self._db_errors = self._discarded = 0
 
     def start(self) -> None:
@@ -116,7 +127,8 @@ class VoteRecorder:
         """Queue a vote for ``file_path``, stamped now; True if queued. Never blocks or raises.
 
         Bots (a ``bots`` entry inside the User-Agent, any case), a missing prefix, a full queue
-        and a closed recorder all return False; a full queue is counted in ``dropped``.
+        and a closed recorder all return False; a full queue is counted in ``dropped``. A repeat
+        within the window of a vote queued here returns True and is counted as deduplicated.
         """
         self._offered += 1
         if self._closed or not network_prefix:
@@ -124,11 +136,24 @@ class VoteRecorder:
         if user_agent and self._is_bot(user_agent):
             self._bot_votes += 1
             return False
-        if len(self._queue) >= self._queue_size:
+        now = int(self._clock())
+        key = (file_path, network_prefix)
+        last = self._recent.get(key)
+        if last is not None and now - last < self._dedup_s:
+            self._queued += 1
+            self._repeats += 1
+            return True
+        queue = self._queue
+        if len(queue) >= self._queue_size:
             self._dropped += 1
             return False
-        self._queue.append((file_path, network_prefix, int(self._clock())))
+        if len(self._recent) >= _RECENT_LIMIT:
+            self._recent.clear()
+        self._recent[key] = now
+        queue.append((file_path, network_prefix, now))
         self._queued += 1
+        if len(queue) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
         return True
 
     def close(self, timeout: float | None = None) -> None:
@@ -140,6 +165,7 @@ class VoteRecorder:
         """
         self._closed = True
         self._closing.set()
+        self._wake.set()
         if self._thread is None:
             if not self._queue:
                 return
@@ -160,7 +186,7 @@ class VoteRecorder:
             bots=self._bot_votes,
             dropped=self._dropped,
             written=self._written,
-            deduplicated=self._deduplicated,
+            deduplicated=self._deduplicated + self._repeats,
             db_errors=self._db_errors,
             discarded=self._discarded,
             queue_depth=len(self._queue),
@@ -181,7 +207,8 @@ class VoteRecorder:
             if not self._batch:
                 if self._closing.is_set() or not threading.main_thread().is_alive():
                     return
-                self._closing.wait(self._flush_interval)
+                self._wake.wait(self._flush_interval)
+                self._wake.clear()
             elif self._store(self._batch):
                 self._batch = []
             else:

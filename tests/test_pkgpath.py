@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from pypimirror import pkgpath
 from pypimirror.errors import UnsafePathError
 from pypimirror.pkgpath import PackagePath, find_in_tiers, parse_package_path
 
@@ -243,3 +246,26 @@ def test_symlink_loop_inside_a_tier_is_absent_without_a_warning(
     (tiers[0] / "30").symlink_to("30", target_is_directory=True)
     assert find_in_tiers(tiers, parse_package_path(REL)) is None
     assert caplog.text == ""
+
+
+def test_plain_path_shortcut_agrees_with_the_full_check() -> None:
+    """The one-regex shortcut for undecoded paths must accept exactly what the full check
+    accepts unchanged: random paths over a hostile alphabet give the same answer both ways."""
+    rng = random.Random(691)
+    hexish, anything = "0af", "af0.-+~_%2E\\ /"
+    accepted = 0
+    for _ in range(20_000):
+        segments = ["".join(rng.choice(hexish) for _ in range(rng.choice((1, 2, 2, 2, 3)))) for _ in range(3)]
+        segments.append("".join(rng.choice(anything) for _ in range(rng.randint(0, 6))))
+        raw = "/".join(segments)
+        outcome = _outcome(parse_package_path, raw)
+        assert outcome == _outcome(pkgpath._parse_in_full, raw), raw
+        accepted += isinstance(outcome, PackagePath)
+    assert accepted > 1000  # the table really exercised the shortcut
+
+
+def _outcome(parse: Callable[[str], PackagePath], raw: str) -> PackagePath | str:
+    try:
+        return parse(raw)
+    except UnsafePathError as exc:
+        return exc.reason

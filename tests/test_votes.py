@@ -112,6 +112,52 @@ def test_votes_of_one_prefix_within_dedup_window_are_stored_once(
     assert (stats.queued, stats.written, stats.deduplicated, stats.db_errors) == (6, 4, 2, 0)
 
 
+def test_repeats_within_the_window_take_no_queue_slot_and_count_as_deduplicated(database: Database) -> None:
+    clock = Clock(1_000_000)
+    recorder = make_recorder(database, clock=clock, queue_size=2)
+    assert all(recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA) for _ in range(1_000))
+    assert recorder.offer("ab/cd/ef/b.whl", "1.2.3.0", PIP_UA)
+    clock.now += 299  # still inside the 5-minute window of the first vote
+    assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
+    stats = recorder.stats
+    assert (stats.queued, stats.dropped, stats.deduplicated, stats.queue_depth) == (1_002, 0, 1_000, 2)
+    clock.now += 1  # the window has passed: a new vote, but the queue is full
+    assert not recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
+    assert recorder.stats.dropped == 1
+    recorder.start()
+    recorder.close()
+    assert stored_votes(database) == [("ab/cd/ef/a.whl", "1.2.3.0", 1_000_000), ("ab/cd/ef/b.whl", "1.2.3.0", 1_000_000)]
+    assert (recorder.stats.written, recorder.stats.deduplicated) == (2, 1_000)
+
+
+def test_writer_wakes_when_a_quarter_batch_waits_not_after_its_interval(database: Database) -> None:
+    recorder = make_recorder(database, batch_size=8, flush_interval=60.0)
+    recorder.start()
+    try:
+        time.sleep(0.1)  # the writer is asleep for its interval now
+        for n in range(2):
+            assert recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.written == 2, timeout=5.0)
+    finally:
+        recorder.close()
+
+
+def test_distinct_votes_at_thousands_per_second_are_all_stored(database: Database) -> None:
+    """A burst of distinct files from many networks (the serve benchmark's miss rate and more)
+    fits a 1000-slot queue: the writer keeps up, nothing is dropped."""
+    recorder = make_recorder(database, queue_size=1_000)
+    recorder.start()
+    try:
+        for n in range(20_000):
+            assert recorder.offer(f"ab/cd/ef/f{n % 5_000}.whl", f"10.{n % 7}.{n % 251}.0", PIP_UA)
+            if n % 50 == 49:
+                time.sleep(0.005)  # ~10k offers/s, as two busy serving workers would make
+    finally:
+        recorder.close()
+    assert recorder.stats.dropped == 0
+    assert recorder.stats.written + recorder.stats.deduplicated == 20_000
+
+
 def test_votes_are_stamped_when_offered_not_when_written(database: Database) -> None:
     clock = Clock(2_000_000.9)
     recorder = make_recorder(database, clock=clock)
