@@ -16,8 +16,10 @@ from tornado.platform.asyncio import AsyncIOLoop
 # the tests folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from dbhelpers import postgres_database  # noqa: E402
 from fakeindex import FakeIndex, running_fake_index  # noqa: E402
 
+from pypimirror.db import Database  # noqa: E402
 from pypimirror.upstream import configure_curl_client  # noqa: E402
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
@@ -60,3 +62,21 @@ def curl_client(io_loop: AsyncIOLoop) -> Iterator[AsyncHTTPClient]:
     yield client
     client.close()
     AsyncHTTPClient._restore_configuration(saved)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a file in tmp_path, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pypi-mirror.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """An opened empty database of each kind; modules that need another kind define their own."""
+    db = Database.open(database_url)
+    yield db
+    db.dispose()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -19,7 +19,6 @@ from packaging.utils import NormalizedName
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy import exc as sa_exc
 
-from dbhelpers import postgres_database
 from pypimirror.db import (
     Database,
     JobOutcome,
@@ -52,23 +51,6 @@ from pypimirror.schema import SCHEMA_VERSION, schema_version, votes
 
 T = TypeVar("T")
 N = NormalizedName
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database: a file in tmp_path, or a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pypi-mirror.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database.open(database_url)
-    yield db
-    db.dispose()
 
 
 def write(db: Database, fn: Callable[[Connection], T]) -> T:

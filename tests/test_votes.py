@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dbhelpers import PG_ADMIN, postgres_database
+from dbhelpers import PG_ADMIN
 from sqlalchemy import select
 
 from pypimirror.db import Database
@@ -24,23 +24,6 @@ from pypimirror.votes import VoteRecorder, VoteStats
 
 BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 PIP_UA = 'pip/24.0 {"implementation":{"name":"CPython","version":"3.12.1"},"system":{"name":"Linux"}}'
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database: a file in tmp_path, or a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pypi-mirror.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database.open(database_url)
-    yield db
-    db.dispose()
 
 
 class Clock:

@@ -25,6 +25,7 @@ from tornado.web import Application
 from pypimirror.accesslog import AccessEntry
 from pypimirror.app import Services, make_app
 from pypimirror.config import Config, parse_config
+from pypimirror.db import Database
 from pypimirror.pagecache import PageCache
 from pypimirror.pages import (
     DistFile,
@@ -36,6 +37,7 @@ from pypimirror.pages import (
     render_root_json,
     rewrite_file_url,
 )
+from pypimirror.status import StatusReader
 from pypimirror.storage import RepoLayout, atomic_write
 
 PREFIX = "/pypi"
@@ -107,6 +109,29 @@ def access_log() -> RecordingLog:
 @pytest.fixture
 def services(votes: RecordingVotes, access_log: RecordingLog) -> Services:
     return Services(pages=PageCache(), votes=votes, access_log=access_log)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, mirror_config: Config, tmp_path: Path) -> Iterator[Database]:
+    """The mirror's database; ``"unreachable"`` (indirect parameter) for one that cannot be opened."""
+    if getattr(request, "param", "working") == "unreachable":
+        db = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
+    else:
+        mirror_config.repo_path.mkdir(parents=True, exist_ok=True)
+        db = Database.open(mirror_config.database.url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def services_with_status(
+    votes: RecordingVotes, access_log: RecordingLog, database: Database, mirror_config: Config
+) -> Services:
+    """Services with a StatusReader on a real database, for the info page, /healthz and /metrics."""
+    limits = [tier.size_limit for tier in mirror_config.cache.tiers]
+    status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
+                          repo_path=mirror_config.repo_path, max_age=0)
+    return Services(pages=PageCache(), votes=votes, access_log=access_log, status=status)
 
 
 @pytest.fixture

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from pypimirror.app import Services
-from pypimirror.config import Config
-from pypimirror.db import Database, finish_job_run, start_job_run, upsert_local_files
-from pypimirror.pagecache import PageCache
-from pypimirror.status import StatusReader
+from pypimirror.db import finish_job_run, start_job_run, upsert_local_files
 
 SCRIPT = "<script>document.title='pwned'</script>"
 
 
-@pytest.fixture
-def database(request: pytest.FixtureRequest, mirror_config: Config, tmp_path: Path) -> Iterator[Database]:
-    """The mirror's database; ``"unreachable"`` (indirect parameter) for one that cannot be opened."""
-    if getattr(request, "param", "working") == "unreachable":
-        db = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
-    else:
-        mirror_config.repo_path.mkdir(parents=True, exist_ok=True)
-        db = Database.open(mirror_config.database.url)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def services(votes, access_log, database: Database, mirror_config: Config) -> Services:
-    limits = [tier.size_limit for tier in mirror_config.cache.tiers]
-    status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
-                          repo_path=mirror_config.repo_path, max_age=0)
-    return Services(pages=PageCache(), votes=votes, access_log=access_log, status=status)
+@pytest.fixture(name="services")
+def _services(services_with_status: Services) -> Services:
+    return services_with_status
 
 
 @pytest.mark.gen_test

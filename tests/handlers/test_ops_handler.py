@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pypimirror.app import Services
-from pypimirror.config import Config
-from pypimirror.db import Database, finish_job_run, start_job_run
+from pypimirror.db import finish_job_run, start_job_run
 from pypimirror.handlers.base import NotFoundHandler, route_label
 from pypimirror.handlers.files import PackageFileHandler
 from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import MetricsHandler
 from pypimirror.handlers.simple import SimpleProjectHandler
-from pypimirror.pagecache import PageCache
-from pypimirror.status import StatusReader
 
 MISSING_FILE = f"/pypi/packages/ab/cd/{'ef' * 30}/missing-1.0-py3-none-any.whl"
 CACHED_RELPATH = f"12/34/{'56' * 30}/cached-1.0-py3-none-any.whl"
 
 
-@pytest.fixture
-def database(request: pytest.FixtureRequest, mirror_config: Config, tmp_path: Path) -> Iterator[Database]:
-    """The mirror's database; ``"unreachable"`` (indirect parameter) for one that cannot be opened."""
-    if getattr(request, "param", "working") == "unreachable":
-        db = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}")
-    else:
-        mirror_config.repo_path.mkdir(parents=True, exist_ok=True)
-        db = Database.open(mirror_config.database.url)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def services(votes, access_log, database: Database, mirror_config: Config) -> Services:
-    limits = [tier.size_limit for tier in mirror_config.cache.tiers]
-    status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
-                          repo_path=mirror_config.repo_path, max_age=0)
-    return Services(pages=PageCache(), votes=votes, access_log=access_log, status=status)
+@pytest.fixture(name="services")
+def _services(services_with_status: Services) -> Services:
+    return services_with_status
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
