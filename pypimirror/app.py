@@ -104,13 +104,14 @@ def make_app(config: Config, services: Services) -> Application:
     p = re.escape(prefix)
     layout = RepoLayout(config.repo_path)
     base = {"context": RequestContext(config.trusted_proxies, services.in_flight, config.timeouts.write)}
+    ip_modes = IPModeMatcher(config.ip_modes)  # the file handler and the info page must agree
     pages = {**base, "pages": services.pages, "files": PageFiles.of(layout)}
     files = {
         **base,
         "route_base": f"{prefix}/packages/",
         "tiers": tuple(tier.path for tier in config.cache.tiers),
         "redirect_url": config.upstream.redirect_url,
-        "ip_modes": IPModeMatcher(config.ip_modes),
+        "ip_modes": ip_modes,
         "packages_url": config.upstream.packages_url,
         "upstream": _proxy_client(config),
         "votes": services.votes,
@@ -132,7 +133,7 @@ def make_app(config: Config, services: Services) -> Application:
             **base,
             "prefix": prefix,
             "status": services.status,
-            "modes": IPModeMatcher(config.ip_modes),
+            "modes": ip_modes,
             "packages_url": config.upstream.packages_url,
             "redirect_url": config.upstream.redirect_url,
         }
