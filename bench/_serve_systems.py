@@ -19,6 +19,7 @@ __all__ = [
     "nginx_binary",
     "nginx_conf",
     "nginx_version",
+    "terminate_as_interrupt",
 ]
 
 import http.client
@@ -30,9 +31,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 logger = logging.getLogger(__name__)
 
@@ -280,3 +283,17 @@ def mirror_command(python: str, config: Path) -> list[str]:
         return [python, "-c", code, str(config)]
     reason = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
     raise ServerUnavailable(f"no 'pypimirror serve' command and no pypimirror.app.serve_forever ({reason})")
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the servers are stopped either way."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

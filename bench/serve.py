@@ -31,18 +31,16 @@ import logging
 import os
 import platform
 import shutil
-import signal
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import tornado
 
@@ -60,6 +58,7 @@ from _serve_systems import (  # noqa: E402
     nginx_binary,
     nginx_conf,
     nginx_version,
+    terminate_as_interrupt,
 )
 from _wrk import WrkResult, find_wrk, run_wrk, wrk_version  # noqa: E402
 
@@ -494,20 +493,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the servers are stopped either way."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     results = Results(notes=ensure_tools(install=not args.no_install))
@@ -518,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = describe_setup(args, wrk)
     workdir = Path(tempfile.mkdtemp(prefix="pypimirror-serve-bench-"))
     try:
-        with _terminate_as_interrupt(), Servers(workdir) as servers:
+        with terminate_as_interrupt(), Servers(workdir) as servers:
             ports = {name: free_port() for name in SYSTEMS}
             print(f"writing the test repository under {workdir} ...", file=sys.stderr)
             fx = build_fixture(workdir, port=ports[MIRROR], workers=args.workers)

@@ -26,17 +26,14 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import tornado
 import yaml
@@ -44,7 +41,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _serve_fixture import PAGE_TYPE, Fixture, build_fixture  # noqa: E402
-from _serve_systems import Server, Servers, ServerUnavailable, ensure_tools, fetch, free_port, mirror_command  # noqa: E402
+from _serve_systems import (  # noqa: E402
+    Server,
+    Servers,
+    ServerUnavailable,
+    ensure_tools,
+    fetch,
+    free_port,
+    mirror_command,
+    terminate_as_interrupt,
+)
 from _wrk import WrkResult, find_wrk, run_wrk, wrk_version  # noqa: E402
 
 TARGET = 1.6
@@ -187,20 +193,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the servers are stopped either way."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     results = Results(notes=[note for note in ensure_tools(install=not args.no_install) if "nginx" not in note])
@@ -211,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = describe_setup(args, wrk)
     workdir = Path(tempfile.mkdtemp(prefix="pypimirror-workers-bench-"))
     try:
-        with _terminate_as_interrupt(), Servers(workdir) as servers:
+        with terminate_as_interrupt(), Servers(workdir) as servers:
             ports = {system: free_port() for system in SYSTEMS}
             fx = build_fixture(workdir, port=ports[SYSTEMS[0]], workers=1)
             header[1] = header[1].replace("{size}", f"{len(fx.page_bytes):,}")
