@@ -2,7 +2,9 @@
 
 A relayed file is never held whole in memory, however large it is and however slowly the client
 reads: body pieces wait in a queue that the client's writes drain, and the upstream transfer is
-paused while more than ``high_water`` bytes wait and resumed below ``low_water`` (stack-notes §3).
+paused while more than ``high_water`` bytes wait and resumed below ``low_water`` (stack-notes §3);
+what was already on its way when the pause took effect (tornado's buffer of up to 1 MiB and
+curl's current read) still arrives, so the queue peaks a little above ``high_water``.
 The answer's head (status and headers) is known before its body, so the client can be told the
 status while the body streams. Which headers cross the proxy is decided here, by two allowlists:
 a header we do not name (``Set-Cookie``, ``Strict-Transport-Security``, ``Alt-Svc``, hop-by-hop

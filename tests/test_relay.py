@@ -161,10 +161,12 @@ async def test_a_reader_that_stops_taking_pauses_the_transfer_and_loses_nothing(
     body = relay.body()
     received = [await anext(body)]
     most_queued = 0
-    for _ in range(10):  # the reader stalls for a second; the queue must not grow past the mark
+    for _ in range(10):  # the reader stalls for a second; the queue must stop near the mark
         await asyncio.sleep(0.1)
         most_queued = max(most_queued, relay.queued_bytes)
-    assert high <= most_queued < high + MIB
+    # Past the mark come only the bytes already on their way when the pause took effect:
+    # tornado's own buffer (up to 1 MiB, delivered at once) and curl's reads in flight.
+    assert high <= most_queued < high + 2 * MIB
     received.extend([batch async for batch in body])
     assert b"".join(received) == dist.content
 
