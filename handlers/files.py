@@ -1,8 +1,9 @@
 """Package files and their ``.metadata``: ``{prefix}/packages/ab/cd/<hash>/<filename>``.
 
 The path is checked by :func:`~pypimirror.pkgpath.parse_package_path` before anything touches
-the disk (a bad one is a 404), looked up in the tiers, hottest first, without following a symlink,
-and opened with ``O_NOFOLLOW``; so no file outside the tiers is ever opened. A file we hold is
+the disk (a bad one is a 404), looked up in the tiers, hottest first, without following a symlink
+(a miss is remembered for a second, :mod:`pypimirror.tierlookup`), and opened with
+``O_NOFOLLOW``; so no file outside the tiers is ever opened. A file we hold is
 sent like a static file: ``ETag`` from mtime and size (cheap, and it changes when the file is
 replaced), ``Last-Modified``, 304, one ``Range`` (206, or 416), ``If-Range``, HEAD. Its bytes go
 out in 1 MiB chunks, each flushed before the next is read, through one reused buffer per
@@ -28,7 +29,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,8 @@ from tornado.web import HTTPError
 
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
-from pypimirror.pkgpath import PackagePath, find_in_tiers, parse_package_path
+from pypimirror.pkgpath import PackagePath, parse_package_path
+from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient
 
 from .base import CHUNK_SIZE, ClientGone, RequestContext, parse_http_date
@@ -131,7 +133,7 @@ class PackageFileHandler(ProxyingHandler):
         *,
         context: RequestContext,
         route_base: str,
-        tiers: Sequence[Path],
+        tiers: TierLookup,
         redirect_url: str,
         votes: VoteSink,
         ip_modes: IPModeMatcher,
@@ -165,7 +167,7 @@ class PackageFileHandler(ProxyingHandler):
             raise HTTPError(404) from None
 
     async def _serve(self, path: PackagePath, *, include_body: bool) -> None:
-        found = find_in_tiers(self.tiers, path)
+        found = self.tiers.find(path)
         fd = _open_regular_file(found[1]) if found is not None else None
         if fd is None:
             await self._answer_miss(path)

@@ -1,9 +1,12 @@
-"""Pre-rendered pages served from memory: one ``os.stat`` per request, no read and no hash on a hit.
+"""Pre-rendered pages served from memory: no read, no hash and (mostly) no system call on a hit.
 
 Index pages are small, hot and change only when a sync replaces them (atomically, so a new
 inode). :class:`PageCache` keeps their bytes in a least-recently-used map bounded by total bytes;
-an entry is used only while the file's (inode, mtime_ns, size) is what it was when read, so a
-replaced page is served fresh on the very next request. Each entry carries what the handlers send
+an entry is used only while the file's (inode, mtime_ns, size) is what it was when read. That is
+checked by one ``os.stat`` at most once a second per page (``revalidate_after``), as nginx's
+``open_file_cache_valid`` does: on this kind of machine a system call under load costs a few per
+cent of a whole page request (``bench/serve.py``), and a replaced page is served at most a
+second late, a delay no client of an index synced every few minutes can tell. Each entry carries what the handlers send
 with it, computed once per load: an ETag built from mtime and size (never from the content), the
 modification time, the page's serial, and its gzip encoding, compressed lazily on first demand.
 Reads and compression of large bodies run in a worker thread, never on the IOLoop.
@@ -14,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "BLOCKING_LIMIT",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_REVALIDATE_AFTER_S",
     "CachedPage",
     "PageCache",
     "PageCacheStats",
@@ -29,6 +33,7 @@ import gzip
 import logging
 import os
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: The default bound of the cache: the bodies (plain and gzip) of every entry together.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: How long a page is served from memory before its file is looked at again, in seconds.
+DEFAULT_REVALIDATE_AFTER_S = 1.0
 #: Bodies larger than this are read and compressed in a worker thread rather than on the IOLoop.
 BLOCKING_LIMIT = 256 * 1024
 # Fast to compress and within a few percent of level 9 on index pages.
@@ -79,7 +86,8 @@ def read_json_api_serial(body: bytes) -> int | None:
 
 @dataclass(eq=False, slots=True)
 class CachedPage:
-    """One page file as read from disk, with what a response needs; immutable once built.
+    """One page file as read from disk, with what a response needs; only its gzip encoding and
+    the time of its next check change once built.
 
     ``etag`` is a strong validator of these exact bytes (mtime and size in hex); the gzip
     encoding, a different representation, gets ``gzip_etag``. ``mtime`` is in seconds and
@@ -94,6 +102,7 @@ class CachedPage:
     last_serial: int | None
     key: tuple[int, int, int]  # (inode, mtime_ns, size): the file this was read from
     gzipped: bytes | None = None
+    valid_until: float = 0.0  # the cache's clock: until then served without looking at the file
 
     @property
     def gzip_etag(self) -> str:
@@ -116,11 +125,20 @@ class PageCache:
     """Page files by path, validated by one ``os.stat`` per lookup, bounded by ``max_bytes``.
 
     Meant for the IOLoop thread only (no locks). A page larger than ``max_bytes`` is served but
-    not kept. Paths must already be safe: the cache reads whatever it is given.
+    not kept. Paths must already be safe: the cache reads whatever it is given. A page found
+    current is not checked again for ``revalidate_after`` seconds (0: checked on every lookup).
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        revalidate_after: float = DEFAULT_REVALIDATE_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_bytes = max_bytes
+        self._revalidate_after = revalidate_after
+        self._clock = clock
         self._entries: OrderedDict[str, CachedPage] = OrderedDict()
         self._bytes = 0
         self._hits = self._misses = self._evictions = 0
@@ -131,24 +149,32 @@ class PageCache:
         ``read_serial`` extracts the page's serial when the file is (re)loaded.
         """
         path = os.fspath(file)
+        now = self._clock()
+        entry = self._entries.get(path)
+        if entry is not None and now < entry.valid_until:
+            return self._hit(entry)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             self._forget(path)
             return None
-        entry = self._entries.get(path)
         if entry is not None and entry.key == _key_of(st):
-            self._hits += 1
-            self._entries.move_to_end(path)
-            return entry
+            entry.valid_until = now + self._revalidate_after
+            return self._hit(entry)
         self._misses += 1
         self._forget(path)
         try:
             page = await _off_loop_if(st.st_size > BLOCKING_LIMIT, _load, path, read_serial)
         except (FileNotFoundError, NotADirectoryError):
             return None  # replaced by a removal between the stat and the open
+        page.valid_until = now + self._revalidate_after
         self._store(path, page)
         return page
+
+    def _hit(self, entry: CachedPage) -> CachedPage:
+        self._hits += 1
+        self._entries.move_to_end(entry.path)
+        return entry
 
     async def get_precompressed(self, path: PagePath, compressed_path: PagePath) -> CachedPage | None:
         """The pre-compressed sibling of ``path``, if it exists and is not older than ``path``.

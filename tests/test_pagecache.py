@@ -90,10 +90,28 @@ async def test_hit_reads_nothing_and_returns_the_same_page(tmp_path: Path, opene
 
 
 @pytest.mark.gen_test
+async def test_a_page_is_looked_at_again_only_after_revalidate_after(tmp_path: Path):
+    path = tmp_path / "page"
+    atomic_write(path, b"old")
+    now = [100.0]
+    cache = PageCache(revalidate_after=1.0, clock=lambda: now[0])
+    assert (await cache.get(path)).body == b"old"
+    atomic_write(path, b"new!")
+    now[0] += 0.9
+    assert (await cache.get(path)).body == b"old"  # within the second: served without a stat
+    now[0] += 0.1
+    assert (await cache.get(path)).body == b"new!"
+    now[0] += 1.0
+    path.unlink()
+    assert await cache.get(path) is None
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.entries) == (1, 2, 0)
+
+
+@pytest.mark.gen_test
 async def test_replaced_or_removed_file_is_never_served_stale(tmp_path: Path):
     path = tmp_path / "page"
     atomic_write(path, b"old")
-    cache = PageCache()
+    cache = PageCache(revalidate_after=0)
     old = await cache.get(path)
     atomic_write(path, b"new")  # same size: the new inode tells them apart
     os.utime(path, ns=(old.key[1], old.key[1]))
@@ -151,7 +169,7 @@ async def test_precompressed_sibling_is_used_only_when_not_older(tmp_path: Path,
     page, sibling = tmp_path / "index.v1_json", tmp_path / "index.v1_json.gz"
     atomic_write(page, b"{}")
     atomic_write(sibling, gzip.compress(b"{}"))
-    cache = PageCache()
+    cache = PageCache(revalidate_after=0)
     found = await cache.get_precompressed(page, sibling)
     assert found is not None and gzip.decompress(found.body) == b"{}"
     assert str(page) not in opened  # the plain page is only stat-ed

@@ -106,9 +106,15 @@ def access_log() -> RecordingLog:
     return RecordingLog()
 
 
+def fresh_pages() -> PageCache:
+    """A page cache that looks at the file on every request, so a test sees a page it just rewrote
+    (the one-second revalidation is covered by tests/test_pagecache.py)."""
+    return PageCache(revalidate_after=0)
+
+
 @pytest.fixture
 def services(votes: RecordingVotes, access_log: RecordingLog) -> Services:
-    return Services(pages=PageCache(), votes=votes, access_log=access_log)
+    return Services(pages=fresh_pages(), votes=votes, access_log=access_log)
 
 
 @pytest.fixture
@@ -131,7 +137,7 @@ def services_with_status(
     limits = [tier.size_limit for tier in mirror_config.cache.tiers]
     status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
                           repo_path=mirror_config.repo_path, max_age=0)
-    return Services(pages=PageCache(), votes=votes, access_log=access_log, status=status)
+    return Services(pages=fresh_pages(), votes=votes, access_log=access_log, status=status)
 
 
 @pytest.fixture
