@@ -178,7 +178,12 @@ def test_a_killed_lease_holder_is_taken_over_and_the_next_run_proceeds(fake_inde
     once = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                             stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: f"/{once.pid}/index_sync" in (lease_holder(tmp_path) or ""), what="the sync's lease")
+        # The lease is taken first and the run recorded just after: kill it once both are stored.
+        wait_until(
+            lambda: f"/{once.pid}/index_sync" in (lease_holder(tmp_path) or "")
+            and any(run.job == "index_sync" for run in read_db_when_ready(tmp_path)[0]),
+            what="the sync's lease and its run",
+        )
     finally:
         once.kill()
         once.wait()
