@@ -34,7 +34,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -240,6 +240,19 @@ class BaseHandler(RequestHandler):
                 await self.flush_or_abort()
                 start += CHUNK_SIZE
             await self._written_or_abort(self.finish(body[start:]))
+        except ClientGone:
+            return
+
+    def finish_in_time(self, body: bytes) -> Awaitable[None] | None:
+        """Finish with ``body`` (one chunk at most), without a coroutine when the kernel takes it
+        all at once, the usual case; otherwise an awaitable that ends when the client has taken
+        it, or when it took nothing for ``timeouts.write`` (then the connection is closed)."""
+        written = self.finish(body)
+        return None if written.done() else self._finish_writing(written)
+
+    async def _finish_writing(self, written: asyncio.Future[None]) -> None:
+        try:
+            await self._written_or_abort(written)
         except ClientGone:
             return
 

@@ -12,6 +12,7 @@ __all__ = ["CachedPageHandler", "PageFiles", "Representation", "accepts_gzip"]
 
 import functools
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from packaging.utils import NormalizedName
@@ -19,7 +20,7 @@ from packaging.utils import NormalizedName
 from pypimirror.pagecache import CachedPage, PageCache
 from pypimirror.storage import RepoLayout
 
-from .base import BaseHandler, RequestContext
+from .base import CHUNK_SIZE, BaseHandler, RequestContext
 
 logger = logging.getLogger(__name__)
 
@@ -105,15 +106,16 @@ class Representation:
     mtime: float
     last_modified: str
     gzip: bool
+    serial: int | None  # sent as X-PyPI-Last-Serial when known
 
     @classmethod
     def identity(cls, page: CachedPage) -> Representation:
-        return cls(page.body, page.etag, page.mtime, page.last_modified, gzip=False)
+        return cls(page.body, page.etag, page.mtime, page.last_modified, gzip=False, serial=page.last_serial)
 
     @classmethod
     def compressed(cls, page: CachedPage, body: bytes) -> Representation:
         """``body`` as the gzip encoding of ``page`` (or ``page`` itself a ``.gz`` file)."""
-        return cls(body, page.gzip_etag, page.mtime, page.last_modified, gzip=True)
+        return cls(body, page.gzip_etag, page.mtime, page.last_modified, gzip=True, serial=page.last_serial)
 
 
 class CachedPageHandler(BaseHandler):
@@ -133,23 +135,38 @@ class CachedPageHandler(BaseHandler):
             return Representation.compressed(page, await self.pages.gzipped(page))
         return Representation.identity(page)
 
-    async def send_page(
-        self, rep: Representation, *, content_type: str, serial: int | None, include_body: bool
-    ) -> None:
-        """Answer 200 (or 304 if the client's copy is current) with ``rep``."""
+    def representation_now(self, page: CachedPage) -> Representation | None:
+        """:meth:`encode` without waiting: None if the client takes gzip and ``page`` has not
+        been compressed yet."""
+        if not self.wants_gzip():
+            return Representation.identity(page)
+        return Representation.compressed(page, page.gzipped) if page.gzipped is not None else None
+
+    def fresh_representation(self, path: str) -> Representation | None:
+        """The hot path: the page at ``path`` as the client takes it, if memory holds it in that
+        encoding and it was found current within the last second; no system call, nothing
+        awaited. None: load it with :meth:`~pypimirror.pagecache.PageCache.get` and :meth:`encode`."""
+        page = self.pages.get_fresh(path)
+        return self.representation_now(page) if page is not None else None
+
+    def send_page(self, rep: Representation, *, content_type: str, include_body: bool) -> Awaitable[None] | None:
+        """Answer 200 (or 304 if the client's copy is current) with ``rep``; an awaitable only
+        while the body is still being written (a slow client, or a body over one chunk)."""
         self.set_header("Content-Type", content_type)
         self.set_header("ETag", rep.etag)
         self.set_header("Last-Modified", rep.last_modified)
-        if serial is not None:
-            self.set_header("X-PyPI-Last-Serial", str(serial))
+        if rep.serial is not None:
+            self.set_header("X-PyPI-Last-Serial", str(rep.serial))
         if rep.gzip:
             self.set_header("Content-Encoding", "gzip")
         if self.is_not_modified(rep.mtime):
             self.set_status(304)
             self.finish()
-            return
+            return None
         self.set_header("Content-Length", str(len(rep.body)))
-        if include_body:
-            await self.send_body(rep.body)
-        else:
+        if not include_body:
             self.finish()
+            return None
+        if len(rep.body) > CHUNK_SIZE:
+            return self.send_body(rep.body)
+        return self.finish_in_time(rep.body)

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,14 +149,14 @@ class PackageFileHandler(ProxyingHandler):
         self.packages_url = packages_url
         self.upstream = upstream
 
-    async def get(self) -> None:
+    def get(self) -> Awaitable[None] | None:
         path = self._package_path()
         if not path.is_metadata:
             self.votes.offer(path.relpath, self.client.network, self.request.headers.get("User-Agent"))
-        await self._serve(path, include_body=True)
+        return self._serve(path, include_body=True)
 
-    async def head(self) -> None:
-        await self._serve(self._package_path(), include_body=False)
+    def head(self) -> Awaitable[None] | None:
+        return self._serve(self._package_path(), include_body=False)
 
     def _package_path(self) -> PackagePath:
         try:
@@ -166,24 +166,27 @@ class PackageFileHandler(ProxyingHandler):
             logger.debug("refused package path: %s", exc)
             raise HTTPError(404) from None
 
-    async def _serve(self, path: PackagePath, *, include_body: bool) -> None:
+    def _serve(self, path: PackagePath, *, include_body: bool) -> Awaitable[None] | None:
+        """A 302 is answered at once (no coroutine, the common miss); an awaitable means more to do."""
         found = self.tiers.find(path)
         fd = _open_regular_file(found[1]) if found is not None else None
         if fd is None:
-            await self._answer_miss(path)
-            return
-        try:
-            await self._send_file(fd, path.filename, include_body=include_body)
-        finally:
-            os.close(fd)
+            return self._answer_miss(path)
+        return self._send_and_close(fd, path.filename, include_body=include_body)
 
-    async def _answer_miss(self, path: PackagePath) -> None:
+    def _answer_miss(self, path: PackagePath) -> Awaitable[None] | None:
         """The one place that answers for a file we do not hold: proxy or 302, per client network."""
         relpath = path.relpath if _IS_URL_SAFE(path.relpath) else quote(path.relpath, safe=_PATH_SAFE)
         if self.ip_modes.mode_for(self.client.ip) == "proxy":
-            await self.relay_from_upstream(self.upstream, f"{self.packages_url}/{relpath}")
-        else:
-            self.redirect(f"{self.redirect_url}/{relpath}", status=302)  # the query is dropped
+            return self.relay_from_upstream(self.upstream, f"{self.packages_url}/{relpath}")
+        self.redirect(f"{self.redirect_url}/{relpath}", status=302)  # the query is dropped
+        return None
+
+    async def _send_and_close(self, fd: int, filename: str, *, include_body: bool) -> None:
+        try:
+            await self._send_file(fd, filename, include_body=include_body)
+        finally:
+            os.close(fd)
 
     async def _send_file(self, fd: int, filename: str, *, include_body: bool) -> None:
         st = os.fstat(fd)  # of the open file: what we send is what the validators describe

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = ["JsonApiHandler"]
 
 import logging
+from collections.abc import Awaitable
 
 from packaging.utils import InvalidName, canonicalize_name
 from tornado.web import HTTPError
@@ -39,22 +40,31 @@ class JsonApiHandler(CachedPageHandler):
         super().set_default_headers()
         self.set_header("Vary", "Accept-Encoding")
 
-    async def get(self, name: str) -> None:
-        await self._serve(name, include_body=True)
+    def get(self, name: str) -> Awaitable[None] | None:
+        return self._serve(name, include_body=True)
 
-    async def head(self, name: str) -> None:
-        await self._serve(name, include_body=False)
+    def head(self, name: str) -> Awaitable[None] | None:
+        return self._serve(name, include_body=False)
 
-    async def _serve(self, name: str, *, include_body: bool) -> None:
+    def _serve(self, name: str, *, include_body: bool) -> Awaitable[None] | None:
+        """A document memory holds is answered at once (no coroutine); an awaitable means more to do."""
         try:
             normalized = canonicalize_name(name, validate=True)
         except InvalidName:
             raise HTTPError(404) from None
         if normalized != name:
             self.redirect_to(self.canonical_url.format(name=normalized), 301)
-            return
-        page = await self.pages.get(self.files.json_document(normalized), read_json_api_serial)
+            return None
+        path = self.files.json_document(normalized)
+        rep = self.fresh_representation(path)
+        if rep is None:
+            return self._load_and_send(path, include_body=include_body)
+        return self.send_page(rep, content_type=_CONTENT_TYPE, include_body=include_body)
+
+    async def _load_and_send(self, path: str, *, include_body: bool) -> None:
+        page = await self.pages.get(path, read_json_api_serial)
         if page is None:
             raise HTTPError(404)
-        rep = await self.encode(page)
-        await self.send_page(rep, content_type=_CONTENT_TYPE, serial=page.last_serial, include_body=include_body)
+        sending = self.send_page(await self.encode(page), content_type=_CONTENT_TYPE, include_body=include_body)
+        if sending is not None:
+            await sending

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 __all__ = ["SimpleProjectHandler", "SimpleRootHandler"]
 
+import functools
 import logging
+from collections.abc import Awaitable
 
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 from tornado.web import HTTPError
@@ -67,7 +69,9 @@ class SimpleRootHandler(_SimpleHandler):
     async def _serve(self, *, include_body: bool) -> None:
         variant = self.negotiate()
         rep = await self._representation(variant)
-        await self.send_page(rep, content_type=variant.content_type, serial=None, include_body=include_body)
+        sending = self.send_page(rep, content_type=variant.content_type, include_body=include_body)
+        if sending is not None:
+            await sending
 
     async def _representation(self, variant: PageVariant) -> Representation:
         path = self.files.root_page(variant.value)
@@ -88,27 +92,40 @@ class SimpleProjectHandler(_SimpleHandler):
         self.init_pages(context, pages, files)
         self.prefix = prefix
 
-    async def get(self, name: str, slash: str) -> None:
-        await self._serve(name, slash, include_body=True)
+    def get(self, name: str, slash: str) -> Awaitable[None] | None:
+        return self._serve(name, slash, include_body=True)
 
-    async def head(self, name: str, slash: str) -> None:
-        await self._serve(name, slash, include_body=False)
+    def head(self, name: str, slash: str) -> Awaitable[None] | None:
+        return self._serve(name, slash, include_body=False)
 
-    async def _serve(self, name: str, slash: str, *, include_body: bool) -> None:
+    def _serve(self, name: str, slash: str, *, include_body: bool) -> Awaitable[None] | None:
+        """A page memory holds is answered at once (no coroutine); an awaitable means more to do."""
         normalized = _normalized(name)
         if normalized != name or not slash:
             self.redirect_to(f"{self.prefix}/simple/{normalized}/", 301)
-            return
+            return None
         variant = self.negotiate()
-        page = await self.pages.get(self.files.project_page(normalized, variant.value), _SERIAL_READERS[variant])
+        path = self.files.project_page(normalized, variant.value)
+        rep = self.fresh_representation(path)
+        if rep is None:
+            return self._load_and_send(path, variant, include_body=include_body)
+        return self.send_page(rep, content_type=variant.content_type, include_body=include_body)
+
+    async def _load_and_send(self, path: str, variant: PageVariant, *, include_body: bool) -> None:
+        page = await self.pages.get(path, _SERIAL_READERS[variant])
         if page is None:
             raise HTTPError(404)
-        rep = await self.encode(page)
-        await self.send_page(rep, content_type=variant.content_type, serial=page.last_serial, include_body=include_body)
+        sending = self.send_page(await self.encode(page), content_type=variant.content_type, include_body=include_body)
+        if sending is not None:
+            await sending
 
 
+@functools.lru_cache(maxsize=4096)
 def _normalized(name: str) -> NormalizedName:
-    """The normalized form of a valid project name; anything else (``..``, ``%2F``, ``ä``) is a 404."""
+    """The normalized form of a valid project name; anything else (``..``, ``%2F``, ``ä``) is a 404.
+
+    Cached: the same few hot names come again and again (a refused one raises, so is not kept).
+    """
     try:
         return canonicalize_name(name, validate=True)
     except InvalidName:

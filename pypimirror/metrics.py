@@ -4,11 +4,10 @@ Nothing else touches prometheus-client. What moves per request goes through
 :meth:`Metrics.observe_request` (the access-log hook calls it once per finished request) and
 :meth:`Metrics.observe_upstream_error` (proxy mode); the vote recorder and the page cache keep
 their own counters, which :meth:`Metrics.refresh` copies in (the server does so every second).
-Request counts are plain integers until the end of the IOLoop turn that finished them (a
-prometheus-client ``inc`` costs ~1 µs, ~5 µs in multiprocess mode, and a request made up to
-four; under load one turn finishes several requests): so a worker's counts reach the shared
-files just after its responses were written, as before, and :meth:`Metrics.render` also
-flushes its own process first.
+Request counts are plain integers until the next :meth:`Metrics.refresh` (a prometheus-client
+``inc`` costs ~1 µs, ~5 µs in multiprocess mode, and a request made up to four): so a worker's
+counts reach the shared files at most a second late, far within any scrape interval, and
+:meth:`Metrics.render` flushes its own process first.
 Job history and cache fill are the database's, the same for every process: they are read at
 scrape time and rendered from a :class:`~pypimirror.status.MirrorStatus`.
 
@@ -30,7 +29,6 @@ __all__ = [
     "mark_process_dead",
 ]
 
-import asyncio
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -146,7 +144,6 @@ class Metrics:
         # Not yet in the counters: [responses, body bytes] per (route, status) and per kind.
         self._pending_requests: dict[tuple[str, int], list[int]] = {}
         self._pending_kinds: dict[ServedKind, list[int]] = {}
-        self._flush_scheduled = False
         self._last_votes: VoteStats | None = None
         self._last_pages: PageCacheStats | None = None
 
@@ -155,15 +152,9 @@ class Metrics:
 
         ``route`` names the handler (a handful of fixed names, never a path), ``body_bytes`` is
         what was sent after the headers, and ``kind`` says how a package file was answered
-        (None for every other request). It reaches the exported counters at the end of this
-        IOLoop turn (with no loop running: at the next :meth:`refresh` or :meth:`render`).
+        (None for every other request). It reaches the exported counters at the next
+        :meth:`refresh` or :meth:`render`.
         """
-        if not self._flush_scheduled:
-            try:
-                asyncio.get_running_loop().call_soon(self._flush_requests)
-                self._flush_scheduled = True
-            except RuntimeError:
-                pass  # no loop (a script, a test): refresh() and render() flush
         pending = self._pending_requests.get((route, status))
         if pending is None:
             self._pending_requests[(route, status)] = [1, body_bytes]
@@ -180,7 +171,6 @@ class Metrics:
 
     def _flush_requests(self) -> None:
         """Add the request counts kept since the last flush to the exported counters."""
-        self._flush_scheduled = False
         requests, self._pending_requests = self._pending_requests, {}
         kinds, self._pending_kinds = self._pending_kinds, {}
         for (route, status), (count, body_bytes) in requests.items():

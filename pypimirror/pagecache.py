@@ -148,11 +148,12 @@ class PageCache:
 
         ``read_serial`` extracts the page's serial when the file is (re)loaded.
         """
+        fresh = self.get_fresh(file)
+        if fresh is not None:
+            return fresh
         path = os.fspath(file)
         now = self._clock()
         entry = self._entries.get(path)
-        if entry is not None and now < entry.valid_until:
-            return self._hit(entry)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -170,6 +171,14 @@ class PageCache:
         page.valid_until = now + self._revalidate_after
         self._store(path, page)
         return page
+
+    def get_fresh(self, file: PagePath) -> CachedPage | None:
+        """The page at ``file`` if memory holds it and it was found current less than
+        ``revalidate_after`` ago; no system call, nothing awaited. None: ask :meth:`get`."""
+        entry = self._entries.get(os.fspath(file))
+        if entry is None or self._clock() >= entry.valid_until:
+            return None
+        return self._hit(entry)
 
     def _hit(self, entry: CachedPage) -> CachedPage:
         self._hits += 1

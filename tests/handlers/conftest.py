@@ -26,7 +26,7 @@ from pypimirror.accesslog import AccessEntry
 from pypimirror.app import Services, make_app
 from pypimirror.config import Config, parse_config
 from pypimirror.db import Database
-from pypimirror.pagecache import PageCache
+from pypimirror.pagecache import DEFAULT_REVALIDATE_AFTER_S, PageCache
 from pypimirror.pages import (
     DistFile,
     ProjectPage,
@@ -106,15 +106,17 @@ def access_log() -> RecordingLog:
     return RecordingLog()
 
 
-def fresh_pages() -> PageCache:
-    """A page cache that looks at the file on every request, so a test sees a page it just rewrote
-    (the one-second revalidation is covered by tests/test_pagecache.py)."""
-    return PageCache(revalidate_after=0)
+@pytest.fixture
+def pages(request: pytest.FixtureRequest) -> PageCache:
+    """The page cache, revalidating once a second as served; a test that rewrites a page and
+    must see it at once asks for ``revalidate_after`` 0 with
+    ``@pytest.mark.parametrize("pages", [0], indirect=True)``."""
+    return PageCache(revalidate_after=getattr(request, "param", DEFAULT_REVALIDATE_AFTER_S))
 
 
 @pytest.fixture
-def services(votes: RecordingVotes, access_log: RecordingLog) -> Services:
-    return Services(pages=fresh_pages(), votes=votes, access_log=access_log)
+def services(pages: PageCache, votes: RecordingVotes, access_log: RecordingLog) -> Services:
+    return Services(pages=pages, votes=votes, access_log=access_log)
 
 
 @pytest.fixture
@@ -131,13 +133,13 @@ def database(request: pytest.FixtureRequest, mirror_config: Config, tmp_path: Pa
 
 @pytest.fixture
 def services_with_status(
-    votes: RecordingVotes, access_log: RecordingLog, database: Database, mirror_config: Config
+    pages: PageCache, votes: RecordingVotes, access_log: RecordingLog, database: Database, mirror_config: Config
 ) -> Services:
     """Services with a StatusReader on a real database, for the info page, /healthz and /metrics."""
     limits = [tier.size_limit for tier in mirror_config.cache.tiers]
     status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
                           repo_path=mirror_config.repo_path, max_age=0)
-    return Services(pages=fresh_pages(), votes=votes, access_log=access_log, status=status)
+    return Services(pages=pages, votes=votes, access_log=access_log, status=status)
 
 
 @pytest.fixture

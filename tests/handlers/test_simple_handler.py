@@ -177,7 +177,8 @@ async def test_root_page_without_a_current_sibling_is_sent_uncompressed(fetch, w
 
 
 @pytest.mark.gen_test
-async def test_replaced_page_is_served_fresh_with_a_new_etag(fetch, demo, make_page, write_project):
+@pytest.mark.parametrize("pages", [0], indirect=True)
+async def test_replaced_page_is_served_fresh_with_a_new_etag(fetch, demo, make_page, write_project, pages):
     before = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON})
     write_project(make_page("demo", serial=43))
     after = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON})
@@ -185,6 +186,21 @@ async def test_replaced_page_is_served_fresh_with_a_new_etag(fetch, demo, make_p
     assert json.loads(after.body)["meta"]["_last-serial"] == 43
     assert after.headers["X-PyPI-Last-Serial"] == "43"
     assert after.headers["ETag"] != before.headers["ETag"]
+
+
+@pytest.mark.gen_test
+async def test_a_page_held_in_memory_is_served_from_it_then_revalidated(
+    fetch, demo, make_page, write_project, pages, monkeypatch
+):
+    first = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON})
+    write_project(make_page("demo", serial=43))
+    second = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON, "Accept-Encoding": "gzip"})
+    third = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON, "Accept-Encoding": "gzip"})
+    assert first.body == gzip.decompress(second.body) == gzip.decompress(third.body)  # within the second: from memory
+    assert (second.headers["X-PyPI-Last-Serial"], third.headers["Content-Encoding"]) == ("42", "gzip")
+    monkeypatch.setattr(pages, "_clock", lambda: time.monotonic() + 1.0)  # a second later: looked at again
+    later = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON})
+    assert json.loads(later.body)["meta"]["_last-serial"] == 43
 
 
 @pytest.mark.parametrize(
