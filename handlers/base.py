@@ -142,9 +142,12 @@ class BaseHandler(RequestHandler):
     proxied: bool = False  # True when the body came from the upstream (proxy mode)
 
     def init_base(self, context: RequestContext) -> None:
+        """Called by each handler's ``initialize``: the request counts as in flight from here
+        (no ``prepare`` hook needed) until :meth:`finish` has written its last byte."""
         self._context = context
-        self._tracked = False
         self._client: Client | None = None
+        context.in_flight.enter()
+        self._tracked = True
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
@@ -153,14 +156,9 @@ class BaseHandler(RequestHandler):
         super().clear()
         self._body_bytes = 0
 
-    def prepare(self) -> None:
-        self._context.in_flight.enter()
-        self._tracked = True
-        _ = self.client
-
     @property
     def client(self) -> Client:
-        """Who sent the request, resolved on first use (in :meth:`prepare`) and then kept.
+        """Who sent the request, resolved on first use and then kept.
 
         Without trusted proxies the forwarding headers cannot matter, so they are not even read.
         """
@@ -327,7 +325,6 @@ class NotFoundHandler(BaseHandler):
         self.init_base(context)
 
     def prepare(self) -> None:
-        super().prepare()
         raise HTTPError(404)
 
 

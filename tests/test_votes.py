@@ -163,6 +163,7 @@ def test_votes_are_stamped_when_offered_not_when_written(database: Database) -> 
         "Mozilla/5.0 (compatible; BINGBOT/2.0)",
         "yandexbot",
         "Baiduspider-render/2.0",
+        "x" * 600 + " Googlebot/2.1",  # too long to be cached: checked directly
     ],
 )
 def test_bot_user_agents_are_not_queued_in_any_case(tmp_path: Path, user_agent: str) -> None:
