@@ -285,7 +285,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="serve.workers (default 2, as serve.py)")
     parser.add_argument("--queue-size", type=int, default=1000, help="votes.queue_size (default: the config default)")
-    parser.add_argument("--serve-302-rps", type=float, default=4732.0,
+    parser.add_argument("--serve-302-rps", type=float, default=4859.0,
                         help="the serve benchmark's 302 rate to sustain (default: docs/performance.md, 2 workers)")
     parser.add_argument("--writer-seconds", type=float, default=5.0, help="seconds per stage-2 rate (default 5)")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
