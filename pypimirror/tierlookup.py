@@ -2,8 +2,8 @@
 
 Most package-file requests of a partial mirror are misses, and the same few misses repeat: a
 new release that every CI job of a farm fetches before the cache job has picked it up. Each
-miss costs one ``lstat`` per tier, and on this kind of machine a system call under load is a
-tenth of a whole 302 (``bench/serve.py``). :class:`TierLookup` remembers a miss for
+miss costs one ``lstat`` per tier, and on this kind of machine one system call under load is
+about 5 % of a whole 302 (``docs/performance.md``, Serve). :class:`TierLookup` remembers a miss for
 ``miss_ttl`` (one second by default) and answers a repeat from memory, as nginx's
 ``open_file_cache_errors`` does. A file placed in a tier meanwhile is served from it at most
 ``miss_ttl`` later; until then the client is redirected, which is a correct answer too. Hits
