@@ -19,6 +19,7 @@ __all__ = [
     "nginx_binary",
     "nginx_conf",
     "nginx_version",
+    "pinned_to",
     "terminate_as_interrupt",
 ]
 
@@ -31,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,13 @@ http {{
     }}
 }}
 """
+
+
+def pinned_to(cpus: Iterable[int]) -> list[str]:
+    """A command prefix that runs what follows on ``cpus`` only (its children inherit the pin)."""
+    listed = ",".join(str(cpu) for cpu in cpus)
+    shim = "import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); os.execvp(sys.argv[2], sys.argv[2:])"
+    return [sys.executable, "-c", shim, listed]
 
 
 def mirror_command(python: str, config: Path) -> list[str]:

@@ -16,7 +16,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +78,16 @@ def run_wrk(
     duration_s: int,
     threads: int = 2,
     headers: Mapping[str, str] | None = None,
+    pin: Sequence[str] = (),
 ) -> WrkResult:
-    """Load ``url`` for ``duration_s`` seconds and return the totals; raises RuntimeError if wrk fails."""
+    """Load ``url`` for ``duration_s`` seconds and return the totals; raises RuntimeError if wrk fails.
+
+    ``pin`` prefixes the command (a CPU pin, as :func:`_serve_systems.pinned_to` makes)."""
     with tempfile.TemporaryDirectory(prefix="pypimirror-wrk-") as scratch:
         hook = Path(scratch) / "done.lua"
         hook.write_text(_DONE_HOOK)
         argv = [
+            *pin,
             wrk,
             f"-t{min(threads, connections)}",
             f"-c{connections}",

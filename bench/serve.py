@@ -212,7 +212,7 @@ def start_servers(
         MIRROR: lambda: servers.start(
             MIRROR, mirror_command(sys.executable, fx.config), ports[MIRROR], fx.page_url
         ),
-        BARE: lambda: _start_bare(servers, fx, ports[BARE], workers),
+        BARE: lambda: start_bare(servers, fx, ports[BARE], workers),
         NGINX: lambda: _start_nginx(servers, fx, ports[NGINX]),
     }
     for name, starter in starters.items():
@@ -224,7 +224,8 @@ def start_servers(
     return started
 
 
-def _start_bare(servers: Servers, fx: Fixture, port: int, workers: int) -> Server:
+def start_bare(servers: Servers, fx: Fixture, port: int, workers: int, *, pin: Sequence[str] = ()) -> Server:
+    """The bare Tornado server over the fixture's bytes; ``pin`` prefixes its command (a CPU pin)."""
     spec = {
         "port": port,
         "workers": workers,
@@ -239,7 +240,7 @@ def _start_bare(servers: Servers, fx: Fixture, port: int, workers: int) -> Serve
     }
     spec_path = servers.workdir / "bare.json"
     spec_path.write_text(json.dumps(spec))
-    return servers.start(BARE, [sys.executable, str(_BARE_SCRIPT), str(spec_path)], port, fx.page_url)
+    return servers.start(BARE, [*pin, sys.executable, str(_BARE_SCRIPT), str(spec_path)], port, fx.page_url)
 
 
 def _start_nginx(servers: Servers, fx: Fixture, port: int) -> Server:

@@ -119,12 +119,13 @@ def make_app(config: Config, services: Services) -> Application:
         "votes": services.votes,
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
+    # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
+        (rf"{p}/packages/.*", PackageFileHandler, files),
+        (rf"{p}/simple/([^/]+)(/?)", SimpleProjectHandler, {**pages, "prefix": prefix}),
         (rf"{p}/simple", SlashRedirectHandler, {**base, "target": f"{prefix}/simple/"}),
         (rf"{p}/simple/", SimpleRootHandler, pages),
-        (rf"{p}/simple/([^/]+)(/?)", SimpleProjectHandler, {**pages, "prefix": prefix}),
         (rf"{p}/packages", SlashRedirectHandler, {**base, "target": f"{prefix}/packages/"}),
-        (rf"{p}/packages/.*", PackageFileHandler, files),
         (rf"{p}/web", SlashRedirectHandler, {**base, "target": f"{prefix}/web/"}),
         (rf"{p}/web/.*", WebRedirectHandler, {**web, "route_base": f"{prefix}/web/"}),
         (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/pypi/{name}/json"}),

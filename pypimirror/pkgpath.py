@@ -23,8 +23,8 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from pypimirror.errors import UnsafePathError
@@ -59,9 +59,12 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
-@dataclass(frozen=True, slots=True)
-class PackagePath:
-    """A checked package file path, in its decoded form (as on disk and as the database key)."""
+class PackagePath(NamedTuple):
+    """A checked package file path, in its decoded form (as on disk and as the database key).
+
+    A named tuple rather than a frozen dataclass: one is built per package-file request, and
+    a tuple is built in a third of the time.
+    """
 
     relpath: str
     filename: str
