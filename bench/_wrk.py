@@ -79,13 +79,17 @@ def run_wrk(
     threads: int = 2,
     headers: Mapping[str, str] | None = None,
     pin: Sequence[str] = (),
+    script: str = "",
+    script_args: Sequence[str] = (),
 ) -> WrkResult:
     """Load ``url`` for ``duration_s`` seconds and return the totals; raises RuntimeError if wrk fails.
 
-    ``pin`` prefixes the command (a CPU pin, as :func:`_serve_systems.pinned_to` makes)."""
+    ``pin`` prefixes the command (a CPU pin, as :func:`_serve_systems.pinned_to` makes).
+    ``script`` is Lua run before the totals hook (``request()``, ``init(args)``, ...), and
+    ``script_args`` reach its ``init``."""
     with tempfile.TemporaryDirectory(prefix="pypimirror-wrk-") as scratch:
-        hook = Path(scratch) / "done.lua"
-        hook.write_text(_DONE_HOOK)
+        hook = Path(scratch) / "script.lua"
+        hook.write_text(script + _DONE_HOOK)
         argv = [
             *pin,
             wrk,
@@ -100,6 +104,8 @@ def run_wrk(
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]
         argv.append(url)
+        if script_args:
+            argv += ["--", *script_args]
         done = subprocess.run(
             argv, capture_output=True, text=True, check=False, timeout=duration_s + _GRACE_S
         )

@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _serve_systems import Servers, fetch, free_port, mirror_command
-from _wrk import _DONE_HOOK, WrkResult, _parse_output, find_wrk, wrk_version
+from _wrk import find_wrk, run_wrk, wrk_version
 
 from pypimirror.config import VotesConfig
 from pypimirror.db import Database
@@ -107,16 +106,7 @@ def miss_paths(count: int) -> list[str]:
 
 def request_script(paths: Sequence[str]) -> str:
     listed = ",".join(json.dumps(path) for path in paths)
-    return _REQUEST_SCRIPT % {"paths": listed} + _DONE_HOOK
-
-
-def run_wrk_script(wrk: str, url: str, script: Path, *, connections: int, threads: int, duration_s: int) -> WrkResult:
-    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "30s", "-s", str(script), url,
-            "--", str(threads)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=duration_s + 60)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr.strip()}")
-    return _parse_output(done.stdout, url)
+    return _REQUEST_SCRIPT % {"paths": listed}
 
 
 def write_config(root: Path, url: str, port: int, workers: int, queue_size: int) -> Path:
@@ -181,12 +171,11 @@ def measure(kind: str, args: argparse.Namespace, wrk: str, workdir: Path) -> Out
         Database.open(url).dispose()
         port = free_port()
         config = write_config(root, url, port, args.workers, args.queue_size)
-        script = root / "votes.lua"
-        script.write_text(request_script(miss_paths(_PATHS)))
         with Servers(root) as servers:
             server = servers.start("mirror", mirror_command(sys.executable, config), port, "/healthz")
-            result = run_wrk_script(wrk, server.url("/"), script, connections=args.connections,
-                                    threads=args.threads, duration_s=args.duration)
+            result = run_wrk(wrk, server.url("/"), connections=args.connections, threads=args.threads,
+                             duration_s=args.duration, script=request_script(miss_paths(_PATHS)),
+                             script_args=[str(args.threads)])
             time.sleep(_METRICS_LAG_S)  # each process copies its vote counters into /metrics once a second
             offered = metric(port, "pypimirror_votes_offered_total")
             dropped = metric(port, "pypimirror_votes_dropped_total")
