@@ -15,6 +15,8 @@ __all__ = [
     "ensure_tools",
     "fetch",
     "free_port",
+    "load_average",
+    "machine_summary",
     "mirror_command",
     "nginx_binary",
     "nginx_conf",
@@ -26,6 +28,7 @@ __all__ = [
 import http.client
 import logging
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -35,8 +38,11 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
+
+import tornado
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +263,27 @@ http {{
     }}
 }}
 """
+
+
+def machine_summary() -> str:
+    """Now, and what the figures were measured on: CPUs, kernel, Python, Tornado (for a report's head)."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(os.sched_getaffinity(0))} vCPU {cpu}, kernel "
+        f"{platform.release()}, Python {platform.python_version()}, Tornado {tornado.version}"
+    )
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as ``0.74 / 0.60 / 0.25``."""
+    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def pinned_to(cpus: Iterable[int]) -> list[str]:

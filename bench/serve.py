@@ -28,8 +28,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -39,10 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-
-import tornado
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -54,6 +49,8 @@ from _serve_systems import (  # noqa: E402
     ensure_tools,
     fetch,
     free_port,
+    load_average,
+    machine_summary,
     mirror_command,
     nginx_binary,
     nginx_conf,
@@ -438,35 +435,18 @@ def _p99(values: list[float]) -> str:
 
 def describe_setup(args: argparse.Namespace, wrk: str) -> list[str]:
     nginx = nginx_binary()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return [
-        f"Serve benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {_cpu_count()} vCPU {cpu}, kernel "
-        f"{platform.release()}, Python {platform.python_version()}, Tornado {tornado.version}, "
-        f"nginx {nginx_version(nginx) if nginx else '(none)'}, {wrk_version(wrk)}.",
+        f"Serve benchmark, {machine_summary()}, nginx {nginx_version(nginx) if nginx else '(none)'}, "
+        f"{wrk_version(wrk)}.",
         f"`wrk -t2 -c{{{','.join(map(str, args.connections))}}} -d{args.duration}s --timeout 30s`, "
         f"{args.rounds} round(s), system order rotating each round, {args.pause:g} s pause between runs; "
         "figures are medians (min–max over rounds); ratios are medians of the per-round ratios. "
         "wrk shares the CPU with the servers.",
-        f"Load average (1/5/15 min) before the run: {_load_average()}.",
+        f"Load average (1/5/15 min) before the run: {load_average()}.",
         f"pypimirror: `serve.workers: {args.workers}`; tornado-bare: {args.workers} process(es) via "
         "fork_processes, bytes from memory; nginx: 1 worker, sendfile on, access_log off. "
         "MB/s is MiB/s as wrk counts it.",
     ]
-
-
-def _load_average() -> str:
-    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -514,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_rounds(wrk, started, workloads, args, results)
             if MIRROR in started:
                 results.notes += mirror_vote_notes(servers, started[MIRROR], fx)
-        results.notes.append(f"load average after the run: {_load_average()}")
+        results.notes.append(f"load average after the run: {load_average()}")
         text, all_pass = report(results, workloads, args, header)
     except KeyboardInterrupt:
         print("interrupted; every server was stopped", file=sys.stderr)

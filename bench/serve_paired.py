@@ -36,6 +36,8 @@ from _serve_systems import (  # noqa: E402
     Servers,
     ensure_tools,
     free_port,
+    load_average,
+    machine_summary,
     mirror_command,
     pinned_to,
     terminate_as_interrupt,
@@ -82,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("paired serve benchmark: needs wrk and 2 CPUs; " + "; ".join(notes), file=sys.stderr)
         return 2
     server_cpu, load_cpus = cpus[-1], set(cpus[:-1])
+    load_before = load_average()
     workdir = Path(tempfile.mkdtemp(prefix="pypimirror-serve-paired-"))
     ratios: dict[str, list[float]] = {key: [] for key in _JUDGED}
     try:
@@ -103,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"Paired serve benchmark: {wrk_version(wrk)}; both servers on CPU {server_cpu}, wrk -t1 "
+    print(f"Paired serve benchmark, {machine_summary()}, {wrk_version(wrk)}; load average before: {load_before}.")
+    print(f"Both servers on CPU {server_cpu}, wrk -t1 "
           f"-c{args.connections} -d{args.duration}s on CPU {','.join(map(str, sorted(load_cpus)))}, "
           f"{args.rounds} rounds; mirror serve.workers 1, bare Tornado 1 process.")
     all_pass = True

@@ -24,7 +24,6 @@ __all__ = ["main"]
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -32,10 +31,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-import tornado
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +45,8 @@ from _serve_systems import (  # noqa: E402
     ensure_tools,
     fetch,
     free_port,
+    load_average,
+    machine_summary,
     mirror_command,
     terminate_as_interrupt,
 )
@@ -159,22 +158,14 @@ def _cell(values: list[float]) -> str:
 
 
 def describe_setup(args: argparse.Namespace, wrk: str) -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     return [
-        f"Workers benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {len(os.sched_getaffinity(0))} vCPU {cpu}, "
-        f"kernel {platform.release()}, Python {platform.python_version()}, Tornado {tornado.version}, "
-        f"{wrk_version(wrk)}.",
+        f"Workers benchmark, {machine_summary()}, {wrk_version(wrk)}.",
         f"Hot project page (PEP 691 JSON, {{size}} bytes) with `Accept: {PAGE_TYPE}`; "
         f"`wrk -t2 -c{{{','.join(map(str, args.connections))}}} -d{args.duration}s --timeout 30s`, "
         f"{args.rounds} round(s), order alternating; figures are medians (min–max); the ratio is the median "
         "of per-round ratios. wrk shares the 2 cores with the servers; no access log.",
-        f"Load average (1/5/15 min) before the run: {_load_average()}.",
+        f"Load average (1/5/15 min) before the run: {load_average()}.",
     ]
-
-
-def _load_average() -> str:
-    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -226,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.notes.append(f"{system}: CPU seconds under load: " + (
                     f"supervisor {spent.get(parent, 0.0):.1f}, workers {workers}" if workers
                     else f"the one process {spent.get(parent, 0.0):.1f}"))
-        results.notes.append(f"load average after the run: {_load_average()}")
+        results.notes.append(f"load average after the run: {load_average()}")
         text, all_pass = report(results, args, header)
     except ServerUnavailable as exc:
         print(f"workers benchmark: {exc}", file=sys.stderr)
