@@ -18,7 +18,8 @@ import yaml
 from fakeindex import FakeIndex
 
 __all__ = [
-    "PREFIX", "free_port", "request", "run_cli", "running_server", "serve_command", "stop_server", "write_config",
+    "PREFIX", "free_port", "request", "run_cli", "running_server", "serve_command", "stop_server", "sync_once",
+    "write_config",
 ]
 
 PREFIX = "/pypi"
@@ -56,6 +57,12 @@ def serve_command(config: Path) -> list[str]:
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-P", "-m", "pypimirror", *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def sync_once(config: Path) -> None:
+    """``pypimirror sync --once``, which must succeed."""
+    result = run_cli("sync", "--once", "-c", str(config))
+    assert result.returncode == 0, result.stderr
 
 
 @contextmanager

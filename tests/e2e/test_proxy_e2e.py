@@ -24,6 +24,7 @@ import pytest
 import yaml
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
+from mirrorprocess import sync_once as sync
 from socksproxy import SocksProxy
 
 pytestmark = pytest.mark.e2e
@@ -54,12 +55,6 @@ def write_config(tmp_path: Path, *, pypi_url: str, packages_url: str, **extra: A
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def sync(config: Path) -> None:
-    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
 
 
 @contextmanager

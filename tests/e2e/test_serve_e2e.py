@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
-from mirrorprocess import free_port, running_server, serve_command
+from mirrorprocess import free_port, running_server, serve_command, write_config
+from mirrorprocess import sync_once as sync
 from mirrorprocess import stop_server as stop
 from sqlalchemy import select
 
@@ -36,28 +35,6 @@ PREFIX = "/pypi"
 LOG_FIELDS = ["time", "method", "path", "status", "bytes", "duration_ms",
               "client_ip", "user_agent", "referer", "proxied"]
 BIG_RELPATH = "ab/cd/" + "ef" * 30 + "/big-1.0-py3-none-any.whl"
-
-
-def write_config(tmp_path: Path, fake: FakeIndex, port: int = 0, **extra: Any) -> Path:
-    config = {
-        "listen": f"127.0.0.1:{port}",
-        "repo_path": str(tmp_path / "repo"),
-        "prefix": PREFIX,
-        "shutdown_grace": "20s",
-        "upstream": {"pypi_url": fake.pypi_url, "packages_url": fake.packages_url},
-        "cache": {"size_limit": "1g"},
-        "log": {"path": str(tmp_path / "access.log"), "format": "mirror-json"},
-        **extra,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def sync(config: Path) -> None:
-    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
 
 
 def voted_files(repo: Path) -> dict[str, set[str]]:
@@ -112,7 +89,7 @@ def pair(fake_index: FakeIndex) -> FakeIndex:
 
 def test_pip_and_uv_install_through_the_mirror_and_votes_and_log_are_kept(pair: FakeIndex, tmp_path: Path):
     port = free_port()
-    config = write_config(tmp_path, pair, port)
+    config = write_config(tmp_path, pair, listen=f"127.0.0.1:{port}")
     sync(config)
     index_url = f"http://127.0.0.1:{port}{PREFIX}/simple/"
     stderr_path = tmp_path / "serve.err"
@@ -266,7 +243,7 @@ def test_port_in_use_is_a_one_line_error(fake_index: FakeIndex, tmp_path: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config_path = write_config(tmp_path, fake_index, port)
+        config_path = write_config(tmp_path, fake_index, listen=f"127.0.0.1:{port}")
         with pytest.raises(ServeError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: address already in use$"):
             serve_forever(load_config(config_path))
         result = subprocess.run(serve_command(config_path), capture_output=True, text=True, timeout=60)

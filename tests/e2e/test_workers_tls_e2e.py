@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fakeindex import FakeIndex
+import mirrorprocess
 from installers import installer_env
+from mirrorprocess import sync_once as sync
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -67,27 +68,9 @@ def mirror(fake_index: FakeIndex) -> FakeIndex:
 
 
 def write_config(tmp_path: Path, fake: FakeIndex, certificate: tuple[Path, Path], **extra: Any) -> Path:
-    config = {
-        "listen": "127.0.0.1:0",
-        "repo_path": str(tmp_path / "repo"),
-        "prefix": PREFIX,
-        "shutdown_grace": "10s",
-        "upstream": {"pypi_url": fake.pypi_url, "packages_url": fake.packages_url},
-        "cache": {"size_limit": "1g"},
-        "tls": {"cert": str(certificate[0]), "key": str(certificate[1])},
-        "log": {"path": str(tmp_path / "access.log"), "format": "mirror-json"},
-        "serve": {"workers": 2},
-        **extra,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def sync(config: Path) -> None:
-    result = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    """Two TLS workers over :func:`mirrorprocess.write_config`'s mirror."""
+    tls = {"cert": str(certificate[0]), "key": str(certificate[1])}
+    return mirrorprocess.write_config(tmp_path, fake, shutdown_grace="10s", tls=tls, serve={"workers": 2}, **extra)
 
 
 @contextmanager
