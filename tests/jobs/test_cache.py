@@ -115,14 +115,6 @@ class Mirror:
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    (tmp_path / "repo").mkdir()
-    db = Database.open(f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}")
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
 def mirror(tmp_path: Path, fake_index: FakeIndex, database: Database, curl_client: AsyncHTTPClient) -> Mirror:
     for name in ("alpha", "beta", "gamma"):
         fake_index.add_project(name, ["1.0"], sdist=False, payload_size=PAYLOAD)

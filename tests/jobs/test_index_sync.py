@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,6 @@ def make_config(tmp_path: Path, fake: FakeIndex, **sections: Any) -> Config:
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_config(data, base_dir=tmp_path)
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    (tmp_path / "repo").mkdir()
-    db = Database.open(f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}")
-    yield db
-    db.dispose()
 
 
 SyncRunner = Callable[..., Any]

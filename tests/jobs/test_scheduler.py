@@ -6,7 +6,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -316,14 +315,6 @@ async def test_a_second_signal_cuts_the_wait_short() -> None:
 
 
 # -- the real jobs under the real lease -----------------------------------------------------------
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    (tmp_path / "repo").mkdir()
-    db = Database.open(f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}")
-    yield db
-    db.dispose()
 
 
 @pytest.mark.gen_test(timeout=20)
