@@ -8,16 +8,17 @@ encoding is its own representation with its own ETag, so a cache never mixes the
 
 from __future__ import annotations
 
-__all__ = ["CachedPageHandler", "PageFiles", "Representation", "accepts_gzip"]
+__all__ = ["CachedPageHandler", "PageFiles", "Representation", "accepts_gzip", "normalized_name"]
 
 import functools
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from packaging.utils import NormalizedName
+from packaging.utils import InvalidName, NormalizedName, canonicalize_name
+from tornado.web import HTTPError
 
-from pypimirror.pagecache import CachedPage, PageCache
+from pypimirror.pagecache import CachedPage, PageCache, SerialReader
 from pypimirror.storage import RepoLayout
 
 from .base import CHUNK_SIZE, BaseHandler, RequestContext
@@ -131,9 +132,7 @@ class CachedPageHandler(BaseHandler):
 
     async def encode(self, page: CachedPage) -> Representation:
         """The representation the client gets: gzip (compressed once per page) if it accepts it."""
-        if self.wants_gzip():
-            return Representation.compressed(page, await self.pages.gzipped(page))
-        return Representation.identity(page)
+        return self.representation_now(page) or Representation.compressed(page, await self.pages.gzipped(page))
 
     def representation_now(self, page: CachedPage) -> Representation | None:
         """:meth:`encode` without waiting: None if the client takes gzip and ``page`` has not
@@ -142,12 +141,30 @@ class CachedPageHandler(BaseHandler):
             return Representation.identity(page)
         return Representation.compressed(page, page.gzipped) if page.gzipped is not None else None
 
-    def fresh_representation(self, path: str) -> Representation | None:
-        """The hot path: the page at ``path`` as the client takes it, if memory holds it in that
-        encoding and it was found current within the last second; no system call, nothing
-        awaited. None: load it with :meth:`~pypimirror.pagecache.PageCache.get` and :meth:`encode`."""
+    def send_stored_page(
+        self, path: str, read_serial: SerialReader | None, *, content_type: str, include_body: bool
+    ) -> Awaitable[None] | None:
+        """Answer with the page file at ``path`` (404 if there is none).
+
+        The hot path: a page memory holds, found current within the last second and already in
+        the encoding the client takes, is answered at once, with no system call and no
+        coroutine. Otherwise the returned awaitable loads (or compresses) it first.
+        """
         page = self.pages.get_fresh(path)
-        return self.representation_now(page) if page is not None else None
+        rep = self.representation_now(page) if page is not None else None
+        if rep is None:
+            return self._load_and_send(path, read_serial, content_type=content_type, include_body=include_body)
+        return self.send_page(rep, content_type=content_type, include_body=include_body)
+
+    async def _load_and_send(
+        self, path: str, read_serial: SerialReader | None, *, content_type: str, include_body: bool
+    ) -> None:
+        page = await self.pages.get(path, read_serial)
+        if page is None:
+            raise HTTPError(404)
+        sending = self.send_page(await self.encode(page), content_type=content_type, include_body=include_body)
+        if sending is not None:
+            await sending
 
     def send_page(self, rep: Representation, *, content_type: str, include_body: bool) -> Awaitable[None] | None:
         """Answer 200 (or 304 if the client's copy is current) with ``rep``; an awaitable only
@@ -170,3 +187,15 @@ class CachedPageHandler(BaseHandler):
         if len(rep.body) > CHUNK_SIZE:
             return self.send_body(rep.body)
         return self.finish_in_time(rep.body)
+
+
+@functools.lru_cache(maxsize=4096)
+def normalized_name(name: str) -> NormalizedName:
+    """The normalized form of a valid project name; anything else (``..``, ``%2F``, ``ä``) is a 404.
+
+    Cached: the same few hot names come again and again (a refused one raises, so is not kept).
+    """
+    try:
+        return canonicalize_name(name, validate=True)
+    except InvalidName:
+        raise HTTPError(404) from None

@@ -14,13 +14,10 @@ __all__ = ["JsonApiHandler"]
 import logging
 from collections.abc import Awaitable
 
-from packaging.utils import InvalidName, canonicalize_name
-from tornado.web import HTTPError
-
 from pypimirror.pagecache import PageCache, read_json_api_serial
 
 from .base import RequestContext
-from .cached import CachedPageHandler, PageFiles
+from .cached import CachedPageHandler, PageFiles, normalized_name
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +45,11 @@ class JsonApiHandler(CachedPageHandler):
 
     def _serve(self, name: str, *, include_body: bool) -> Awaitable[None] | None:
         """A document memory holds is answered at once (no coroutine); an awaitable means more to do."""
-        try:
-            normalized = canonicalize_name(name, validate=True)
-        except InvalidName:
-            raise HTTPError(404) from None
+        normalized = normalized_name(name)
         if normalized != name:
             self.redirect_to(self.canonical_url.format(name=normalized), 301)
             return None
-        path = self.files.json_document(normalized)
-        rep = self.fresh_representation(path)
-        if rep is None:
-            return self._load_and_send(path, include_body=include_body)
-        return self.send_page(rep, content_type=_CONTENT_TYPE, include_body=include_body)
-
-    async def _load_and_send(self, path: str, *, include_body: bool) -> None:
-        page = await self.pages.get(path, read_json_api_serial)
-        if page is None:
-            raise HTTPError(404)
-        sending = self.send_page(await self.encode(page), content_type=_CONTENT_TYPE, include_body=include_body)
-        if sending is not None:
-            await sending
+        return self.send_stored_page(
+            self.files.json_document(normalized), read_json_api_serial,
+            content_type=_CONTENT_TYPE, include_body=include_body,
+        )

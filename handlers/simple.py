@@ -17,18 +17,16 @@ from __future__ import annotations
 
 __all__ = ["SimpleProjectHandler", "SimpleRootHandler"]
 
-import functools
 import logging
 from collections.abc import Awaitable
 
-from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 from tornado.web import HTTPError
 
 from pypimirror.negotiation import PageVariant, choose_variant
 from pypimirror.pagecache import PageCache, SerialReader, read_simple_html_serial, read_simple_json_serial
 
 from .base import RequestContext
-from .cached import CachedPageHandler, PageFiles, Representation
+from .cached import CachedPageHandler, PageFiles, Representation, normalized_name
 
 logger = logging.getLogger(__name__)
 
@@ -100,33 +98,14 @@ class SimpleProjectHandler(_SimpleHandler):
 
     def _serve(self, name: str, slash: str, *, include_body: bool) -> Awaitable[None] | None:
         """A page memory holds is answered at once (no coroutine); an awaitable means more to do."""
-        normalized = _normalized(name)
+        normalized = normalized_name(name)
         if normalized != name or not slash:
             self.redirect_to(f"{self.prefix}/simple/{normalized}/", 301)
             return None
         variant = self.negotiate()
-        path = self.files.project_page(normalized, variant.value)
-        rep = self.fresh_representation(path)
-        if rep is None:
-            return self._load_and_send(path, variant, include_body=include_body)
-        return self.send_page(rep, content_type=variant.content_type, include_body=include_body)
-
-    async def _load_and_send(self, path: str, variant: PageVariant, *, include_body: bool) -> None:
-        page = await self.pages.get(path, _SERIAL_READERS[variant])
-        if page is None:
-            raise HTTPError(404)
-        sending = self.send_page(await self.encode(page), content_type=variant.content_type, include_body=include_body)
-        if sending is not None:
-            await sending
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalized(name: str) -> NormalizedName:
-    """The normalized form of a valid project name; anything else (``..``, ``%2F``, ``ä``) is a 404.
-
-    Cached: the same few hot names come again and again (a refused one raises, so is not kept).
-    """
-    try:
-        return canonicalize_name(name, validate=True)
-    except InvalidName:
-        raise HTTPError(404) from None
+        return self.send_stored_page(
+            self.files.project_page(normalized, variant.value),
+            _SERIAL_READERS[variant],
+            content_type=variant.content_type,
+            include_body=include_body,
+        )
