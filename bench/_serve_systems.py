@@ -68,9 +68,10 @@ class Server:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def process_count(self) -> int:
-        """Live processes in the server's session (the master and its forked workers)."""
-        count = 0
+    def session_stats(self) -> dict[int, list[str]]:
+        """``/proc/<pid>/stat`` of each process in the server's session (the master and its forked
+        workers), as the fields after the command name: state ppid pgrp session ... utime stime ..."""
+        found: dict[int, list[str]] = {}
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -78,11 +79,14 @@ class Server:
                 stat = Path(entry.path, "stat").read_text()
             except OSError:
                 continue
-            # Fields after the ")" that closes comm: state ppid pgrp session ...
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[3]) == self.process.pid and fields[0] != "Z":
-                count += 1
-        return count
+            if int(fields[3]) == self.process.pid:
+                found[int(entry.name)] = fields
+        return found
+
+    def process_count(self) -> int:
+        """Live processes in the server's session (the master and its forked workers)."""
+        return sum(1 for fields in self.session_stats().values() if fields[0] != "Z")
 
 
 def free_port() -> int:

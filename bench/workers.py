@@ -103,18 +103,7 @@ def check_page(server: Server, fx: Fixture) -> None:
 def worker_cpu_seconds(server: Server) -> dict[int, float]:
     """User + system CPU seconds of each process in the server's session (the parent and its workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    found: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == server.process.pid:  # the process group is the server's session
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    return found
+    return {pid: (int(fields[11]) + int(fields[12])) / ticks for pid, fields in server.session_stats().items()}
 
 
 def run_rounds(wrk: str, started: dict[str, Server], fx: Fixture, args: argparse.Namespace, results: Results) -> None:
