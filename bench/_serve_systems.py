@@ -20,6 +20,7 @@ __all__ = [
     "mirror_command",
     "nginx_binary",
     "nginx_conf",
+    "nginx_main_conf",
     "nginx_version",
     "pinned_to",
     "terminate_as_interrupt",
@@ -236,25 +237,10 @@ def nginx_conf(
     ``page_file`` is relative to ``repo``; ``try_files`` serves it in place (no internal
     redirect) with ``page_type``. Each redirect is a ``location =`` with ``return 302``.
     """
-    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read our 0700 temp dir
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {confdir / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
     returns = "\n".join(
         f"        location = {path} {{ return 302 {url}; }}" for path, url in sorted(redirects.items())
     )
-    return f"""{user}worker_processes 1;
-daemon off;
-pid {confdir / "nginx.pid"};
-error_log {confdir / "error.log"} warn;
-events {{ worker_connections 4096; }}
-http {{
-    default_type application/octet-stream;
-    sendfile on; tcp_nopush on; access_log off;
-    keepalive_requests 1000000; keepalive_timeout 65;
-{temp_paths}
-    server {{
+    server = f"""    server {{
         listen 127.0.0.1:{port};
         location = {page_url} {{
             root {repo};
@@ -264,7 +250,30 @@ http {{
         }}
 {returns}
         location {packages_url}/ {{ alias {tier}/; }}
-    }}
+    }}"""
+    return nginx_main_conf(
+        confdir, server, worker_connections=4096, http_extra="    keepalive_requests 1000000; keepalive_timeout 65;\n"
+    )
+
+
+def nginx_main_conf(confdir: Path, server: str, *, worker_connections: int, http_extra: str = "") -> str:
+    """An nginx.conf for one worker in the foreground, everything it writes under ``confdir``,
+    sendfile on and no access log, around ``server`` (a ``server {...}`` block)."""
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read our 0700 temp dir
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {confdir / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {confdir / "nginx.pid"};
+error_log {confdir / "error.log"} warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    default_type application/octet-stream;
+    sendfile on; tcp_nopush on; access_log off;
+{http_extra}{temp_paths}
+{server}
 }}
 """
 

@@ -42,7 +42,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _serve_systems import Server, Servers, fetch, free_port, mirror_command, nginx_binary  # noqa: E402
+from _serve_systems import (  # noqa: E402
+    Server,
+    Servers,
+    fetch,
+    free_port,
+    mirror_command,
+    nginx_binary,
+    nginx_main_conf,
+)
 from _wrk import find_wrk, run_wrk  # noqa: E402
 
 PREFIX = "/pypi"
@@ -61,21 +69,7 @@ class Figures:
 
 
 def _nginx_conf(confdir: Path, port: int, root: Path) -> str:
-    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read our 0700 temp dir
-    temp_paths = "\n".join(f"    {kind}_temp_path {confdir / kind};"
-                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""{user}worker_processes 1;
-daemon off;
-pid {confdir / "nginx.pid"};
-error_log {confdir / "error.log"} warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    sendfile on; tcp_nopush on; access_log off;
-{temp_paths}
-    server {{ listen 127.0.0.1:{port}; root {root}; }}
-}}
-"""
+    return nginx_main_conf(confdir, f"    server {{ listen 127.0.0.1:{port}; root {root}; }}", worker_connections=1024)
 
 
 def _mirror_config(workdir: Path, port: int, packages_url: str) -> Path:
