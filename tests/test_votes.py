@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -287,12 +287,12 @@ def test_votes_queued_when_the_program_ends_without_close_are_stored(tmp_path: P
 def sqlite_outage(url: str) -> Iterator[None]:
     """Every vote write fails (no such table) until the block ends."""
     path = url.removeprefix("sqlite:///")
-    with sqlite3.connect(path, isolation_level=None) as conn:
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("ALTER TABLE votes RENAME TO votes_away")
     try:
         yield
     finally:
-        with sqlite3.connect(path, isolation_level=None) as conn:
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
             conn.execute("ALTER TABLE votes_away RENAME TO votes")
 
 
@@ -342,7 +342,7 @@ def test_offers_stay_fast_while_sqlite_is_locked_and_nothing_is_lost(tmp_path: P
     with Database.open(f"sqlite:///{path}") as db:
         recorder = make_recorder(db)
         recorder.start()
-        with sqlite3.connect(path, isolation_level=None) as locker:
+        with closing(sqlite3.connect(path, isolation_level=None)) as locker:
             locker.execute("BEGIN EXCLUSIVE")
             slowest, n = 0.0, 0
             unlock_at = time.monotonic() + 2.0
