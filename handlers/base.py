@@ -23,13 +23,10 @@ __all__ = [
     "RequestContext",
     "identify_client",
     "make_log_function",
-    "parse_http_date",
     "route_label",
 ]
 
 import asyncio
-import calendar
-import email.utils
 import functools
 import logging
 import re
@@ -47,6 +44,7 @@ from tornado.web import HTTPError, RequestHandler
 from pypimirror.accesslog import AccessEntry, NullAccessLog
 from pypimirror.clientip import IPAddress, network_prefix, resolve_client_ip
 from pypimirror.config import IPNetwork
+from pypimirror.httpdate import parse_http_date
 from pypimirror.metrics import Metrics, ServedKind
 
 logger = logging.getLogger(__name__)
@@ -219,7 +217,7 @@ class BaseHandler(RequestHandler):
         """Whether the client's copy is current (RFC 9110 §13.2.2), given the ETag header already set.
 
         ``If-None-Match`` decides when present; otherwise ``If-Modified-Since`` at one-second
-        resolution. A malformed date is ignored.
+        resolution. A malformed or impossible date is ignored (RFC 9110 §13.1.3).
         """
         if "If-None-Match" in self.request.headers:
             return self.check_etag_header()
@@ -383,11 +381,3 @@ def _decoded_path(raw: str) -> str:
     if "%" not in raw and raw.isascii():
         return raw
     return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8", "replace")
-
-
-def parse_http_date(value: str | None) -> int | None:
-    """Unix seconds of an HTTP date (a missing zone counts as GMT, as HTTP dates are); None if bad."""
-    parsed = email.utils.parsedate_tz(value) if value else None
-    if parsed is None:
-        return None
-    return calendar.timegm(parsed[:9]) - (parsed[9] or 0)

@@ -112,6 +112,27 @@ async def test_stale_validators_get_the_page(fetch, demo):
         assert response.body.startswith(b"<!DOCTYPE html>")
 
 
+# Dates a client may send that name no second we can compare with: each is ignored (RFC 9110).
+UNREADABLE_DATES = [
+    "Sat, 01 Jan 10000 00:00:00 GMT",  # year 10000: once a 500 from calendar.timegm
+    "Sat Jan  1 00:00:00 10000",
+    "Sat, 01 Jan 99999999999999999999 00:00:00 GMT",
+    "Tue, 31 Feb 2000 00:00:00 GMT",
+    "Sun, 06 Nov 2094 08:49:37",  # no zone: not an HTTP date, however far in the future
+]
+
+
+@pytest.mark.parametrize("since", UNREADABLE_DATES)
+@pytest.mark.gen_test
+async def test_unreadable_if_modified_since_is_ignored_on_every_page(fetch, demo, write_root, since):
+    write_root([("Demo", "demo", 42)], serial=42, gzip_siblings=True)
+    for path, encoding in (("/pypi/simple/demo/", "identity"), ("/pypi/simple/", "identity"),
+                           ("/pypi/simple/", "gzip")):
+        response = await fetch(path, headers={"If-Modified-Since": since, "Accept-Encoding": encoding})
+        assert (response.code, path, encoding) == (200, path, encoding)
+        assert response.body
+
+
 @pytest.mark.gen_test
 async def test_head_sends_the_headers_of_get_without_body(fetch, demo):
     get = await fetch("/pypi/simple/demo/", headers={"Accept": PIP_ACCEPT})
