@@ -9,8 +9,11 @@ import time
 from email.utils import formatdate
 
 import pytest
+from packaging.utils import NormalizedName
+from tornado.web import HTTPError
 
-from pypimirror.storage import RepoLayout
+from pypimirror.handlers import cached
+from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, RepoLayout, atomic_write
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -255,6 +258,74 @@ async def test_missing_or_invalid_projects_are_404(fetch, demo, path):
     assert response.code == 404
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.body == b"404 Not Found\n"
+
+
+OVERLONG = "a" * (MAX_PROJECT_NAME_LENGTH + 1)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/pypi/simple/{OVERLONG}/", f"/pypi/simple/{OVERLONG}", f"/pypi/simple/{'A' * 256}/",
+        f"/pypi/simple/{'a' * 10_000}/", f"/pypi/pypi/{OVERLONG}/json", f"/pypi/{OVERLONG}/json",
+        f"/pypi/{'a_' * 200}b/json",  # would normalize to 401 characters
+    ],
+)
+@pytest.mark.gen_test
+async def test_overlong_project_names_are_404_without_being_normalized_or_cached(fetch, demo, path):
+    before = cached._cached_normalized_name.cache_info()
+    response = await fetch(path, headers={"Accept": PIP_ACCEPT})
+    assert (response.code, response.body) == (404, b"404 Not Found\n")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    after = cached._cached_normalized_name.cache_info()
+    assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
+
+
+def test_name_cache_keys_are_bounded_by_the_name_length():
+    before = cached._cached_normalized_name.cache_info()
+    for i in range(50):
+        with pytest.raises(HTTPError) as refused:
+            cached.normalized_name(f"{i}{'x' * 60_000}")
+        assert refused.value.status_code == 404
+    assert cached._cached_normalized_name.cache_info() == before
+
+
+@pytest.mark.gen_test
+async def test_the_longest_name_allowed_is_stored_and_served(fetch, make_page, write_project, layout: RepoLayout):
+    longest = "l" * MAX_PROJECT_NAME_LENGTH
+    write_project(make_page(longest))
+    atomic_write(layout.json_document(NormalizedName(longest)), b'{"last_serial": 42}\n')
+    for path in (f"/pypi/simple/{longest}/", f"/pypi/pypi/{longest}/json", f"/pypi/{longest}/json"):
+        response = await fetch(path)
+        assert (response.code, response.headers["X-PyPI-Last-Serial"]) == (200, "42"), path
+    redirected = await fetch(f"/pypi/simple/{longest.upper()}/")
+    assert (redirected.code, redirected.headers["Location"]) == (301, f"/pypi/simple/{longest}/")
+
+
+@pytest.mark.gen_test
+async def test_a_page_that_cannot_be_read_is_503_logged_in_one_line(fetch, demo, layout: RepoLayout, caplog):
+    page = layout.project_page(demo.name, "index.html")
+    page.unlink()
+    page.mkdir()  # opening it fails with EISDIR: there is something, but not a readable page
+    response = await fetch("/pypi/simple/demo/", headers={"Accept": "text/html"})
+    assert (response.code, response.body) == (503, b"503 Service Unavailable\n")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    [record] = [r for r in caplog.records if r.levelname != "DEBUG" and str(page) in r.getMessage()]
+    assert record.exc_info is None
+    assert f"cannot read page {page}: Is a directory" in record.getMessage()
+    other = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON})
+    assert other.code == 200  # the project's other pages are not affected
+
+
+@pytest.mark.gen_test
+async def test_a_root_page_that_cannot_be_read_is_503(fetch, write_root, layout: RepoLayout):
+    write_root([("Demo", "demo", 42)], serial=42, gzip_siblings=True)
+    for variant in ("index.html", "index.html.gz"):
+        layout.root_page(variant).unlink()
+        layout.root_page(variant).mkdir()
+    for encoding in ("gzip", "identity"):
+        response = await fetch("/pypi/simple/", headers={"Accept": "text/html", "Accept-Encoding": encoding})
+        assert response.code == 503, encoding
 
 
 @pytest.mark.gen_test
