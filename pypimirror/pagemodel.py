@@ -51,6 +51,8 @@ _REPR_LIMIT: Final = 80
 # Keys a PEP 691 file may use to announce a .metadata file, newest name first (PEP 714):
 # readers take the new name and fall back to the old ones, as pip and uv do.
 _CORE_METADATA_KEYS: Final = ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
+# The schemes a file URL may have: "" is a URL relative to the page it is on.
+_LINKABLE_SCHEMES: Final = frozenset({"", "http", "https"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,38 @@ def _serial(fields: _Fields, key: str) -> int:
     return fields.integer(key)
 
 
+def _linkable(files: list[DistFile], project: str) -> list[DistFile]:
+    """``files`` without those whose URL is not http(s) or relative, each dropped with a warning.
+
+    Our pages turn every file URL into a link, and a ``javascript:``, ``data:`` or ``file:`` link
+    would be live in a browser however well escaped; no index serves files that way. A relative
+    URL (no scheme) resolves against the upstream page, which is http(s). The scheme is read by
+    the same parser ``urljoin`` uses, so what is kept here is what the page links to.
+    """
+    kept = [f for f in files if _is_linkable(f.url)]
+    if len(kept) == len(files):
+        return files
+    for f in files:
+        if not _is_linkable(f.url):
+            logger.warning(
+                "upstream page of %r: dropping file %r, its URL is not http(s) or relative: %s",
+                project, f.filename, _shown(f.url),
+            )
+    return kept
+
+
+def _is_linkable(url: str) -> bool:
+    try:
+        return urlsplit(url).scheme in _LINKABLE_SCHEMES
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return False
+
+
+def _shown(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
+
+
 def _check_unique(files: list[DistFile], project: str, where: str) -> None:
     seen: set[str] = set()
     for f in files:
@@ -339,10 +373,10 @@ def parse_simple_project_json(
             last_serial = _serial(meta, "_last-serial")
     elif last_serial is None:
         raise top.fail("meta", "missing")
-    files = [
+    files = _linkable([
         _parse_simple_file(_Fields(item, top.project, f"files[{i}]"))
         for i, item in enumerate(top.array("files"))
-    ]
+    ], top.project)
     _check_unique(files, top.project, "files")
     status, reason = _project_status(top)
     return ProjectPage(
@@ -429,6 +463,7 @@ def parse_json_api(data: bytes | object) -> ProjectPage:
         )
         if entries:
             versions.append(version)
+    files = _linkable(files, top.project)
     _check_unique(files, top.project, "releases")
     return ProjectPage(
         name=canonicalize_name(display_name),
