@@ -51,6 +51,8 @@ _REPR_LIMIT: Final = 80
 # Keys a PEP 691 file may use to announce a .metadata file, newest name first (PEP 714):
 # readers take the new name and fall back to the old ones, as pip and uv do.
 _CORE_METADATA_KEYS: Final = ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
+# Versions longer than this are sorted without caching their key (real ones are far shorter).
+_CACHEABLE_VERSION_LENGTH: Final = 128
 # The schemes a file URL may have: "" is a URL relative to the page it is on.
 _LINKABLE_SCHEMES: Final = frozenset({"", "http", "https"})
 
@@ -99,15 +101,27 @@ class ProjectPage:
         object.__setattr__(self, "versions", _sort_versions(self.versions))
 
 
-@lru_cache(maxsize=4096)
 def _version_key(version: str | None) -> tuple[int, Version, str]:
-    """Sort PEP 440 versions by their meaning, then invalid ones by string, then unknown ones."""
+    """Sort PEP 440 versions by their meaning, then invalid ones by string, then unknown ones.
+
+    Cached, as a project's versions are compared many times while its files are sorted; a
+    version longer than any real one (an upstream's word) is keyed without being kept.
+    """
+    if version is not None and len(version) > _CACHEABLE_VERSION_LENGTH:
+        return _compute_version_key(version)
+    return _cached_version_key(version)
+
+
+def _compute_version_key(version: str | None) -> tuple[int, Version, str]:
     if version is None:
         return (2, _ZERO, "")
     try:
         return (0, Version(version), version)
     except InvalidVersion:
         return (1, _ZERO, version)
+
+
+_cached_version_key = lru_cache(maxsize=4096)(_compute_version_key)
 
 
 def _sort_versions(versions: Iterable[str]) -> tuple[str, ...]:

@@ -12,7 +12,8 @@ import pytest
 from packaging.utils import NormalizedName
 from tornado.web import HTTPError
 
-from pypimirror.handlers import cached
+from pypimirror import negotiation
+from pypimirror.handlers import base, cached
 from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, RepoLayout, atomic_write
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -288,6 +289,33 @@ def test_name_cache_keys_are_bounded_by_the_name_length():
             cached.normalized_name(f"{i}{'x' * 60_000}")
         assert refused.value.status_code == 404
     assert cached._cached_normalized_name.cache_info() == before
+
+
+@pytest.mark.parametrize("config_data", [{"trusted_proxies": ["127.0.0.1/32"]}], indirect=True)
+@pytest.mark.gen_test
+async def test_no_cache_keyed_by_a_request_header_keeps_a_long_value(fetch, demo):
+    caches = {
+        "name": cached._cached_normalized_name,
+        "accept": negotiation._cached_variant_for_accept,
+        "accept-encoding": cached._cached_accepts_gzip,
+        "forwarded-for": base._cached_identify_client,
+    }
+    before = {label: cache.cache_info().currsize for label, cache in caches.items()}
+    for i in range(20):
+        padding = f"{i:04d}" + "x" * 2000
+        response = await fetch(f"/pypi/simple/demo-{padding}/", headers={
+            "Accept": f"text/html, application/x-{padding}",
+            "Accept-Encoding": f"gzip, x-{padding}",
+            "X-Forwarded-For": f"192.0.2.{i}, {'10.0.0.1, ' * 300}127.0.0.1",
+        })
+        assert response.code == 404
+        response = await fetch("/pypi/simple/demo/", headers={
+            "Accept": f"text/html, application/x-{padding}", "Accept-Encoding": f"gzip, x-{padding}",
+        })
+        assert response.code == 200
+    grown = {label: cache.cache_info().currsize - before[label] for label, cache in caches.items()}
+    # At most the short keys of this test ("demo", the bare peer), if no earlier test cached them.
+    assert all(count <= 1 for count in grown.values()), grown
 
 
 @pytest.mark.gen_test
