@@ -166,7 +166,8 @@ class PageCache:
             st = os.stat(path)
         except OSError as exc:
             self._forget(path)
-            return _no_page(path, exc)
+            _raise_unless_absent(path, exc)
+            return None
         if entry is not None and entry.key == _key_of(st):
             entry.valid_until = now + self._revalidate_after
             return self._hit(entry)
@@ -174,8 +175,9 @@ class PageCache:
         self._forget(path)
         try:
             page = await _off_loop_if(st.st_size > BLOCKING_LIMIT, _load, path, read_serial)
-        except OSError as exc:
-            return _no_page(path, exc)  # e.g. removed between the stat and the open
+        except OSError as exc:  # e.g. removed between the stat and the open
+            _raise_unless_absent(path, exc)
+            return None
         page.valid_until = now + self._revalidate_after
         self._store(path, page)
         return page
@@ -203,7 +205,8 @@ class PageCache:
         try:
             page_mtime_ns = os.stat(path).st_mtime_ns
         except OSError as exc:
-            return _no_page(os.fspath(path), exc)
+            _raise_unless_absent(os.fspath(path), exc)
+            return None
         compressed = await self.get(compressed_path)
         if compressed is None or compressed.key[1] < page_mtime_ns:
             return None
@@ -246,13 +249,12 @@ class PageCache:
             self._evictions += 1
 
 
-def _no_page(path: str, exc: OSError) -> None:
-    """None when ``exc`` says there is no page at ``path``; otherwise it cannot be read (no
-    permission, an I/O error, out of descriptors, a directory in its place), which raises a
+def _raise_unless_absent(path: str, exc: OSError) -> None:
+    """Nothing when ``exc`` says there is no page at ``path``; otherwise the page cannot be read
+    (no permission, an I/O error, out of descriptors, a directory in its place), which raises a
     :class:`~pypimirror.errors.StorageError` naming the path, for the caller to report."""
-    if exc.errno in _NO_SUCH_PAGE:
-        return None
-    raise StorageError(f"cannot read page {path}: {exc.strerror or exc}") from exc
+    if exc.errno not in _NO_SUCH_PAGE:
+        raise StorageError(f"cannot read page {path}: {exc.strerror or exc}") from exc
 
 
 def _key_of(st: os.stat_result) -> tuple[int, int, int]:
