@@ -14,6 +14,8 @@ from __future__ import annotations
 
 __all__ = [
     "CHUNK_SIZE",
+    "PATH_SAFE",
+    "QUERY_SAFE",
     "AccessLogSink",
     "BaseHandler",
     "Client",
@@ -23,13 +25,11 @@ __all__ = [
     "RequestContext",
     "identify_client",
     "make_log_function",
-    "parse_http_date",
+    "percent_encode",
     "route_label",
 ]
 
 import asyncio
-import calendar
-import email.utils
 import functools
 import logging
 import re
@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
@@ -47,6 +47,7 @@ from tornado.web import HTTPError, RequestHandler
 from pypimirror.accesslog import AccessEntry, NullAccessLog
 from pypimirror.clientip import IPAddress, network_prefix, resolve_client_ip
 from pypimirror.config import IPNetwork
+from pypimirror.httpdate import parse_http_date
 from pypimirror.metrics import Metrics, ServedKind
 
 logger = logging.getLogger(__name__)
@@ -211,15 +212,22 @@ class BaseHandler(RequestHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
     def redirect_to(self, url: str, status: int, *, keep_query: bool = True) -> None:
-        """Redirect to ``url`` (ASCII, already escaped), with the request's query unless told not to."""
+        """Redirect to ``url`` (ASCII, already escaped), with the request's query unless told not to.
+
+        The query goes on as the client sent it, except that what may not stand in a URL (non-ASCII
+        bytes, spaces, quotes, controls, a ``%`` not starting an escape) is percent-encoded, so
+        the ``Location`` is always plain ASCII and means what the client's query meant.
+        """
         query = self.request.query
-        self.redirect(f"{url}?{query}" if keep_query and query else url, status=status)
+        if keep_query and query:
+            url = f"{url}?{percent_encode(query, QUERY_SAFE)}"
+        self.redirect(url, status=status)
 
     def is_not_modified(self, mtime: float) -> bool:
         """Whether the client's copy is current (RFC 9110 §13.2.2), given the ETag header already set.
 
         ``If-None-Match`` decides when present; otherwise ``If-Modified-Since`` at one-second
-        resolution. A malformed date is ignored.
+        resolution. A malformed or impossible date is ignored (RFC 9110 §13.1.3).
         """
         if "If-None-Match" in self.request.headers:
             return self.check_etag_header()
@@ -375,6 +383,31 @@ def _snake_case(class_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name.removesuffix("Handler")).lower()
 
 
+#: What may stand in a URL's query as it is (RFC 3986 §3.4: pchar, "/" and "?"), besides
+#: letters, digits and valid percent-escapes.
+QUERY_SAFE = "/?:@!$&'()*+,;=-._~"
+#: The same for a path: pchar and "/" (RFC 3986 §3.3).
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# A "%" that does not start an escape: it stands for itself, so it is encoded as "%25".
+_LONE_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ENCODED_RES = {
+    safe: re.compile(rf"(?:[A-Za-z0-9{re.escape(safe)}]|%[0-9A-Fa-f]{{2}})*").fullmatch
+    for safe in (QUERY_SAFE, PATH_SAFE)
+}
+
+
+def percent_encode(raw: str, safe: str) -> str:
+    """``raw``, part of a request target as Tornado keeps it (Latin-1 text: one character per
+    byte the client sent), as URL text: bytes outside ``safe`` are percent-encoded and valid
+    escapes are kept as they are. ``safe`` is :data:`QUERY_SAFE` or :data:`PATH_SAFE`.
+
+    Already-clean text (the usual case) is returned as it is after one precompiled match.
+    """
+    if _ENCODED_RES[safe](raw):
+        return raw
+    return quote(_LONE_PERCENT_RE.sub("%25", raw).encode("latin-1"), safe=safe + "%")
+
+
 def _decoded_path(raw: str) -> str:
     """The request path percent-decoded as UTF-8 (bad bytes become U+FFFD), for the log.
 
@@ -383,11 +416,3 @@ def _decoded_path(raw: str) -> str:
     if "%" not in raw and raw.isascii():
         return raw
     return unquote_to_bytes(raw.encode("latin-1")).decode("utf-8", "replace")
-
-
-def parse_http_date(value: str | None) -> int | None:
-    """Unix seconds of an HTTP date (a missing zone counts as GMT, as HTTP dates are); None if bad."""
-    parsed = email.utils.parsedate_tz(value) if value else None
-    if parsed is None:
-        return None
-    return calendar.timegm(parsed[:9]) - (parsed[9] or 0)

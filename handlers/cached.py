@@ -8,7 +8,14 @@ encoding is its own representation with its own ETag, so a cache never mixes the
 
 from __future__ import annotations
 
-__all__ = ["CachedPageHandler", "PageFiles", "Representation", "accepts_gzip", "normalized_name"]
+__all__ = [
+    "CachedPageHandler",
+    "PageFiles",
+    "Representation",
+    "accepts_gzip",
+    "normalized_name",
+    "page_unreadable",
+]
 
 import functools
 import logging
@@ -18,8 +25,9 @@ from dataclasses import dataclass
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 from tornado.web import HTTPError
 
+from pypimirror.errors import StorageError
 from pypimirror.pagecache import CachedPage, PageCache, SerialReader
-from pypimirror.storage import RepoLayout
+from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, RepoLayout
 
 from .base import CHUNK_SIZE, BaseHandler, RequestContext
 
@@ -159,7 +167,10 @@ class CachedPageHandler(BaseHandler):
     async def _load_and_send(
         self, path: str, read_serial: SerialReader | None, *, content_type: str, include_body: bool
     ) -> None:
-        page = await self.pages.get(path, read_serial)
+        try:
+            page = await self.pages.get(path, read_serial)
+        except StorageError as exc:
+            raise page_unreadable(exc) from None
         if page is None:
             raise HTTPError(404)
         sending = self.send_page(await self.encode(page), content_type=content_type, include_body=include_body)
@@ -189,12 +200,29 @@ class CachedPageHandler(BaseHandler):
         return self.finish_in_time(rep.body)
 
 
-@functools.lru_cache(maxsize=4096)
-def normalized_name(name: str) -> NormalizedName:
-    """The normalized form of a valid project name; anything else (``..``, ``%2F``, ``ä``) is a 404.
+def page_unreadable(exc: StorageError) -> HTTPError:
+    """The answer for a page that exists but cannot be read: 503, logged as one line (no
+    traceback), since the fault is ours, may pass, and another mirror may answer meanwhile."""
+    return HTTPError(503, "%s", exc)
 
-    Cached: the same few hot names come again and again (a refused one raises, so is not kept).
+
+def normalized_name(name: str) -> NormalizedName:
+    """The normalized form of a valid project name; anything else (``..``, ``%2F``, ``ä``, a name
+    longer than :data:`~pypimirror.storage.MAX_PROJECT_NAME_LENGTH`) is a 404.
+
+    The one check of a project name in a request path, for the simple and both JSON-API routes.
+    The length is checked first, so an overlong name costs one ``len`` and never reaches the
+    cache below, the normalizer or the disk (normalizing only shortens a name).
     """
+    if len(name) > MAX_PROJECT_NAME_LENGTH:
+        raise HTTPError(404)
+    return _cached_normalized_name(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_normalized_name(name: str) -> NormalizedName:
+    """Cached: the same few hot names come again and again (a refused one raises, so is not
+    kept); with keys bounded by the length check, the cache holds at most about a megabyte."""
     try:
         return canonicalize_name(name, validate=True)
     except InvalidName:

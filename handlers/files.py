@@ -40,11 +40,12 @@ from tornado.web import HTTPError
 
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
+from pypimirror.httpdate import parse_http_date
 from pypimirror.pkgpath import PackagePath, parse_package_path
 from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient
 
-from .base import CHUNK_SIZE, ClientGone, RequestContext, parse_http_date
+from .base import CHUNK_SIZE, ClientGone, RequestContext
 from .proxy import ProxyingHandler
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
 ``{prefix}/simple`` (likewise ``packages``, ``web``) answers 301 to the same path with a trailing
 slash, and ``{prefix}/web/{rest}`` 302 to ``{pypi_url}/{rest}``; both keep the query. ``rest`` is
 passed on as the client wrote it (still percent-encoded), so the upstream sees the same path; any
-byte that may not stand in a URL is percent-encoded, so the ``Location`` is always plain ASCII.
+byte that may not stand in a URL (and a ``%`` that starts no escape) is percent-encoded, in the
+path and in the query, so the ``Location`` is always plain ASCII.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ from __future__ import annotations
 __all__ = ["SlashRedirectHandler", "WebRedirectHandler"]
 
 import logging
-from urllib.parse import quote
 
-from .base import BaseHandler, RequestContext
+from .base import PATH_SAFE, BaseHandler, RequestContext, percent_encode
 
 logger = logging.getLogger(__name__)
-
-# RFC 3986 pchar plus '/' and '%': everything that may stand in a path as it is.
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 class SlashRedirectHandler(BaseHandler):
@@ -44,7 +41,6 @@ class WebRedirectHandler(BaseHandler):
 
     def get(self) -> None:
         raw_rest = self.request.path[len(self.route_base) :]
-        # Tornado keeps the request line as Latin-1 text: encoding it back gives the client's bytes.
-        self.redirect_to(f"{self.pypi_url}/{quote(raw_rest.encode('latin-1'), safe=_PATH_SAFE)}", 302)
+        self.redirect_to(f"{self.pypi_url}/{percent_encode(raw_rest, PATH_SAFE)}", 302)
 
     head = get

@@ -22,11 +22,12 @@ from collections.abc import Awaitable
 
 from tornado.web import HTTPError
 
+from pypimirror.errors import StorageError
 from pypimirror.negotiation import PageVariant, choose_variant
 from pypimirror.pagecache import PageCache, SerialReader, read_simple_html_serial, read_simple_json_serial
 
 from .base import RequestContext
-from .cached import CachedPageHandler, PageFiles, Representation, normalized_name
+from .cached import CachedPageHandler, PageFiles, Representation, normalized_name, page_unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,14 @@ class SimpleRootHandler(_SimpleHandler):
 
     async def _representation(self, variant: PageVariant) -> Representation:
         path = self.files.root_page(variant.value)
-        if self.wants_gzip():
-            compressed = await self.pages.get_precompressed(path, path + _GZIP_SUFFIX)
-            if compressed is not None:
-                return Representation.compressed(compressed, compressed.body)
-        page = await self.pages.get(path)
+        try:
+            if self.wants_gzip():
+                compressed = await self.pages.get_precompressed(path, path + _GZIP_SUFFIX)
+                if compressed is not None:
+                    return Representation.compressed(compressed, compressed.body)
+            page = await self.pages.get(path)
+        except StorageError as exc:
+            raise page_unreadable(exc) from None
         if page is None:
             raise HTTPError(404)
         return Representation.identity(page)

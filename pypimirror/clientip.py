@@ -42,17 +42,30 @@ def resolve_client_ip(
     ``peer`` is the socket's address (a bare IP, an IPv6 with a ``%zone``, or ``host:port`` /
     ``[v6]:port``); if it does not parse the client is unknown (None). An untrusted peer is the
     client. For a trusted peer ``X-Forwarded-For`` is walked right to left (at most
-    :data:`MAX_FORWARDED_HOPS` entries), skipping entries that are not plain IPs, and the first
-    untrusted entry is the client; failing that a parseable ``X-Real-IP``; failing that the peer.
+    :data:`MAX_FORWARDED_HOPS` entries; empty ones are no hop and are skipped) and the first
+    untrusted entry is the client. An entry is an address in any form the peer may have.
+
+    An entry that does not parse (``unknown``, an obfuscated ``_node``, garbage) ends the walk:
+    it was written by the trusted hop to its right, which could not or would not say who it
+    talked to, so nothing to its left can be believed, and the client is that hop itself (the
+    last address walked, or the peer when the entry is the rightmost). Skipping it instead
+    would believe whatever the client put in front of it. A walk through trusted entries only
+    falls back to a parseable ``X-Real-IP``, and failing that to the peer.
     """
     remote = _parse_peer(peer)
     if remote is None or not _is_trusted(remote, trusted):
         return remote
     if forwarded_for:
+        last_hop = remote
         for entry in reversed(forwarded_for.rsplit(",", MAX_FORWARDED_HOPS)[-MAX_FORWARDED_HOPS:]):
-            address = _parse_address(entry)
-            if address is not None and not _is_trusted(address, trusted):
+            if not entry.strip(" \t"):
+                continue  # an empty list element (RFC 9110 §5.6.1)
+            address = _parse_peer(entry)
+            if address is None:
+                return last_hop
+            if not _is_trusted(address, trusted):
                 return address
+            last_hop = address
     if real_ip:
         address = _parse_address(real_ip)
         if address is not None:
@@ -109,7 +122,9 @@ def _parse_address(text: str) -> IPAddress | None:
 
 
 def _parse_peer(peer: str | None) -> IPAddress | None:
-    """The socket peer's IP, without port or IPv6 zone (a zone names our interface, not the client)."""
+    """The IP of a socket peer or of an ``X-Forwarded-For`` entry: a bare IP, ``v4:port``,
+    ``[v6]`` or ``[v6]:port``, without port or IPv6 zone (a zone names an interface of the
+    host that saw the address, not the client); None if it is none of these."""
     if not peer or len(peer) > _MAX_PEER_LENGTH:
         return None
     host = peer.strip()

@@ -29,6 +29,7 @@ __all__ = [
 
 import asyncio
 import email.utils
+import errno
 import gzip
 import logging
 import os
@@ -38,6 +39,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
+
+from pypimirror.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ _JSON_API_SERIAL = re.compile(rb'"last_serial"\s*:\s*(\d+)')
 _HTML_SERIAL = re.compile(rb"<!--SERIAL (\d+)-->\s*\Z")
 # The HTML serial comment closes the page; only its tail is searched.
 _HTML_TAIL = 64
+# Errors that mean "no page by that name": missing, a file where a directory should be, a name
+# too long for the filesystem, a symlink loop.
+_NO_SUCH_PAGE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
 
 
 def read_simple_json_serial(body: bytes) -> int | None:
@@ -125,7 +131,9 @@ class PageCache:
     """Page files by path, validated by one ``os.stat`` per lookup, bounded by ``max_bytes``.
 
     Meant for the IOLoop thread only (no locks). A page larger than ``max_bytes`` is served but
-    not kept. Paths must already be safe: the cache reads whatever it is given. A page found
+    not kept. Paths must already be safe: the cache reads whatever it is given. A path that
+    names no page gives None, whatever the reason (missing, too long, not a directory); one that
+    cannot be read raises :class:`~pypimirror.errors.StorageError`. A page found
     current is not checked again for ``revalidate_after`` seconds (0: checked on every lookup).
     """
 
@@ -156,8 +164,9 @@ class PageCache:
         entry = self._entries.get(path)
         try:
             st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError as exc:
             self._forget(path)
+            _raise_unless_absent(path, exc)
             return None
         if entry is not None and entry.key == _key_of(st):
             entry.valid_until = now + self._revalidate_after
@@ -166,8 +175,9 @@ class PageCache:
         self._forget(path)
         try:
             page = await _off_loop_if(st.st_size > BLOCKING_LIMIT, _load, path, read_serial)
-        except (FileNotFoundError, NotADirectoryError):
-            return None  # replaced by a removal between the stat and the open
+        except OSError as exc:  # e.g. removed between the stat and the open
+            _raise_unless_absent(path, exc)
+            return None
         page.valid_until = now + self._revalidate_after
         self._store(path, page)
         return page
@@ -194,7 +204,8 @@ class PageCache:
         """
         try:
             page_mtime_ns = os.stat(path).st_mtime_ns
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError as exc:
+            _raise_unless_absent(os.fspath(path), exc)
             return None
         compressed = await self.get(compressed_path)
         if compressed is None or compressed.key[1] < page_mtime_ns:
@@ -236,6 +247,14 @@ class PageCache:
             _, entry = self._entries.popitem(last=False)
             self._bytes -= _size_of(entry)
             self._evictions += 1
+
+
+def _raise_unless_absent(path: str, exc: OSError) -> None:
+    """Nothing when ``exc`` says there is no page at ``path``; otherwise the page cannot be read
+    (no permission, an I/O error, out of descriptors, a directory in its place), which raises a
+    :class:`~pypimirror.errors.StorageError` naming the path, for the caller to report."""
+    if exc.errno not in _NO_SUCH_PAGE:
+        raise StorageError(f"cannot read page {path}: {exc.strerror or exc}") from exc
 
 
 def _key_of(st: os.stat_result) -> tuple[int, int, int]:

@@ -51,6 +51,10 @@ _REPR_LIMIT: Final = 80
 # Keys a PEP 691 file may use to announce a .metadata file, newest name first (PEP 714):
 # readers take the new name and fall back to the old ones, as pip and uv do.
 _CORE_METADATA_KEYS: Final = ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
+# Versions longer than this are sorted without caching their key (real ones are far shorter).
+_CACHEABLE_VERSION_LENGTH: Final = 128
+# The schemes a file URL may have: "" is a URL relative to the page it is on.
+_LINKABLE_SCHEMES: Final = frozenset({"", "http", "https"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +101,27 @@ class ProjectPage:
         object.__setattr__(self, "versions", _sort_versions(self.versions))
 
 
-@lru_cache(maxsize=4096)
 def _version_key(version: str | None) -> tuple[int, Version, str]:
-    """Sort PEP 440 versions by their meaning, then invalid ones by string, then unknown ones."""
+    """Sort PEP 440 versions by their meaning, then invalid ones by string, then unknown ones.
+
+    Cached, as a project's versions are compared many times while its files are sorted; a
+    version longer than any real one (an upstream's word) is keyed without being kept.
+    """
+    if version is not None and len(version) > _CACHEABLE_VERSION_LENGTH:
+        return _compute_version_key(version)
+    return _cached_version_key(version)
+
+
+def _compute_version_key(version: str | None) -> tuple[int, Version, str]:
     if version is None:
         return (2, _ZERO, "")
     try:
         return (0, Version(version), version)
     except InvalidVersion:
         return (1, _ZERO, version)
+
+
+_cached_version_key = lru_cache(maxsize=4096)(_compute_version_key)
 
 
 def _sort_versions(versions: Iterable[str]) -> tuple[str, ...]:
@@ -307,6 +323,38 @@ def _serial(fields: _Fields, key: str) -> int:
     return fields.integer(key)
 
 
+def _linkable(files: list[DistFile], project: str) -> list[DistFile]:
+    """``files`` without those whose URL is not http(s) or relative, each dropped with a warning.
+
+    Our pages turn every file URL into a link, and a ``javascript:``, ``data:`` or ``file:`` link
+    would be live in a browser however well escaped; no index serves files that way. A relative
+    URL (no scheme) resolves against the upstream page, which is http(s). The scheme is read by
+    the same parser ``urljoin`` uses, so what is kept here is what the page links to.
+    """
+    kept = [f for f in files if _is_linkable(f.url)]
+    if len(kept) == len(files):
+        return files
+    for f in files:
+        if not _is_linkable(f.url):
+            logger.warning(
+                "upstream page of %r: dropping file %r, its URL is not http(s) or relative: %s",
+                project, f.filename, _shown(f.url),
+            )
+    return kept
+
+
+def _is_linkable(url: str) -> bool:
+    try:
+        return urlsplit(url).scheme in _LINKABLE_SCHEMES
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return False
+
+
+def _shown(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
+
+
 def _check_unique(files: list[DistFile], project: str, where: str) -> None:
     seen: set[str] = set()
     for f in files:
@@ -339,10 +387,10 @@ def parse_simple_project_json(
             last_serial = _serial(meta, "_last-serial")
     elif last_serial is None:
         raise top.fail("meta", "missing")
-    files = [
+    files = _linkable([
         _parse_simple_file(_Fields(item, top.project, f"files[{i}]"))
         for i, item in enumerate(top.array("files"))
-    ]
+    ], top.project)
     _check_unique(files, top.project, "files")
     status, reason = _project_status(top)
     return ProjectPage(
@@ -429,6 +477,7 @@ def parse_json_api(data: bytes | object) -> ProjectPage:
         )
         if entries:
             versions.append(version)
+    files = _linkable(files, top.project)
     _check_unique(files, top.project, "releases")
     return ProjectPage(
         name=canonicalize_name(display_name),

@@ -9,6 +9,7 @@ tell them from real content without guessing.
 from __future__ import annotations
 
 __all__ = [
+    "MAX_PROJECT_NAME_LENGTH",
     "PAGE_FILES",
     "TEMP_MARKER",
     "RepoLayout",
@@ -136,12 +137,21 @@ class RepoLayout:
         return self.json_dir / _checked(name)
 
 
+#: The longest project name the mirror keeps or serves. A name is one directory entry (its page
+#: directory, its JSON-API document) and :func:`atomic_write` writes the document first under
+#: ``.{name}.pypimirror-tmp-XXXXXXXX``: 25 more bytes, within the 255 every common filesystem
+#: allows for an entry. The standards set no limit; this one is far beyond the names projects
+#: use, and a longer name could not be stored anyway. So the sync skips such a name from a
+#: listing, and a request for one is a 404 before the name is even normalized or looked up.
+MAX_PROJECT_NAME_LENGTH = 230
+
 _NORMALIZED_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 
 
 def is_normalized_project_name(name: str) -> bool:
-    """True for a valid, already normalized project name (safe as one path segment)."""
-    return _NORMALIZED_NAME.fullmatch(name) is not None
+    """True for a valid, already normalized project name, short enough to be stored (safe as one
+    path segment)."""
+    return len(name) <= MAX_PROJECT_NAME_LENGTH and _NORMALIZED_NAME.fullmatch(name) is not None
 
 
 def _checked(name: str) -> str:

@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 import asyncio
-import email.utils
 import hashlib
 import http.client
 import logging
@@ -59,6 +58,7 @@ from pypimirror.errors import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
+from pypimirror.httpdate import parse_http_date
 
 logger = logging.getLogger(__name__)
 
@@ -190,13 +190,8 @@ def parse_retry_after(value: str, now: float) -> float | None:
     value = value.strip()
     if value.isascii() and value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT by definition
-        return None
-    return max(0.0, when.timestamp() - now)
+    when = parse_http_date(value, now=now)
+    return None if when is None else max(0.0, when - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +413,7 @@ class UpstreamClient:
             raise IntegrityError(str(path), f"{size} bytes", f"{sink.received} bytes")
         if sha256 is not None and digest != sha256:
             raise IntegrityError(str(path), f"sha256 {sha256}", f"sha256 {digest}")
-        return DownloadResult(sink.received, digest, _parse_http_date(response.headers.get("Last-Modified")))
+        return DownloadResult(sink.received, digest, _last_modified(response.headers))
 
     def _build_request(
         self,
@@ -575,15 +570,10 @@ class _DownloadSink:
         return 1 if self.failure is not None else 0
 
 
-def _parse_http_date(value: str | None) -> float | None:
-    """Unix time of an HTTP date (``Last-Modified``), or None when absent or not a date."""
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() if when.tzinfo is not None else None
+def _last_modified(headers: HTTPHeaders) -> float | None:
+    """Unix time of ``Last-Modified``, or None when absent or not an HTTP date."""
+    when = parse_http_date(headers.get("Last-Modified"))
+    return None if when is None else float(when)
 
 
 def _describe(request: HTTPRequest) -> str:

@@ -20,7 +20,8 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 RESOLVE_CASES = [
     # the seed's acceptance cases (trusted 10.0.0.0/8)
     ("10.0.0.1", "1.1.1.1, 2.2.2.2, 10.0.0.5", None, "2.2.2.2"),
-    ("10.0.0.1", "1.1.1.1, junk", None, "1.1.1.1"),
+    # (the seed believed 1.1.1.1 here; an unparseable entry now ends the walk, see below)
+    ("10.0.0.1", "1.1.1.1, junk", None, "10.0.0.1"),
     ("10.0.0.1", "10.0.0.7, 10.0.0.5", "3.3.3.3", "3.3.3.3"),
     ("10.0.0.1", None, None, "10.0.0.1"),
     ("5.5.5.5", "1.1.1.1", None, "5.5.5.5"),
@@ -30,6 +31,7 @@ RESOLVE_CASES = [
     # trusted peer, nothing usable in the headers
     ("10.0.0.1", "", "", "10.0.0.1"),
     ("10.0.0.1", "junk, , 999.1.1.1", "not-an-ip", "10.0.0.1"),
+    ("10.0.0.1", "10.0.0.2, , ", "3.3.3.3", "3.3.3.3"),  # empty list elements are no hop
     ("10.0.0.1", "10.1.1.1", " 3.3.3.3 ", "3.3.3.3"),
     # XFF wins over X-Real-IP when it names an untrusted hop
     ("10.0.0.1", "4.4.4.4", "3.3.3.3", "4.4.4.4"),
@@ -45,9 +47,27 @@ RESOLVE_CASES = [
     ("10.0.0.1:4711", "1.1.1.1", None, "1.1.1.1"),
     ("[fd00::1]:443", "1.1.1.1", None, "1.1.1.1"),
     ("[2001:db8::9]", "1.1.1.1", None, "2001:db8::9"),
-    # entries with ports, brackets or zones are not plain IPs: skipped
-    ("10.0.0.1", "1.1.1.1, 2.2.2.2:80, [2001:db8::1], 2001:db8::2%eth0", None, "1.1.1.1"),
-    ("10.0.0.1", "1.1.1.1, 9.9.9.9\x00, \t", None, "1.1.1.1"),
+    # entries in every form a proxy writes: ip:port, [v6], [v6]:port, a zone
+    ("10.0.0.1", "1.1.1.1, 2.2.2.2:80", None, "2.2.2.2"),
+    ("10.0.0.1", "1.1.1.1, 10.0.0.2:80", None, "1.1.1.1"),
+    ("10.0.0.1", "1.1.1.1, [2001:db8::1]:443", None, "2001:db8::1"),
+    ("10.0.0.1", "1.1.1.1, [fd00::2]:443, [fd00::3]", None, "1.1.1.1"),
+    ("10.0.0.1", "1.1.1.1, [2001:db8::1]", None, "2001:db8::1"),
+    ("10.0.0.1", "1.1.1.1, 2001:db8::2%eth0", None, "2001:db8::2"),
+    ("10.0.0.1", "1.1.1.1, [::ffff:10.0.0.3]:80", None, "1.1.1.1"),
+    # an entry that does not parse ends the walk: what stands left of it is the client's word,
+    # and the client is the trusted hop that wrote it (the entry's right neighbour, or the peer)
+    ("10.0.0.1", "6.6.6.6, unknown", None, "10.0.0.1"),
+    ("10.0.0.1", "6.6.6.6, unknown, 10.0.0.2", None, "10.0.0.2"),
+    ("10.0.0.1", "6.6.6.6, unknown:80, 10.0.0.2:1234", None, "10.0.0.2"),
+    ("10.0.0.1", "6.6.6.6, _hidden, [fd00::2]:80", None, "fd00::2"),
+    ("10.0.0.1", "6.6.6.6, unknown", "3.3.3.3", "10.0.0.1"),  # nor is X-Real-IP asked then
+    ("10.0.0.1", "6.6.6.6, 9.9.9.9\x00, 10.0.0.2", None, "10.0.0.2"),
+    ("10.0.0.1", "6.6.6.6, 1.2.3.4:123456", None, "10.0.0.1"),
+    ("10.0.0.1", "6.6.6.6, [2001:db8::1, 10.0.0.2", None, "10.0.0.2"),
+    ("10.0.0.1", "6.6.6.6, 999.1.1.1", None, "10.0.0.1"),
+    ("10.0.0.1", "6.6.6.6, 5.5.5.5, unknown", None, "10.0.0.1"),
+    ("10.0.0.1", "unknown, 5.5.5.5", None, "5.5.5.5"),  # an untrusted hop ends the walk before it
 ]
 
 

@@ -17,6 +17,7 @@ from pypimirror.pagecache import (
     read_simple_html_serial,
     read_simple_json_serial,
 )
+from pypimirror.errors import StorageError
 from pypimirror.storage import atomic_write
 
 _OPENED: list[str] | None = None
@@ -177,3 +178,31 @@ async def test_precompressed_sibling_is_used_only_when_not_older(tmp_path: Path,
     os.utime(sibling, ns=(mtime_ns - 10**9, mtime_ns - 10**9))
     assert await cache.get_precompressed(page, sibling) is None
     assert await cache.get_precompressed(tmp_path / "none", sibling) is None
+
+
+@pytest.mark.gen_test
+async def test_a_path_that_names_no_page_is_none_whatever_the_reason(tmp_path: Path):
+    atomic_write(tmp_path / "file", b"x")
+    cache = PageCache(revalidate_after=0)
+    for absent in (
+        tmp_path / "missing",
+        tmp_path / ("n" * 300),  # ENAMETOOLONG
+        tmp_path / "file" / "index.html",  # ENOTDIR
+    ):
+        assert await cache.get(absent) is None, absent
+        assert await cache.get_precompressed(absent, tmp_path / "file") is None, absent
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert await cache.get(tmp_path / "loop" / "index.html") is None  # ELOOP
+
+
+@pytest.mark.gen_test
+async def test_a_page_that_cannot_be_read_raises_a_storage_error_naming_it(tmp_path: Path):
+    cache = PageCache(revalidate_after=0)
+    page = tmp_path / "index.html"
+    page.mkdir()  # stat works, open fails with EISDIR
+    with pytest.raises(StorageError, match=f"cannot read page {page}: Is a directory"):
+        await cache.get(page)
+    atomic_write(tmp_path / "index.v1_json", b"{}")
+    with pytest.raises(StorageError):
+        await cache.get_precompressed(tmp_path / "index.v1_json", page)
+    assert cache.stats.entries == 0

@@ -381,6 +381,56 @@ def test_parse_simple_project_json_shortens_huge_values_in_errors() -> None:
     assert str(info.value).endswith("...")
 
 
+NOT_LINKABLE = [
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    " javascript:alert(1)",
+    "java\tscript:alert(1)",
+    "\x00javascript:alert(1)",
+    "vbscript:msgbox(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "file:///etc/passwd",
+    "ftp://files.example.org/demo_project-1.0-py3-none-any.whl",
+    "http://[::1/broken",
+]
+
+
+@pytest.mark.parametrize("url", NOT_LINKABLE)
+def test_parse_simple_project_json_drops_files_whose_url_is_not_http_or_relative(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = with_file(url=url)
+    dropped = doc["files"][0]["filename"]
+    parsed = parse_simple_project_json(doc)
+    every = parse_simple_project_json(upstream_simple())
+    assert [f.filename for f in parsed.files] == [f.filename for f in every.files if f.filename != dropped]
+    assert parsed.versions == every.versions  # the rest of the project is untouched
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"dropping file {dropped!r}, its URL is not http(s) or relative" in record.getMessage()
+    html = render_project_html(parsed, url_for=identity, repository_meta=True)
+    json_page = render_project_json(parsed, url_for=identity)
+    assert dropped.encode() not in html and dropped.encode() not in json_page
+
+
+@pytest.mark.parametrize(
+    "url", ["https://files.example.org/a/demo.whl", "http://127.0.0.1/demo.whl", "../../demo.whl", "//example.org/x"]
+)
+def test_parse_simple_project_json_keeps_http_and_relative_urls(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert first_file(with_file(url=url)).url == url
+    assert caplog.records == []
+
+
+def test_parse_json_api_drops_files_whose_url_is_not_http_or_relative(caplog: pytest.LogCaptureFixture) -> None:
+    doc = upstream_json_api()
+    entry = doc["releases"]["1.0"][0]
+    entry["url"] = "javascript:alert(document.cookie)"
+    parsed = parse_json_api(json.dumps(doc).encode())
+    assert entry["filename"] not in {f.filename for f in parsed.files}
+    assert len(parsed.files) == len(parse_json_api(json.dumps(upstream_json_api()).encode()).files) - 1
+    assert "javascript:alert(document.cookie)" in caplog.text
+
+
 # --- parsing the JSON API -----------------------------------------------------------------
 
 

@@ -171,6 +171,17 @@ async def test_if_range_applies_the_range_only_to_the_same_file(fetch, wheel):
         assert response.body == (DATA[:10] if status == 206 else DATA)
 
 
+@pytest.mark.parametrize(
+    "date", ["Sat, 01 Jan 10000 00:00:00 GMT", "Sat Jan  1 00:00:00 10000", "Tue, 31 Feb 2000 00:00:00 GMT"]
+)
+@pytest.mark.gen_test
+async def test_unreadable_validator_dates_are_ignored(fetch, wheel, date):
+    since = await fetch(URL, headers={"If-Modified-Since": date})
+    ranged = await fetch(URL, headers={"Range": "bytes=0-9", "If-Range": date})
+    assert (since.code, since.body) == (200, DATA)
+    assert (ranged.code, ranged.body) == (200, DATA)  # a validator that matches nothing: the whole file
+
+
 @pytest.mark.gen_test
 async def test_conditional_requests_get_304(fetch, wheel):
     first = await fetch(URL)

@@ -83,3 +83,11 @@ async def test_simple_route_wins_over_a_project_named_simple(fetch, layout: Repo
     write_project(make_page("json", serial=5))
     response = await fetch("/pypi/simple/json/")
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"  # the simple page of "json"
+
+
+@pytest.mark.parametrize("since", ["Sat, 01 Jan 10000 00:00:00 GMT", "Tue, 31 Feb 2000 00:00:00 GMT"])
+@pytest.mark.gen_test
+async def test_unreadable_if_modified_since_is_ignored(fetch, document, since):
+    for path in ("/pypi/pypi/demo/json", "/pypi/demo/json"):
+        response = await fetch(path, headers={"If-Modified-Since": since})
+        assert (response.code, response.body) == (200, document)

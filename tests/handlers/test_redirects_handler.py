@@ -80,3 +80,24 @@ async def test_every_request_leaves_one_access_log_entry(fetch, access_log, serv
     assert entries[1].bytes_sent == len(b"404 Not Found\n") and entries[2].bytes_sent == 0
     assert all(0 <= e.duration_s < 5 and started <= e.time <= time.time() for e in entries)
     assert services.in_flight.count == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        (b"/pypi/web/s?q=\xc3\xa9t\xe9", UPSTREAM.encode() + b"/s?q=%C3%A9t%E9"),
+        (b"/pypi/web/s?a=%41%e9&b=%zz&c=%&d=%4", UPSTREAM.encode() + b"/s?a=%41%e9&b=%25zz&c=%25&d=%254"),
+        (b"/pypi/web/s%zz/%?q=\"<x>`{|}^\\", UPSTREAM.encode() + b"/s%25zz/%25?q=%22%3Cx%3E%60%7B%7C%7D%5E%5C"),
+        (b"/pypi/web/s?keep=/?:@!$&'()*+,;=-._~", UPSTREAM.encode() + b"/s?keep=/?:@!$&'()*+,;=-._~"),
+        (b"/pypi/simple?\xff", b"/pypi/simple/?%FF"),
+        (b"/pypi/simple/Demo/?format=\xe9", b"/pypi/simple/demo/?format=%E9"),
+        (b"/pypi/Demo/json?x=\xe9%zz", b"/pypi/demo/json?x=%E9%25zz"),
+        (b"/pypi/pypi/Demo/json?x=\xe9", b"/pypi/pypi/demo/json?x=%E9"),
+    ],
+)
+@pytest.mark.gen_test
+async def test_every_redirect_percent_encodes_the_query_it_keeps(raw_request, target, location):
+    answer = await raw_request(target)
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert head.split(b" ", 2)[1] in (b"301", b"302"), head
+    assert b"\r\nLocation: " + location + b"\r\n" in head

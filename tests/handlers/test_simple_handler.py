@@ -9,8 +9,12 @@ import time
 from email.utils import formatdate
 
 import pytest
+from packaging.utils import NormalizedName
+from tornado.web import HTTPError
 
-from pypimirror.storage import RepoLayout
+from pypimirror import negotiation
+from pypimirror.handlers import base, cached
+from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, RepoLayout, atomic_write
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -110,6 +114,27 @@ async def test_stale_validators_get_the_page(fetch, demo):
         response = await fetch("/pypi/simple/demo/", headers=headers)
         assert response.code == 200, headers
         assert response.body.startswith(b"<!DOCTYPE html>")
+
+
+# Dates a client may send that name no second we can compare with: each is ignored (RFC 9110).
+UNREADABLE_DATES = [
+    "Sat, 01 Jan 10000 00:00:00 GMT",  # year 10000: once a 500 from calendar.timegm
+    "Sat Jan  1 00:00:00 10000",
+    "Sat, 01 Jan 99999999999999999999 00:00:00 GMT",
+    "Tue, 31 Feb 2000 00:00:00 GMT",
+    "Sun, 06 Nov 2094 08:49:37",  # no zone: not an HTTP date, however far in the future
+]
+
+
+@pytest.mark.parametrize("since", UNREADABLE_DATES)
+@pytest.mark.gen_test
+async def test_unreadable_if_modified_since_is_ignored_on_every_page(fetch, demo, write_root, since):
+    write_root([("Demo", "demo", 42)], serial=42, gzip_siblings=True)
+    for path, encoding in (("/pypi/simple/demo/", "identity"), ("/pypi/simple/", "identity"),
+                           ("/pypi/simple/", "gzip")):
+        response = await fetch(path, headers={"If-Modified-Since": since, "Accept-Encoding": encoding})
+        assert (response.code, path, encoding) == (200, path, encoding)
+        assert response.body
 
 
 @pytest.mark.gen_test
@@ -234,6 +259,101 @@ async def test_missing_or_invalid_projects_are_404(fetch, demo, path):
     assert response.code == 404
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.body == b"404 Not Found\n"
+
+
+OVERLONG = "a" * (MAX_PROJECT_NAME_LENGTH + 1)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/pypi/simple/{OVERLONG}/", f"/pypi/simple/{OVERLONG}", f"/pypi/simple/{'A' * 256}/",
+        f"/pypi/simple/{'a' * 10_000}/", f"/pypi/pypi/{OVERLONG}/json", f"/pypi/{OVERLONG}/json",
+        f"/pypi/{'a_' * 200}b/json",  # would normalize to 401 characters
+    ],
+)
+@pytest.mark.gen_test
+async def test_overlong_project_names_are_404_without_being_normalized_or_cached(fetch, demo, path):
+    before = cached._cached_normalized_name.cache_info()
+    response = await fetch(path, headers={"Accept": PIP_ACCEPT})
+    assert (response.code, response.body) == (404, b"404 Not Found\n")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    after = cached._cached_normalized_name.cache_info()
+    assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
+
+
+def test_name_cache_keys_are_bounded_by_the_name_length():
+    before = cached._cached_normalized_name.cache_info()
+    for i in range(50):
+        with pytest.raises(HTTPError) as refused:
+            cached.normalized_name(f"{i}{'x' * 60_000}")
+        assert refused.value.status_code == 404
+    assert cached._cached_normalized_name.cache_info() == before
+
+
+@pytest.mark.parametrize("config_data", [{"trusted_proxies": ["127.0.0.1/32"]}], indirect=True)
+@pytest.mark.gen_test
+async def test_no_cache_keyed_by_a_request_header_keeps_a_long_value(fetch, demo):
+    caches = {
+        "name": cached._cached_normalized_name,
+        "accept": negotiation._cached_variant_for_accept,
+        "accept-encoding": cached._cached_accepts_gzip,
+        "forwarded-for": base._cached_identify_client,
+    }
+    before = {label: cache.cache_info().currsize for label, cache in caches.items()}
+    for i in range(20):
+        padding = f"{i:04d}" + "x" * 2000
+        response = await fetch(f"/pypi/simple/demo-{padding}/", headers={
+            "Accept": f"text/html, application/x-{padding}",
+            "Accept-Encoding": f"gzip, x-{padding}",
+            "X-Forwarded-For": f"192.0.2.{i}, {'10.0.0.1, ' * 300}127.0.0.1",
+        })
+        assert response.code == 404
+        response = await fetch("/pypi/simple/demo/", headers={
+            "Accept": f"text/html, application/x-{padding}", "Accept-Encoding": f"gzip, x-{padding}",
+        })
+        assert response.code == 200
+    grown = {label: cache.cache_info().currsize - before[label] for label, cache in caches.items()}
+    # At most the short keys of this test ("demo", the bare peer), if no earlier test cached them.
+    assert all(count <= 1 for count in grown.values()), grown
+
+
+@pytest.mark.gen_test
+async def test_the_longest_name_allowed_is_stored_and_served(fetch, make_page, write_project, layout: RepoLayout):
+    longest = "l" * MAX_PROJECT_NAME_LENGTH
+    write_project(make_page(longest))
+    atomic_write(layout.json_document(NormalizedName(longest)), b'{"last_serial": 42}\n')
+    for path in (f"/pypi/simple/{longest}/", f"/pypi/pypi/{longest}/json", f"/pypi/{longest}/json"):
+        response = await fetch(path)
+        assert (response.code, response.headers["X-PyPI-Last-Serial"]) == (200, "42"), path
+    redirected = await fetch(f"/pypi/simple/{longest.upper()}/")
+    assert (redirected.code, redirected.headers["Location"]) == (301, f"/pypi/simple/{longest}/")
+
+
+@pytest.mark.gen_test
+async def test_a_page_that_cannot_be_read_is_503_logged_in_one_line(fetch, demo, layout: RepoLayout, caplog):
+    page = layout.project_page(demo.name, "index.html")
+    page.unlink()
+    page.mkdir()  # opening it fails with EISDIR: there is something, but not a readable page
+    response = await fetch("/pypi/simple/demo/", headers={"Accept": "text/html"})
+    assert (response.code, response.body) == (503, b"503 Service Unavailable\n")
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    [record] = [r for r in caplog.records if r.levelname != "DEBUG" and str(page) in r.getMessage()]
+    assert record.exc_info is None
+    assert f"cannot read page {page}: Is a directory" in record.getMessage()
+    other = await fetch("/pypi/simple/demo/", headers={"Accept": V1_JSON})
+    assert other.code == 200  # the project's other pages are not affected
+
+
+@pytest.mark.gen_test
+async def test_a_root_page_that_cannot_be_read_is_503(fetch, write_root, layout: RepoLayout):
+    write_root([("Demo", "demo", 42)], serial=42, gzip_siblings=True)
+    for variant in ("index.html", "index.html.gz"):
+        layout.root_page(variant).unlink()
+        layout.root_page(variant).mkdir()
+    for encoding in ("gzip", "identity"):
+        response = await fetch("/pypi/simple/", headers={"Accept": "text/html", "Accept-Encoding": encoding})
+        assert response.code == 503, encoding
 
 
 @pytest.mark.gen_test

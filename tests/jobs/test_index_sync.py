@@ -22,7 +22,7 @@ from pypimirror.db import Database
 from pypimirror.errors import MalformedUpstreamError, UpstreamError
 from pypimirror.jobs.index_sync import IndexSyncReport, plan_index_sync, run_index_sync
 from pypimirror.listing import ListedProject
-from pypimirror.storage import TEMP_MARKER
+from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, TEMP_MARKER
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
 
 PREFIX = "/pypi"
@@ -510,3 +510,45 @@ async def test_relative_file_links_are_resolved_against_the_upstream_page(
     await sync()
     page = read_json(repo(tmp_path) / "simple" / "demo" / "index.v1_json")
     assert [entry["url"] for entry in page["files"]] == [f"{PREFIX}{dist.path}"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_file_links_that_are_not_http_are_dropped_and_logged(
+    sync: SyncRunner, fake_index: FakeIndex, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_index.add_project("demo", ["1.0"], wheel=False)
+    fake_index.add_project("other", ["2.0"])
+    dist = fake_index.files("demo")[0]
+    hostile = {"demo-6.6-py3-none-any.whl": "javascript:alert(1)", "demo-6.7-py3-none-any.whl": "data:text/html,x",
+               "demo-6.8-py3-none-any.whl": "file:///etc/passwd"}
+    serial = fake_index.project("demo").last_serial
+    files = [{"filename": dist.filename, "url": fake_index.url + dist.path, "hashes": {"sha256": dist.sha256}, "size": dist.size}]
+    files += [{"filename": name, "url": url, "hashes": {"sha256": "ab" * 32}, "size": 1} for name, url in hostile.items()]
+    body = json.dumps({"meta": {"api-version": "1.4", "_last-serial": serial}, "name": "demo", "files": files}).encode()
+    fake_index.fail_next("/simple/demo/", status=200, body=body, times=None,
+                         headers={"Content-Type": "application/vnd.pypi.simple.v1+json", "X-PyPI-Last-Serial": str(serial)})
+    report = await sync()
+    assert (report.fetched, report.errors) == (2, 0)
+    page = read_json(repo(tmp_path) / "simple" / "demo" / "index.v1_json")
+    assert [entry["url"] for entry in page["files"]] == [f"{PREFIX}{dist.path}"]
+    html = (repo(tmp_path) / "simple" / "demo" / "index.html").read_bytes()
+    assert dist.filename.encode() in html
+    for name, url in hostile.items():
+        assert name.encode() not in html and url.split(":")[0].encode() + b":" not in html
+        assert any(name in r.getMessage() and r.levelname == "WARNING" for r in caplog.records), name
+    assert (repo(tmp_path) / "simple" / "other" / "index.v1_json").exists()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_listed_names_too_long_to_store_are_skipped_and_the_rest_synced(
+    sync: SyncRunner, fake_index: FakeIndex, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_index.add_project("demo")
+    fake_index.add_project("l" * MAX_PROJECT_NAME_LENGTH)
+    fake_index.add_project("x" * (MAX_PROJECT_NAME_LENGTH + 1))
+    report = await sync()
+    assert (report.fetched, report.errors) == (2, 0)
+    assert (repo(tmp_path) / "json" / ("l" * MAX_PROJECT_NAME_LENGTH)).exists()
+    assert not (repo(tmp_path) / "simple" / ("x" * (MAX_PROJECT_NAME_LENGTH + 1))).exists()
+    assert "ignoring invalid project name 'xxx" in caplog.text
+    assert temp_files(repo(tmp_path)) == []
