@@ -185,6 +185,7 @@ class Database:
         with self._errors_as("cannot open database", (sa_exc.DBAPIError,)):
             with self.engine.begin() as conn:
                 install_schema(conn)
+        self._check_file()  # from now on, the file at the path must stay this one
 
     def dispose(self) -> None:
         """Wait for queued work, then close every pooled connection."""
