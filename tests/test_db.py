@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
+from dbhelpers import PG_ADMIN, postgres_database
 from packaging.utils import NormalizedName
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy import exc as sa_exc
@@ -188,6 +190,22 @@ def test_no_transaction_runs_on_a_database_file_gone_from_its_path(tmp_path: Pat
     if move != "deleted":
         with closing(sqlite3.connect(path)) as check:
             assert ("b.whl",) not in check.execute("SELECT file_path FROM votes").fetchall()
+
+
+@pytest.mark.postgres
+def test_killed_postgresql_backends_are_replaced_and_the_next_read_and_write_work() -> None:
+    with postgres_database() as url, Database.open(url) as db:
+        assert read(db, read_schema_version) == SCHEMA_VERSION
+        write(db, lambda c: record_votes(c, [Vote("a.whl", "10.0.0.0/24", 1)], 60))
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()) AS t", [name]
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1  # the pool's idle connections
+        assert write(db, lambda c: record_votes(c, [Vote("b.whl", "10.0.0.0/24", 2)], 60)) == 1
+        assert read(db, lambda c: sorted(row[0] for row in c.execute(select(votes.c.file_path)))) == ["a.whl", "b.whl"]
 
 
 def test_the_schema_version_is_read_back_and_its_absence_is_an_error(tmp_path: Path) -> None:
