@@ -8,10 +8,10 @@ value (YAML ``null``) counts as absent and takes its default. Relative paths are
 against the directory holding the configuration file (``parse_config``: ``base_dir``, default
 the working directory), after ``~`` expansion.
 
-Paths that must not overlap are refused (:func:`_check_path_overlaps`): a cache tier holding
-the repository, inside its page directories (the index sync deletes whatever it does not know
-there) or overlapping another tier, and a file the mirror writes or reads (database, access log,
-TLS files) inside a tier or a page directory. Paths are compared after following symlinks
+Paths that must not overlap are refused (:func:`_read_tiers`, :func:`_check_files`): a cache
+tier holding the repository, inside its page directories (the index sync deletes whatever it
+does not know there) or overlapping another tier, and a file the mirror writes or reads
+(database, access log, TLS files) inside a tier or a page directory. Paths are compared after following symlinks
 (``Path.resolve``, which reads links but needs nothing to exist); beyond that and reading the
 file, nothing here touches the disk: whether paths exist is checked by whoever uses them.
 """
@@ -556,8 +556,9 @@ def _check_files(reader: _Reader, config: Config) -> None:
     database = make_url(config.database.url)
     if database.get_backend_name() == "sqlite" and database.database and not database.database.startswith("file:"):
         files.append(("database.url", Path(database.database)))
-    files += [(key, path) for key, path in (("log.path", config.log.path), ("tls.cert", config.tls.cert),
-                                            ("tls.key", config.tls.key)) if path is not None]  # fmt: skip
+    for key, given in (("log.path", config.log.path), ("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
+        if given is not None:
+            files.append((key, given))
     repo = _resolved(config.repo_path)
     owners = [(f"repo_path's {pages.name}/", pages) for pages in _page_dirs(repo)]
     owners += [(f"the cache tier '{tier.path}'", _resolved(tier.path)) for tier in config.cache.tiers]
