@@ -92,9 +92,11 @@ async def test_healthz_is_ok_when_database_and_repo_work(fetch):
 
 @pytest.mark.gen_test
 async def test_healthz_is_503_with_the_reason_when_the_repo_is_gone(fetch, mirror_config, caplog):
-    shutil.rmtree(mirror_config.repo_path)
+    shutil.rmtree(mirror_config.repo_path)  # the database file went with it
     response = await fetch("/healthz")
-    assert (response.code, response.body) == (503, b"repo_path: not writable (No such file or directory)\n")
+    assert (response.code, response.body) == (
+        503, b"database: the file was deleted while in use\nrepo_path: not writable (No such file or directory)\n"
+    )
     assert "health check failed: repo_path: not writable" in caplog.text
 
 
