@@ -97,7 +97,7 @@ async def test_healthz_is_503_with_the_reason_when_the_repo_is_gone(fetch, mirro
     assert (response.code, response.body) == (
         503, b"database: the file was deleted while in use\nrepo_path: not writable (No such file or directory)\n"
     )
-    assert "health check failed: repo_path: not writable" in caplog.text
+    assert "health check failed: database: the file was deleted while in use; repo_path: not writable" in caplog.text
 
 
 @pytest.mark.parametrize("database", ["unreachable"], indirect=True)
