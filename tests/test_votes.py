@@ -360,6 +360,48 @@ def test_offers_stay_fast_while_sqlite_is_locked_and_nothing_is_lost(tmp_path: P
         assert len(stored_votes(db)) == n == recorder.stats.written
 
 
+def test_votes_wait_while_the_sqlite_file_is_away_and_are_stored_once_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not one vote goes into the file while it is not at its path (deleted, as far as anyone can see)."""
+    path = tmp_path / "pypi-mirror.db"
+    with Database.open(f"sqlite:///{path}") as db:
+        recorder = make_recorder(db)
+        recorder.start()
+        assert recorder.offer("ab/cd/ef/before.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.written == 1)
+        path.rename(tmp_path / "away.db")
+        for n in range(20):
+            assert recorder.offer(f"ab/cd/ef/during{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.db_errors >= 2)
+        assert recorder.stats.written == 1 and not path.exists()
+        (tmp_path / "away.db").rename(path)  # the same file again: safe to write
+        recorder.close(timeout=30)
+        assert {p for p, _, _ in stored_votes(db)} == {"ab/cd/ef/before.whl"} | {
+            f"ab/cd/ef/during{n}.whl" for n in range(20)
+        }
+    assert recorder.stats.written == 21
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"database file {path} was deleted while in use: nothing is read from or written to it "
+                      "(votes wait in the queue); restore the file and restart pypimirror"]
+
+
+def test_votes_for_a_deleted_sqlite_file_are_counted_as_lost_at_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pypi-mirror.db"
+    with Database.open(f"sqlite:///{path}") as db:
+        recorder = make_recorder(db)
+        recorder.start()
+        path.unlink()
+        for n in range(3):
+            assert recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.db_errors >= 1)
+        recorder.close(timeout=0.5)
+    assert recorder.stats.written == 0 and not path.exists()  # no new empty database either
+    assert "vote writer stopped: 3 queued votes were not recorded" in [r.getMessage() for r in caplog.records]
+
+
 def test_close_timeout_gives_up_and_logs_the_lost_votes(
     database: Database, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
