@@ -4,7 +4,8 @@ A relayed file is never held whole in memory, however large it is and however sl
 reads: body pieces wait in a queue that the client's writes drain, and the upstream transfer is
 paused while more than ``high_water`` bytes wait and resumed below ``low_water`` (stack-notes §3);
 what was already on its way when the pause took effect (tornado's buffer of up to 1 MiB and
-curl's current read) still arrives, so the queue peaks a little above ``high_water``.
+curl's current read) still arrives, so the queue peaks a little above ``high_water``. A relay
+started while the server's buffer budget is spent gets the small marks instead.
 The answer's head (status and headers) is known before its body, so the client can be told the
 status while the body streams. Which headers cross the proxy is decided here, by two allowlists:
 a header we do not name (``Set-Cookie``, ``Strict-Transport-Security``, ``Alt-Svc``, hop-by-hop
@@ -16,6 +17,8 @@ from __future__ import annotations
 __all__ = [
     "HIGH_WATER",
     "LOW_WATER",
+    "SMALL_HIGH_WATER",
+    "SMALL_LOW_WATER",
     "RELAYED_REQUEST_HEADERS",
     "RELAYED_RESPONSE_HEADERS",
     "Relay",
@@ -42,6 +45,9 @@ logger = logging.getLogger(__name__)
 #: Queued body bytes above which the upstream transfer is paused, and below which it resumes.
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
+#: The marks of a relay started while the buffer budget is spent (:mod:`pypimirror.buffers`).
+SMALL_HIGH_WATER = 256 * 1024
+SMALL_LOW_WATER = 64 * 1024
 # The most bytes handed to the client in one write (and one flush).
 _BATCH_BYTES = 1024 * 1024
 # Bytes curl reads from the socket at a time: fewer, larger pieces cost less Python per MB.
