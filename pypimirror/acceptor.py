@@ -119,7 +119,10 @@ class _ThrottledWarning:
             return
         held, self._held = self._held, 0
         self._next_at = now + _LOG_INTERVAL_S
-        logger.warning("%s (%d more since the last such message)", message % args, held)
+        if held:
+            logger.warning("%s (%d more since the last such message)", message % args, held)
+        else:
+            logger.warning(message, *args)
 
 
 class CappedHTTPServer(HTTPServer):
@@ -145,6 +148,7 @@ class CappedHTTPServer(HTTPServer):
             self._acceptors.append(_AcceptLoop(sock, self))
 
     def stop(self) -> None:
+        """Stop accepting and close the listening sockets, as tornado's ``stop`` does."""
         for acceptor in self._acceptors:
             acceptor.close()
         self._acceptors.clear()
@@ -189,12 +193,14 @@ class _AcceptLoop:
         self._watching = True
 
     def close(self) -> None:
+        """Stop accepting and close the socket: connecting clients are refused, not queued."""
         if self._watching:
             self._io_loop.remove_handler(self._sock)
             self._watching = False
         if self._resume_handle is not None:
             self._io_loop.remove_timeout(self._resume_handle)
             self._resume_handle = None
+        self._sock.close()
 
     def _on_readable(self, _sock: socket.socket, _events: int) -> None:
         for _ in range(_ACCEPT_BATCH):
