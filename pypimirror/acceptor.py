@@ -35,7 +35,7 @@ import logging
 import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,14 @@ _ACCEPT_BATCH = 128
 _FIRST_PAUSE_S = 0.05
 _MAX_PAUSE_S = 1.0
 _LOG_INTERVAL_S = 10.0
-# What accept() reports for a connection that died while queued, or a signal: just go on.
-_SKIP_ERRNOS = frozenset({errno.ECONNABORTED, errno.EINTR, errno.EPROTO})
+# What accept() reports for one connection (it died while queued, or Linux passes on a network
+# error pending on it; accept(2) says to retry) or for a signal: go on with the next.
+_SKIP_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ECONNABORTED", "EINTR", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+                 "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH")
+    if hasattr(errno, name)
+)
 
 
 def default_max_connections(soft_limit: int | None = None) -> int:
@@ -143,7 +149,7 @@ class CappedHTTPServer(HTTPServer):
     def connection_stats(self) -> ConnectionStats:
         return ConnectionStats(self.max_connections, self._open, self._refused, self._accept_errors)
 
-    def add_sockets(self, sockets: Any) -> None:
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             self._acceptors.append(_AcceptLoop(sock, self))
 
@@ -204,6 +210,8 @@ class _AcceptLoop:
 
     def _on_readable(self, _sock: socket.socket, _events: int) -> None:
         for _ in range(_ACCEPT_BATCH):
+            if not self._watching:  # closed by what the last connection set off
+                return
             try:
                 connection, address = self._sock.accept()
             except BlockingIOError:
