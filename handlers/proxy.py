@@ -13,7 +13,8 @@
   closed, so it sees an incomplete response, never a short ``200``;
 * a client that leaves, or takes nothing for ``timeouts.write``, ends the upstream transfer;
 * the body waiting for the client counts against the process's buffer budget
-  (:mod:`pypimirror.buffers`): up to 4 MiB while it has room, else 256 KiB;
+  (:mod:`pypimirror.buffers`): a relay queues up to 4 MiB while the budget has room for
+  that, else 256 KiB;
 * the access log says ``proxied`` for every answer proxy mode gave, its 502s included.
 """
 
@@ -34,6 +35,7 @@ from pypimirror.relay import (
     Relay,
     RelayHead,
     open_relay,
+    relay_footprint,
     relayed_request_headers,
     relayed_response_headers,
 )
@@ -51,11 +53,12 @@ class ProxyingHandler(BaseHandler):
 
     async def relay_from_upstream(self, upstream: UpstreamClient, url: str) -> None:
         """Answer this GET or HEAD with the upstream's answer for ``url``."""
-        high_water = self.buffers.take(HIGH_WATER, SMALL_HIGH_WATER)
+        full = relay_footprint(HIGH_WATER)
+        taken = self.buffers.take(full, relay_footprint(SMALL_HIGH_WATER))
         try:
-            await self._relay_within(high_water, upstream, url)
+            await self._relay_within(HIGH_WATER if taken == full else SMALL_HIGH_WATER, upstream, url)
         finally:
-            self.buffers.give_back(high_water)
+            self.buffers.give_back(taken)
 
     async def _relay_within(self, high_water: int, upstream: UpstreamClient, url: str) -> None:
         self.proxied = True

@@ -217,3 +217,37 @@ def test_downloads_nobody_reads_hold_no_more_memory_than_the_buffer_budget_allow
     # 1 MiB a connection (what they held before the budget) is far beyond.
     assert growth < BUDGET + STALLED_CLIENTS * (SMALL_CHUNK + 160 * 1024), f"grew by {growth / MIB:.1f} MiB"
     assert held <= BUDGET + STALLED_CLIENTS * SMALL_CHUNK
+
+
+STALLED_RELAYS = 30
+
+
+def test_proxied_downloads_nobody_reads_hold_small_relay_queues_once_the_budget_is_spent(
+    fake_index: FakeIndex, tmp_path: Path
+) -> None:
+    fake_index.add_project("big", ["1.0"], payload_size=16 * MIB, sdist=False)
+    (wheel,) = fake_index.files("big", "1.0")
+    config = write_config(tmp_path, fake_index, serve={"buffer_budget": "8m"}, ip_modes={"default": "proxy"})
+    path = f"{PREFIX}{wheel.path}"
+    expected = hashlib.sha256(wheel.content).hexdigest()
+    stderr_path = tmp_path / "serve.err"
+    with running_server(config, stderr_path) as (process, port):
+        assert hashlib.sha256(download(port, path)).hexdigest() == expected  # warm: curl, buffers
+        baseline = rss_bytes(process.pid)
+        stalled = [stalled_download(port, path) for _ in range(STALLED_RELAYS)]
+        try:
+            wait_for(lambda: all(has_body_bytes(sock) for sock in stalled), timeout=30)
+            samples = []
+            for _ in range(20):  # a measurement window: the relays fill their queues, then pause
+                samples.append(rss_bytes(process.pid) - baseline)
+                time.sleep(0.1)
+            growth = max(samples)
+            assert hashlib.sha256(download(port, path)).hexdigest() == expected
+            wait_for(lambda: metric(port, "pypimirror_buffer_budget_squeezed_total") >= STALLED_RELAYS - 1)
+        finally:
+            for sock in stalled:
+                sock.close()
+        stop_server(process, stderr_path)
+    # A relay within the budget holds ~6 MiB (queue, what arrives after its pause, the batch
+    # being written); one started beyond it, ~1.3 MiB.
+    assert growth < BUDGET + STALLED_RELAYS * 2 * MIB, f"grew by {growth / MIB:.1f} MiB"
