@@ -244,7 +244,7 @@ class PackageFileHandler(ProxyingHandler):
         offset = start
         try:
             await self.flush_or_abort()  # the headers; the chunks then go to the connection as they are
-            with _chunk_buffer(self.buffers) as buffer:
+            with _chunk_buffer(self.buffers, end - start) as buffer:
                 while offset < end:
                     chunk = buffer[: min(len(buffer), end - offset)]
                     size = await _read_into(fd, chunk, offset)
@@ -260,10 +260,11 @@ class PackageFileHandler(ProxyingHandler):
 
 
 @contextmanager
-def _chunk_buffer(budget: BufferBudget) -> Iterator[memoryview]:
-    """A buffer for one download, CHUNK_SIZE while ``budget`` has room, else small; reused by the
-    next one only if this one completed (a stalled connection's stream may still hold a view of it)."""
-    size = budget.take(CHUNK_SIZE, _SMALL_CHUNK_SIZE)
+def _chunk_buffer(budget: BufferBudget, length: int) -> Iterator[memoryview]:
+    """A buffer to send ``length`` bytes: CHUNK_SIZE while ``budget`` has room (small when that is
+    enough), else small; reused by the next download only if this one completed (a stalled
+    connection's stream may still hold a view of it)."""
+    size = budget.take(CHUNK_SIZE if length > _SMALL_CHUNK_SIZE else _SMALL_CHUNK_SIZE, _SMALL_CHUNK_SIZE)
     spares = _SPARE_BUFFERS[size]
     buffer = spares.pop() if spares else bytearray(size)
     try:

@@ -37,8 +37,9 @@ class BufferBudget:
         self.squeezed = 0
 
     def take(self, full: int, small: int) -> int:
-        """``full`` bytes if the budget has room for them, else ``small``; hand it back with :meth:`give_back`."""
-        if self.in_use + full <= self.limit:
+        """``full`` bytes if the budget has room for them (or ``full`` is no more than ``small``),
+        else ``small``; hand it back with :meth:`give_back`."""
+        if self.in_use + full <= self.limit or full <= small:
             self.in_use += full
             return full
         self.in_use += small

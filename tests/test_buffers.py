@@ -29,3 +29,10 @@ def test_a_request_larger_than_the_whole_budget_gets_the_small_size():
     budget = BufferBudget(MIB)
     assert budget.take(4 * MIB, 256 * 1024) == 256 * 1024
     assert budget.in_use == 256 * 1024
+
+
+def test_a_full_size_no_larger_than_the_small_one_is_always_granted_and_never_counted_as_squeezed():
+    budget = BufferBudget(MIB)
+    budget.take(MIB, SMALL)
+    assert budget.take(SMALL, SMALL) == SMALL
+    assert budget.stats == BufferStats(limit=MIB, in_use=MIB + SMALL, squeezed=0)

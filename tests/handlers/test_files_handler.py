@@ -384,3 +384,13 @@ async def test_a_download_starting_while_the_budget_is_spent_gets_the_whole_file
     held_elsewhere = budget.take(budget.limit, 0)
     assert (await fetch(URL)).body == content
     assert (budget.in_use, budget.squeezed) == (held_elsewhere, 1)
+
+
+@pytest.mark.gen_test
+async def test_a_file_that_fits_a_small_chunk_is_not_counted_as_squeezed_when_the_budget_is_spent(
+    fetch, wheel: Path, services
+):
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    assert (await fetch(URL)).body == DATA
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 0)
