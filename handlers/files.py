@@ -7,9 +7,9 @@ the disk (a bad one is a 404), looked up in the tiers, hottest first, without fo
 sent like a static file: ``ETag`` from mtime and size (cheap, and it changes when the file is
 replaced), ``Last-Modified``, 304, one ``Range`` (206, or 416), ``If-Range``, HEAD. Its bytes go
 out in 1 MiB chunks, each flushed before the next is read, through one reused buffer per
-download (no 1 MiB allocation per chunk); when the process's buffer budget is spent
-(:mod:`pypimirror.buffers`), a download starting then goes out in 64 KiB chunks instead. A chunk in the page cache is read on the IOLoop
-(``RWF_NOWAIT``: ~0.1 ms, less than a thread round trip); only a chunk that needs the disk is
+download (no 1 MiB allocation per chunk); a download that starts while the process's buffer
+budget is spent (:mod:`pypimirror.buffers`) goes out in 64 KiB chunks. A chunk in the page
+cache is read on the IOLoop (``RWF_NOWAIT``: ~0.1 ms, less than a thread round trip); only a chunk that needs the disk is
 read in a worker thread, so a cold disk tier never stalls the loop. A file we do not hold is a 302 to the
 upstream's ``redirect_url``, or, for clients whose network ``ip_modes`` maps to ``proxy``, the
 upstream's answer from ``packages_url`` streamed through us (:mod:`.proxy`).
