@@ -161,8 +161,8 @@ class CappedHTTPServer(HTTPServer):
         super().stop()
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        self._open += 1  # until on_close: tornado calls it once for every stream it was handed
         super().handle_stream(stream, address)
+        self._open += 1  # until on_close, which tornado calls once for each connection it serves, later
 
     def on_close(self, server_conn: object) -> None:
         self._open -= 1
