@@ -7,8 +7,9 @@ the disk (a bad one is a 404), looked up in the tiers, hottest first, without fo
 sent like a static file: ``ETag`` from mtime and size (cheap, and it changes when the file is
 replaced), ``Last-Modified``, 304, one ``Range`` (206, or 416), ``If-Range``, HEAD. Its bytes go
 out in 1 MiB chunks, each flushed before the next is read, through one reused buffer per
-download (no 1 MiB allocation per chunk). A chunk in the page cache is read on the IOLoop
-(``RWF_NOWAIT``: ~0.1 ms, less than a thread round trip); only a chunk that needs the disk is
+download (no 1 MiB allocation per chunk); a download that starts while the process's buffer
+budget is spent (:mod:`pypimirror.buffers`) goes out in 64 KiB chunks. A chunk in the page
+cache is read on the IOLoop (``RWF_NOWAIT``: ~0.1 ms, less than a thread round trip); only a chunk that needs the disk is
 read in a worker thread, so a cold disk tier never stalls the loop. A file we do not hold is a 302 to the
 upstream's ``redirect_url``, or, for clients whose network ``ip_modes`` maps to ``proxy``, the
 upstream's answer from ``packages_url`` streamed through us (:mod:`.proxy`).
@@ -38,6 +39,7 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError
 
+from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
 from pypimirror.httpdate import parse_http_date
@@ -68,9 +70,11 @@ _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 # A file system that cannot say whether a read would block answers one of these: use a thread.
 _NOWAIT_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
-# Chunk buffers kept for the next downloads (the IOLoop thread's alone); a burst beyond this
-# many concurrent downloads allocates, and the extra buffers are freed when done.
-_SPARE_BUFFERS: list[bytearray] = []
+# The chunk size of a download that finds the buffer budget spent: it never waits for memory.
+_SMALL_CHUNK_SIZE = 64 * 1024
+# Chunk buffers kept for the next downloads, per size (the IOLoop thread's alone); a burst beyond
+# this many concurrent downloads allocates, and the extra buffers are freed when done.
+_SPARE_BUFFERS: dict[int, list[bytearray]] = {CHUNK_SIZE: [], _SMALL_CHUNK_SIZE: []}
 _MAX_SPARE_BUFFERS = 16
 
 
@@ -241,9 +245,9 @@ class PackageFileHandler(ProxyingHandler):
         offset = start
         try:
             await self.flush_or_abort()  # the headers; the chunks then go to the connection as they are
-            with _chunk_buffer() as buffer:
+            with _chunk_buffer(self.buffers, end - start) as buffer:
                 while offset < end:
-                    chunk = buffer[: min(CHUNK_SIZE, end - offset)]
+                    chunk = buffer[: min(len(buffer), end - offset)]
                     size = await _read_into(fd, chunk, offset)
                     if not size:
                         logger.error("%s shrank while being sent; closing the connection", self.request.path)
@@ -257,14 +261,20 @@ class PackageFileHandler(ProxyingHandler):
 
 
 @contextmanager
-def _chunk_buffer() -> Iterator[memoryview]:
-    """A CHUNK_SIZE buffer for one download, reused by the next one only if this one completed
-    (a stalled connection's stream may still hold a view of it)."""
-    buffer = _SPARE_BUFFERS.pop() if _SPARE_BUFFERS else bytearray(CHUNK_SIZE)
-    with memoryview(buffer) as view:
-        yield view
-    if len(_SPARE_BUFFERS) < _MAX_SPARE_BUFFERS:
-        _SPARE_BUFFERS.append(buffer)
+def _chunk_buffer(budget: BufferBudget, length: int) -> Iterator[memoryview]:
+    """A buffer to send ``length`` bytes: CHUNK_SIZE while ``budget`` has room (small when that is
+    enough), else small; reused by the next download only if this one completed (a stalled
+    connection's stream may still hold a view of it)."""
+    size = budget.take(CHUNK_SIZE if length > _SMALL_CHUNK_SIZE else _SMALL_CHUNK_SIZE, _SMALL_CHUNK_SIZE)
+    spares = _SPARE_BUFFERS[size]
+    buffer = spares.pop() if spares else bytearray(size)
+    try:
+        with memoryview(buffer) as view:
+            yield view
+    finally:
+        budget.give_back(size)
+    if len(spares) < _MAX_SPARE_BUFFERS:
+        spares.append(buffer)
 
 
 async def _read_into(fd: int, chunk: memoryview, offset: int) -> int:

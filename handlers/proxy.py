@@ -12,6 +12,9 @@
 * no answer from the upstream → ``502``; a body that breaks off → the client's connection is
   closed, so it sees an incomplete response, never a short ``200``;
 * a client that leaves, or takes nothing for ``timeouts.write``, ends the upstream transfer;
+* the body waiting for the client counts against the process's buffer budget
+  (:mod:`pypimirror.buffers`): a relay queues up to 4 MiB while the budget has room for
+  that, else 256 KiB;
 * the access log says ``proxied`` for every answer proxy mode gave, its 502s included.
 """
 
@@ -25,9 +28,14 @@ from tornado.web import HTTPError
 
 from pypimirror.errors import UpstreamError
 from pypimirror.relay import (
+    HIGH_WATER,
+    LOW_WATER,
+    SMALL_HIGH_WATER,
+    SMALL_LOW_WATER,
     Relay,
     RelayHead,
     open_relay,
+    relay_footprint,
     relayed_request_headers,
     relayed_response_headers,
 )
@@ -45,6 +53,14 @@ class ProxyingHandler(BaseHandler):
 
     async def relay_from_upstream(self, upstream: UpstreamClient, url: str) -> None:
         """Answer this GET or HEAD with the upstream's answer for ``url``."""
+        full = relay_footprint(HIGH_WATER)
+        taken = self.buffers.take(full, relay_footprint(SMALL_HIGH_WATER))
+        try:
+            await self._relay_within(HIGH_WATER if taken == full else SMALL_HIGH_WATER, upstream, url)
+        finally:
+            self.buffers.give_back(taken)
+
+    async def _relay_within(self, high_water: int, upstream: UpstreamClient, url: str) -> None:
         self.proxied = True
         request = self.request
         relay = self._relay = open_relay(
@@ -53,6 +69,8 @@ class ProxyingHandler(BaseHandler):
             url,
             headers=relayed_request_headers(request.headers),
             user_agent=request.headers.get("User-Agent"),
+            high_water=high_water,
+            low_water=LOW_WATER if high_water == HIGH_WATER else SMALL_LOW_WATER,
         )
         try:
             head = await relay.head()

@@ -61,6 +61,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
+from pypimirror.acceptor import MAX_CONNECTIONS
 from pypimirror.cron import make_trigger
 from pypimirror.configvalues import (
     DurationTooLong,
@@ -119,6 +120,8 @@ _MAX_MIN_VOTE_COUNT = 1_000_000  # distinct client networks
 _MAX_QUEUE_SIZE = 1_000_000  # votes held in memory, a few hundred bytes each
 _MAX_LIST = 1000  # entries of a list (tiers, rules, networks, bots)
 _MAX_NODE_ID = 255
+_MIN_BUFFER_BUDGET = 1024**2
+_MAX_BUFFER_BUDGET = 1024**4
 
 
 # --------------------------------------------------------------------------- the dataclasses
@@ -257,9 +260,16 @@ class VotesConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeConfig:
-    """The HTTP server's processes (they share the listening port)."""
+    """The HTTP server's processes (they share the listening port) and what each may hold.
+
+    ``max_connections`` is per process (each has its own descriptor limit); None derives it
+    from that limit when the process starts. ``buffer_budget`` is for the whole server: each of
+    ``workers`` processes gets an equal share.
+    """
 
     workers: int = 1
+    max_connections: int | None = None
+    buffer_budget: int = 256 * 1024**2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -701,10 +711,21 @@ def _read_votes(reader: _Reader, data: object) -> VotesConfig:
 
 
 def _read_serve(reader: _Reader, data: object) -> ServeConfig:
-    section = reader.section(data, "serve", ("workers",))
+    path, defaults = "serve", ServeConfig()
+    section = reader.section(data, path, ("workers", "max_connections", "buffer_budget"))
     return ServeConfig(
-        workers=reader.get(section, "serve", "workers", int_parser(1, 64), ServeConfig().workers)
+        workers=reader.get(section, path, "workers", int_parser(1, 64), defaults.workers),
+        max_connections=reader.get(section, path, "max_connections", int_parser(1, MAX_CONNECTIONS), None),
+        buffer_budget=reader.get(section, path, "buffer_budget", _parse_buffer_budget, defaults.buffer_budget),
     )
+
+
+def _parse_buffer_budget(raw: object) -> int:
+    """A size from 1 MiB (one full chunk) to 1 TiB."""
+    size = parse_size(raw)
+    if not _MIN_BUFFER_BUDGET <= size <= _MAX_BUFFER_BUDGET:
+        raise ValueError(f"{raw!r} is out of range (must be from 1m to 1t)")
+    return size
 
 
 def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> Config:

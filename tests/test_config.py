@@ -29,6 +29,7 @@ from pypimirror.config import (
 from pypimirror.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "config.example.yaml"
+MiB = 1024**2
 GiB = 1024**3
 
 MINIMAL: dict[str, Any] = {
@@ -237,6 +238,8 @@ DEFAULTS = [
     ("votes.queue_size", 1000),
     ("votes.bots", ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")),
     ("serve.workers", 1),
+    ("serve.max_connections", None),
+    ("serve.buffer_budget", 256 * MiB),
 ]
 
 
@@ -268,7 +271,7 @@ def test_given_values_replace_defaults() -> None:
             cache={"filesize_limit": "1g", "min_vote_count": 5, "dedup_window": "0s"},
             sync={"concurrent_downloads": 256, "max_deletions": 0, "user_agent": "mirror-bot/2"},
             votes={"bots": ["curl"], "queue_size": 1},
-            serve={"workers": 64},
+            serve={"workers": 64, "max_connections": 500, "buffer_budget": "64m"},
             log={"path": "/var/log/pypimirror/access.log", "format": "combined"},
         )
     )
@@ -280,7 +283,7 @@ def test_given_values_replace_defaults() -> None:
     assert (config.sync.concurrent_downloads, config.sync.max_deletions) == (256, 0)
     assert config.sync.user_agent == "mirror-bot/2"
     assert config.votes == type(config.votes)(queue_size=1, bots=("curl",))
-    assert config.serve.workers == 64
+    assert (config.serve.workers, config.serve.max_connections, config.serve.buffer_budget) == (64, 500, 64 * MiB)
     assert config.log.path == Path("/var/log/pypimirror/access.log")
     assert config.log.format == "combined"
 
@@ -304,7 +307,7 @@ def test_given_values_replace_defaults() -> None:
             make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy", "mdoe": 302}]}),
             "ip_modes.rules[0].mdoe: unknown key (did you mean 'mode'?)",
         ),
-        (make_data(serve={"zzz": 1}), "serve.zzz: unknown key (expected one of: workers)"),
+        (make_data(serve={"zzz": 1}), "serve.zzz: unknown key (expected one of: workers, max_connections, buffer_budget)"),
         (make_data(database={"dsn": "x"}), "database.dsn: unknown key (expected one of: url)"),
         (make_data(**{"7": 1}), "7: unknown key (expected one of: listen, repo_path, prefix, "),
     ],
@@ -365,6 +368,8 @@ def test_top_level_must_be_a_mapping() -> None:
         ("votes.queue_size", 0, "0 is out of range (must be from 1 to 1000000)"),
         ("votes.queue_size", 10**12, f"{10**12} is out of range (must be from 1 to 1000000)"),
         ("serve.workers", 65, "65 is out of range (must be from 1 to 64)"),
+        ("serve.max_connections", 0, "0 is out of range (must be from 1 to 1000000)"),
+        ("serve.max_connections", 10**30, f"{10**30} is out of range (must be from 1 to 1000000)"),
     ],
 )
 def test_integer_out_of_bounds_is_refused(key_path: str, value: int, message: str) -> None:
@@ -494,6 +499,18 @@ def test_the_audit_s_bad_values_are_all_reported_at_once() -> None:
     assert [problem.split(":")[0] for problem in problems_of(data)] == [
         "shutdown_grace", "cache.tiers[0].path", "cache.min_vote_count", "sync.user_agent",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("512k", "'512k' is out of range (must be from 1m to 1t)"),
+        ("2t", "'2t' is out of range (must be from 1m to 1t)"),
+        ("lots", "'lots' is not a size (expected e.g. 500g, 1.5 TB, 1048576)"),
+    ],
+)
+def test_a_buffer_budget_out_of_bounds_is_refused(value: str, message: str) -> None:
+    assert problems_of(make_data(serve={"buffer_budget": value})) == [f"serve.buffer_budget: {message}"]
 
 
 def test_every_problem_is_reported_at_once() -> None:

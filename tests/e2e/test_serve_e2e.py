@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
-from mirrorprocess import free_port, running_server, serve_command, write_config
+from mirrorprocess import free_port, running_server, serve_command, wait_for, write_config
 from mirrorprocess import sync_once as sync
 from mirrorprocess import stop_server as stop
 from sqlalchemy import select
@@ -58,13 +58,6 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
         assert [key for key, _ in pairs] == LOG_FIELDS, line
         entries.append(dict(pairs))
     return entries
-
-
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

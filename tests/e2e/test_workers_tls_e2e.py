@@ -28,6 +28,7 @@ from fakeindex import FakeIndex
 import mirrorprocess
 from installers import installer_env
 from mirrorprocess import sync_once as sync
+from mirrorprocess import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -119,13 +120,6 @@ def children_of(parent: int) -> list[int]:
         if int(ppid) == parent and state != "Z":
             found.append(int(entry.name))
     return sorted(found)
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def connect(port: int, cert: Path) -> http.client.HTTPSConnection:

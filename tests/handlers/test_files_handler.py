@@ -10,6 +10,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from pypimirror.buffers import BufferStats
 from pypimirror.handlers.files import UnsatisfiableRange, content_type_for, select_range
 
 HASH = "ab" * 2 + "cd" * 28  # 60 hex digits
@@ -18,6 +19,7 @@ URL = f"/pypi/packages/{RELPATH}"
 REDIRECT_URL = "http://files.example.org/packages"
 PIP_UA = "pip/26.2.1 {\"python\":\"3.12\"}"
 DATA = bytes(range(256)) * 40  # 10240 bytes
+MIB = 1024 * 1024
 
 
 def place(root: Path, relpath: str, data: bytes) -> Path:
@@ -370,3 +372,36 @@ async def test_slow_but_steady_client_gets_the_whole_file_however_long_it_takes(
     assert time.monotonic() - started > 1.5  # longer than timeouts.write ...
     assert received.endswith(content)  # ... and yet complete
     assert access_log.entries[0].bytes_sent == size
+
+
+# --------------------------------------------------------------------------- the buffer budget
+
+
+@pytest.mark.gen_test
+async def test_a_download_takes_a_full_chunk_buffer_from_the_budget_and_gives_it_back(fetch, hot: Path, services):
+    content = os.urandom(1024) * 2500  # a few chunks, the last one short
+    place(hot, RELPATH, content)
+    assert (await fetch(URL)).body == content
+    assert services.buffers.stats == BufferStats(limit=256 * MIB, in_use=0, squeezed=0)
+
+
+@pytest.mark.gen_test
+async def test_a_download_starting_while_the_budget_is_spent_gets_the_whole_file_in_small_chunks(
+    fetch, hot: Path, services
+):
+    content = os.urandom(1024) * 2500
+    place(hot, RELPATH, content)
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    assert (await fetch(URL)).body == content
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 1)
+
+
+@pytest.mark.gen_test
+async def test_a_file_that_fits_a_small_chunk_is_not_counted_as_squeezed_when_the_budget_is_spent(
+    fetch, wheel: Path, services
+):
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    assert (await fetch(URL)).body == DATA
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 0)

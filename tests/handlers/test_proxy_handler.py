@@ -322,3 +322,27 @@ async def test_a_client_that_leaves_ends_the_request_and_the_upstream_transfer(
     (entry,) = access_log.entries
     assert entry.proxied and entry.bytes_sent < dist.size and services.in_flight.count == 0
     assert "broke off" not in caplog.text
+
+
+# --------------------------------------------------------------------------- the buffer budget
+
+
+@pytest.mark.gen_test
+async def test_a_relay_starting_while_the_budget_is_spent_gets_small_marks_and_the_whole_file(
+    fetch: Fetch, fake_index: FakeIndex, services: Services
+) -> None:
+    fake_index.add_project("big", ["1.0"], payload_size=3 * MIB, sdist=False)
+    (dist,) = fake_index.files("big")
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    response = await fetch(mirror_path(dist))
+    assert response.code == 200 and response.body == dist.content
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 1)
+
+
+@pytest.mark.gen_test
+async def test_a_relay_takes_its_high_water_from_the_budget_and_gives_it_back(
+    fetch: Fetch, wheel: BuiltDist, services: Services
+) -> None:
+    assert (await fetch(mirror_path(wheel))).body == wheel.content
+    assert (services.buffers.in_use, services.buffers.squeezed) == (0, 0)
