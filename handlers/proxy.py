@@ -10,7 +10,8 @@
   describe the bytes (:data:`~pypimirror.relay.RELAYED_RESPONSE_HEADERS`); redirects are
   followed here, never shown to the client;
 * no answer from the upstream → ``502``; a body that breaks off → the client's connection is
-  closed, so it sees an incomplete response, never a short ``200``;
+  closed, so it sees an incomplete response, never a short ``200``; so is a ``200`` without
+  ``Content-Length`` (re-framed as chunked) whose length is not what the stored page lists;
 * a client that leaves, or takes nothing for ``timeouts.write``, ends the upstream transfer;
 * the access log says ``proxied`` for every answer proxy mode gave, its 502s included.
 """
@@ -43,8 +44,12 @@ class ProxyingHandler(BaseHandler):
 
     _relay: Relay | None = None
 
-    async def relay_from_upstream(self, upstream: UpstreamClient, url: str) -> None:
-        """Answer this GET or HEAD with the upstream's answer for ``url``."""
+    async def relay_from_upstream(self, upstream: UpstreamClient, url: str, *, expected_size: int | None = None) -> None:
+        """Answer this GET or HEAD with the upstream's answer for ``url``.
+
+        ``expected_size`` is the length the whole body must have (known from a stored page): a
+        200 without ``Content-Length`` that ends short of it or runs past it broke off.
+        """
         self.proxied = True
         request = self.request
         relay = self._relay = open_relay(
@@ -53,6 +58,7 @@ class ProxyingHandler(BaseHandler):
             url,
             headers=relayed_request_headers(request.headers),
             user_agent=request.headers.get("User-Agent"),
+            expected_size=expected_size,
         )
         try:
             head = await relay.head()

@@ -99,17 +99,17 @@ def test_repeats_within_the_window_take_no_queue_slot_and_count_as_deduplicated(
     clock = Clock(1_000_000)
     recorder = make_recorder(database, clock=clock, queue_size=2)
     assert all(recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA) for _ in range(1_000))
-    assert recorder.offer("ab/cd/ef/b.whl", "1.2.3.0", PIP_UA)
+    assert recorder.offer("ab/cd/ef/b.whl", "1.2.4.0", PIP_UA)  # another network: one holds half the queue at most
     clock.now += 299  # still inside the 5-minute window of the first vote
     assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
     stats = recorder.stats
     assert (stats.queued, stats.dropped, stats.deduplicated, stats.queue_depth) == (1_002, 0, 1_000, 2)
     clock.now += 1  # the window has passed: a new vote, but the queue is full
-    assert not recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
+    assert not recorder.offer("ab/cd/ef/a.whl", "1.2.5.0", PIP_UA)
     assert recorder.stats.dropped == 1
     recorder.start()
     recorder.close()
-    assert stored_votes(database) == [("ab/cd/ef/a.whl", "1.2.3.0", 1_000_000), ("ab/cd/ef/b.whl", "1.2.3.0", 1_000_000)]
+    assert stored_votes(database) == [("ab/cd/ef/a.whl", "1.2.3.0", 1_000_000), ("ab/cd/ef/b.whl", "1.2.4.0", 1_000_000)]
     assert (recorder.stats.written, recorder.stats.deduplicated) == (2, 1_000)
 
 
@@ -205,7 +205,7 @@ def test_vote_without_network_prefix_is_not_queued(tmp_path: Path, prefix: str |
 def test_full_queue_drops_and_counts_without_blocking(database: Database) -> None:
     recorder = make_recorder(database, queue_size=100)
     started = time.perf_counter()
-    accepted = [recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA) for n in range(10_000)]
+    accepted = [recorder.offer(f"ab/cd/ef/f{n}.whl", f"1.2.{n % 4}.0", PIP_UA) for n in range(10_000)]
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0
     assert accepted.count(True) == 100 and accepted[:100] == [True] * 100

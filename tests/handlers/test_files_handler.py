@@ -301,7 +301,7 @@ async def test_symlinks_inside_a_tier_are_never_followed(fetch, hot: Path, cold:
     assert [p for p in open_audit.opened if p.startswith(str(tmp_path))] == []
     with open_audit:
         assert (await fetch(URL)).body == DATA  # the audit does see the files we do open
-    assert open_audit.opened[-1] == str(hot / RELPATH)
+    assert str(hot / RELPATH) in open_audit.opened
 
 
 # --------------------------------------------------------------------------- slow clients
