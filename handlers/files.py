@@ -48,6 +48,7 @@ from tornado.web import HTTPError
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
 from pypimirror.listedfiles import NOT_LOADED, ListedFiles
+from pypimirror.metrics import Metrics
 from pypimirror.pkgpath import PackagePath, parse_package_path
 from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient
@@ -148,6 +149,7 @@ class PackageFileHandler(ProxyingHandler):
         packages_url: str,
         upstream: UpstreamClient,
         listed: ListedFiles,
+        metrics: Metrics,
     ) -> None:
         self.init_base(context)
         self.route_base = route_base
@@ -158,6 +160,7 @@ class PackageFileHandler(ProxyingHandler):
         self.packages_url = packages_url
         self.upstream = upstream
         self.listed = listed
+        self.metrics = metrics
 
     def get(self) -> Awaitable[None] | None:
         path = self._package_path()

@@ -13,6 +13,8 @@
   closed, so it sees an incomplete response, never a short ``200``; so is a ``200`` without
   ``Content-Length`` (re-framed as chunked) whose length is not what the stored page lists;
 * a client that leaves, or takes nothing for ``timeouts.write``, ends the upstream transfer;
+* each upstream failure is logged and counted in ``/metrics`` (``pypimirror_upstream_errors``,
+  reason ``proxy_unanswered`` or ``proxy_body_broken``);
 * the access log says ``proxied`` for every answer proxy mode gave, its 502s included.
 """
 
@@ -25,6 +27,7 @@ import logging
 from tornado.web import HTTPError
 
 from pypimirror.errors import UpstreamError
+from pypimirror.metrics import Metrics
 from pypimirror.relay import (
     Relay,
     RelayHead,
@@ -43,6 +46,7 @@ class ProxyingHandler(BaseHandler):
     """A handler that can answer with the upstream's answer (see the module docstring)."""
 
     _relay: Relay | None = None
+    metrics: Metrics  # set by the concrete handler's initialize
 
     async def relay_from_upstream(self, upstream: UpstreamClient, url: str, *, expected_size: int | None = None) -> None:
         """Answer this GET or HEAD with the upstream's answer for ``url``.
@@ -66,6 +70,7 @@ class ProxyingHandler(BaseHandler):
             if relay.is_aborted:
                 return  # the client left first; there is no one to answer
             logger.warning("proxying %s %s failed: %s", request.method, mask_url(url), exc)
+            self.metrics.observe_upstream_error("proxy_unanswered")
             raise HTTPError(502) from None
         self._send_head(head)
         try:
@@ -80,6 +85,7 @@ class ProxyingHandler(BaseHandler):
                 return
             logger.warning("proxying %s %s broke off: %s; closing the client's connection", request.method,
                            mask_url(url), exc)
+            self.metrics.observe_upstream_error("proxy_body_broken")
             self.close_connection()
             return
         self.finish()

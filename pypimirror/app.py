@@ -119,6 +119,7 @@ def make_app(config: Config, services: Services) -> Application:
         "upstream": _proxy_client(config),
         "votes": services.votes,
         "listed": ListedFiles(config.repo_path, prefix),
+        "metrics": services.metrics,
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.

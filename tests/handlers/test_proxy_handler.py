@@ -20,6 +20,8 @@ from fakeindex import FakeIndex
 from fakeindex import render_project_json as render_upstream_page
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from pypimirror.app import Services
 from pypimirror.pages import parse_simple_project_json, render_project_json, rewrite_file_url
 from pypimirror.storage import RepoLayout, atomic_write
@@ -263,7 +265,8 @@ async def test_the_first_matching_rule_picks_proxy_or_302(
                          indirect=True)
 @pytest.mark.gen_test
 async def test_refused_upstream_gives_502_and_a_log_line(
-    config_data: dict[str, Any], fetch: Fetch, caplog: pytest.LogCaptureFixture, access_log: RecordingLog
+    config_data: dict[str, Any], fetch: Fetch, caplog: pytest.LogCaptureFixture, access_log: RecordingLog,
+    services: Services,
 ) -> None:
     path = f"/packages/00/11/{'2' * 60}/demo-1.0-py3-none-any.whl"
     with caplog.at_level(logging.WARNING, logger="pypimirror.handlers.proxy"):
@@ -272,6 +275,7 @@ async def test_refused_upstream_gives_502_and_a_log_line(
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert re.search(rf"proxying GET http://127\.0\.0\.1:\d+{path} failed: GET .*: could not connect", caplog.text)
     assert access_log.entries[0].status == 502 and access_log.entries[0].proxied
+    assert upstream_errors(services) == {"proxy_unanswered": 1}
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -298,7 +302,7 @@ async def read_raw(port: int, target: str) -> tuple[bytes, bytes]:
 @pytest.mark.gen_test
 async def test_upstream_closing_mid_body_closes_the_client_connection(
     http_server: object, http_port: int, wheel: BuiltDist, fake_index: FakeIndex, caplog: pytest.LogCaptureFixture,
-    access_log: RecordingLog,
+    access_log: RecordingLog, services: Services,
 ) -> None:
     fake_index.truncate_next(wheel.path, at_bytes=100_000)
     head, body = await read_raw(http_port, mirror_path(wheel))
@@ -306,6 +310,7 @@ async def test_upstream_closing_mid_body_closes_the_client_connection(
     assert len(body) < wheel.size  # the connection closed before the promised length: no complete response
     assert "broke off" in caplog.text and "closing the client's connection" in caplog.text
     assert access_log.entries[0].bytes_sent < wheel.size
+    assert upstream_errors(services) == {"proxy_body_broken": 1}
 
 
 def store_page(layout: RepoLayout, fake_index: FakeIndex, name: str) -> None:
@@ -328,6 +333,13 @@ async def read_to_close(port: int, target: str) -> tuple[bytes, bytes]:
     return head, body
 
 
+def upstream_errors(services: Services) -> dict[str, float]:
+    """``pypimirror_upstream_errors_total`` by reason, as /metrics shows it."""
+    return {sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(services.metrics.render().decode())
+            for sample in family.samples if sample.name == "pypimirror_upstream_errors_total"}
+
+
 def dechunk(body: bytes) -> tuple[bytes, bool]:
     """The data of a chunked body, and whether it ended with the terminating chunk."""
     data = bytearray()
@@ -348,7 +360,8 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
 @pytest.mark.gen_test
 async def test_an_unframed_body_whose_length_is_not_the_pages_closes_the_client_connection_uncleanly(
     http_server: object, http_port: int, wheel: BuiltDist, fake_index: FakeIndex, layout: RepoLayout,
-    caplog: pytest.LogCaptureFixture, access_log: RecordingLog, at_bytes: int, extra: bytes, how: str,
+    caplog: pytest.LogCaptureFixture, access_log: RecordingLog, services: Services, at_bytes: int, extra: bytes,
+    how: str,
 ) -> None:
     store_page(layout, fake_index, "demo")
     fake_index.send_unframed_next(wheel.path, at_bytes=at_bytes, extra=extra)
@@ -361,6 +374,7 @@ async def test_an_unframed_body_whose_length_is_not_the_pages_closes_the_client_
     assert f"without Content-Length {how} the {wheel.size} bytes its stored page lists" in caplog.text
     assert "closing the client's connection" in caplog.text
     assert access_log.entries[0].bytes_sent <= wheel.size
+    assert upstream_errors(services) == {"proxy_body_broken": 1}
 
 
 @pytest.mark.gen_test
