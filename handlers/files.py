@@ -205,29 +205,29 @@ class PackageFileHandler(ProxyingHandler):
     async def _send_and_close(self, fd: int, path: PackagePath, *, include_body: bool) -> None:
         try:
             st = os.fstat(fd)  # of the open file: what we send is what the validators describe
-            if not path.is_metadata and not await self._is_size_listed(path.relpath, st.st_size):
-                os.close(fd)
-                fd = -1
-                answer = self._answer_miss(path)
-                if answer is not None:
-                    await answer
-                return
+            if not path.is_metadata:  # a page lists no .metadata sizes
+                listed = self.listed.get_fresh(path.relpath)  # a hot project: a dict lookup
+                if listed is NOT_LOADED:
+                    listed = await self.listed.lookup(path.relpath)
+                if listed is not None and listed.size != st.st_size:
+                    os.close(fd)
+                    fd = -1
+                    await self._answer_unlike_page(path, st.st_size, listed.size)
+                    return
             await self._send_file(fd, st, path.filename, include_body=include_body)
         finally:
             if fd >= 0:
                 os.close(fd)
 
-    async def _is_size_listed(self, relpath: str, size: int) -> bool:
-        """False when a stored page lists ``relpath`` with another size (logged once)."""
-        listed = self.listed.get_fresh(relpath)
-        if listed is NOT_LOADED:
-            listed = await self.listed.lookup(relpath)
-        if listed is None or listed.size == size:
-            return True
-        if self.listed.is_new_mismatch(relpath, size):
+    async def _answer_unlike_page(self, path: PackagePath, size: int, listed_size: int) -> None:
+        """A held file of another size than its page lists would fail the client's hash check:
+        answer as for a file we do not hold (the cache job replaces it)."""
+        if self.listed.is_new_mismatch(path.relpath, size):
             logger.warning("%s is %d bytes in the cache but its page lists %d; answering as for a file not held",
-                           relpath, size, listed.size)
-        return False
+                           path.relpath, size, listed_size)
+        answer = self._answer_miss(path)
+        if answer is not None:
+            await answer
 
     async def _send_file(self, fd: int, st: os.stat_result, filename: str, *, include_body: bool) -> None:
         size = st.st_size
