@@ -120,8 +120,8 @@ class VoteRecorder:
         self._is_listed = is_listed  # None: every vote counts (no pages to check against)
         self._network_share = max(1, int(queue_size * _NETWORK_SHARE))
         self._held: dict[str, int] = {}  # network -> its votes in the queue; offer()'s alone
-        # The networks of the votes the writer took, for offer() to give their slots back: so
-        # _held has one writer thread, and taking a batch needs no lock.
+        # The networks of the votes the writer took, for offer() to give their slots back: so only
+        # offer()'s thread ever changes _held, and taking a batch needs no lock.
         self._released: deque[list[str]] = deque()
         self._recent: dict[tuple[str, str], int] = {}  # (file, prefix) -> time of its last queued vote
         self._wake_at = max(1, min(batch_size, queue_size) // 4)
