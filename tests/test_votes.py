@@ -352,7 +352,6 @@ def test_votes_queued_when_the_program_ends_without_close_are_stored(tmp_path: P
     script = textwrap.dedent(
         f"""
         from datetime import timedelta
-from functools import partial
         from pypimirror.db import Database
         from pypimirror.votes import VoteRecorder
         recorder = VoteRecorder(Database.open({url!r}), dedup_window=timedelta(minutes=5),
