@@ -18,6 +18,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_MAX_FILES",
+    "DEFAULT_REVALIDATE_AFTER_S",
     "NOT_LOADED",
     "ListedFile",
     "ListedFiles",
