@@ -14,6 +14,13 @@ read in a worker thread, so a cold disk tier never stalls the loop. A file we do
 upstream's ``redirect_url``, or, for clients whose network ``ip_modes`` maps to ``proxy``, the
 upstream's answer from ``packages_url`` streamed through us (:mod:`.proxy`).
 
+A file we hold is sent only if its size (from the ``fstat`` done anyway) is the one its stored
+page lists: a truncated or grown copy would fail every installer's hash check, so it is answered
+as a miss instead, and logged once (the cache job replaces it). A file no page lists is sent as
+it is. The page's files are held in memory (:class:`~pypimirror.listedfiles.ListedFiles`), so
+the check is a dict lookup for a hot project; a cold one's page is read in a worker thread.
+The listed size also lets proxy mode tell a body the upstream did not frame was cut short.
+
 Votes: a GET of a distribution file offers one vote (never blocking), whether the file is local,
 redirected or proxied. HEAD does not vote: it is what size probes, link checkers and our own cache job
 send, none of which installs anything. Nor does ``.metadata``: resolvers fetch it for many
@@ -43,6 +50,8 @@ from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
 from pypimirror.httpdate import parse_http_date
+from pypimirror.listedfiles import NOT_LOADED, ListedFiles
+from pypimirror.metrics import Metrics
 from pypimirror.pkgpath import PackagePath, parse_package_path
 from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient
@@ -144,6 +153,8 @@ class PackageFileHandler(ProxyingHandler):
         ip_modes: IPModeMatcher,
         packages_url: str,
         upstream: UpstreamClient,
+        listed: ListedFiles,
+        metrics: Metrics,
     ) -> None:
         self.init_base(context)
         self.route_base = route_base
@@ -153,6 +164,8 @@ class PackageFileHandler(ProxyingHandler):
         self.ip_modes = ip_modes
         self.packages_url = packages_url
         self.upstream = upstream
+        self.listed = listed
+        self.metrics = metrics
 
     def get(self) -> Awaitable[None] | None:
         path = self._package_path()
@@ -177,24 +190,51 @@ class PackageFileHandler(ProxyingHandler):
         fd = _open_regular_file(found[1]) if found is not None else None
         if fd is None:
             return self._answer_miss(path)
-        return self._send_and_close(fd, path.filename, include_body=include_body)
+        return self._send_and_close(fd, path, include_body=include_body)
 
     def _answer_miss(self, path: PackagePath) -> Awaitable[None] | None:
         """The one place that answers for a file we do not hold: proxy or 302, per client network."""
         relpath = path.relpath if _IS_URL_SAFE(path.relpath) else quote(path.relpath, safe=_PATH_SAFE)
         if self.ip_modes.mode_for(self.client.ip) == "proxy":
-            return self.relay_from_upstream(self.upstream, f"{self.packages_url}/{relpath}")
+            return self._proxy(path, f"{self.packages_url}/{relpath}")
         self.redirect(f"{self.redirect_url}/{relpath}", status=302)  # the query is dropped
         return None
 
-    async def _send_and_close(self, fd: int, filename: str, *, include_body: bool) -> None:
-        try:
-            await self._send_file(fd, filename, include_body=include_body)
-        finally:
-            os.close(fd)
+    async def _proxy(self, path: PackagePath, url: str) -> None:
+        """Relay ``url``; a body without a length is checked against the size the page lists."""
+        listed = None
+        if self.request.method == "GET" and not path.is_metadata:
+            listed = await self.listed.lookup(path.relpath)
+        await self.relay_from_upstream(self.upstream, url, expected_size=listed.size if listed is not None else None)
 
-    async def _send_file(self, fd: int, filename: str, *, include_body: bool) -> None:
-        st = os.fstat(fd)  # of the open file: what we send is what the validators describe
+    async def _send_and_close(self, fd: int, path: PackagePath, *, include_body: bool) -> None:
+        try:
+            st = os.fstat(fd)  # of the open file: what we send is what the validators describe
+            if not path.is_metadata:  # a page lists no .metadata sizes
+                listed = self.listed.get_fresh(path.relpath)  # a hot project: a dict lookup
+                if listed is NOT_LOADED:
+                    listed = await self.listed.lookup(path.relpath)
+                if listed is not None and listed.size != st.st_size:
+                    os.close(fd)
+                    fd = -1
+                    await self._answer_unlike_page(path, st.st_size, listed.size)
+                    return
+            await self._send_file(fd, st, path.filename, include_body=include_body)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    async def _answer_unlike_page(self, path: PackagePath, size: int, listed_size: int) -> None:
+        """A held file of another size than its page lists would fail the client's hash check:
+        answer as for a file we do not hold (the cache job replaces it)."""
+        if self.listed.is_new_mismatch(path.relpath, size):
+            logger.warning("%s is %d bytes in the cache but its page lists %d; answering as for a file not held",
+                           path.relpath, size, listed_size)
+        answer = self._answer_miss(path)
+        if answer is not None:
+            await answer
+
+    async def _send_file(self, fd: int, st: os.stat_result, filename: str, *, include_body: bool) -> None:
         size = st.st_size
         etag = f'"{st.st_mtime_ns:x}-{size:x}"'
         self.set_header("Content-Type", content_type_for(filename))

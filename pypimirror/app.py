@@ -54,6 +54,7 @@ from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
+from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
 from pypimirror.pagecache import PageCache
 from pypimirror.status import StatusReader
@@ -121,6 +122,8 @@ def make_app(config: Config, services: Services) -> Application:
         "packages_url": config.upstream.packages_url,
         "upstream": _proxy_client(config),
         "votes": services.votes,
+        "listed": ListedFiles(config.repo_path, prefix),
+        "metrics": services.metrics,
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
@@ -328,8 +331,10 @@ async def _serve(
             access_log.start()
             stack.callback(access_log.close)
             signals.reopen_log = access_log.reopen
+            listed = ListedFiles(config.repo_path, config.prefix)  # the vote writer's own (one thread each)
             votes = VoteRecorder(
-                db, dedup_window=config.cache.dedup_window, queue_size=config.votes.queue_size, bots=config.votes.bots
+                db, dedup_window=config.cache.dedup_window, queue_size=config.votes.queue_size, bots=config.votes.bots,
+                is_listed=lambda path: listed.lookup_blocking(path) is not None,
             )
             votes.start()
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)

@@ -112,6 +112,13 @@ class Metrics:
             "offered": Counter("pypimirror_votes_offered", "Votes offered to the queue.", registry=own),
             "bots": Counter("pypimirror_votes_bots", "Votes refused because the client is a bot.", registry=own),
             "dropped": Counter("pypimirror_votes_dropped", "Votes dropped because the queue was full.", registry=own),
+            "over_share": Counter(
+                "pypimirror_votes_over_network_share",
+                "Votes dropped because their network already held its share of the queue.", registry=own,
+            ),
+            "unlisted": Counter(
+                "pypimirror_votes_unlisted", "Votes not stored: no stored page lists the file.", registry=own
+            ),
             "written": Counter("pypimirror_votes_written", "Votes stored in the database.", registry=own),
             "deduplicated": Counter(
                 "pypimirror_votes_deduplicated", "Votes not stored: same file and network within the window.",

@@ -10,6 +10,9 @@ The answer's head (status and headers) is known before its body, so the client c
 status while the body streams. Which headers cross the proxy is decided here, by two allowlists:
 a header we do not name (``Set-Cookie``, ``Strict-Transport-Security``, ``Alt-Svc``, hop-by-hop
 headers, a client's credentials or ``X-Forwarded-For``) never reaches the other side.
+A body without ``Content-Length`` ends when the upstream closes, so a cut-off transfer looks
+complete; when the caller knows the file's length (``expected_size``, from a stored page) such a
+``200``'s body is counted, and one that runs past it or ends short of it fails as a break would.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 import pycurl
 from tornado.httputil import HTTPHeaders, HTTPInputError
 
+from pypimirror.errors import UpstreamError
 from pypimirror.upstream import UpstreamClient, UpstreamResponse, mask_url
 
 logger = logging.getLogger(__name__)
@@ -124,8 +128,11 @@ class Relay:
     only while the transfer runs (tornado resets and reuses it afterwards).
     """
 
-    def __init__(self, url: str, *, high_water: int = HIGH_WATER, low_water: int = LOW_WATER) -> None:
+    def __init__(
+        self, url: str, *, high_water: int = HIGH_WATER, low_water: int = LOW_WATER, expected_size: int | None = None
+    ) -> None:
         self.url = url
+        self._expected_size = expected_size
         self._high_water = high_water
         self._low_water = low_water
         self._batch_bytes = min(_BATCH_BYTES, high_water)
@@ -140,6 +147,7 @@ class Relay:
         self._paused = False
         self._pause_scheduled = False
         self._aborted = False
+        self._stopped = False  # the transfer was stopped here: the body is not the file
         self._fetch: asyncio.Future[UpstreamResponse] | None = None
 
     @property
@@ -158,12 +166,21 @@ class Relay:
         """The body in batches of up to 1 MiB, as fast as the caller takes them.
 
         Raises :class:`~pypimirror.errors.UpstreamError` after the last piece received if the
-        transfer failed before the body's end.
+        transfer failed before the body's end, and instead of the piece that runs past
+        ``expected_size`` or after the last if the body ended short of it (a ``200`` without
+        ``Content-Length`` only: with one, curl itself tells a short body).
         """
         fetch = self._started()
+        remaining = self._unframed_length()
         while True:
             if self._queue:
-                yield self._take_batch()
+                batch = self._take_batch()
+                if remaining is not None:
+                    remaining -= len(batch)
+                    if remaining < 0:
+                        await self._stop()
+                        raise self._length_error("runs past")
+                yield batch
                 if self._paused and self._queued < self._low_water:
                     self._set_paused(False)
             elif fetch.done():
@@ -172,6 +189,8 @@ class Relay:
                 self._wake.clear()
                 await self._wake.wait()
         fetch.result()
+        if remaining:
+            raise self._length_error("ends short of")
 
     @property
     def is_aborted(self) -> bool:
@@ -278,7 +297,31 @@ class Relay:
             pass  # the transfer is already over; the fetch reports how it ended
 
     def _progress(self, _down_total: int, _down_now: int, _up_total: int, _up_now: int) -> int:
-        return 1 if self._aborted else 0
+        return 1 if self._aborted or self._stopped else 0
+
+    def _unframed_length(self) -> int | None:
+        """The length to count the body against: ``expected_size`` for a 200 the upstream sent
+        without ``Content-Length`` (and unencoded), None when there is nothing to check."""
+        if self._expected_size is None or not self._head.done() or self._head.exception() is not None:
+            return None
+        head = self._head.result()
+        if head.status != 200 or "Content-Length" in head.headers or "Content-Encoding" in head.headers:
+            return None
+        return self._expected_size
+
+    async def _stop(self) -> None:
+        """End the transfer (its body is not the file) and wait until curl has let go of it."""
+        self._stopped = True
+        self._queue.clear()
+        self._queued = 0
+        self._set_paused(False)
+        await asyncio.wait([self._started()])
+
+    def _length_error(self, how: str) -> UpstreamError:
+        return UpstreamError(
+            f"GET {mask_url(self.url)}: the body without Content-Length {how} the {self._expected_size} bytes "
+            "its stored page lists", self.url,
+        )
 
     def _on_fetch_done(self, fetch: asyncio.Future[UpstreamResponse]) -> None:
         self._curl = None  # tornado resets the handle and reuses it for another transfer
@@ -306,12 +349,13 @@ def open_relay(
     user_agent: str | None = None,
     high_water: int = HIGH_WATER,
     low_water: int = LOW_WATER,
+    expected_size: int | None = None,
 ) -> Relay:
     """Start relaying ``method`` (GET or HEAD) of ``url``; await :meth:`Relay.head`, then read
     :meth:`Relay.body` (or :meth:`Relay.abort` it). Call on the event loop."""
     if method not in ("GET", "HEAD"):
         raise ValueError(f"only GET and HEAD are relayed, not {method!r}")
-    relay = Relay(url, high_water=high_water, low_water=low_water)
+    relay = Relay(url, high_water=high_water, low_water=low_water, expected_size=expected_size)
     relay._start(asyncio.ensure_future(client.stream(method, url, relay, headers=headers, user_agent=user_agent)))
     logger.debug("relaying %s %s", method, mask_url(url))
     return relay

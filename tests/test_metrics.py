@@ -106,6 +106,15 @@ def test_refresh_follows_the_connection_counts_and_the_buffer_budget():
     assert value(found, "pypimirror_buffer_budget_squeezed_total") == 5
 
 
+def test_votes_over_a_networks_share_and_for_unlisted_files_are_counted_apart_from_a_full_queue():
+    metrics = Metrics()
+    metrics.refresh(votes=vote_stats(offered=10, dropped=1, over_share=3, unlisted=2), pages=None)
+    found = samples(metrics.render())
+    assert value(found, "pypimirror_votes_dropped_total") == 1
+    assert value(found, "pypimirror_votes_over_network_share_total") == 3
+    assert value(found, "pypimirror_votes_unlisted_total") == 2
+
+
 def test_the_status_adds_job_history_and_tier_fill():
     ok = run("index_sync", 1000.0, 1060.0, "ok", 1)
     failed = run("index_sync", 2000.0, 2030.0, "failed", 2)
