@@ -16,6 +16,7 @@ until it passes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -177,18 +178,19 @@ class Container:
     podman: Podman
     name: str
     port: int
+    started_at: float  # time.monotonic() before `podman run`
 
     def logs(self) -> str:
         result = self.podman.run("logs", self.name)
         return result.stdout + result.stderr
 
     def wait_healthy(self) -> float:
-        """Run the image's health check until it passes; the seconds that took."""
+        """Run the image's health check until it passes; the seconds since `podman run` was called."""
         started = time.monotonic()
         while True:
             check = self.podman.run("healthcheck", "run", self.name, check=False, timeout=60)
             if check.returncode == 0:
-                return time.monotonic() - started
+                return time.monotonic() - self.started_at
             running = self.podman.inspect(self.name, "{{.State.Running}}")
             assert running == "true", f"the container stopped before it was healthy:\n{self.logs()}"
             assert time.monotonic() - started < HEALTHY_WITHIN_S, f"not healthy: {check.stdout}{check.stderr}"
@@ -214,14 +216,24 @@ def start_container(podman: Podman, image: str, volume: tuple[str, Path]) -> Ite
 
     def start(config: Path, port: int) -> Container:
         name = f"pypimirror-test-{uuid.uuid4().hex[:12]}"
+        started_at = time.monotonic()
         podman.run("run", "--detach", "--name", name, "--network", "host", *LIMITS,
                    "--volume", f"{volume[0]}:{VOLUME_PATH}", "--volume", f"{config}:{CONFIG_PATH}:ro", image)
         started.append(name)
-        return Container(podman, name, port)
+        return Container(podman, name, port, started_at)
 
     yield start
     for name in started:
         podman.run("rm", "--force", "--time", "0", name, check=False)
+
+
+# docs/deployment.md's backup of the SQLite database while the server runs: SQLite's online
+# backup API, one step, so the copy is one consistent snapshot even as the server writes (WAL).
+BACKUP_SCRIPT = """\
+import sqlite3
+with sqlite3.connect("/srv/pypimirror/pypi-mirror.db") as src, sqlite3.connect("/srv/pypimirror/backup.db") as dst:
+    src.backup(dst)
+"""
 
 
 def voted_files(db_path: Path) -> dict[str, set[str]]:
@@ -273,9 +285,16 @@ def test_the_image_serves_installs_keeps_votes_stops_cleanly_and_restarts_on_its
                             port)
     healthy_after = first.wait_healthy()
     assert first.podman.inspect(first.name, "{{.State.Health.Status}}") == "healthy"
-    print(f"healthy {healthy_after:.1f} s after podman run returned")  # docs/deployment.md quotes it
+    print(f"healthy {healthy_after:.1f} s after podman run was called")  # docs/deployment.md quotes it
     first.wait_for_log(r"index sync: done: listed=2 planned=2 fetched=2 removed=0 errors=0")
     install_with_pip_and_uv(port, tmp_path / "first")
+    backup = subprocess.run([*first.podman.command, "exec", "--interactive", first.name, "python", "-"],
+                            input=BACKUP_SCRIPT, capture_output=True, text=True, timeout=60)
+    assert backup.returncode == 0, backup.stderr
+    with contextlib.closing(sqlite3.connect(f"file:{repo / 'backup.db'}?mode=ro", uri=True)) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert sorted(name for (name,) in copy.execute("SELECT name FROM serials")) == ["pkg-a", "pkg-b"]
+    (repo / "backup.db").unlink()
     ask_marked_pages(port, 20)  # the last requests before the stop: their lines must not be lost
     assert first.stop() == 0, first.logs()
 
