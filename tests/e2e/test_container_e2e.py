@@ -159,12 +159,13 @@ def volume(podman: Podman) -> Iterator[tuple[str, Path]]:
         podman.run("volume", "rm", "--force", name, check=False)
 
 
-def write_container_config(tmp_path: Path, fake: FakeIndex, port: int, access_log: str) -> Path:
+def write_container_config(tmp_path: Path, fake: FakeIndex, port: int, access_log: str,
+                           dedup_window: str = "1h") -> Path:
     """contrib's container configuration, pointed at the fake upstream and a free port."""
     data: dict[str, Any] = yaml.safe_load((REPO / "contrib" / "config.docker.yaml").read_text())
     data.update(listen=f"127.0.0.1:{port}", shutdown_grace="20s")
     data["upstream"] = {"pypi_url": fake.pypi_url, "packages_url": fake.packages_url}
-    data["cache"] = {"size_limit": "1g"}
+    data["cache"] = {"size_limit": "1g", "dedup_window": dedup_window}
     data["schedule"]["jitter"] = "0s"
     data["log"] = {"path": access_log, "format": "mirror-json"}
     path = tmp_path / f"config-{port}.yaml"
@@ -236,14 +237,15 @@ with sqlite3.connect("/srv/pypimirror/pypi-mirror.db") as src, sqlite3.connect("
 """
 
 
+def vote_rows(db_path: Path) -> list[tuple[str, str]]:
+    """(file, client network) of every vote row in the database (the container is stopped)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
+        return connection.execute("SELECT file_path, ip_prefix FROM votes").fetchall()
+
+
 def voted_files(db_path: Path) -> dict[str, set[str]]:
-    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        rows = connection.execute("SELECT file_path, ip_prefix FROM votes").fetchall()
-    finally:
-        connection.close()
     found: dict[str, set[str]] = {}
-    for file_path, prefix in rows:
+    for file_path, prefix in vote_rows(db_path):
         found.setdefault(file_path, set()).add(prefix)
     return found
 
@@ -314,21 +316,25 @@ def test_the_image_serves_installs_keeps_votes_stops_cleanly_and_restarts_on_its
     pages = {path.relative_to(repo): path.read_bytes() for path in (repo / "simple").rglob("*") if path.is_file()}
     assert Path("simple/pkg-a/index.v1_json") in pages
 
-    # Second container on the same volume: the access log to stdout this time.
+    # Second container on the same volume: the access log to stdout this time, and a dedup
+    # window short enough that its installs add vote rows of their own.
     project_pages_fetched = fake_index.count_requests(re.compile(r"^/(simple|pypi)/pkg-"))
+    votes_before = len(vote_rows(repo / "pypi-mirror.db"))
     port = free_port()
-    second = start_container(write_container_config(tmp_path, fake_index, port, "-"), port)
+    second = start_container(write_container_config(tmp_path, fake_index, port, "-", dedup_window="1s"), port)
     second.wait_healthy()
     second.wait_for_log(r"index sync: done: listed=2 planned=0 fetched=0 removed=0 errors=0")
     assert fake_index.count_requests(re.compile(r"^/(simple|pypi)/pkg-")) == project_pages_fetched
     install_with_pip_and_uv(port, tmp_path / "second")
     ask_marked_pages(port, 5)
     assert second.stop() == 0, second.logs()
+    assert "Traceback" not in second.logs() and " ERROR " not in second.logs(), second.logs()
     stdout = second.podman.run("logs", second.name).stdout.splitlines()
     marked = [e for e in log_entries([line for line in stdout if line.startswith("{")])
               if e["user_agent"] == MARKER_AGENT]
     assert len(marked) == 5
     assert {path.relative_to(repo): path.read_bytes() for path in (repo / "simple").rglob("*")
             if path.is_file()} == pages  # the mirror is as the first container left it
-    assert len(voted_files(repo / "pypi-mirror.db")) == len(wheels)  # the same files, voted again
+    assert voted_files(repo / "pypi-mirror.db") == {path: {"127.0.0.0"} for path in wheels}
+    assert len(vote_rows(repo / "pypi-mirror.db")) > votes_before  # the second container's votes
     assert [path for path in repo.rglob("*") if TEMP_MARKER in path.name] == []
