@@ -206,7 +206,8 @@ def test_the_healthcheck_fails_on_an_unhealthy_answer(dockerfile: list[tuple[str
         config.write_text(yaml.safe_dump({**yaml.safe_load(DOCKER_CONFIG.read_text()), "listen": f"127.0.0.1:{port}"}))
         command = healthcheck_command(dockerfile)
         checker = subprocess.Popen([str(VENV_BIN / command[0]), *command[1:]], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "PYPIMIRROR_CONFIG": str(config)})
+                                   stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PYPIMIRROR_CONFIG": str(config)})
         connection, _ = listener.accept()
         with connection:
             assert connection.recv(4096).startswith(b"GET /healthz HTTP/1.1")
