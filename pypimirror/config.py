@@ -26,6 +26,7 @@ __all__ = [
     "IPModeRule",
     "IPModesConfig",
     "IPNetwork",
+    "LOG_TO_STDOUT",
     "Listing",
     "LogConfig",
     "LogFormat",
@@ -55,7 +56,7 @@ from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import yaml
 from sqlalchemy.engine import make_url
@@ -102,6 +103,7 @@ _T = TypeVar("_T")
 _S = TypeVar("_S", bound=str)
 
 _LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
+LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
 _LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
 _DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 _HOURLY = timedelta(hours=1)
@@ -208,9 +210,13 @@ class SyncConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
-    """The access log; ``path`` None means no access log is written."""
+    """The access log; ``path`` None means no access log is written, ``"-"`` the process's stdout.
 
-    path: Path | None = None
+    Stdout is for containers, whose runtime collects a process's output; a file suits a host
+    with logrotate.
+    """
+
+    path: Path | Literal["-"] | None = None
     format: LogFormat = "mirror-json"
 
 
@@ -669,10 +675,19 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
     )
 
 
+def _log_path_parser(reader: _Reader) -> Callable[[object], Path | Literal["-"]]:
+    """``"-"`` as itself (stdout), any other text as a path."""
+
+    def parse(raw: object) -> Path | Literal["-"]:
+        return LOG_TO_STDOUT if raw == LOG_TO_STDOUT else reader.parse_path(raw)
+
+    return parse
+
+
 def _read_log(reader: _Reader, data: object) -> LogConfig:
     section = reader.section(data, "log", ("path", "format"))
     return LogConfig(
-        path=reader.get(section, "log", "path", reader.parse_path, None),
+        path=reader.get(section, "log", "path", _log_path_parser(reader), None),
         format=reader.get(section, "log", "format", choice_parser(_LOG_FORMATS), LogConfig().format),
     )
 

@@ -914,6 +914,13 @@ def test_home_directory_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (config.repo_path, config.log.path) == (tmp_path / "mirror", tmp_path / "access.log")
 
 
+def test_log_path_dash_is_stdout_and_other_text_is_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_config(make_data(log={"path": "-"})).log.path == "-"
+    assert parse_config(make_data(log={"path": "./-"})).log.path == tmp_path / "-"
+    assert parse_config(make_data(log={"path": "-"})).to_display_dict()["log"]["path"] == "-"
+
+
 # --------------------------------------------------------------------------- load_config and the file
 
 
