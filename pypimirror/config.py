@@ -573,8 +573,8 @@ def _check_files(reader: _Reader, config: Config) -> None:
     if database.get_backend_name() == "sqlite" and database.database and not database.database.startswith("file:"):
         files.append(("database.url", Path(database.database)))
     for key, given in (("log.path", config.log.path), ("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
-        if given is not None:
-            files.append((key, given))
+        if given is not None and given != LOG_TO_STDOUT:
+            files.append((key, Path(given)))
     repo = _resolved(config.repo_path)
     owners = [(f"repo_path's {pages.name}/", pages) for pages in _page_dirs(repo)]
     owners += [(f"the cache tier '{tier.path}'", _resolved(tier.path)) for tier in config.cache.tiers]
