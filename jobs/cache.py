@@ -82,6 +82,12 @@ class CacheReport:
         """Finished, and the download error threshold was not reached."""
         return not self.interrupted and not self.applied.threshold_reached
 
+    @property
+    def failure_reason(self) -> str | None:
+        if self.applied.threshold_reached:
+            return f"download error threshold reached ({self.applied.download_errors} failed downloads)"
+        return None
+
     def counts(self) -> dict[str, int]:
         applied, wanted = self.applied, self.wanted
         counts = {
