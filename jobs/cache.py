@@ -5,6 +5,8 @@ One run has five phases (seed-behaviour §10, with PRODUCT §6's fixes):
 A. inventory: walk every tier; the disk wins over the database (rows are corrected), and temp
    files of interrupted runs, colder duplicate copies and stray ``.metadata`` files are removed;
    a tier that cannot be written now is reported and left as it is for the rest of the run;
+A2. verify: cached files whose size or sha256 differs from their page are evicted
+   (:mod:`~pypimirror.jobs.cache_verify`);
 B. popular files: distinct client networks within ``vote_window``, and what the stored index
    pages say about the ones not cached (:mod:`pypimirror.jobs.cache_remote`);
 C./D. score, assign and execute (:mod:`~pypimirror.jobs.cache_plan`, then
@@ -32,6 +34,7 @@ from typing import TypeVar
 from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan, probe_tier
 from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
+from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
 from pypimirror import db as dbq
 from pypimirror.config import Config
@@ -67,6 +70,7 @@ class CacheReport:
     rows_updated: int = 0
     rows_removed: int = 0
     popular: int = 0
+    verify: VerifyStats = field(default_factory=VerifyStats)
     wanted: WantedFiles = field(default_factory=WantedFiles)
     applied: ApplyStats = field(default_factory=ApplyStats)
     blocked_moves: int = 0
@@ -94,8 +98,14 @@ class CacheReport:
 
     def counts(self) -> dict[str, int]:
         applied, wanted = self.applied, self.wanted
+        verify = self.verify
         counts = {
             "files": self.files,
+            "verified": verify.hashed,
+            "verified_bytes": verify.hashed_bytes,
+            "size_mismatches": verify.size_mismatches,
+            "hash_mismatches": verify.hash_mismatches,
+            "corrupt_evicted": verify.evicted,
             "popular": self.popular,
             "unlisted": wanted.unlisted,
             "unverifiable": wanted.unverifiable,
@@ -148,6 +158,9 @@ class CacheReport:
             for t, (used, limit) in enumerate(zip(self.tier_bytes, self.limits, strict=True))
         )
         text += f"; {fills}" if fills else ""
+        corrupt = self.verify.size_mismatches + self.verify.hash_mismatches
+        if corrupt:
+            text += f"; {corrupt} cached files differed from their pages ({self.verify.evicted} evicted)"
         if self.dry_run:
             text += " (dry run)"
         if self.interrupted:
@@ -195,6 +208,10 @@ class _CacheRun:
     async def execute(self) -> CacheReport:
         report = self.report
         inventory = await self._timed("a", self._inventory())
+        if not self.dry_run and not self.stop.is_set():
+            report.verify = await self._timed("v", verify_cache(
+                inventory.files, config=self.config, db=self.db, roots=self.roots, now=self.now, stop=self.stop
+            ))
         fill = TierFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
         for local in inventory.files.values():
             fill.files[local.tier] += 1
@@ -304,6 +321,7 @@ class _CacheRun:
         self.report.sizes_deleted = await self.db.run(
             lambda conn: dbq.delete_remote_sizes_before(conn, sizes_before)
         )
+        await self.db.run(partial(dbq.delete_file_checks, node_id=self.config.node_id))
         logger.info(
             "cache: phase E: forgot %d old votes and %d expired size answers",
             self.report.votes_deleted, self.report.sizes_deleted,

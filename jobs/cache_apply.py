@@ -184,7 +184,7 @@ class _Executor:
                 self.stats.downloaded += 1
                 self.stats.downloaded_bytes += stored.bytes
                 rows = list(disk_rows({stored.path: stored}))
-                await self.db.run(partial(dbq.upsert_local_files, node_id=self.config.node_id, rows=rows))
+                await self.db.run(partial(_record_download, node_id=self.config.node_id, rows=rows, path=stored.path))
 
     def _count_failure(self, download: Download, exc: Exception) -> None:
         if self.stop.is_set() and not isinstance(exc, IntegrityError):
@@ -445,6 +445,12 @@ def _temp_beside(final: Path) -> Path:
     """A temp name in the same directory that phase A recognises (and removes after a crash)."""
     # Shortened so the temp name stays within the 255 bytes a file name may have.
     return final.with_name(f".{final.name[:200]}{TEMP_MARKER}{secrets.token_hex(6)}")
+
+
+def _record_download(conn: Connection, node_id: str, rows: list[tuple[str, int, int]], path: str) -> None:
+    """The downloaded file's rows; its sha256 was just checked, so its next check can wait."""
+    dbq.upsert_local_files(conn, node_id, rows)
+    dbq.store_file_checks(conn, node_id, [path], int(time.time()))
 
 
 def _record_moves(conn: Connection, node_id: str, rows: list[tuple[str, int, int]], lost: list[str]) -> None:

@@ -337,6 +337,74 @@ async def test_a_download_whose_directory_cannot_be_made_is_counted_and_the_othe
     assert set(await mirror.rows()) == {relpath(beta), relpath(beta) + ".metadata"}
 
 
+# -- cached files changed on disk -----------------------------------------------------------------
+
+
+def flip_a_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+@pytest.mark.gen_test(timeout=30)
+async def test_a_cached_file_changed_on_disk_is_evicted_counted_and_downloaded_again(
+    damage: str, mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    alpha = wheel(mirror.fake, "alpha")
+    await mirror.sync_index()
+    await mirror.vote(alpha, 2)
+    await mirror.run()
+    cached = mirror.roots[0] / relpath(alpha)
+    if damage == "truncated":
+        cached.write_bytes(alpha.content[:-100])
+    else:
+        flip_a_byte(cached, len(alpha.content) // 2)
+    mirror.fake.reset_log()
+    report = await mirror.run()
+    counts = report.counts()
+    mismatch = "size_mismatches" if damage == "truncated" else "hash_mismatches"
+    assert (counts[mismatch], counts["corrupt_evicted"], counts["downloaded"]) == (1, 1, 1)
+    assert "1 cached files differed from their pages (1 evicted)" in report.summary()
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == alpha.sha256  # downloaded again, intact
+    assert mirror.fake.count_requests(re.compile(re.escape(alpha.path) + "$"), method="GET") == 1
+    assert any(r.levelname == "ERROR" and relpath(alpha) in r.getMessage() for r in caplog.records)
+    await mirror.assert_rows_match_disk()
+    assert (await mirror.rows())[relpath(alpha)] == (alpha.size, 0)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_each_run_rehashes_the_least_recently_checked_slice_so_the_whole_cache_is_covered(mirror: Mirror) -> None:
+    dists = sorted((wheel(mirror.fake, n) for n in ("alpha", "beta", "gamma")), key=relpath)
+    mirror.cache = {"verify_bytes_per_run": max(d.size for d in dists)}  # one file per run
+    await mirror.sync_index()
+    for dist in dists:
+        await mirror.vote(dist, 2)
+    start = time.time()
+    await mirror.run(clock=lambda: start)  # downloads all three: each counts as just checked
+    last = mirror.roots[0] / relpath(dists[-1])
+    flip_a_byte(last, 10)
+    found = []
+    for hour in (1, 2, 3):
+        report = await mirror.run(clock=lambda: start + hour * 3600)
+        assert report.counts()["verified"] == 1
+        found.append(report.counts()["hash_mismatches"])
+    assert found == [0, 0, 1]  # the third run reached the damaged file
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == dists[-1].sha256
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_verify_bytes_per_run_0_checks_sizes_only(mirror: Mirror) -> None:
+    alpha = wheel(mirror.fake, "alpha")
+    mirror.cache = {"verify_bytes_per_run": 0}
+    await mirror.sync_index()
+    await mirror.vote(alpha, 2)
+    await mirror.run()
+    flip_a_byte(mirror.roots[0] / relpath(alpha), 10)
+    report = await mirror.run()
+    assert (report.counts()["verified"], report.counts()["hash_mismatches"]) == (0, 0)
+
+
 # -- phase A: the disk wins ---------------------------------------------------------------------
 
 
