@@ -4,24 +4,26 @@ A cached file changed on disk (a flipped bit, a truncated copy, a stray edit) wo
 served as it is, forever, and every installer would reject it by its hash. Each run compares the
 size of every cached distribution with its stored page (cheap: each project's page is read once)
 and re-hashes a rotating slice of ``cache.verify_bytes_per_run`` bytes, the least recently
-checked files first, so the whole cache is checked over days. A file that differs is evicted,
+checked files first (each file costs at least :data:`MIN_FILE_COST` of it, so a cache of tiny
+files is not opened whole every run), so the whole cache is checked over days. A file that differs is evicted,
 counted and logged; the plan then downloads it again if it is still popular. A file no stored
 page lists (or lists without a sha256) has nothing to be compared with and is left alone.
 """
 
 from __future__ import annotations
 
-__all__ = ["VerifyStats", "verify_cache"]
+__all__ = ["MIN_FILE_COST", "VerifyStats", "verify_cache"]
 
 import asyncio
 import hashlib
 import logging
-from collections.abc import MutableMapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pypimirror.jobs.cache_remote import lookup_index
+from pypimirror.jobs.cache_remote import lookup_index, project_of
 
 from pypimirror import db as dbq
 from pypimirror.config import Config
@@ -30,6 +32,9 @@ from pypimirror.inventory import LocalFile, disk_rows, remove_file
 from pypimirror.pkgpath import METADATA_SUFFIX
 
 logger = logging.getLogger(__name__)
+
+#: What a file costs of ``verify_bytes_per_run`` at least: opening it is work whatever its size.
+MIN_FILE_COST = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -54,37 +59,40 @@ async def verify_cache(
 ) -> VerifyStats:
     """Check ``files`` (phase A's inventory) and evict, from disk, database and ``files``, those that differ."""
     stats = VerifyStats()
-    indexed = await asyncio.to_thread(lookup_index, config.repo_path, config.prefix, list(files))
-    bad: dict[str, LocalFile] = {}
-    for path, local in files.items():
-        entry = indexed.get(path)
-        if entry is not None and entry.size != local.size:
-            stats.size_mismatches += 1
-            bad[path] = local
-            logger.error(
-                "cache: %s in tier %d has %d bytes, its page says %d; evicting it",
-                path, local.tier, local.size, entry.size,
-            )
     budget, node = config.cache.verify_bytes_per_run, config.node_id
+    due: list[tuple[str, int]] = []
     if budget > 0:
-        due = await db.run_read(partial(dbq.least_checked_files, node_id=node, budget=budget, skip_suffix=METADATA_SUFFIX))
+        due = await db.run_read(partial(
+            dbq.least_checked_files, node_id=node, budget=budget, min_cost=MIN_FILE_COST, skip_suffix=METADATA_SUFFIX
+        ))
+    wrong_sizes, digests = await asyncio.to_thread(
+        _compare_sizes, config.repo_path, config.prefix, files, {path for path, _ in due}
+    )
+    bad: dict[str, LocalFile] = {}
+    for path, page_size in wrong_sizes:
+        local = bad[path] = files[path]
+        stats.size_mismatches += 1
+        logger.error(
+            "cache: %s in tier %d has %d bytes, its page says %d; evicting it", path, local.tier, local.size, page_size
+        )
+    if due:
         checked: list[str] = []
         for path, _ in due:
             if stop.is_set():
                 break
             checked.append(path)  # compared or not, it moves to the back of the rotation
-            cached, entry = files.get(path), indexed.get(path)
-            if cached is None or path in bad or entry is None or entry.sha256 is None:
+            cached, sha256 = files.get(path), digests.get(path)
+            if cached is None or sha256 is None:
                 continue
             digest = await asyncio.to_thread(_sha256_of, roots[cached.tier] / path)
             stats.hashed += 1
             stats.hashed_bytes += cached.size
-            if digest != entry.sha256:
+            if digest != sha256:
                 stats.hash_mismatches += 1
                 bad[path] = cached
                 logger.error(
                     "cache: %s in tier %d has sha256 %s, its page says %s; evicting it",
-                    path, cached.tier, digest, entry.sha256,
+                    path, cached.tier, digest, sha256,
                 )
         if checked:
             await db.run(partial(dbq.store_file_checks, node_id=node, paths=checked, checked_at=now))
@@ -109,6 +117,30 @@ async def _evict(
     stats.evicted = len(removed)
     if gone:
         await db.run(partial(dbq.delete_local_files, node_id=node_id, paths=gone))
+
+
+def _compare_sizes(
+    repo_path: Path, prefix: str, files: Mapping[str, LocalFile], due: Collection[str]
+) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """Files whose size differs from their page's (with that size), and the page's sha256 of
+    each ``due`` file whose size agrees; blocking (reads every page of a project with cached files).
+
+    One project at a time, so only one page's entries are held at once, not the whole cache's.
+    """
+    by_project: defaultdict[str, list[str]] = defaultdict(list)
+    for path in files:
+        name = project_of(path)
+        if name is not None:
+            by_project[name].append(path)
+    wrong: list[tuple[str, int]] = []
+    digests: dict[str, str] = {}
+    for paths in by_project.values():
+        for path, entry in lookup_index(repo_path, prefix, paths).items():
+            if entry.size != files[path].size:
+                wrong.append((path, entry.size))
+            elif path in due and entry.sha256 is not None:
+                digests[path] = entry.sha256
+    return wrong, digests
 
 
 def _remove_all(roots: Sequence[Path], bad: Sequence[LocalFile]) -> list[LocalFile]:

@@ -479,11 +479,14 @@ def delete_local_files(conn: Connection, node_id: str, paths: Sequence[str]) -> 
 # --- file checks ---------------------------------------------------------------------------
 
 
-def least_checked_files(conn: Connection, node_id: str, budget: int, skip_suffix: str) -> list[tuple[str, int]]:
+def least_checked_files(
+    conn: Connection, node_id: str, budget: int, min_cost: int, skip_suffix: str
+) -> list[tuple[str, int]]:
     """This node's cached files, never checked first, then the longest unchecked, up to ``budget`` bytes.
 
-    Returns (path, size) rows; the first row is returned even when it alone exceeds the budget,
-    so a file larger than the budget is checked too. Paths ending in ``skip_suffix`` are left out.
+    Each file costs its size, but at least ``min_cost``. Returns (path, size) rows; the first
+    row is returned even when it alone exceeds the budget, so a file larger than the budget is
+    checked too. Paths ending in ``skip_suffix`` are left out.
     """
     query = (
         select(local_files.c.file_path, local_files.c.size)
@@ -499,10 +502,11 @@ def least_checked_files(conn: Connection, node_id: str, budget: int, skip_suffix
     rows: list[tuple[str, int]] = []
     total = 0
     for path, size in conn.execute(query):
-        if rows and total + size > budget:
+        cost = max(size, min_cost)
+        if rows and total + cost > budget:
             break
         rows.append((path, size))
-        total += size
+        total += cost
     return rows
 
 

@@ -112,13 +112,14 @@ def test_least_checked_files_come_never_checked_first_then_oldest_within_the_byt
     write(database, lambda c: upsert_local_files(c, "other", [("e", 10, 0)]))
     write(database, lambda c: store_file_checks(c, "n", ["a"], 300))
     write(database, lambda c: store_file_checks(c, "n", ["b"], 100))
-    order = read(database, lambda c: least_checked_files(c, "n", 10**6, ".metadata"))
+    order = read(database, lambda c: least_checked_files(c, "n", 10**6, 1, ".metadata"))
     assert order == [("c", 10), ("d", 10), ("b", 10), ("a", 10)]
-    assert read(database, lambda c: least_checked_files(c, "n", 25, ".metadata")) == [("c", 10), ("d", 10)]
-    assert read(database, lambda c: least_checked_files(c, "n", 1, ".metadata")) == [("c", 10)]  # one at least
+    assert read(database, lambda c: least_checked_files(c, "n", 25, 1, ".metadata")) == [("c", 10), ("d", 10)]
+    assert read(database, lambda c: least_checked_files(c, "n", 1, 1, ".metadata")) == [("c", 10)]  # one at least
+    assert read(database, lambda c: least_checked_files(c, "n", 25, 20, ".metadata")) == [("c", 10)]  # 20 each
     write(database, lambda c: delete_local_files(c, "n", ["a"]))
     assert write(database, lambda c: delete_file_checks(c, "n")) == 1  # a's check went with it
-    assert [p for p, _ in read(database, lambda c: least_checked_files(c, "n", 10**6, ".metadata"))] == ["c", "d", "b"]
+    assert [p for p, _ in read(database, lambda c: least_checked_files(c, "n", 10**6, 1, ".metadata"))] == ["c", "d", "b"]
 
 
 def test_open_in_missing_directory_raises_database_error(tmp_path: Path) -> None:
