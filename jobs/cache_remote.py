@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "IndexedFile",
     "WantedFiles",
+    "iter_index",
     "lookup_index",
     "popular_votes",
     "project_of",
@@ -22,7 +23,7 @@ __all__ = [
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -82,17 +83,23 @@ def lookup_index(repo_path: Path, prefix: str, paths: Iterable[str]) -> dict[str
     Pages that are missing or unreadable list nothing (logged); files whose URL does not point
     at this mirror's ``{prefix}/packages/`` are not ours to cache.
     """
+    found: dict[str, IndexedFile] = {}
+    for listed in iter_index(repo_path, prefix, paths):
+        found.update(listed)
+    return found
+
+
+def iter_index(repo_path: Path, prefix: str, paths: Iterable[str]) -> Iterator[dict[str, IndexedFile]]:
+    """:func:`lookup_index` one project at a time, so only one page's entries are held at once."""
     by_project: dict[NormalizedName, list[str]] = defaultdict(list)
     for path in paths:
         name = project_of(path)
         if name is not None and is_normalized_project_name(name):
             by_project[name].append(path)
     layout = RepoLayout(repo_path)
-    found: dict[str, IndexedFile] = {}
     for name, wanted in sorted(by_project.items()):
         listed = _read_page_files(layout, name, prefix)
-        found.update((path, listed[path]) for path in wanted if path in listed)
-    return found
+        yield {path: listed[path] for path in wanted if path in listed}
 
 
 def _read_page_files(layout: RepoLayout, name: NormalizedName, prefix: str) -> dict[str, IndexedFile]:

@@ -17,13 +17,12 @@ __all__ = ["MIN_FILE_COST", "VerifyStats", "verify_cache"]
 import asyncio
 import hashlib
 import logging
-from collections import defaultdict
 from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pypimirror.jobs.cache_remote import lookup_index, project_of
+from pypimirror.jobs.cache_remote import iter_index
 
 from pypimirror import db as dbq
 from pypimirror.config import Config
@@ -127,15 +126,10 @@ def _compare_sizes(
 
     One project at a time, so only one page's entries are held at once, not the whole cache's.
     """
-    by_project: defaultdict[str, list[str]] = defaultdict(list)
-    for path in files:
-        name = project_of(path)
-        if name is not None:
-            by_project[name].append(path)
     wrong: list[tuple[str, int]] = []
     digests: dict[str, str] = {}
-    for paths in by_project.values():
-        for path, entry in lookup_index(repo_path, prefix, paths).items():
+    for listed in iter_index(repo_path, prefix, files):
+        for path, entry in listed.items():
             if entry.size != files[path].size:
                 wrong.append((path, entry.size))
             elif path in due and entry.sha256 is not None:
