@@ -40,7 +40,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from .errors import LockfileError
 from .lockmodel import FileEntry, LockEntry, Lockfile, LockfileKind, LockfileProblem, SkippedEntry, VersionPin
 from .pinselect import marker_may_apply, select_files_for_pin
-from .requirementslock import parse_requirements, read_text
+from .requirementslock import first_line, parse_requirements, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class _Collector:
         try:
             applies = marker_may_apply(marker, self.platforms, self.pythons)
         except InvalidMarker as exc:
-            self.problem(where, f"bad marker {marker!r}: {exc}")
+            self.problem(where, f"bad marker {marker!r}: {first_line(exc)}")
             return True
         if not applies:
             self.skipped.append(SkippedEntry(project, f"marker {marker!r} excludes every requested Python/platform",

@@ -10,7 +10,7 @@ files relative to the including one (each file is read once; a cycle is reported
 
 from __future__ import annotations
 
-__all__ = ["parse_requirements", "read_text"]
+__all__ = ["first_line", "parse_requirements", "read_text"]
 
 import re
 from collections.abc import Iterator, Sequence
@@ -34,6 +34,11 @@ _IGNORED_OPTIONS = {"--pre", "--prefer-binary", "--only-binary", "--no-binary", 
 # Options that stand alone, without a value.
 _FLAG_OPTIONS = {"--no-index", "--pre", "--prefer-binary", "--require-hashes"}
 _ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar")
+
+
+def first_line(exc: Exception) -> str:
+    """packaging's parse errors draw a caret under the text on more lines; a report is one line."""
+    return (str(exc).splitlines() or [""])[0]
 
 
 def read_text(path: Path, shown: str) -> str:
@@ -169,7 +174,7 @@ class _Reader:
         try:
             requirement = Requirement(text)
         except InvalidRequirement as exc:
-            self._problem(shown, where, f"cannot parse requirement {text!r}: {exc}")
+            self._problem(shown, where, f"cannot parse requirement {text!r}: {first_line(exc)}")
             return
         project = canonicalize_name(requirement.name)
         if requirement.url is not None:
@@ -191,7 +196,7 @@ class _Reader:
         try:
             applies = marker is None or marker_may_apply(marker, self.platforms, self.pythons)
         except InvalidMarker as exc:  # Requirement parsed it, so this is a defensive guard only
-            self._problem(shown, where, f"bad marker {marker!r}: {exc}")
+            self._problem(shown, where, f"bad marker {marker!r}: {first_line(exc)}")
             return
         if not applies:
             self.skipped.append(SkippedEntry(project, f"marker {marker!r} excludes every requested Python/platform",
