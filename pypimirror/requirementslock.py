@@ -33,6 +33,7 @@ _INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "--no-index", "-f", 
 _IGNORED_OPTIONS = {"--pre", "--prefer-binary", "--only-binary", "--no-binary", "--require-hashes", "--use-feature"}
 # Options that stand alone, without a value.
 _FLAG_OPTIONS = {"--no-index", "--pre", "--prefer-binary", "--require-hashes"}
+_DIRECT_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
 _ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar")
 
 
@@ -90,7 +91,10 @@ def _split_option(tokens: list[str]) -> tuple[str, str | None, list[str]]:
 
 
 def _looks_like_path_or_url(text: str) -> bool:
+    """pip's rule of thumb: a path or URL, unless it is a ``name @ url`` direct reference."""
     requirement = text.split(";", 1)[0].strip()
+    if _DIRECT_REFERENCE.match(requirement):
+        return False
     return ("/" in requirement or "\\" in requirement or requirement.startswith(".")
             or requirement.endswith(_ARCHIVE_SUFFIXES))
 
