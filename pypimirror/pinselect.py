@@ -120,15 +120,16 @@ def select_files_for_pin(
     """The ``(filename, sha256)`` of ``files`` that ``pin`` needs, in the order given.
 
     ``files`` are a project page's files; those of other projects or versions, and names that
-    are neither a wheel nor an sdist, are left out. Raises ``PinTargetError`` for a malformed
+    are neither a wheel nor an sdist, are left out, as is everything for a version that is not
+    PEP 440 (the requirements reader reports such a pin). Raises ``PinTargetError`` for a malformed
     platform or Python.
     """
     wanted_platforms = parse_platforms(platforms)
     wanted_pythons = parse_pythons(pythons)
     try:
-        pinned: Version | None = Version(pin.version)
+        pinned = Version(pin.version)
     except InvalidVersion:
-        pinned = None  # an === pin of a legacy version: compare the text
+        return []  # packaging parses no filename with such a version either: nothing can match
     chosen: list[tuple[str, str]] = []
     for filename, sha256 in files:
         try:
@@ -139,7 +140,7 @@ def select_files_for_pin(
                 tags = None
         except (InvalidWheelFilename, InvalidSdistFilename):
             continue
-        if name != pin.project or (version != pinned if pinned is not None else str(version) != pin.version):
+        if name != pin.project or version != pinned:
             continue
         if tags is None or _is_wheel_wanted(tags, wanted_platforms, wanted_pythons):
             chosen.append((filename, sha256))

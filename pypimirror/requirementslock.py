@@ -20,6 +20,7 @@ from pathlib import Path
 from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .errors import LockfileError
 from .lockmodel import FileEntry, LockEntry, LockfileProblem, SkippedEntry, VersionPin
@@ -196,6 +197,11 @@ class _Reader:
         for problem in hash_problems:
             self._problem(shown, where, problem)
         version = specifiers[0].version
+        try:
+            Version(version)
+        except InvalidVersion:
+            self._problem(shown, where, f"{version!r} is not a standard (PEP 440) version: no file can be matched to it")
+            return
         marker = str(requirement.marker) if requirement.marker is not None else None
         try:
             applies = marker is None or marker_may_apply(marker, self.platforms, self.pythons)

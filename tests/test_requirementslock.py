@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ SHA_A = "a" * 64
 SHA_B = "b" * 64
 
 
-def read(tmp_path: Path, text: str, name: str = "requirements.txt", **narrow: list[str]) -> Lockfile:
+def read(tmp_path: Path, text: str, name: str = "requirements.txt", *, platforms: Sequence[str] = (),
+         pythons: Sequence[str] = ()) -> Lockfile:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    return read_lockfile(path, **narrow)  # type: ignore[arg-type]
+    return read_lockfile(path, platforms=platforms, pythons=pythons)
 
 
 def summary(lockfile: Lockfile) -> list[tuple[str, str | None, str | None]]:
@@ -57,7 +59,9 @@ CASES = [
                  [("foo", "1.0", SHA_A)], [], id="continuation-on-the-last-line"),
     pytest.param(f"foo==1.0 --hash=sha256:{SHA_A} --hash=sha512:{'c' * 128}\n",
                  [("foo", "1.0", SHA_A)], [], id="other-algorithms-beside-sha256-are-dropped"),
-    pytest.param("foo===1.0.legacy\n", [("foo", "1.0.legacy", "pin")], [], id="arbitrary-equality"),
+    pytest.param("foo===1.0.post1\nbar===2004d\n", [("foo", "1.0.post1", "pin")],
+                 ["line 2: '2004d' is not a standard (PEP 440) version: no file can be matched to it"],
+                 id="arbitrary-equality"),
     pytest.param('foo==1.0 ; python_version < "3.12"\n', [("foo", "1.0", 'python_version < "3.12"')], [],
                  id="marker-kept-unevaluated"),
     pytest.param("foo>=1.0\nbar~=2.0\nbaz\nqux==1.*\nquux==1.0,!=1.1\n", [],
@@ -178,7 +182,8 @@ def test_markers_are_judged_for_each_requested_python_and_platform(tmp_path: Pat
                                                                     kept: list[str]) -> None:
     lockfile = read(tmp_path, 'all==1\nold==1 ; python_version < "3.12"\nwin==1 ; sys_platform == "win32"\n'
                               'mac-old==1 ; platform_system == "Darwin" or python_version < "3.11"\n'
-                              "also-win==1 ; os_name == 'nt' and platform_machine == 'ARM64'\n", **narrow)
+                              "also-win==1 ; os_name == 'nt' and platform_machine == 'ARM64'\n",
+                    platforms=narrow.get("platforms", ()), pythons=narrow.get("pythons", ()))
     expected = kept + (["also-win"] if not narrow.get("pythons") or not narrow.get("platforms") else [])
     assert [e.project for e in lockfile.entries] == expected
     assert all(isinstance(e, VersionPin) for e in lockfile.entries)
