@@ -102,6 +102,8 @@ def _looks_like_path_or_url(text: str) -> bool:
 
 @dataclass
 class _Reader:
+    """Reads one requirements file and, depth first, what it includes; gathers every result."""
+
     platforms: Sequence[str]
     pythons: Sequence[str]
     entries: list[LockEntry] = field(default_factory=list)
@@ -145,7 +147,7 @@ class _Reader:
             self._problem(shown, where, "--hash without a requirement before it")
         else:
             self._problem(shown, where, f"unknown option {option!r}")
-        if rest and option not in ("--hash",):
+        if rest and option != "--hash":
             self._problem(shown, where, f"unexpected text after {option}: {' '.join(rest)!r}")
 
     def _include(self, path: Path, shown: str, where: str, name: str, stack: tuple[Path, ...], constraint: bool) -> None:
