@@ -39,7 +39,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from .errors import LockfileError
 from .lockmodel import FileEntry, LockEntry, Lockfile, LockfileKind, LockfileProblem, SkippedEntry, VersionPin
-from .pinselect import marker_may_apply, select_files_for_pin
+from .pinselect import marker_may_apply, parse_platforms, parse_pythons, select_files_for_pin
 from .requirementslock import first_line, parse_requirements, read_text
 
 logger = logging.getLogger(__name__)
@@ -303,8 +303,11 @@ def read_lockfile(path: Path, *, platforms: Sequence[str] = (), pythons: Sequenc
 
     ``platforms``/``pythons`` narrow only entries with environment markers (requirements lines,
     PEP 751 ``marker``, poetry ``markers``); file entries are kept as the lockfile lists them.
-    Blocking (reads files): async callers run it in a worker thread.
+    Blocking (reads files): async callers run it in a worker thread. Raises ``LockfileError``
+    for a file that cannot be read as a lockfile, ``PinTargetError`` for a malformed target.
     """
+    parse_platforms(platforms)  # checked here, so a bad target fails even without any marker
+    parse_pythons(pythons)
     shown = str(path)
     text = read_text(path, shown)
     by_name = detect_kind_by_name(path.name)

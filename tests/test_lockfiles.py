@@ -10,7 +10,7 @@ from fakeindex import FakeIndex
 from installers import uv_executable
 from lockfilesamples import SAMPLE_INDEX_URL, add_sample_projects, generate_samples
 
-from pypimirror.errors import LockfileError, PyPIMirrorError
+from pypimirror.errors import LockfileError, PinTargetError, PyPIMirrorError
 from pypimirror.lockfiles import (
     FileEntry,
     Lockfile,
@@ -322,3 +322,10 @@ def test_skipped_entries_carry_the_file_and_package(tmp_path: Path) -> None:
     path = write(tmp_path, "uv.lock", 'version = 1\n[[package]]\nname = "Lib"\nversion = "2"\nsource = { editable = "lib" }\n')
     assert read_lockfile(path).skipped == (
         SkippedEntry(canonicalize_name("lib"), "an editable local project, not an index file", f"{path}: package 'Lib' 2"),)
+
+
+def test_malformed_target_is_refused_even_for_a_lockfile_without_markers() -> None:
+    with pytest.raises(PinTargetError, match=r"^'3': not a Python version like 3.12$"):
+        read_lockfile(SAMPLES / "uv.lock", pythons=["3"])
+    with pytest.raises(PinTargetError, match=r"^'win amd64': not a platform tag"):
+        read_lockfile(SAMPLES / "uv.lock", platforms=["win amd64"])
