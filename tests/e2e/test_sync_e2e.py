@@ -18,6 +18,7 @@ import yaml
 from socksproxy import SocksProxy
 from fakeindex import FakeIndex
 from installers import pip_install, uv_executable, uv_pip_install
+from mirrorprocess import wait_for
 
 from pypimirror import db as dbq
 from pypimirror.db import Database
@@ -136,7 +137,9 @@ def test_sigterm_interrupts_with_exit_1_and_the_next_run_completes(fake_index: F
     config = write_config(tmp_path, fake_index)
     process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # Signal once the run fetches projects (its handlers are installed by then), however slow
+    # the machine is to start the process; ~7 s of fetching are still ahead of it.
+    wait_for(lambda: fake_index.count_requests("/simple/proj-") > 0 or process.poll() is not None, timeout=60)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1, stderr
