@@ -1,6 +1,6 @@
 """Cache management: keep the most popular package files within each tier's byte budget.
 
-One run has five phases (seed-behaviour §10, with PRODUCT §6's fixes):
+One run has five phases (the seed mirror's, without its ways of losing data):
 
 A. inventory: walk every tier; the disk wins over the database (rows are corrected), and temp
    files of interrupted runs, colder duplicate copies and stray ``.metadata`` files are removed;
