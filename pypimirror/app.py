@@ -52,6 +52,7 @@ from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
+from pypimirror.hitrate import HitCounter, HitFlusher
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
 from pypimirror.pagecache import PageCache
@@ -98,6 +99,7 @@ class Services:
     in_flight: InFlight = field(default_factory=InFlight)
     metrics: Metrics = field(default_factory=Metrics)
     status: StatusReader | None = None
+    hits: HitCounter = field(default_factory=HitCounter)
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -150,7 +152,9 @@ def make_app(config: Config, services: Services) -> Application:
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=base,
-        log_function=make_log_function(services.access_log, services.metrics, file_handlers=(PackageFileHandler,)),
+        log_function=make_log_function(
+            services.access_log, services.metrics, file_handlers=(PackageFileHandler,), hits=services.hits
+        ),
     )
 
 
@@ -330,12 +334,17 @@ async def _serve(
             votes.start()
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)
             stack.push_async_callback(asyncio.to_thread, votes.close, drain_s)
+            hits = HitCounter(is_bot=votes.is_bot)
+            flusher = HitFlusher(hits, db, config.node_id)
+            flusher.start()
+            stack.push_async_callback(flusher.close)  # after the last request, before the database closes
             services = Services(
                 pages=PageCache(),
                 votes=votes,
                 access_log=access_log,
                 metrics=Metrics(multiprocess_dir=worker.metrics_dir if worker is not None else None),
                 status=_status_reader(config, db),
+                hits=hits,
             )
             stack.callback(_start_metrics_refresh(services, votes).stop)
             server = _make_server(make_app(config, services), config, ssl_context)
@@ -366,10 +375,10 @@ def _status_reader(config: Config, db: Database) -> StatusReader:
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder) -> PeriodicCallback:
-    """Copy the vote and page-cache counters into the metrics every second (and now)."""
+    """Copy the vote, page-cache and download counters into the metrics every second (and now)."""
 
     def refresh() -> None:
-        services.metrics.refresh(votes=votes.stats, pages=services.pages.stats)
+        services.metrics.refresh(votes=votes.stats, pages=services.pages.stats, hits=services.hits.totals())
 
     refresh()
     callback = PeriodicCallback(refresh, _METRICS_REFRESH_MS)

@@ -8,7 +8,8 @@ Request counts are plain integers until the next :meth:`Metrics.refresh` (a prom
 ``inc`` costs ~1 µs, ~5 µs in multiprocess mode, and a request made up to four): so a worker's
 counts reach the shared files at most a second late, far within any scrape interval, and
 :meth:`Metrics.render` flushes its own process first.
-Job history and cache fill are the database's, the same for every process: they are read at
+Downloads as the hit rate counts them come from :class:`~pypimirror.hitrate.HitCounter`'s totals
+the same way. Job history and cache fill are the database's, the same for every process: they are read at
 scrape time and rendered from a :class:`~pypimirror.status.MirrorStatus`.
 
 With ``serve.workers > 1`` every process counts for itself. The parent calls
@@ -31,7 +32,7 @@ __all__ = [
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -40,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from pypimirror.db import HitOutcome
 from pypimirror.pagecache import PageCacheStats
 from pypimirror.status import MirrorStatus
 from pypimirror.votes import VoteStats
@@ -102,6 +104,20 @@ class Metrics:
             "pypimirror_package_bytes", "Package-file body bytes sent, by kind (local, proxied).", ["kind"],
             registry=own,
         )
+        # Downloads as the hit rate counts them (GET of a distribution file, no .metadata, no bots),
+        # a subset of the package responses above; the database keeps the same counts per hour.
+        self._file_requests = Counter(
+            "pypimirror_file_requests", "Distribution-file downloads, by outcome (local, redirect, proxy).",
+            ["outcome"], registry=own,
+        )
+        self._file_bytes = Counter(
+            "pypimirror_file_bytes",
+            "Bytes of distribution-file downloads, by outcome; a redirect's are the file's size once known.",
+            ["outcome"], registry=own,
+        )
+        for outcome in get_args(HitOutcome):  # every outcome from the first scrape, so a rate of them has a base
+            self._file_requests.labels(outcome)
+            self._file_bytes.labels(outcome)
         self._upstream_errors = Counter(
             "pypimirror_upstream_errors", "Failed requests to the upstream, by reason.", ["reason"], registry=own
         )
@@ -146,6 +162,7 @@ class Metrics:
         self._pending_kinds: dict[ServedKind, list[int]] = {}
         self._last_votes: VoteStats | None = None
         self._last_pages: PageCacheStats | None = None
+        self._last_hits: Mapping[HitOutcome, tuple[int, int]] = {}
 
     def observe_request(self, route: str, status: int, body_bytes: int, kind: ServedKind | None) -> None:
         """Count one finished request.
@@ -192,10 +209,25 @@ class Metrics:
         (``unavailable``, ``status``, ``timeout``, ...), never a URL or a message."""
         self._upstream_errors.labels(reason).inc()
 
-    def refresh(self, *, votes: VoteStats | None, pages: PageCacheStats | None) -> None:
-        """Bring the vote and page-cache figures up to the given snapshots of their own counters,
-        and the request counters up to date."""
+    def refresh(
+        self,
+        *,
+        votes: VoteStats | None,
+        pages: PageCacheStats | None,
+        hits: Mapping[HitOutcome, tuple[int, int]] | None = None,
+    ) -> None:
+        """Bring the vote, page-cache and download figures up to the given snapshots of their own
+        counters (``hits``: (requests, bytes) per outcome since start), and the request counters
+        up to date."""
         self._flush_requests()
+        if hits is not None:
+            for outcome, (requests, size) in hits.items():
+                before_requests, before_size = self._last_hits.get(outcome, (0, 0))
+                if requests > before_requests:
+                    self._file_requests.labels(outcome).inc(requests - before_requests)
+                if size > before_size:
+                    self._file_bytes.labels(outcome).inc(size - before_size)
+            self._last_hits = dict(hits)
         if votes is not None:
             self._advance(self._votes, votes, self._last_votes)
             self._vote_queue_depth.set(votes.queue_depth)

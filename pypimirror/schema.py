@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "SCHEMA_VERSION",
+    "hit_counters",
     "install_schema",
     "job_runs",
     "leases",
@@ -39,6 +40,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 
 from pypimirror.errors import DatabaseError
@@ -46,7 +48,10 @@ from pypimirror.errors import DatabaseError
 logger = logging.getLogger(__name__)
 
 #: Bump when a table changes, and teach :func:`install_schema` to migrate from the old one.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``hit_counters``, which
+#: ``create_all`` creates like any missing table.
+_MIGRATABLE = frozenset({1})
 
 #: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
 _SCHEMA_LOCK_KEY = 0x7079_7069_6D69  # "pypimi"
@@ -99,6 +104,20 @@ remote_sizes = Table(
     Index("ix_remote_sizes_recorded_at", "recorded_at"),
 )
 
+# How each node answered distribution-file downloads, per hour (Unix seconds at the start of a
+# UTC hour): served from a tier ("local"), sent to the upstream ("redirect") or streamed from it
+# ("proxy"). Every serving process adds its counts to the same rows.
+hit_counters = Table(
+    "hit_counters",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("hour_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("outcome", Text, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    CheckConstraint("outcome IN ('local', 'redirect', 'proxy')", name="ck_hit_counters_outcome"),
+)
+
 job_runs = Table(
     "job_runs",
     metadata,
@@ -140,7 +159,7 @@ def install_schema(conn: Connection) -> None:
             f"database schema version {found} is newer than this pypimirror supports "
             f"({SCHEMA_VERSION}); upgrade pypimirror or point it at another database"
         )
-    if found is not None and found < SCHEMA_VERSION:
+    if found is not None and found < SCHEMA_VERSION and found not in _MIGRATABLE:
         raise DatabaseError(
             f"database schema version {found} is older than {SCHEMA_VERSION} "
             "and no migration from it exists"
@@ -149,6 +168,9 @@ def install_schema(conn: Connection) -> None:
     if found is None:
         conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
         logger.info("created database schema version %d", SCHEMA_VERSION)
+    elif found < SCHEMA_VERSION:
+        conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
+        logger.info("migrated the database schema from version %d to %d", found, SCHEMA_VERSION)
 
 
 def _stored_version(conn: Connection) -> int | None:

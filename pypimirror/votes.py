@@ -198,6 +198,11 @@ class VoteRecorder:
             queue_depth=len(self._queue),
         )
 
+    def is_bot(self, user_agent: str) -> bool:
+        """Whether ``user_agent`` names one of ``bots``: the check :meth:`offer` makes, for
+        counters that must leave out what votes leave out (the hit rate)."""
+        return self._is_bot(user_agent)
+
     def _is_bot(self, user_agent: str) -> bool:
         """A site sees few distinct User-Agents, so answers are cached (short ones only)."""
         if len(user_agent) > _CACHEABLE_USER_AGENT:
