@@ -32,6 +32,8 @@ from pypimirror.app import serve_forever
 from pypimirror.config import Config, load_config
 from pypimirror.db import Database, JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
+from pypimirror.hitchart import format_rate
+from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
 from pypimirror.jobs.runner import LEASE_NAME
@@ -106,7 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --once: print what cache management would do and change nothing (no index sync)",
     )
-    add_command("status", "show the last job runs, the cache fill per tier and the sync lease holder")
+    add_command("status", "show the last job runs, the cache fill per tier, the hit rate and the sync lease holder")
     return parser
 
 
@@ -257,7 +259,7 @@ def _open_existing_database(url: str) -> Database:
 def format_status(
     status: MirrorStatus, lease: Lease | None, tier_paths: Sequence[Path], *, node_id: str, now: float
 ) -> str:
-    """The status as an operator reads it: one block per job, one line per tier, the lease."""
+    """The status as an operator reads it: one block per job, one line per tier, the hit rate, the lease."""
     lines = ["jobs:"]
     if not status.jobs:
         lines.append("  none has run yet")
@@ -278,8 +280,21 @@ def format_status(
             f"  tier {tier.index} {path}: {format_bytes(tier.bytes)} of {format_bytes(tier.limit)} "
             f"({share}), {tier.files} files"
         )
+    if status.hits is not None:
+        lines.append(f"hit rate (node {node_id}; downloads served from the cache, of all it answered):")
+        for title, window in (("last 24 h", status.hits.last_day), ("last 7 d ", status.hits.last_week)):
+            lines.append(f"  {title}: {_describe_hits(window)}")
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
+
+
+def _describe_hits(window: HitWindow) -> str:
+    if not window.requests:
+        return "no downloads"
+    return (
+        f"requests {format_rate(window.request_rate)} of {window.requests}, "
+        f"bytes {format_rate(window.byte_rate)} of {format_bytes(window.bytes)}"
+    )
 
 
 def _describe_run(run: JobRun, now: float) -> str:
