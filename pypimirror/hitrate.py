@@ -271,9 +271,11 @@ def summarize_hits(counts: Iterable[HitCount], now: float) -> HitSummary:
     last_week = HitWindow(hour - (SUMMARY_DAYS * 24 - 1) * HOUR_S, end)
     days = [HitWindow(today - k * DAY_S, today - (k - 1) * DAY_S) for k in range(SUMMARY_DAYS - 1, -1, -1)]
     for count in counts:
-        if last_day.start <= count.hour_start < end:
+        if count.hour_start >= end:  # written by a node whose clock is ahead: not shown until its time
+            continue
+        if last_day.start <= count.hour_start:
             last_day = last_day.add(count)
-        if last_week.start <= count.hour_start < end:
+        if last_week.start <= count.hour_start:
             last_week = last_week.add(count)
         index = (count.hour_start - days[0].start) // DAY_S
         if 0 <= index < len(days):
