@@ -322,3 +322,13 @@ async def test_a_client_that_leaves_ends_the_request_and_the_upstream_transfer(
     (entry,) = access_log.entries
     assert entry.proxied and entry.bytes_sent < dist.size and services.in_flight.count == 0
     assert "broke off" not in caplog.text
+
+
+@pytest.mark.gen_test
+async def test_a_proxied_download_counts_in_the_hit_rate_as_proxy_with_its_bytes(
+    fetch: Fetch, wheel: BuiltDist, services: Services
+) -> None:
+    assert (await fetch(mirror_path(wheel))).code == 200
+    assert (await fetch(mirror_path(wheel, ".metadata"))).code == 200  # not a download
+    counts, _ = services.hits.take()
+    assert [(c.outcome, c.requests, c.bytes) for c in counts] == [("proxy", 1, wheel.size)]
