@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
@@ -37,6 +38,7 @@ from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
 from pypimirror.jobs.runner import LEASE_NAME
+from pypimirror.schema import hit_counters
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.upstream import configure_curl_client
@@ -234,7 +236,8 @@ def _status(config: Config) -> int:
     try:
         with db.connect() as conn:
             limits = [tier.size_limit for tier in config.cache.tiers]
-            status = read_status(conn, config.node_id, limits)
+            # A database of an older release (status never upgrades it) has no hit counters yet.
+            status = read_status(conn, config.node_id, limits, with_hits=inspect(conn).has_table(hit_counters.name))
             lease = dbq.read_lease(conn, LEASE_NAME)
     finally:
         db.dispose()
@@ -284,6 +287,8 @@ def format_status(
         lines.append(f"hit rate (node {node_id}; downloads served from the cache, of all it answered):")
         for title, window in (("last 24 h", status.hits.last_day), ("last 7 d ", status.hits.last_week)):
             lines.append(f"  {title}: {_describe_hits(window)}")
+    else:
+        lines.append("hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)")
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
 

@@ -78,10 +78,11 @@ class MirrorStatus:
 
 
 def read_status(
-    conn: Connection, node_id: str, tier_limits: Sequence[int], *, now: float | None = None
+    conn: Connection, node_id: str, tier_limits: Sequence[int], *, now: float | None = None, with_hits: bool = True
 ) -> MirrorStatus:
-    """The job history, this node's cache fill and its hit rate as of ``now``, in one read transaction."""
-    hits = read_hit_summary(conn, node_id, time.time() if now is None else now)
+    """The job history, this node's cache fill and (``with_hits``) its hit rate as of ``now``, in
+    one read transaction."""
+    hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     return MirrorStatus(read_job_statuses(conn), read_tier_fill(conn, node_id, tier_limits), hits)
 
 
