@@ -99,3 +99,29 @@ def test_counters_status_info_page_and_metrics_move_with_real_traffic(fake_index
         assert f"<td>{byte_rate}</td></tr>" in page
         assert '<svg id="hit-chart"' in page and f"{local_n + redirect_n} downloads from" in page
         stop_server(process, stderr)
+
+
+def test_workers_add_their_downloads_to_the_same_hourly_rows(fake_index: FakeIndex, tmp_path: Path):
+    fake_index.add_project("pkg-a", ["1.0"])
+    wheel = next(d for d in fake_index.files("pkg-a", "1.0") if d.filename.endswith(".whl"))
+    sdist = next(d for d in fake_index.files("pkg-a", "1.0") if not d.filename.endswith(".whl"))
+    config = write_config(tmp_path, fake_index, serve={"workers": 2})
+    sync_once(config)
+    held = tmp_path / "repo" / "packages" / wheel.path.removeprefix("/packages/")
+    held.parent.mkdir(parents=True, exist_ok=True)
+    held.write_bytes(wheel.content)
+    stderr = tmp_path / "serve.err"
+    with running_server(config, stderr) as (process, port):
+        deadline = time.monotonic() + 20
+        while stderr.read_text().count("serving http://") < 2:  # both workers listen before traffic starts
+            assert time.monotonic() < deadline, stderr.read_text()
+            time.sleep(0.05)
+        # A new connection per request: the kernel spreads them over both workers' sockets.
+        for _ in range(12):
+            assert request(port, PREFIX + wheel.path)[0] == 200
+            assert request(port, PREFIX + sdist.path)[0] == 302
+        stop_server(process, stderr)
+    status = run_cli("status", "-c", str(config))
+    assert status.returncode == 0, status.stderr
+    line = f"requests 50.0 % of 24, bytes 100.0 % of {format_bytes(12 * wheel.size)}"
+    assert f"  last 24 h: {line}\n" in status.stdout, status.stdout
