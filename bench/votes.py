@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,9 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _serve_systems import Servers, fetch, free_port, mirror_command
 from _wrk import find_wrk, run_wrk, wrk_version
 
+from packaging.utils import NormalizedName
+
 from pypimirror.config import VotesConfig
 from pypimirror.db import Database
+from pypimirror.pages import DistFile, ProjectPage, render_project_json, rewrite_file_url
 from pypimirror.schema import votes
+from pypimirror.storage import RepoLayout, atomic_write
 from pypimirror.votes import VoteRecorder
 
 logger = logging.getLogger(__name__)
@@ -97,11 +102,26 @@ class Outcome:
 
 
 def miss_paths(count: int) -> list[str]:
-    """Valid package paths no tier holds, each a different file."""
+    """Valid package paths no tier holds, each a different file of the project ``votebench``."""
     return [
-        f"{PREFIX}/packages/{i % 256:02x}/{i // 256 % 256:02x}/{i:060x}/votebench{i}-1.0-py3-none-any.whl"
+        f"{PREFIX}/packages/{i % 256:02x}/{i // 256 % 256:02x}/{i:060x}/votebench-1.{i}-py3-none-any.whl"
         for i in range(count)
     ]
+
+
+def write_listing_page(repo: Path, paths: Sequence[str]) -> None:
+    """The stored page of ``votebench`` listing every path, as a sync writes it: a vote counts
+    only for a file a stored page lists."""
+    files = tuple(
+        DistFile(filename=path.rpartition("/")[2], url=f"{UPSTREAM}/packages/{path.removeprefix(PREFIX + '/packages/')}",
+                 sha256="0" * 64, requires_python=None, size=1, upload_time=None, yanked=False,
+                 core_metadata=False, provenance=None, version=None)
+        for path in paths
+    )
+    page = ProjectPage(name=NormalizedName("votebench"), display_name="votebench", last_serial=1, files=files,
+                       versions=())
+    url_for = partial(rewrite_file_url, packages_url=f"{UPSTREAM}/packages", prefix=PREFIX)
+    atomic_write(RepoLayout(repo).project_page(page.name, "index.v1_json"), render_project_json(page, url_for=url_for))
 
 
 def request_script(paths: Sequence[str]) -> str:
@@ -171,6 +191,7 @@ def measure(kind: str, args: argparse.Namespace, wrk: str, workdir: Path) -> Out
         Database.open(url).dispose()
         port = free_port()
         config = write_config(root, url, port, args.workers, args.queue_size)
+        write_listing_page(root / "repo", miss_paths(_PATHS))
         with Servers(root) as servers:
             server = servers.start("mirror", mirror_command(sys.executable, config), port, "/healthz")
             result = run_wrk(wrk, server.url("/"), connections=args.connections, threads=args.threads,

@@ -46,6 +46,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
 from pypimirror.accesslog import AccessEntry, NullAccessLog
+from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPAddress, network_prefix, resolve_client_ip
 from pypimirror.config import IPNetwork
 from pypimirror.db import HitOutcome
@@ -104,6 +105,7 @@ class RequestContext:
     trusted_proxies: tuple[IPNetwork, ...]
     in_flight: InFlight
     write_timeout: timedelta
+    buffers: BufferBudget  # the process's budget of response buffers held for slow clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +313,11 @@ class BaseHandler(RequestHandler):
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
             connection.close()
+
+    @property
+    def buffers(self) -> BufferBudget:
+        """The process's budget of response buffers held for slow clients (:mod:`pypimirror.buffers`)."""
+        return self._context.buffers
 
     @property
     def body_bytes(self) -> int:

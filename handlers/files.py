@@ -7,11 +7,19 @@ the disk (a bad one is a 404), looked up in the tiers, hottest first, without fo
 sent like a static file: ``ETag`` from mtime and size (cheap, and it changes when the file is
 replaced), ``Last-Modified``, 304, one ``Range`` (206, or 416), ``If-Range``, HEAD. Its bytes go
 out in 1 MiB chunks, each flushed before the next is read, through one reused buffer per
-download (no 1 MiB allocation per chunk). A chunk in the page cache is read on the IOLoop
-(``RWF_NOWAIT``: ~0.1 ms, less than a thread round trip); only a chunk that needs the disk is
+download (no 1 MiB allocation per chunk); a download that starts while the process's buffer
+budget is spent (:mod:`pypimirror.buffers`) goes out in 64 KiB chunks. A chunk in the page
+cache is read on the IOLoop (``RWF_NOWAIT``: ~0.1 ms, less than a thread round trip); only a chunk that needs the disk is
 read in a worker thread, so a cold disk tier never stalls the loop. A file we do not hold is a 302 to the
 upstream's ``redirect_url``, or, for clients whose network ``ip_modes`` maps to ``proxy``, the
 upstream's answer from ``packages_url`` streamed through us (:mod:`.proxy`).
+
+A file we hold is sent only if its size (from the ``fstat`` done anyway) is the one its stored
+page lists: a truncated or grown copy would fail every installer's hash check, so it is answered
+as a miss instead, and logged once (the cache job replaces it). A file no page lists is sent as
+it is. The page's files are held in memory (:class:`~pypimirror.listedfiles.ListedFiles`), so
+the check is a dict lookup for a hot project; a cold one's page is read in a worker thread.
+The listed size also lets proxy mode tell a body the upstream did not frame was cut short.
 
 Votes: a GET of a distribution file offers one vote (never blocking), whether the file is local,
 redirected or proxied. HEAD does not vote: it is what size probes, link checkers and our own cache job
@@ -39,9 +47,12 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError
 
+from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
 from pypimirror.httpdate import parse_http_date
+from pypimirror.listedfiles import NOT_LOADED, ListedFiles
+from pypimirror.metrics import Metrics
 from pypimirror.pkgpath import PackagePath, parse_package_path
 from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient
@@ -69,9 +80,11 @@ _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 # A file system that cannot say whether a read would block answers one of these: use a thread.
 _NOWAIT_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
-# Chunk buffers kept for the next downloads (the IOLoop thread's alone); a burst beyond this
-# many concurrent downloads allocates, and the extra buffers are freed when done.
-_SPARE_BUFFERS: list[bytearray] = []
+# The chunk size of a download that finds the buffer budget spent: it never waits for memory.
+_SMALL_CHUNK_SIZE = 64 * 1024
+# Chunk buffers kept for the next downloads, per size (the IOLoop thread's alone); a burst beyond
+# this many concurrent downloads allocates, and the extra buffers are freed when done.
+_SPARE_BUFFERS: dict[int, list[bytearray]] = {CHUNK_SIZE: [], _SMALL_CHUNK_SIZE: []}
 _MAX_SPARE_BUFFERS = 16
 
 
@@ -141,6 +154,8 @@ class PackageFileHandler(ProxyingHandler):
         ip_modes: IPModeMatcher,
         packages_url: str,
         upstream: UpstreamClient,
+        listed: ListedFiles,
+        metrics: Metrics,
     ) -> None:
         self.init_base(context)
         self.route_base = route_base
@@ -150,6 +165,8 @@ class PackageFileHandler(ProxyingHandler):
         self.ip_modes = ip_modes
         self.packages_url = packages_url
         self.upstream = upstream
+        self.listed = listed
+        self.metrics = metrics
 
     def get(self) -> Awaitable[None] | None:
         path = self._package_path()
@@ -175,24 +192,51 @@ class PackageFileHandler(ProxyingHandler):
         fd = _open_regular_file(found[1]) if found is not None else None
         if fd is None:
             return self._answer_miss(path)
-        return self._send_and_close(fd, path.filename, include_body=include_body)
+        return self._send_and_close(fd, path, include_body=include_body)
 
     def _answer_miss(self, path: PackagePath) -> Awaitable[None] | None:
         """The one place that answers for a file we do not hold: proxy or 302, per client network."""
         relpath = path.relpath if _IS_URL_SAFE(path.relpath) else quote(path.relpath, safe=_PATH_SAFE)
         if self.ip_modes.mode_for(self.client.ip) == "proxy":
-            return self.relay_from_upstream(self.upstream, f"{self.packages_url}/{relpath}")
+            return self._proxy(path, f"{self.packages_url}/{relpath}")
         self.redirect(f"{self.redirect_url}/{relpath}", status=302)  # the query is dropped
         return None
 
-    async def _send_and_close(self, fd: int, filename: str, *, include_body: bool) -> None:
-        try:
-            await self._send_file(fd, filename, include_body=include_body)
-        finally:
-            os.close(fd)
+    async def _proxy(self, path: PackagePath, url: str) -> None:
+        """Relay ``url``; a body without a length is checked against the size the page lists."""
+        listed = None
+        if self.request.method == "GET" and not path.is_metadata:
+            listed = await self.listed.lookup(path.relpath)
+        await self.relay_from_upstream(self.upstream, url, expected_size=listed.size if listed is not None else None)
 
-    async def _send_file(self, fd: int, filename: str, *, include_body: bool) -> None:
-        st = os.fstat(fd)  # of the open file: what we send is what the validators describe
+    async def _send_and_close(self, fd: int, path: PackagePath, *, include_body: bool) -> None:
+        try:
+            st = os.fstat(fd)  # of the open file: what we send is what the validators describe
+            if not path.is_metadata:  # a page lists no .metadata sizes
+                listed = self.listed.get_fresh(path.relpath)  # a hot project: a dict lookup
+                if listed is NOT_LOADED:
+                    listed = await self.listed.lookup(path.relpath)
+                if listed is not None and listed.size != st.st_size:
+                    os.close(fd)
+                    fd = -1
+                    await self._answer_unlike_page(path, st.st_size, listed.size)
+                    return
+            await self._send_file(fd, st, path.filename, include_body=include_body)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    async def _answer_unlike_page(self, path: PackagePath, size: int, listed_size: int) -> None:
+        """A held file of another size than its page lists would fail the client's hash check:
+        answer as for a file we do not hold (the cache job replaces it)."""
+        if self.listed.is_new_mismatch(path.relpath, size):
+            logger.warning("%s is %d bytes in the cache but its page lists %d; answering as for a file not held",
+                           path.relpath, size, listed_size)
+        answer = self._answer_miss(path)
+        if answer is not None:
+            await answer
+
+    async def _send_file(self, fd: int, st: os.stat_result, filename: str, *, include_body: bool) -> None:
         size = st.st_size
         etag = f'"{st.st_mtime_ns:x}-{size:x}"'
         self.set_header("Content-Type", content_type_for(filename))
@@ -243,9 +287,9 @@ class PackageFileHandler(ProxyingHandler):
         offset = start
         try:
             await self.flush_or_abort()  # the headers; the chunks then go to the connection as they are
-            with _chunk_buffer() as buffer:
+            with _chunk_buffer(self.buffers, end - start) as buffer:
                 while offset < end:
-                    chunk = buffer[: min(CHUNK_SIZE, end - offset)]
+                    chunk = buffer[: min(len(buffer), end - offset)]
                     size = await _read_into(fd, chunk, offset)
                     if not size:
                         logger.error("%s shrank while being sent; closing the connection", self.request.path)
@@ -259,14 +303,20 @@ class PackageFileHandler(ProxyingHandler):
 
 
 @contextmanager
-def _chunk_buffer() -> Iterator[memoryview]:
-    """A CHUNK_SIZE buffer for one download, reused by the next one only if this one completed
-    (a stalled connection's stream may still hold a view of it)."""
-    buffer = _SPARE_BUFFERS.pop() if _SPARE_BUFFERS else bytearray(CHUNK_SIZE)
-    with memoryview(buffer) as view:
-        yield view
-    if len(_SPARE_BUFFERS) < _MAX_SPARE_BUFFERS:
-        _SPARE_BUFFERS.append(buffer)
+def _chunk_buffer(budget: BufferBudget, length: int) -> Iterator[memoryview]:
+    """A buffer to send ``length`` bytes: CHUNK_SIZE while ``budget`` has room (small when that is
+    enough), else small; reused by the next download only if this one completed (a stalled
+    connection's stream may still hold a view of it)."""
+    size = budget.take(CHUNK_SIZE if length > _SMALL_CHUNK_SIZE else _SMALL_CHUNK_SIZE, _SMALL_CHUNK_SIZE)
+    spares = _SPARE_BUFFERS[size]
+    buffer = spares.pop() if spares else bytearray(size)
+    try:
+        with memoryview(buffer) as view:
+            yield view
+    finally:
+        budget.give_back(size)
+    if len(spares) < _MAX_SPARE_BUFFERS:
+        spares.append(buffer)
 
 
 async def _read_into(fd: int, chunk: memoryview, offset: int) -> int:

@@ -1,9 +1,9 @@
 """Routes for whoever runs the mirror: ``/metrics`` for Prometheus and ``/healthz`` for a load balancer.
 
 ``/metrics`` answers even while the database is down (then without the job and tier figures,
-which come from it). ``/healthz`` is 200 ``ok`` when the database answers a trivial query and
-``repo_path`` takes a new file, each within a couple of seconds; otherwise 503 with one line
-per failed check. Neither is ever cached by a client or a proxy.
+which come from it). ``/healthz`` is 200 ``ok`` when the database hands back its schema version
+(a deleted, replaced or corrupt SQLite file fails) and ``repo_path`` takes a new file, each within
+a couple of seconds; otherwise 503 with one line per failed check. Neither is ever cached by a client or a proxy.
 """
 
 from __future__ import annotations

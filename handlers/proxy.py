@@ -10,8 +10,14 @@
   describe the bytes (:data:`~pypimirror.relay.RELAYED_RESPONSE_HEADERS`); redirects are
   followed here, never shown to the client;
 * no answer from the upstream → ``502``; a body that breaks off → the client's connection is
-  closed, so it sees an incomplete response, never a short ``200``;
+  closed, so it sees an incomplete response, never a short ``200``; so is a ``200`` without
+  ``Content-Length`` (re-framed as chunked) whose length is not what the stored page lists;
 * a client that leaves, or takes nothing for ``timeouts.write``, ends the upstream transfer;
+* the body waiting for the client counts against the process's buffer budget
+  (:mod:`pypimirror.buffers`): a relay queues up to 4 MiB while the budget has room for
+  that, else 256 KiB;
+* each upstream failure is logged and counted in ``/metrics`` (``pypimirror_upstream_errors``,
+  reason ``proxy_unanswered`` or ``proxy_body_broken``);
 * the access log says ``proxied`` for every answer proxy mode gave, its 502s included.
 """
 
@@ -24,10 +30,16 @@ import logging
 from tornado.web import HTTPError
 
 from pypimirror.errors import UpstreamError
+from pypimirror.metrics import Metrics
 from pypimirror.relay import (
+    HIGH_WATER,
+    LOW_WATER,
+    SMALL_HIGH_WATER,
+    SMALL_LOW_WATER,
     Relay,
     RelayHead,
     open_relay,
+    relay_footprint,
     relayed_request_headers,
     relayed_response_headers,
 )
@@ -42,9 +54,24 @@ class ProxyingHandler(BaseHandler):
     """A handler that can answer with the upstream's answer (see the module docstring)."""
 
     _relay: Relay | None = None
+    metrics: Metrics  # set by the concrete handler's initialize
 
-    async def relay_from_upstream(self, upstream: UpstreamClient, url: str) -> None:
-        """Answer this GET or HEAD with the upstream's answer for ``url``."""
+    async def relay_from_upstream(self, upstream: UpstreamClient, url: str, *, expected_size: int | None = None) -> None:
+        """Answer this GET or HEAD with the upstream's answer for ``url``.
+
+        ``expected_size`` is the length the whole body must have (known from a stored page): a
+        200 without ``Content-Length`` that ends short of it or runs past it broke off.
+        """
+        full = relay_footprint(HIGH_WATER)
+        taken = self.buffers.take(full, relay_footprint(SMALL_HIGH_WATER))
+        try:
+            await self._relay_within(HIGH_WATER if taken == full else SMALL_HIGH_WATER, upstream, url, expected_size)
+        finally:
+            self.buffers.give_back(taken)
+
+    async def _relay_within(
+        self, high_water: int, upstream: UpstreamClient, url: str, expected_size: int | None
+    ) -> None:
         self.proxied = True
         request = self.request
         relay = self._relay = open_relay(
@@ -53,6 +80,9 @@ class ProxyingHandler(BaseHandler):
             url,
             headers=relayed_request_headers(request.headers),
             user_agent=request.headers.get("User-Agent"),
+            high_water=high_water,
+            low_water=LOW_WATER if high_water == HIGH_WATER else SMALL_LOW_WATER,
+            expected_size=expected_size,
         )
         try:
             head = await relay.head()
@@ -60,6 +90,7 @@ class ProxyingHandler(BaseHandler):
             if relay.is_aborted:
                 return  # the client left first; there is no one to answer
             logger.warning("proxying %s %s failed: %s", request.method, mask_url(url), exc)
+            self.metrics.observe_upstream_error("proxy_unanswered")
             raise HTTPError(502) from None
         self._send_head(head)
         try:
@@ -74,6 +105,7 @@ class ProxyingHandler(BaseHandler):
                 return
             logger.warning("proxying %s %s broke off: %s; closing the client's connection", request.method,
                            mask_url(url), exc)
+            self.metrics.observe_upstream_error("proxy_body_broken")
             self.close_connection()
             return
         self.finish()

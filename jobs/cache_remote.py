@@ -11,46 +11,29 @@ asked of the upstream with HEAD (concurrently) and kept in ``remote_sizes`` for
 from __future__ import annotations
 
 __all__ = [
-    "IndexedFile",
     "WantedFiles",
-    "lookup_index",
     "popular_votes",
-    "project_of",
     "resolve_wanted",
 ]
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import quote
 
-from packaging.utils import NormalizedName, parse_sdist_filename, parse_wheel_filename
 from pypimirror.jobs.cache_plan import RemoteFile
 
 from pypimirror import db as dbq
 from pypimirror.config import Config
 from pypimirror.db import Database
-from pypimirror.errors import MalformedUpstreamError, UnsafePathError, UpstreamError
+from pypimirror.errors import UpstreamError
 from pypimirror.inventory import is_package_relpath
-from pypimirror.pages import parse_simple_project_json
-from pypimirror.pkgpath import METADATA_SUFFIX, parse_package_path
-from pypimirror.storage import RepoLayout, is_normalized_project_name
+from pypimirror.listedfiles import ListedFile, lookup_listed_files
+from pypimirror.pkgpath import METADATA_SUFFIX
 from pypimirror.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class IndexedFile:
-    """A file as our stored page lists it; a digest is None when the page gives none."""
-
-    path: str
-    size: int
-    sha256: str | None
-    metadata_sha256: str | None
 
 
 @dataclass(slots=True)
@@ -65,59 +48,6 @@ class WantedFiles:
     head_errors: int = 0
 
 
-def project_of(path: str) -> NormalizedName | None:
-    """The project a distribution path belongs to, from its file name (wheel or sdist)."""
-    filename = path.rpartition("/")[2]
-    try:
-        if filename.endswith(".whl"):
-            return parse_wheel_filename(filename)[0]
-        return parse_sdist_filename(filename)[0]
-    except ValueError:
-        return None
-
-
-def lookup_index(repo_path: Path, prefix: str, paths: Iterable[str]) -> dict[str, IndexedFile]:
-    """The stored page's entry of each path that one lists; blocking (reads pages).
-
-    Pages that are missing or unreadable list nothing (logged); files whose URL does not point
-    at this mirror's ``{prefix}/packages/`` are not ours to cache.
-    """
-    by_project: dict[NormalizedName, list[str]] = defaultdict(list)
-    for path in paths:
-        name = project_of(path)
-        if name is not None and is_normalized_project_name(name):
-            by_project[name].append(path)
-    layout = RepoLayout(repo_path)
-    found: dict[str, IndexedFile] = {}
-    for name, wanted in sorted(by_project.items()):
-        listed = _read_page_files(layout, name, prefix)
-        found.update((path, listed[path]) for path in wanted if path in listed)
-    return found
-
-
-def _read_page_files(layout: RepoLayout, name: NormalizedName, prefix: str) -> dict[str, IndexedFile]:
-    page_path = layout.project_page(name, "index.v1_json")
-    try:
-        page = parse_simple_project_json(page_path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, MalformedUpstreamError) as exc:
-        logger.warning("cache: cannot read the stored page of %s: %s", name, exc)
-        return {}
-    base = prefix.rstrip("/") + "/packages/"
-    files: dict[str, IndexedFile] = {}
-    for dist in page.files:
-        if not dist.url.startswith(base):
-            continue
-        try:
-            path = parse_package_path(dist.url[len(base) :]).relpath
-        except UnsafePathError:
-            continue
-        metadata = dist.core_metadata if isinstance(dist.core_metadata, str) else None
-        files[path] = IndexedFile(path, dist.size, dist.sha256, metadata)
-    return files
-
-
 async def resolve_wanted(
     paths: Sequence[str],
     *,
@@ -129,9 +59,9 @@ async def resolve_wanted(
 ) -> WantedFiles:
     """The wanted (popular, not cached) ``paths`` that can be downloaded and verified."""
     result = WantedFiles()
-    indexed = await asyncio.to_thread(lookup_index, config.repo_path, config.prefix, paths)
+    indexed = await asyncio.to_thread(lookup_listed_files, config.repo_path, config.prefix, paths)
     limit = config.cache.filesize_limit
-    usable: list[IndexedFile] = []
+    usable: list[ListedFile] = []
     for path in paths:
         entry = indexed.get(path)
         if entry is None:

@@ -6,7 +6,9 @@ one line, and a line is always valid UTF-8. :meth:`AccessLog.write` only formats
 a list; a flusher thread writes that list to the file every ``flush_interval`` (1 s). The file
 can be renamed away and reopened (SIGUSR1, logrotate); a line is never lost to a closed or
 failing file while memory allows: it stays buffered (up to ``max_pending`` lines) until a write
-succeeds.
+succeeds. The path ``-`` is the process's stdout (in a container the runtime collects it); it is
+written in whole lines of at most ``PIPE_BUF`` bytes per write, so the lines of several worker
+processes sharing one pipe never interleave (a longer line is written, and may interleave, alone).
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import json
 import logging
 import os
 import re
+import select
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pypimirror.config import LogFormat
+from pypimirror.config import LOG_TO_STDOUT, LogFormat
 from pypimirror.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -164,7 +169,7 @@ class AccessLog:
     """
 
     def __init__(
-        self, path: Path, fmt: LogFormat, *, flush_interval: float = 1.0, max_pending: int = 100_000
+        self, path: Path | Literal["-"], fmt: LogFormat, *, flush_interval: float = 1.0, max_pending: int = 100_000
     ) -> None:
         self.path = path
         self._format = _FORMATTERS[fmt]
@@ -274,7 +279,7 @@ class AccessLog:
             if self._fd is None:
                 self._fd = self._open()
             while done < len(data):
-                done += os.write(self._fd, data[done:])
+                done += os.write(self._fd, data[done:self._chunk_end(self._unwritten, done)])
         except OSError as exc:
             self._unwritten = self._unwritten[done:]
             self._report_failure(f"cannot write access log {str(self.path)!r}: {exc.strerror or exc}")
@@ -287,6 +292,16 @@ class AccessLog:
             self._failing = False
         return True
 
+    def _chunk_end(self, data: bytes, start: int) -> int:
+        """Where the write from ``start`` ends: the whole rest for a file, whole lines up to
+        ``PIPE_BUF`` bytes (or one longer line) for stdout."""
+        if self.path != LOG_TO_STDOUT or len(data) - start <= select.PIPE_BUF:
+            return len(data)
+        end = data.rfind(b"\n", start, start + select.PIPE_BUF)
+        if end < 0:
+            end = data.find(b"\n", start)
+        return len(data) if end < 0 else end + 1
+
     def _reopen_file(self) -> None:
         logger.info("reopening access log %s", self.path)
         self._close_file()
@@ -296,6 +311,8 @@ class AccessLog:
             self._report_failure(f"cannot reopen access log {str(self.path)!r}: {exc.strerror or exc}")
 
     def _open(self) -> int:
+        if self.path == LOG_TO_STDOUT:
+            return os.dup(sys.stdout.fileno())  # closed and reopened like a file, stdout stays open
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         return os.open(self.path, _OPEN_FLAGS, 0o644)
 

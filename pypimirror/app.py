@@ -34,14 +34,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import IOStream
 from tornado.web import Application
 
+from pypimirror.acceptor import CappedHTTPServer, resolve_max_connections
 from pypimirror.accesslog import AccessLog, NullAccessLog
+from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
-from pypimirror.config import Config, LogConfig, TLSConfig
+from pypimirror.config import Config, LogConfig, ServeConfig, TLSConfig
 from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError
 from pypimirror.handlers.base import AccessLogSink, InFlight, NotFoundHandler, RequestContext, make_log_function
@@ -54,6 +55,7 @@ from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandl
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
 from pypimirror.hitrate import HitCounter, HitFlusher
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
+from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
 from pypimirror.pagecache import PageCache
 from pypimirror.status import StatusReader
@@ -90,7 +92,8 @@ class Services:
     """The long-lived objects the handlers share, built once per process.
 
     ``status`` reads the database for the info page, ``/metrics`` and ``/healthz``; an app
-    built without one (handler tests of other routes) has none of those routes.
+    built without one (handler tests of other routes) has none of those routes. ``buffers``
+    bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`).
     """
 
     pages: PageCache
@@ -99,6 +102,7 @@ class Services:
     in_flight: InFlight = field(default_factory=InFlight)
     metrics: Metrics = field(default_factory=Metrics)
     status: StatusReader | None = None
+    buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
     hits: HitCounter = field(default_factory=HitCounter)
 
 
@@ -107,7 +111,8 @@ def make_app(config: Config, services: Services) -> Application:
     prefix = config.prefix
     p = re.escape(prefix)
     layout = RepoLayout(config.repo_path)
-    base = {"context": RequestContext(config.trusted_proxies, services.in_flight, config.timeouts.write)}
+    context = RequestContext(config.trusted_proxies, services.in_flight, config.timeouts.write, services.buffers)
+    base = {"context": context}
     ip_modes = IPModeMatcher(config.ip_modes)  # the file handler and the info page must agree
     pages = {**base, "pages": services.pages, "files": PageFiles.of(layout)}
     files = {
@@ -119,6 +124,8 @@ def make_app(config: Config, services: Services) -> Application:
         "packages_url": config.upstream.packages_url,
         "upstream": _proxy_client(config),
         "votes": services.votes,
+        "listed": ListedFiles(config.repo_path, prefix),
+        "metrics": services.metrics,
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
@@ -328,8 +335,10 @@ async def _serve(
             access_log.start()
             stack.callback(access_log.close)
             signals.reopen_log = access_log.reopen
+            listed = ListedFiles(config.repo_path, config.prefix)  # the vote writer's own (one thread each)
             votes = VoteRecorder(
-                db, dedup_window=config.cache.dedup_window, queue_size=config.votes.queue_size, bots=config.votes.bots
+                db, dedup_window=config.cache.dedup_window, queue_size=config.votes.queue_size, bots=config.votes.bots,
+                is_listed=lambda path: listed.lookup_blocking(path) is not None,
             )
             votes.start()
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)
@@ -344,10 +353,11 @@ async def _serve(
                 access_log=access_log,
                 metrics=Metrics(multiprocess_dir=worker.metrics_dir if worker is not None else None),
                 status=_status_reader(config, db),
+                buffers=BufferBudget(config.serve.buffer_budget // (worker.count if worker is not None else 1)),
                 hits=hits,
             )
-            stack.callback(_start_metrics_refresh(services, votes).stop)
             server = _make_server(make_app(config, services), config, ssl_context)
+            stack.callback(_start_metrics_refresh(services, votes, server).stop)
             server.add_sockets(sockets)
             logger.info("serving %s (pid %d%s)", _index_url(config, sockets, ssl_context), os.getpid(), _describe(worker))
             if with_scheduler:  # jobs are told to stop with the first signal and waited for on the way out
@@ -374,11 +384,18 @@ def _status_reader(config: Config, db: Database) -> StatusReader:
     return StatusReader(db, node_id=config.node_id, tier_limits=limits, repo_path=config.repo_path)
 
 
-def _start_metrics_refresh(services: Services, votes: VoteRecorder) -> PeriodicCallback:
-    """Copy the vote, page-cache and download counters into the metrics every second (and now)."""
+def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:
+    """Copy the vote, page-cache, connection, buffer and download counters into the metrics every
+    second (and now)."""
 
     def refresh() -> None:
-        services.metrics.refresh(votes=votes.stats, pages=services.pages.stats, hits=services.hits.totals())
+        services.metrics.refresh(
+            votes=votes.stats,
+            pages=services.pages.stats,
+            connections=server.connection_stats,
+            buffers=services.buffers.stats,
+            hits=services.hits.totals(),
+        )
 
     refresh()
     callback = PeriodicCallback(refresh, _METRICS_REFRESH_MS)
@@ -482,7 +499,7 @@ def _access_log(log: LogConfig) -> AccessLog | NullAccessLog:
     return AccessLog(log.path, log.format) if log.path is not None else NullAccessLog()
 
 
-class _NoDelayHTTPServer(HTTPServer):
+class _NoDelayHTTPServer(CappedHTTPServer):
     """Tornado's server with ``TCP_NODELAY`` set once per connection, as nginx's ``tcp_nodelay``.
 
     Tornado turns Nagle's algorithm off at the end of every response and on again after it:
@@ -501,8 +518,8 @@ def _keep_nodelay(value: bool) -> None:
     """What a connection's ``set_nodelay`` does once :class:`_NoDelayHTTPServer` has set it."""
 
 
-def _make_server(app: Application, config: Config, ssl_context: ssl.SSLContext | None) -> HTTPServer:
-    """Tornado's server with our timeouts.
+def _make_server(app: Application, config: Config, ssl_context: ssl.SSLContext | None) -> CappedHTTPServer:
+    """Tornado's server with our timeouts and connection cap (:mod:`pypimirror.acceptor`).
 
     ``timeouts.idle`` bounds a connection waiting for its next request; Tornado applies the
     same bound to reading that request's headers. ``timeouts.read`` bounds reading a body.
@@ -514,10 +531,11 @@ def _make_server(app: Application, config: Config, ssl_context: ssl.SSLContext |
         idle_connection_timeout=config.timeouts.idle.total_seconds(),
         body_timeout=config.timeouts.read.total_seconds(),
         max_body_size=_MAX_BODY_BYTES,
+        max_connections=resolve_max_connections(config.serve.max_connections),
     )
 
 
-async def _drain(server: HTTPServer, in_flight: InFlight, grace: timedelta, forced: asyncio.Event) -> None:
+async def _drain(server: CappedHTTPServer, in_flight: InFlight, grace: timedelta, forced: asyncio.Event) -> None:
     """Stop accepting, let requests in flight finish within ``grace``, then close every connection.
 
     From here on no connection is kept alive: each request read now is answered with

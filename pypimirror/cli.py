@@ -33,6 +33,7 @@ from pypimirror.app import serve_forever
 from pypimirror.config import Config, load_config
 from pypimirror.db import Database, JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
+from pypimirror.healthcheck import check_health
 from pypimirror.hitchart import format_rate
 from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
@@ -111,6 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="with --once: print what cache management would do and change nothing (no index sync)",
     )
     add_command("status", "show the last job runs, the cache fill per tier, the hit rate and the sync lease holder")
+    add_command("healthcheck", "ask the running server's /healthz; exit 0 when it answers ok, else 1 (containers)")
     return parser
 
 
@@ -118,6 +120,13 @@ def _check_config(config: Config) -> int:
     """Print the effective configuration, secrets masked, as YAML."""
     sys.stdout.write(yaml.safe_dump(config.to_display_dict(), sort_keys=False))
     return EXIT_OK
+
+
+def _healthcheck(config: Config) -> int:
+    """One line saying what /healthz answered (a container runtime keeps it), and 0 if healthy."""
+    healthy, said = check_health(config)
+    print(said, file=sys.stdout if healthy else sys.stderr)
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def _prepare_repo(config: Config) -> None:
@@ -370,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync_scheduled(config))
         if args.command == "status":
             return _status(config)
+        if args.command == "healthcheck":
+            return _healthcheck(config)
         raise AssertionError(f"unhandled command {args.command!r}")
     except JobLockedError as exc:
         print(f"pypimirror: error: {exc}", file=sys.stderr)

@@ -2,11 +2,18 @@
 
 Every key is validated at load time (unknown keys, types, sizes, durations, URLs, CIDRs, cron
 expressions) and every problem is reported in one :class:`ConfigError`, each with its key path.
-Sizes become ``int`` bytes and durations ``timedelta`` here and nowhere else. A key given with
-an empty value (YAML ``null``) counts as absent and takes its default. Relative paths are
-resolved against the directory holding the configuration file (``parse_config``: ``base_dir``,
-default the working directory), after ``~`` expansion. Nothing here touches the disk beyond
-reading the file: whether paths exist is checked by whoever uses them.
+Every value has an upper bound too, so nothing that passes here fails later. Sizes become
+``int`` bytes and durations ``timedelta`` here and nowhere else. A key given with an empty
+value (YAML ``null``) counts as absent and takes its default. Relative paths are resolved
+against the directory holding the configuration file (``parse_config``: ``base_dir``, default
+the working directory), after ``~`` expansion.
+
+Paths that must not overlap are refused (:func:`_read_tiers`, :func:`_check_files`): a cache
+tier holding the repository, inside its page directories (the index sync deletes whatever it
+does not know there) or overlapping another tier, and a file the mirror writes or reads
+(database, access log, TLS files) inside a tier or a page directory. Paths are compared after following symlinks
+(``Path.resolve``, which reads links but needs nothing to exist); beyond that and reading the
+file, nothing here touches the disk: whether paths exist is checked by whoever uses them.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ __all__ = [
     "IPModeRule",
     "IPModesConfig",
     "IPNetwork",
+    "LOG_TO_STDOUT",
     "Listing",
     "LogConfig",
     "LogFormat",
@@ -48,29 +56,32 @@ from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import yaml
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
+from pypimirror.acceptor import MAX_CONNECTIONS
 from pypimirror.cron import make_trigger
 from pypimirror.configvalues import (
+    DurationTooLong,
     IPMode,
     IPNetwork,
     choice_parser,
     database_url_parser,
     describe_value,
+    duration_parser,
     format_duration,
     int_parser,
     mask_url_password,
     parse_bool,
     parse_duration,
+    parse_header_text,
     parse_http_url,
     parse_ip_mode,
     parse_listen,
     parse_network,
-    parse_positive_duration,
     parse_prefix,
     parse_proxy,
     parse_size,
@@ -92,12 +103,27 @@ _T = TypeVar("_T")
 _S = TypeVar("_S", bound=str)
 
 _LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
+LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
 _LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
 _DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 _HOURLY = timedelta(hours=1)
 _DEFAULT_LISTEN = ":8080"
 _DEFAULT_PREFIX = "/pypi"
 _DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
+# Upper bounds of durations and counts, far above any sane setting (see configvalues: values
+# that pass must not fail later).
+_MAX_GRACE = timedelta(hours=1)
+_MAX_WINDOW = timedelta(days=366)  # vote_window, dedup_window, size_db_ttl, a schedule's interval
+_MAX_TIMEOUT = timedelta(days=1)
+_MAX_JITTER = timedelta(days=1)
+_MAX_RETRY = 100
+_MAX_ERROR_THRESHOLD = 1_000_000
+_MAX_MIN_VOTE_COUNT = 1_000_000  # distinct client networks
+_MAX_QUEUE_SIZE = 1_000_000  # votes held in memory, a few hundred bytes each
+_MAX_LIST = 1000  # entries of a list (tiers, rules, networks, bots)
+_MAX_NODE_ID = 255
+_MIN_BUFFER_BUDGET = 1024**2
+_MAX_BUFFER_BUDGET = 1024**4
 
 
 # --------------------------------------------------------------------------- the dataclasses
@@ -184,9 +210,13 @@ class SyncConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
-    """The access log; ``path`` None means no access log is written."""
+    """The access log; ``path`` None means no access log is written, ``"-"`` the process's stdout.
 
-    path: Path | None = None
+    Stdout is for containers, whose runtime collects a process's output; a file suits a host
+    with logrotate.
+    """
+
+    path: Path | Literal["-"] | None = None
     format: LogFormat = "mirror-json"
 
 
@@ -236,9 +266,16 @@ class VotesConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeConfig:
-    """The HTTP server's processes (they share the listening port)."""
+    """The HTTP server's processes (they share the listening port) and what each may hold.
+
+    ``max_connections`` is per process (each has its own descriptor limit); None derives it
+    from that limit when the process starts. ``buffer_budget`` is for the whole server: each of
+    ``workers`` processes gets an equal share.
+    """
 
     workers: int = 1
+    max_connections: int | None = None
+    buffer_budget: int = 256 * 1024**2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,7 +340,9 @@ def _parse_schedule(raw: object) -> Schedule:
     """An interval (a duration) or a 5-field cron expression, validated as APScheduler reads it."""
     text = raw.strip() if isinstance(raw, str) else ""
     try:
-        interval = parse_duration(text)
+        interval = duration_parser(_MAX_WINDOW)(text)
+    except DurationTooLong:
+        raise
     except ValueError:
         interval = None
     if interval is not None:
@@ -320,6 +359,14 @@ def _parse_schedule(raw: object) -> Schedule:
         f"{describe_value(raw)} is neither a duration (e.g. 1h, 30m) "
         "nor a 5-field cron expression (e.g. '*/15 * * * *')"
     )
+
+
+def _parse_node_id(raw: object) -> str:
+    """This node's name in the database and in status output: one line of at most 255 characters."""
+    text = parse_text(raw)
+    if len(text) > _MAX_NODE_ID:
+        raise ValueError(f"is {len(text)} characters long (at most {_MAX_NODE_ID})")
+    return text
 
 
 # --------------------------------------------------------------------------- the reader
@@ -379,6 +426,9 @@ class _Reader:
         if not isinstance(data, list):
             self.report(path, f"expected a list, got {describe_value(data)}")
             return []
+        if len(data) > _MAX_LIST:
+            self.report(path, f"has {len(data)} entries (at most {_MAX_LIST})")
+            return []
         return [(f"{path}[{index}]", item) for index, item in enumerate(data)]
 
     def get(
@@ -427,8 +477,6 @@ class _Reader:
     def parse_path(self, raw: object) -> Path:
         """An absolute path: ``~`` expanded, relative paths taken from ``base_dir``."""
         text = parse_text(raw)
-        if "\0" in text:
-            raise ValueError(f"{text!r} contains a NUL character")
         try:
             expanded = Path(text).expanduser()
         except RuntimeError as exc:
@@ -489,21 +537,80 @@ def _read_ip_modes(reader: _Reader, data: object) -> IPModesConfig:
 
 
 def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, ...]:
-    """The configured tiers; overlapping tier directories (or one holding the repo) are refused."""
+    """The configured tiers; a tier holding the repo, inside its page directories or overlapping
+    another tier is refused (symlinks followed)."""
     tiers: list[tuple[str, Tier]] = []
+    repo = _resolved(repo_path)
     for tier_path, raw_tier in reader.entries(data, "cache.tiers"):
         section = reader.section(raw_tier, tier_path, ("path", "size_limit"))
         directory = reader.require(section, tier_path, "path", reader.parse_path, None)
         size_limit = reader.require(section, tier_path, "size_limit", parse_size, None)
         if directory is None or size_limit is None:
             continue
-        if directory == repo_path or directory in repo_path.parents:
-            reader.report(f"{tier_path}.path", f"'{directory}' holds repo_path; use a directory of its own")
+        resolved = _resolved(directory)
+        shown = _shown(directory, resolved)
+        if _within(resolved, repo):
+            reader.report(f"{tier_path}.path", f"{shown} holds repo_path; use a directory of its own")
+        for pages in _page_dirs(repo):
+            if _within(pages, resolved):
+                reader.report(
+                    f"{tier_path}.path",
+                    f"{shown} is inside repo_path's {pages.name}/, whose entries the index sync "
+                    "deletes when it does not list them; use a directory of its own",
+                )
         for other_path, other in tiers:
-            if directory == other.path or directory in other.path.parents or other.path in directory.parents:
-                reader.report(f"{tier_path}.path", f"'{directory}' overlaps {other_path} ('{other.path}')")
+            if _within(resolved, _resolved(other.path)) or _within(_resolved(other.path), resolved):
+                reader.report(f"{tier_path}.path", f"{shown} overlaps {other_path} ('{other.path}')")
         tiers.append((tier_path, Tier(path=directory, size_limit=size_limit)))
     return tuple(tier for _, tier in tiers)
+
+
+def _check_files(reader: _Reader, config: Config) -> None:
+    """Refuse a file the mirror keeps (database, access log, TLS) inside a cache tier or a page
+    directory, whose contents jobs delete and replace, or one file given for two of them."""
+    files: list[tuple[str, Path]] = []
+    database = make_url(config.database.url)
+    if database.get_backend_name() == "sqlite" and database.database and not database.database.startswith("file:"):
+        files.append(("database.url", Path(database.database)))
+    for key, given in (("log.path", config.log.path), ("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
+        if given is not None and given != LOG_TO_STDOUT:
+            files.append((key, Path(given)))
+    repo = _resolved(config.repo_path)
+    owners = [(f"repo_path's {pages.name}/", pages) for pages in _page_dirs(repo)]
+    owners += [(f"the cache tier '{tier.path}'", _resolved(tier.path)) for tier in config.cache.tiers]
+    seen: list[tuple[str, Path]] = []
+    for key, path in files:
+        resolved = _resolved(path)
+        shown = _shown(path, resolved)
+        for owner, directory in owners:
+            if _within(directory, resolved):
+                reader.report(key, f"{shown} is inside {owner}, where jobs delete and replace files")
+        for other_key, other in seen:
+            if resolved == other and {key, other_key} != {"tls.cert", "tls.key"}:  # a PEM may hold both
+                reader.report(key, f"{shown} is also {other_key}")
+        seen.append((key, resolved))
+
+
+def _page_dirs(repo: Path) -> tuple[Path, Path]:
+    """The directories under repo_path that the index sync owns."""
+    return repo / "simple", repo / "json"
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with symlinks followed as far as it exists; as given if they loop."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path
+
+
+def _within(directory: Path, path: Path) -> bool:
+    """Whether ``path`` is ``directory`` or inside it (both resolved)."""
+    return path == directory or directory in path.parents
+
+
+def _shown(path: Path, resolved: Path) -> str:
+    return f"'{path}'" if path == resolved else f"'{path}' (which is '{resolved}')"
 
 
 def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
@@ -536,10 +643,14 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         tiers=tiers,
         size_limit=size_limit,
         filesize_limit=reader.get(section, path, "filesize_limit", parse_size, None),
-        min_vote_count=reader.get(section, path, "min_vote_count", int_parser(1), defaults.min_vote_count),
-        vote_window=reader.get(section, path, "vote_window", parse_positive_duration, defaults.vote_window),
-        dedup_window=reader.get(section, path, "dedup_window", parse_duration, defaults.dedup_window),
-        size_db_ttl=reader.get(section, path, "size_db_ttl", parse_duration, defaults.size_db_ttl),
+        min_vote_count=reader.get(
+            section, path, "min_vote_count", int_parser(1, _MAX_MIN_VOTE_COUNT), defaults.min_vote_count
+        ),
+        vote_window=reader.get(
+            section, path, "vote_window", duration_parser(_MAX_WINDOW, positive=True), defaults.vote_window
+        ),
+        dedup_window=reader.get(section, path, "dedup_window", duration_parser(_MAX_WINDOW), defaults.dedup_window),
+        size_db_ttl=reader.get(section, path, "size_db_ttl", duration_parser(_MAX_WINDOW), defaults.size_db_ttl),
     )
 
 
@@ -548,11 +659,15 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
     keys = ("retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions")
     section = reader.section(data, path, keys)
     return SyncConfig(
-        retry=reader.get(section, path, "retry", int_parser(1), defaults.retry),
+        retry=reader.get(section, path, "retry", int_parser(1, _MAX_RETRY), defaults.retry),
         download_error_threshold=reader.get(
-            section, path, "download_error_threshold", int_parser(1), defaults.download_error_threshold
+            section,
+            path,
+            "download_error_threshold",
+            int_parser(1, _MAX_ERROR_THRESHOLD),
+            defaults.download_error_threshold,
         ),
-        user_agent=reader.get(section, path, "user_agent", parse_text, defaults.user_agent),
+        user_agent=reader.get(section, path, "user_agent", parse_header_text, defaults.user_agent),
         concurrent_downloads=reader.get(
             section, path, "concurrent_downloads", int_parser(1, 256), defaults.concurrent_downloads
         ),
@@ -560,10 +675,19 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
     )
 
 
+def _log_path_parser(reader: _Reader) -> Callable[[object], Path | Literal["-"]]:
+    """``"-"`` as itself (stdout), any other text as a path."""
+
+    def parse(raw: object) -> Path | Literal["-"]:
+        return LOG_TO_STDOUT if raw == LOG_TO_STDOUT else reader.parse_path(raw)
+
+    return parse
+
+
 def _read_log(reader: _Reader, data: object) -> LogConfig:
     section = reader.section(data, "log", ("path", "format"))
     return LogConfig(
-        path=reader.get(section, "log", "path", reader.parse_path, None),
+        path=reader.get(section, "log", "path", _log_path_parser(reader), None),
         format=reader.get(section, "log", "format", choice_parser(_LOG_FORMATS), LogConfig().format),
     )
 
@@ -571,11 +695,12 @@ def _read_log(reader: _Reader, data: object) -> LogConfig:
 def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
     path, defaults = "timeouts", TimeoutsConfig()
     section = reader.section(data, path, ("read", "write", "idle", "upstream"))
+    parse = duration_parser(_MAX_TIMEOUT, positive=True)
     return TimeoutsConfig(
-        read=reader.get(section, path, "read", parse_positive_duration, defaults.read),
-        write=reader.get(section, path, "write", parse_positive_duration, defaults.write),
-        idle=reader.get(section, path, "idle", parse_positive_duration, defaults.idle),
-        upstream=reader.get(section, path, "upstream", parse_positive_duration, defaults.upstream),
+        read=reader.get(section, path, "read", parse, defaults.read),
+        write=reader.get(section, path, "write", parse, defaults.write),
+        idle=reader.get(section, path, "idle", parse, defaults.idle),
+        upstream=reader.get(section, path, "upstream", parse, defaults.upstream),
     )
 
 
@@ -585,7 +710,7 @@ def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
     return ScheduleConfig(
         index_sync=reader.get(section, path, "index_sync", _parse_schedule, defaults.index_sync),
         cache=reader.get(section, path, "cache", _parse_schedule, defaults.cache),
-        jitter=reader.get(section, path, "jitter", parse_duration, defaults.jitter),
+        jitter=reader.get(section, path, "jitter", duration_parser(_MAX_JITTER), defaults.jitter),
         run_on_start=reader.get(section, path, "run_on_start", parse_bool, defaults.run_on_start),
     )
 
@@ -593,16 +718,29 @@ def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
 def _read_votes(reader: _Reader, data: object) -> VotesConfig:
     section = reader.section(data, "votes", ("queue_size", "bots"))
     return VotesConfig(
-        queue_size=reader.get(section, "votes", "queue_size", int_parser(1), VotesConfig().queue_size),
+        queue_size=reader.get(
+            section, "votes", "queue_size", int_parser(1, _MAX_QUEUE_SIZE), VotesConfig().queue_size
+        ),
         bots=reader.get_list(section, "votes", "bots", parse_text, _DEFAULT_BOTS),
     )
 
 
 def _read_serve(reader: _Reader, data: object) -> ServeConfig:
-    section = reader.section(data, "serve", ("workers",))
+    path, defaults = "serve", ServeConfig()
+    section = reader.section(data, path, ("workers", "max_connections", "buffer_budget"))
     return ServeConfig(
-        workers=reader.get(section, "serve", "workers", int_parser(1, 64), ServeConfig().workers)
+        workers=reader.get(section, path, "workers", int_parser(1, 64), defaults.workers),
+        max_connections=reader.get(section, path, "max_connections", int_parser(1, MAX_CONNECTIONS), None),
+        buffer_budget=reader.get(section, path, "buffer_budget", _parse_buffer_budget, defaults.buffer_budget),
     )
+
+
+def _parse_buffer_budget(raw: object) -> int:
+    """A size from 1 MiB (one full chunk) to 1 TiB."""
+    size = parse_size(raw)
+    if not _MIN_BUFFER_BUDGET <= size <= _MAX_BUFFER_BUDGET:
+        raise ValueError(f"{raw!r} is out of range (must be from 1m to 1t)")
+    return size
 
 
 def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> Config:
@@ -618,8 +756,8 @@ def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str
         listen=reader.get(top, "", "listen", parse_listen, _DEFAULT_LISTEN),
         repo_path=repo_path,
         prefix=reader.get(top, "", "prefix", parse_prefix, _DEFAULT_PREFIX),
-        node_id=reader.get(top, "", "node_id", parse_text, socket.gethostname()),
-        shutdown_grace=reader.get(top, "", "shutdown_grace", parse_duration, _DEFAULT_SHUTDOWN_GRACE),
+        node_id=reader.get(top, "", "node_id", _parse_node_id, socket.gethostname()),
+        shutdown_grace=reader.get(top, "", "shutdown_grace", duration_parser(_MAX_GRACE), _DEFAULT_SHUTDOWN_GRACE),
         database=_read_database(reader, top.get("database"), repo_path),
         upstream=_read_upstream(reader, top.get("upstream")),
         tls=_read_tls(reader, top.get("tls")),
@@ -633,6 +771,7 @@ def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str
         votes=_read_votes(reader, top.get("votes")),
         serve=_read_serve(reader, top.get("serve")),
     )
+    _check_files(reader, config)
     if reader.problems:
         raise ConfigError(reader.problems, source=source)
     return config

@@ -3,23 +3,29 @@
 Each parser takes the raw YAML value and returns the typed value, or raises ``ValueError``
 with a message that names the bad value (passwords masked); the configuration reader adds
 the key path. They are strict: a value that is not exactly what is meant is an error, never
-a silent 0.
+a silent 0. Every value is bounded above as well, so a value that passes here cannot fail
+later (an overflow when a job is scheduled, a number the database cannot store, a control
+character sent as a header): no text holds control characters, a duration is at most ten
+years and a whole number at most 10**9 unless its key sets a tighter bound.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "DurationTooLong",
     "IPMode",
     "IPNetwork",
     "PROXY_SCHEMES",
     "choice_parser",
     "database_url_parser",
     "describe_value",
+    "duration_parser",
     "format_duration",
     "int_parser",
     "mask_url_password",
     "parse_bool",
     "parse_duration",
+    "parse_header_text",
     "parse_http_url",
     "parse_ip_mode",
     "parse_listen",
@@ -61,6 +67,16 @@ _MAX_SIZE = 2**63 - 1  # what a database INTEGER column holds
 _DURATION_RE = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?", re.ASCII)
 _DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 _DURATION_EXAMPLES = "expected e.g. 30s, 5m, 2h, 1h30m, 7d"
+# Longer than any key needs, and far from what timedelta, datetime arithmetic (a job's next
+# run) and thread joins can hold.
+_MAX_DURATION = timedelta(days=3650)
+# A whole number's bound when its key gives none: far above any sane count, and far below what
+# a database BIGINT holds (a count is compared with sums in SQL).
+_MAX_COUNT = 10**9
+# The longest text a key may hold (a path on Linux is at most 4095 bytes).
+_MAX_TEXT = 4096
+# C0 controls, DEL and C1 controls: nothing in a configuration file needs them.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def parse_size(value: object) -> int:
@@ -85,6 +101,10 @@ def parse_size(value: object) -> int:
     return int(amount)
 
 
+class DurationTooLong(ValueError):
+    """A well-formed duration above its bound (so a caller trying other grammars can tell)."""
+
+
 def parse_duration(value: object) -> timedelta:
     """A ``timedelta`` from whole numbers with units, largest first: ``30s``, ``1h30m``, ``7d``.
 
@@ -102,7 +122,22 @@ def parse_duration(value: object) -> timedelta:
     if not text or match is None:
         raise ValueError(f"{value!r} is not a duration ({_DURATION_EXAMPLES})")
     counts = [int(group) if group else 0 for group in match.groups()]
-    return timedelta(seconds=sum(n * size for n, (_, size) in zip(counts, _DURATION_UNITS, strict=True)))
+    seconds = sum(n * size for n, (_, size) in zip(counts, _DURATION_UNITS, strict=True))
+    if seconds > _MAX_DURATION.total_seconds():
+        raise DurationTooLong(f"{value!r} is too long (at most {format_duration(_MAX_DURATION)})")
+    return timedelta(seconds=seconds)
+
+
+def duration_parser(maximum: timedelta, *, positive: bool = False) -> Callable[[object], timedelta]:
+    """A parser for a duration up to ``maximum`` (and longer than 0s if ``positive``)."""
+
+    def parse(raw: object) -> timedelta:
+        duration = parse_positive_duration(raw) if positive else parse_duration(raw)
+        if duration > maximum:
+            raise DurationTooLong(f"{raw!r} is too long (at most {format_duration(maximum)})")
+        return duration
+
+    return parse
 
 
 def format_duration(delta: timedelta) -> str:
@@ -133,11 +168,29 @@ def describe_value(raw: object) -> str:
 
 
 def parse_text(raw: object) -> str:
+    """Non-empty text without control characters (a newline, a tab, NUL), spaces around removed."""
     if not isinstance(raw, str):
         raise ValueError(f"expected a string, got {describe_value(raw)}")
     if not raw.strip():
         raise ValueError("must not be empty")
-    return raw.strip()
+    text = raw.strip()
+    control = _CONTROL_RE.search(text)
+    if control is not None:
+        # Not the text itself: it may be a URL with a password.
+        raise ValueError(f"contains a control character (U+{ord(control[0]):04X})")
+    if len(text) > _MAX_TEXT:
+        raise ValueError(f"is {len(text)} characters long (at most {_MAX_TEXT})")
+    return text
+
+
+def parse_header_text(raw: object) -> str:
+    """Text sent as an HTTP header value as it is (e.g. a User-Agent): printable ASCII only."""
+    text = parse_text(raw)
+    if not text.isascii():
+        raise ValueError(f"{text!r} is sent as an HTTP header: use printable ASCII characters only")
+    if len(text) > 1024:
+        raise ValueError(f"is {len(text)} characters long (at most 1024 for an HTTP header)")
+    return text
 
 
 def parse_bool(raw: object) -> bool:
@@ -147,14 +200,20 @@ def parse_bool(raw: object) -> bool:
 
 
 def int_parser(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
-    """A parser for a real YAML integer (not a bool, not a string) within the bounds."""
+    """A parser for a real YAML integer (not a bool, not a string) within the bounds.
+
+    Without ``maximum`` the bound is 10**9, named in the message only when it is exceeded.
+    """
     bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+    limit = _MAX_COUNT if maximum is None else maximum
 
     def parse(raw: object) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise ValueError(f"expected a whole number, got {describe_value(raw)}")
         if raw < minimum or (maximum is not None and raw > maximum):
             raise ValueError(f"{raw} is out of range (must be {bounds})")
+        if raw > limit:
+            raise ValueError(f"{raw} is out of range (must be at most {limit})")
         return raw
 
     return parse
@@ -211,9 +270,20 @@ def _split_url(text: str) -> tuple[SplitResult, int | None]:
         raise ValueError(f"{mask_url_password(text)!r} is not a valid URL") from None
 
 
+def _url_text(raw: object) -> str:
+    """The text of a URL: ASCII without spaces (a URL carries anything else percent-encoded)."""
+    text = parse_text(raw)
+    if not text.isascii() or " " in text:
+        raise ValueError(
+            f"{mask_url_password(text)!r} must be ASCII without spaces "
+            "(percent-encode other characters, write an international host name in its xn-- form)"
+        )
+    return text
+
+
 def parse_http_url(raw: object) -> str:
     """An http(s) base URL with a host, trailing slashes removed (paths are appended to it)."""
-    text = parse_text(raw).rstrip("/")
+    text = _url_text(raw).rstrip("/")
     parts, _ = _split_url(text)
     shown = mask_url_password(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -224,7 +294,7 @@ def parse_http_url(raw: object) -> str:
 
 
 def parse_proxy(raw: object) -> str:
-    text = parse_text(raw)
+    text = _url_text(raw)
     parts, port = _split_url(text)
     shown = mask_url_password(text)
     if parts.scheme not in PROXY_SCHEMES:

@@ -6,6 +6,12 @@ instead of failing with "database is locked" (stack-notes §5). Async code never
 IOLoop: :meth:`Database.run` runs a plain ``fn(conn)`` in a worker thread, and every write
 made through it goes through the same single writer thread. Queries are the named functions below; the
 tables live in :mod:`pypimirror.schema`. Error texts never show a password.
+
+Whatever the driver reports about a working database (lost server, locked or corrupt file,
+dropped tables) becomes one :class:`~pypimirror.errors.DatabaseError` line, so callers that
+promise to carry on without the database can; a constraint violation (IntegrityError) is a
+bug of the caller and keeps its own type. On SQLite a :class:`~pypimirror.sqlitefile.SqliteFileGuard`
+stops every transaction once the file was deleted, replaced or overwritten under us.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "load_remote_sizes",
     "load_serials",
     "mask_url",
+    "read_schema_version",
     "read_lease",
     "record_votes",
     "release_lease",
@@ -75,8 +82,19 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
-from pypimirror.errors import DatabaseError
-from pypimirror.schema import hit_counters, install_schema, job_runs, leases, local_files, remote_sizes, serials, votes
+from pypimirror.errors import DatabaseError, DatabaseFileError
+from pypimirror.schema import (
+    hit_counters,
+    install_schema,
+    job_runs,
+    leases,
+    local_files,
+    remote_sizes,
+    schema_version,
+    serials,
+    votes,
+)
+from pypimirror.sqlitefile import SqliteFileGuard
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +137,11 @@ _PG_LATEST_VOTES = (
 )
 # What a malformed URL (ValueError: a non-numeric port) or a missing driver raises.
 _URL_ERRORS: tuple[type[Exception], ...] = (sa_exc.ArgumentError, ValueError, ImportError)
-# Failures of a working database worth one line, not a traceback: lost server, locked, disk.
-_RUNTIME_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError,)
+# Failures of a working database worth one line, not a traceback: lost server, locked, disk,
+# a corrupt file ("file is not a database"), tables dropped under us, a value out of range.
+_RUNTIME_ERRORS: tuple[type[Exception], ...] = (sa_exc.DatabaseError,)
+# ... except a broken constraint, which is a bug of the caller: it keeps its type and traceback.
+_CALLER_BUGS: tuple[type[Exception], ...] = (sa_exc.IntegrityError,)
 # Execution option that marks a connection as read-only: plain BEGIN instead of IMMEDIATE.
 _READ_ONLY = "pypimirror_read_only"
 # Pool sizing (see Database.__init__): threads outside ours that hold a connection (the vote
@@ -150,6 +171,7 @@ class Database:
         with self._errors_as("cannot open database", _URL_ERRORS):
             self.engine = _create_engine(url, pool_size)
         self.dialect = self.engine.dialect.name
+        self._file_guard = _file_guard(url)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="pypimirror-db-write")
         self._readers = ThreadPoolExecutor(max(1, pool_size - 1), thread_name_prefix="pypimirror-db-read")
 
@@ -170,6 +192,7 @@ class Database:
         with self._errors_as("cannot open database", (sa_exc.DBAPIError,)):
             with self.engine.begin() as conn:
                 install_schema(conn)
+        self._check_file()  # from now on, the file at the path must stay this one
 
     def dispose(self) -> None:
         """Wait for queued work, then close every pooled connection."""
@@ -186,15 +209,19 @@ class Database:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A write transaction: committed if the block succeeds, rolled back if it raises."""
-        with self._errors_as("database error on", _RUNTIME_ERRORS), self.engine.begin() as conn:
-            yield conn
+        with self._errors_as("database error on", _RUNTIME_ERRORS):
+            self._check_file()
+            with self.engine.begin() as conn:
+                yield conn
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A read-only transaction; on SQLite it never waits for, nor blocks, a writer."""
-        with self._errors_as("database error on", _RUNTIME_ERRORS), self.engine.connect() as conn:
-            conn.execution_options(**{_READ_ONLY: True})
-            yield conn
+        with self._errors_as("database error on", _RUNTIME_ERRORS):
+            self._check_file()
+            with self.engine.connect() as conn:
+                conn.execution_options(**{_READ_ONLY: True})
+                yield conn
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in one write transaction on the writer thread; return its result."""
@@ -212,11 +239,21 @@ class Database:
         with self.connect() as conn:
             return fn(conn)
 
+    def _check_file(self) -> None:
+        """Refuse to go on with an SQLite file that is not the one at its path any more."""
+        if self._file_guard is None:
+            return
+        problem = self._file_guard.problem()
+        if problem is not None:
+            raise DatabaseFileError(f"database error on {self.url}: the file {problem}", problem)
+
     @contextmanager
     def _errors_as(self, what: str, kinds: tuple[type[Exception], ...]) -> Iterator[None]:
         """Turn the given failures into a one-line DatabaseError that names the database."""
         try:
             yield
+        except _CALLER_BUGS:
+            raise
         except kinds as exc:
             detail = _describe(exc)
             if self._password:
@@ -247,6 +284,16 @@ def _describe(exc: BaseException) -> str:
         return f"database driver not installed ({exc})"
     message = str(exc.args[0]) if exc.args else type(exc).__name__
     return " ".join(message.split())
+
+
+def _file_guard(url: str) -> SqliteFileGuard | None:
+    """A guard for a plain SQLite file path; None for a server, memory or a ``file:`` URI."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:"):
+        return None
+    return SqliteFileGuard(parsed.database)
 
 
 def _create_engine(url: str, pool_size: int) -> Engine:
@@ -401,6 +448,21 @@ def select_popular(conn: Connection, since: int, min_votes: int) -> list[tuple[s
 def delete_votes_before(conn: Connection, before: int) -> int:
     """Forget votes older than ``before`` (they left every window); returns how many."""
     return conn.execute(delete(votes).where(votes.c.voted_at < before)).rowcount
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+def read_schema_version(conn: Connection) -> int:
+    """The schema version stored in the database; DatabaseError if there is none.
+
+    A real read of our own data, for health checks: an empty file created where the database
+    was, or one with the tables dropped, has no version.
+    """
+    version: int | None = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    if version is None:
+        raise DatabaseError("the database holds no schema version")
+    return version
 
 
 # --- serials -------------------------------------------------------------------------------

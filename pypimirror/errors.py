@@ -7,6 +7,7 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     PyPIMirrorError
     ├── ConfigError(problems)            one or more bad configuration keys
     ├── DatabaseError                    the database cannot be opened or used
+    │   └── DatabaseFileError(reason)    the SQLite file was deleted, replaced or overwritten
     ├── UpstreamError(url)               an outbound request failed
     │   ├── UpstreamUnavailable          connect/DNS/TLS/timeout/proxy failure, no answer
     │   ├── UpstreamStatusError(status)  the upstream answered with an unexpected status
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "DatabaseError",
+    "DatabaseFileError",
     "IntegrityError",
     "JobLockedError",
     "MalformedUpstreamError",
@@ -68,6 +70,14 @@ class ConfigError(PyPIMirrorError):
 
 class DatabaseError(PyPIMirrorError):
     """The database cannot be opened, migrated or reached."""
+
+
+class DatabaseFileError(DatabaseError):
+    """The SQLite file in use is not the one at its path any more (``reason`` says how)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class UpstreamError(PyPIMirrorError):

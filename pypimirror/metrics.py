@@ -3,7 +3,8 @@
 Nothing else touches prometheus-client. What moves per request goes through
 :meth:`Metrics.observe_request` (the access-log hook calls it once per finished request) and
 :meth:`Metrics.observe_upstream_error` (proxy mode); the vote recorder and the page cache keep
-their own counters, which :meth:`Metrics.refresh` copies in (the server does so every second).
+their own counters, which :meth:`Metrics.refresh` copies in (the server does so every second),
+as are the server's connection counts and its buffer budget.
 Request counts are plain integers until the next :meth:`Metrics.refresh` (a prometheus-client
 ``inc`` costs ~1 µs, ~5 µs in multiprocess mode, and a request made up to four): so a worker's
 counts reach the shared files at most a second late, far within any scrape interval, and
@@ -41,6 +42,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from pypimirror.acceptor import ConnectionStats
+from pypimirror.buffers import BufferStats
 from pypimirror.db import HitOutcome
 from pypimirror.pagecache import PageCacheStats
 from pypimirror.status import MirrorStatus
@@ -125,6 +128,13 @@ class Metrics:
             "offered": Counter("pypimirror_votes_offered", "Votes offered to the queue.", registry=own),
             "bots": Counter("pypimirror_votes_bots", "Votes refused because the client is a bot.", registry=own),
             "dropped": Counter("pypimirror_votes_dropped", "Votes dropped because the queue was full.", registry=own),
+            "over_share": Counter(
+                "pypimirror_votes_over_network_share",
+                "Votes dropped because their network already held its share of the queue.", registry=own,
+            ),
+            "unlisted": Counter(
+                "pypimirror_votes_unlisted", "Votes not stored: no stored page lists the file.", registry=own
+            ),
             "written": Counter("pypimirror_votes_written", "Votes stored in the database.", registry=own),
             "deduplicated": Counter(
                 "pypimirror_votes_deduplicated", "Votes not stored: same file and network within the window.",
@@ -151,6 +161,40 @@ class Metrics:
             "pypimirror_page_cache_bytes", "Bytes of the pages held in memory.", registry=own,
             multiprocess_mode="livesum",
         )
+        self._connections = {
+            "refused": Counter(
+                "pypimirror_connections_refused",
+                "Connections closed at once because serve.max_connections were open.",
+                registry=own,
+            ),
+            "accept_errors": Counter(
+                "pypimirror_accept_errors",
+                "Failed accepts (out of descriptors or memory), each followed by a pause in accepting.",
+                registry=own,
+            ),
+        }
+        self._connections_open = Gauge(
+            "pypimirror_connections_open", "Client connections open.", registry=own, multiprocess_mode="livesum"
+        )
+        self._connections_limit = Gauge(
+            "pypimirror_connections_limit", "The most client connections allowed open (serve.max_connections).",
+            registry=own, multiprocess_mode="livesum",
+        )
+        self._buffers = {
+            "squeezed": Counter(
+                "pypimirror_buffer_budget_squeezed",
+                "Responses given small buffers because the buffer budget was spent.",
+                registry=own,
+            ),
+        }
+        self._buffer_bytes = Gauge(
+            "pypimirror_buffer_bytes", "Bytes of response buffers held for clients (within the buffer budget).",
+            registry=own, multiprocess_mode="livesum",
+        )
+        self._buffer_budget = Gauge(
+            "pypimirror_buffer_budget_bytes", "The buffer budget (serve.buffer_budget).", registry=own,
+            multiprocess_mode="livesum",
+        )
         # A labelled child is looked up under a lock on every use; the few combinations are kept.
         self._request_children: dict[tuple[str, int], tuple[Counter, Counter]] = {}
         self._kind_children = {
@@ -162,6 +206,8 @@ class Metrics:
         self._pending_kinds: dict[ServedKind, list[int]] = {}
         self._last_votes: VoteStats | None = None
         self._last_pages: PageCacheStats | None = None
+        self._last_connections: ConnectionStats | None = None
+        self._last_buffers: BufferStats | None = None
         self._last_hits: Mapping[HitOutcome, tuple[int, int]] = {}
 
     def observe_request(self, route: str, status: int, body_bytes: int, kind: ServedKind | None) -> None:
@@ -214,11 +260,13 @@ class Metrics:
         *,
         votes: VoteStats | None,
         pages: PageCacheStats | None,
+        connections: ConnectionStats | None = None,
+        buffers: BufferStats | None = None,
         hits: Mapping[HitOutcome, tuple[int, int]] | None = None,
     ) -> None:
-        """Bring the vote, page-cache and download figures up to the given snapshots of their own
-        counters (``hits``: (requests, bytes) per outcome since start), and the request counters
-        up to date."""
+        """Bring the vote, page-cache, connection, buffer and download figures up to the given
+        snapshots of their own counters (``hits``: (requests, bytes) per outcome since start),
+        and the request counters up to date."""
         self._flush_requests()
         if hits is not None:
             for outcome, (requests, size) in hits.items():
@@ -237,9 +285,19 @@ class Metrics:
             self._page_cache_entries.set(pages.entries)
             self._page_cache_bytes.set(pages.bytes)
             self._last_pages = pages
+        if connections is not None:
+            self._advance(self._connections, connections, self._last_connections)
+            self._connections_open.set(connections.open)
+            self._connections_limit.set(connections.limit)
+            self._last_connections = connections
+        if buffers is not None:
+            self._advance(self._buffers, buffers, self._last_buffers)
+            self._buffer_bytes.set(buffers.in_use)
+            self._buffer_budget.set(buffers.limit)
+            self._last_buffers = buffers
 
     @staticmethod
-    def _advance(counters: dict[str, Counter], now: VoteStats | PageCacheStats, before: object | None) -> None:
+    def _advance(counters: dict[str, Counter], now: object, before: object | None) -> None:
         for field_name, counter in counters.items():
             delta = getattr(now, field_name) - (getattr(before, field_name) if before is not None else 0)
             if delta > 0:

@@ -4,11 +4,15 @@ A relayed file is never held whole in memory, however large it is and however sl
 reads: body pieces wait in a queue that the client's writes drain, and the upstream transfer is
 paused while more than ``high_water`` bytes wait and resumed below ``low_water`` (stack-notes §3);
 what was already on its way when the pause took effect (tornado's buffer of up to 1 MiB and
-curl's current read) still arrives, so the queue peaks a little above ``high_water``.
+curl's current read) still arrives, so the queue peaks a little above ``high_water``. A relay
+started while the server's buffer budget is spent gets the small marks instead.
 The answer's head (status and headers) is known before its body, so the client can be told the
 status while the body streams. Which headers cross the proxy is decided here, by two allowlists:
 a header we do not name (``Set-Cookie``, ``Strict-Transport-Security``, ``Alt-Svc``, hop-by-hop
 headers, a client's credentials or ``X-Forwarded-For``) never reaches the other side.
+A body without ``Content-Length`` ends when the upstream closes, so a cut-off transfer looks
+complete; when the caller knows the file's length (``expected_size``, from a stored page) such a
+``200``'s body is counted, and one that runs past it or ends short of it fails as a break would.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from __future__ import annotations
 __all__ = [
     "HIGH_WATER",
     "LOW_WATER",
+    "SMALL_HIGH_WATER",
+    "SMALL_LOW_WATER",
     "RELAYED_REQUEST_HEADERS",
     "RELAYED_RESPONSE_HEADERS",
     "Relay",
     "RelayHead",
     "open_relay",
+    "relay_footprint",
     "relayed_request_headers",
     "relayed_response_headers",
 ]
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 import pycurl
 from tornado.httputil import HTTPHeaders, HTTPInputError
 
+from pypimirror.errors import UpstreamError
 from pypimirror.upstream import UpstreamClient, UpstreamResponse, mask_url
 
 logger = logging.getLogger(__name__)
@@ -42,8 +50,15 @@ logger = logging.getLogger(__name__)
 #: Queued body bytes above which the upstream transfer is paused, and below which it resumes.
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024
-# The most bytes handed to the client in one write (and one flush).
+#: The marks of a relay started while the buffer budget is spent (:mod:`pypimirror.buffers`).
+SMALL_HIGH_WATER = 256 * 1024
+SMALL_LOW_WATER = 64 * 1024
+# The most bytes handed to the client in one write (and one flush); less for a relay whose
+# high water is lower, so that a batch waiting for a slow client is not the larger part.
 _BATCH_BYTES = 1024 * 1024
+# What tornado's curl client holds before it pauses a transfer itself, and then hands over at
+# once: it may arrive after our pause took effect.
+_DELIVERY_BYTES = 1024 * 1024
 # Bytes curl reads from the socket at a time: fewer, larger pieces cost less Python per MB.
 _CURL_BUFFER_BYTES = 256 * 1024
 # CURLOPT_SUPPRESS_CONNECT_HEADERS (pycurl has no name for it): an HTTP proxy's answer to
@@ -80,6 +95,13 @@ RELAYED_RESPONSE_HEADERS = frozenset(
 _STATUS_LINE_RE = re.compile(r"HTTP/[0-9.]+ +([0-9]{3})\b")
 
 
+def relay_footprint(high_water: int) -> int:
+    """The most body bytes a relay with ``high_water`` holds at once: its queue up to the mark,
+    what was on its way when the pause took effect, and the batch being written to the client
+    (measured: ~6 MiB with the default marks, ~1.3 MiB with the small ones)."""
+    return high_water + _DELIVERY_BYTES + min(_BATCH_BYTES, high_water)
+
+
 def relayed_request_headers(headers: HTTPHeaders) -> dict[str, str]:
     """The client's headers that go upstream (:data:`RELAYED_REQUEST_HEADERS`), repeats joined."""
     return {name: ", ".join(headers.get_list(name)) for name in headers if name.lower() in RELAYED_REQUEST_HEADERS}
@@ -106,10 +128,14 @@ class Relay:
     only while the transfer runs (tornado resets and reuses it afterwards).
     """
 
-    def __init__(self, url: str, *, high_water: int = HIGH_WATER, low_water: int = LOW_WATER) -> None:
+    def __init__(
+        self, url: str, *, high_water: int = HIGH_WATER, low_water: int = LOW_WATER, expected_size: int | None = None
+    ) -> None:
         self.url = url
+        self._expected_size = expected_size
         self._high_water = high_water
         self._low_water = low_water
+        self._batch_bytes = min(_BATCH_BYTES, high_water)
         self._loop = asyncio.get_running_loop()
         self._head: asyncio.Future[RelayHead] = self._loop.create_future()
         self._status: int | None = None
@@ -121,6 +147,7 @@ class Relay:
         self._paused = False
         self._pause_scheduled = False
         self._aborted = False
+        self._stopped = False  # the transfer was stopped here: the body is not the file
         self._fetch: asyncio.Future[UpstreamResponse] | None = None
 
     @property
@@ -139,12 +166,21 @@ class Relay:
         """The body in batches of up to 1 MiB, as fast as the caller takes them.
 
         Raises :class:`~pypimirror.errors.UpstreamError` after the last piece received if the
-        transfer failed before the body's end.
+        transfer failed before the body's end, and instead of the piece that runs past
+        ``expected_size`` or after the last if the body ended short of it (a ``200`` without
+        ``Content-Length`` only: with one, curl itself tells a short body).
         """
         fetch = self._started()
+        remaining = self._unframed_length()
         while True:
             if self._queue:
-                yield self._take_batch()
+                batch = self._take_batch()
+                if remaining is not None:
+                    remaining -= len(batch)
+                    if remaining < 0:
+                        await self._stop()
+                        raise self._length_error("runs past")
+                yield batch
                 if self._paused and self._queued < self._low_water:
                     self._set_paused(False)
             elif fetch.done():
@@ -153,6 +189,8 @@ class Relay:
                 self._wake.clear()
                 await self._wake.wait()
         fetch.result()
+        if remaining:
+            raise self._length_error("ends short of")
 
     @property
     def is_aborted(self) -> bool:
@@ -236,7 +274,7 @@ class Relay:
     def _take_batch(self) -> bytes:
         pieces = [self._queue.popleft()]
         size = len(pieces[0])
-        while self._queue and size + len(self._queue[0]) <= _BATCH_BYTES:
+        while self._queue and size + len(self._queue[0]) <= self._batch_bytes:
             piece = self._queue.popleft()
             pieces.append(piece)
             size += len(piece)
@@ -259,7 +297,31 @@ class Relay:
             pass  # the transfer is already over; the fetch reports how it ended
 
     def _progress(self, _down_total: int, _down_now: int, _up_total: int, _up_now: int) -> int:
-        return 1 if self._aborted else 0
+        return 1 if self._aborted or self._stopped else 0
+
+    def _unframed_length(self) -> int | None:
+        """The length to count the body against: ``expected_size`` for a 200 the upstream sent
+        without ``Content-Length`` (and unencoded), None when there is nothing to check."""
+        if self._expected_size is None or not self._head.done() or self._head.exception() is not None:
+            return None
+        head = self._head.result()
+        if head.status != 200 or "Content-Length" in head.headers or "Content-Encoding" in head.headers:
+            return None
+        return self._expected_size
+
+    async def _stop(self) -> None:
+        """End the transfer (its body is not the file) and wait until curl has let go of it."""
+        self._stopped = True
+        self._queue.clear()
+        self._queued = 0
+        self._set_paused(False)
+        await asyncio.wait([self._started()])
+
+    def _length_error(self, how: str) -> UpstreamError:
+        return UpstreamError(
+            f"GET {mask_url(self.url)}: the body without Content-Length {how} the {self._expected_size} bytes "
+            "its stored page lists", self.url,
+        )
 
     def _on_fetch_done(self, fetch: asyncio.Future[UpstreamResponse]) -> None:
         self._curl = None  # tornado resets the handle and reuses it for another transfer
@@ -287,12 +349,13 @@ def open_relay(
     user_agent: str | None = None,
     high_water: int = HIGH_WATER,
     low_water: int = LOW_WATER,
+    expected_size: int | None = None,
 ) -> Relay:
     """Start relaying ``method`` (GET or HEAD) of ``url``; await :meth:`Relay.head`, then read
     :meth:`Relay.body` (or :meth:`Relay.abort` it). Call on the event loop."""
     if method not in ("GET", "HEAD"):
         raise ValueError(f"only GET and HEAD are relayed, not {method!r}")
-    relay = Relay(url, high_water=high_water, low_water=low_water)
+    relay = Relay(url, high_water=high_water, low_water=low_water, expected_size=expected_size)
     relay._start(asyncio.ensure_future(client.stream(method, url, relay, headers=headers, user_agent=user_agent)))
     logger.debug("relaying %s %s", method, mask_url(url))
     return relay

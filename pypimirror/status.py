@@ -32,8 +32,8 @@ from typing import Any, get_args
 
 from sqlalchemy import Connection, func, select
 
-from pypimirror.db import Database, JobOutcome, JobRun, last_job_run
-from pypimirror.errors import DatabaseError
+from pypimirror.db import Database, JobOutcome, JobRun, last_job_run, read_schema_version
+from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.hitrate import HitSummary, read_hit_summary
 from pypimirror.schema import job_runs, local_files
 
@@ -165,7 +165,7 @@ class StatusReader:
         self._cached: tuple[float, MirrorStatus] | None = None
         self._fill: tuple[float, tuple[TierFill, ...]] | None = None
         self._reading: asyncio.Future[MirrorStatus] | None = None
-        self._probes: dict[str, asyncio.Future[None]] = {}
+        self._probes: dict[str, asyncio.Future[object]] = {}
 
     async def snapshot(self) -> MirrorStatus:
         """The status at most ``max_age`` seconds old; raises DatabaseError when it cannot be read."""
@@ -196,18 +196,19 @@ class StatusReader:
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.
 
-        The database must answer a trivial query, and ``repo_path`` must take a new file (an
+        The database must hand back its schema version (a read of a real row, so a deleted,
+        replaced or corrupt SQLite file fails), and ``repo_path`` must take a new file (an
         unnamed one: nothing is left behind), each within ``timeout`` seconds. The lines name
         no URL or path (``/healthz`` is public); the log has the details.
         """
-        checks: dict[str, Callable[[], Awaitable[None]]] = {
-            "database": lambda: self._db.run_read(_ping),
+        checks: dict[str, Callable[[], Awaitable[object]]] = {
+            "database": lambda: self._db.run_read(read_schema_version),
             "repo_path": lambda: asyncio.to_thread(_probe_writable, self._repo_path),
         }
         results = await asyncio.gather(*(self._probe(name, start, timeout) for name, start in checks.items()))
         return [problem for problem in results if problem is not None]
 
-    async def _probe(self, name: str, start: Callable[[], Awaitable[None]], timeout: float) -> str | None:
+    async def _probe(self, name: str, start: Callable[[], Awaitable[object]], timeout: float) -> str | None:
         running = self._probes.get(name)
         if running is not None and not running.done():
             return f"{name}: the previous check has not finished yet"
@@ -219,6 +220,9 @@ class StatusReader:
         except TimeoutError:
             logger.warning("health check of %s: no answer within %gs", name, timeout)
             return f"{name}: no answer within {timeout:g}s"
+        except DatabaseFileError as exc:
+            logger.warning("health check of %s: %s", name, exc)
+            return f"{name}: the file {exc.reason}"
         except DatabaseError as exc:
             logger.warning("health check of %s: %s", name, exc)
             return f"{name}: cannot be reached"
@@ -226,10 +230,6 @@ class StatusReader:
             logger.warning("health check of %s: %s is not writable: %s", name, self._repo_path, exc)
             return f"{name}: not writable ({exc.strerror or exc})"
         return None
-
-
-def _ping(conn: Connection) -> None:
-    conn.execute(select(1)).scalar_one()
 
 
 def _probe_writable(directory: Path) -> None:

@@ -9,6 +9,12 @@ stores the queue in batches through :func:`pypimirror.db.record_votes`, which de
 of a batch is waiting, so a burst of distinct votes drains at the database's pace. While the database is unreachable the writer keeps its batch and retries with
 back-off, so a vote once accepted is stored, also at shutdown: :meth:`VoteRecorder.close` drains
 the queue (it gives up only when its timeout expires, and then says how many votes were lost).
+
+Two bounds keep made-up votes from crowding out real ones. A network (the vote's prefix) may hold
+at most half of the queue's slots, so one client flooding distinct paths leaves the other half to
+everyone else. And the writer stores only votes for a path a stored page lists (``is_listed``,
+asked in its own thread, where reading a page costs no request anything): the rest are counted
+and dropped before they reach the database, so a flood of fake paths drains fast and stores nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ _CACHEABLE_USER_AGENT = 512
 # The most (file, prefix) pairs remembered for the early dedup; when full it starts afresh,
 # which only lets a few repeats through to the database's own dedup.
 _RECENT_LIMIT = 100_000
+# The share of the queue's slots one network may hold at a time.
+_NETWORK_SHARE = 0.5
 # A failed write means the database is down or locked: keep the batch and retry. SQLAlchemyError
 # also covers what Database.begin does not translate (a pool timeout, a lost connection).
 _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseError, sa_exc.SQLAlchemyError)
@@ -56,7 +64,9 @@ class VoteStats:
 
     ``offered`` counts every call of :meth:`VoteRecorder.offer`; of those, ``queued`` were
     accepted (queued, or recognised at once as a repeat), ``bots`` came from a bot and
-    ``dropped`` met a full queue (the rest had no network prefix or came after close).
+    ``dropped`` met a full queue and ``over_share`` found their network already holding its
+    share of it (the rest had no network prefix or came after close). ``unlisted`` votes were
+    taken from the queue and not stored because no stored page lists their file.
     ``written`` rows were inserted and ``deduplicated`` votes fell inside the window of an
     earlier one, whether found in memory or by the database; ``db_errors`` counts failed (and retried) writes;
     ``discarded`` counts votes of a batch that failed with an unexpected error (a bug, logged
@@ -72,6 +82,8 @@ class VoteStats:
     db_errors: int
     discarded: int
     queue_depth: int
+    over_share: int = 0
+    unlisted: int = 0
 
 
 class VoteRecorder:
@@ -93,6 +105,7 @@ class VoteRecorder:
         clock: Callable[[], float] = time.time,
         batch_size: int = 1000,
         flush_interval: float = 0.5,
+        is_listed: Callable[[str], bool] | None = None,
     ) -> None:
         self._db = db
         self._window_s = int(dedup_window.total_seconds())
@@ -104,6 +117,12 @@ class VoteRecorder:
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._queue: deque[tuple[str, str, int]] = deque()
+        self._is_listed = is_listed  # None: every vote counts (no pages to check against)
+        self._network_share = max(1, int(queue_size * _NETWORK_SHARE))
+        self._held: dict[str, int] = {}  # network -> its votes in the queue; offer()'s alone
+        # The networks of the votes the writer took, for offer() to give their slots back: so only
+        # offer()'s thread ever changes _held, and taking a batch needs no lock.
+        self._released: deque[list[str]] = deque()
         self._recent: dict[tuple[str, str], int] = {}  # (file, prefix) -> time of its last queued vote
         self._wake_at = max(1, min(batch_size, queue_size) // 4)
         self._wake = threading.Event()  # set by offer() when _wake_at votes wait, and by close()
@@ -114,9 +133,9 @@ class VoteRecorder:
         self._batch: list[Vote] = []
         self._failures = 0  # consecutive failed writes; > 0 means an outage is in progress
         self._orphan_deadline: float | None = None
-        # Counters: offered/queued/bots/dropped/repeats are written by offer(), the rest by the writer.
-        self._offered = self._queued = self._bot_votes = self._dropped = self._repeats = 0
-        self._written = self._deduplicated = self._db_errors = self._discarded = 0
+        # Counters: offered/queued/bots/dropped/over_share/repeats are written by offer(), the rest by the writer.
+        self._offered = self._queued = self._bot_votes = self._dropped = self._over_share = self._repeats = 0
+        self._written = self._deduplicated = self._db_errors = self._discarded = self._unlisted = 0
 
     def start(self) -> None:
         """Start the writer thread (once).
@@ -132,8 +151,9 @@ class VoteRecorder:
     def offer(self, file_path: str, network_prefix: str | None, user_agent: str | None) -> bool:
         """Queue a vote for ``file_path``, stamped now; True if queued. Never blocks or raises.
 
-        Bots (a ``bots`` entry inside the User-Agent, any case), a missing prefix, a full queue
-        and a closed recorder all return False; a full queue is counted in ``dropped``. A repeat
+        Bots (a ``bots`` entry inside the User-Agent, any case), a missing prefix, a full queue,
+        a network holding its share of the queue and a closed recorder all return False; a full
+        queue is counted in ``dropped``, a network over its share in ``over_share``. A repeat
         within the window of a vote queued here returns True and is counted as deduplicated.
         """
         self._offered += 1
@@ -153,6 +173,11 @@ class VoteRecorder:
         if len(queue) >= self._queue_size:
             self._dropped += 1
             return False
+        held = self._held_by(network_prefix)
+        if held >= self._network_share:
+            self._over_share += 1
+            return False
+        self._held[network_prefix] = held + 1
         if len(self._recent) >= _RECENT_LIMIT:
             self._recent.clear()
         self._recent[key] = now
@@ -196,12 +221,26 @@ class VoteRecorder:
             db_errors=self._db_errors,
             discarded=self._discarded,
             queue_depth=len(self._queue),
+            over_share=self._over_share,
+            unlisted=self._unlisted,
         )
 
     def is_bot(self, user_agent: str) -> bool:
         """Whether ``user_agent`` names one of ``bots``: the check :meth:`offer` makes, for
         counters that must leave out what votes leave out (the hit rate)."""
         return self._is_bot(user_agent)
+
+    def _held_by(self, network: str) -> int:
+        """How many queued votes ``network`` holds, after giving back the slots the writer freed."""
+        released, held = self._released, self._held
+        while released:
+            for freed in released.popleft():
+                left = held[freed] - 1
+                if left:
+                    held[freed] = left
+                else:
+                    del held[freed]
+        return held.get(network, 0)
 
     def _is_bot(self, user_agent: str) -> bool:
         """A site sees few distinct User-Agents, so answers are cached (short ones only)."""
@@ -247,8 +286,27 @@ class VoteRecorder:
         return time.monotonic() > self._orphan_deadline
 
     def _take_batch(self) -> list[Vote]:
+        """The next votes to store, up to a batch: those of unlisted files are counted and left out."""
         queue = self._queue
-        return [Vote(*queue.popleft()) for _ in range(min(len(queue), self._batch_size))]
+        while queue:
+            batch = [Vote(*queue.popleft()) for _ in range(min(len(queue), self._batch_size))]
+            self._released.append([vote.ip_prefix for vote in batch])
+            batch = self._listed_only(batch)
+            if batch:
+                return batch
+        return []
+
+    def _listed_only(self, batch: list[Vote]) -> list[Vote]:
+        is_listed = self._is_listed
+        if is_listed is None:
+            return batch
+        try:
+            listed = [vote for vote in batch if is_listed(vote.file_path)]
+        except Exception:  # the thread's boundary: a bug here must not cost the real votes
+            logger.exception("cannot check which of %d votes a page lists; storing them all", len(batch))
+            return batch
+        self._unlisted += len(batch) - len(listed)
+        return listed
 
     def _store(self, batch: list[Vote]) -> bool:
         """Write one batch; False means "keep it and retry" (the database is unavailable)."""

@@ -11,7 +11,7 @@ What it promises:
 * All state sits behind one lock; tests change it while it serves. Every change gives the
   project a new value of one global serial, as PyPI's journal does.
 * Files are real wheels and sdists, built lazily and deterministically (see ``fakedists``).
-* A fault (``fail_next``, ``delay``, ``truncate_next``, ...) hits the next matching request(s)
+* A fault (``fail_next``, ``delay``, ``truncate_next``, ``send_unframed_next``, ...) hits the next matching request(s)
   only, then clears itself (``times=None``: every matching request, until ``clear_faults()``).
 * Every request is logged (``requests``, ``count_requests``), so tests can count fetches.
 
@@ -96,7 +96,9 @@ _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNOR
 _FIRST_UPLOAD = datetime(2024, 1, 1)
 
 PathMatch = str | re.Pattern[str]
-FaultKind = Literal["fail", "delay", "truncate", "corrupt", "stale", "xmlrpc-fault", "listing-garbage", "listing-empty"]
+FaultKind = Literal[
+    "fail", "delay", "truncate", "unframed", "corrupt", "stale", "xmlrpc-fault", "listing-garbage", "listing-empty"
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,13 +457,18 @@ class _FakeHandler(RequestHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
     async def send(self, body: bytes) -> None:
-        """Finish with ``body``, unless ``corrupt_next`` or ``truncate_next`` says otherwise."""
+        """Finish with ``body``, unless ``corrupt_next``, ``truncate_next`` or ``send_unframed_next``
+        says otherwise."""
         if self.request.method == "HEAD":
             self.finish(body)
             return
         path = self.request.path
         if self.index._take_fault("corrupt", path) is not None:
             body = _corrupt(body)
+        unframed = self.index._take_fault("unframed", path)
+        if unframed is not None:
+            await self._send_unframed(body if unframed.at_bytes < 0 else body[: unframed.at_bytes], unframed.body)
+            return
         truncate = self.index._take_fault("truncate", path)
         if truncate is None:
             self.finish(body)
@@ -473,6 +480,15 @@ class _FakeHandler(RequestHandler):
         assert self.request.connection is not None
         self.request.connection.close()  # type: ignore[attr-defined]
         self.finish()
+
+    async def _send_unframed(self, body: bytes, extra: bytes) -> None:
+        """A 200 whose body ends where the connection does (no Content-Length, not chunked), as an
+        HTTP/1.0-style server sends it: the client cannot tell a cut-off body from a whole one."""
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Connection: close\r\n\r\n")
+        stream = self.detach()
+        await stream.write(head + body + extra)
+        stream.close()
 
     def send_serial(self, serial: int) -> None:
         self.set_header("X-PyPI-Last-Serial", str(serial))
@@ -908,6 +924,13 @@ class FakeIndex:
     def truncate_next(self, path: PathMatch, at_bytes: int, times: int | None = 1) -> None:
         """Declare the full Content-Length, send ``at_bytes`` of the body, close the connection."""
         self._add_fault(_Fault("truncate", self._path_matcher(path), times, at_bytes=at_bytes))
+
+    def send_unframed_next(
+        self, path: PathMatch, at_bytes: int = -1, extra: bytes = b"", times: int | None = 1
+    ) -> None:
+        """Answer 200 with no Content-Length and end the body by closing the connection: after
+        ``at_bytes`` of it (-1: all of it), followed by ``extra`` bytes that are not the file's."""
+        self._add_fault(_Fault("unframed", self._path_matcher(path), times, body=extra, at_bytes=at_bytes))
 
     def corrupt_next(self, path: PathMatch, times: int | None = 1) -> None:
         """Send the body with one byte flipped: same length, different digest."""

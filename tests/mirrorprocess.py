@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import yaml
 from fakeindex import FakeIndex
 
 __all__ = [
-    "PREFIX", "free_port", "request", "run_cli", "running_server", "serve_command", "stop_server", "sync_once",
-    "write_config",
+    "PREFIX", "cpu_seconds", "free_port", "request", "rss_bytes", "run_cli", "running_server", "serve_command",
+    "stop_server", "sync_once", "wait_for", "write_config",
 ]
 
 PREFIX = "/pypi"
@@ -66,11 +67,14 @@ def sync_once(config: Path) -> None:
 
 
 @contextmanager
-def running_server(config: Path, stderr_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def running_server(
+    config: Path, stderr_path: Path, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """The server in its own process and the port it serves on, once it answers; killed if the
-    test left it running. The port comes from the start-up line, so ``listen: 127.0.0.1:0`` works."""
+    test left it running. The port comes from the start-up line, so ``listen: 127.0.0.1:0`` works.
+    ``preexec_fn`` runs in the child before the server starts (e.g. to lower a resource limit)."""
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(serve_command(config), stderr=stderr)
+        process = subprocess.Popen(serve_command(config), stderr=stderr, preexec_fn=preexec_fn)
     try:
         yield process, _wait_serving(process, stderr_path)
     finally:
@@ -95,6 +99,28 @@ def stop_server(process: subprocess.Popen[bytes], stderr_path: Path) -> str:
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, stderr_path.read_text()
     return stderr_path.read_text()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true; fail the test if it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident memory of process ``pid``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+    assert match is not None, status
+    return int(match[1]) * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time process ``pid`` has used so far, user and system (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request(port: int, path: str, headers: dict[str, str] | None = None,

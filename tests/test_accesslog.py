@@ -285,6 +285,41 @@ def test_lines_are_written_when_the_program_ends_without_close(log_path: Path) -
     ]
 
 
+STDOUT_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pypimirror.accesslog import AccessEntry, AccessLog
+    log = AccessLog("-", "mirror-json", flush_interval=0.01)
+    log.start()
+    for n in range(int(sys.argv[1])):
+        log.write(AccessEntry("GET", f"/pypi/{sys.argv[2]}/{n}", 200, 0, 0.0, "", "x" * 300, "", False, 0.0))
+    log.close()
+    """
+)
+
+
+def test_dash_writes_every_line_to_stdout_in_order() -> None:
+    result = subprocess.run([sys.executable, "-P", "-c", STDOUT_WRITER, "500", "a"], check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [f"/pypi/a/{n}" for n in range(500)]
+
+
+def test_workers_sharing_one_stdout_pipe_never_interleave_their_lines() -> None:
+    read_end, write_end = os.pipe()
+    writers = [subprocess.Popen([sys.executable, "-P", "-c", STDOUT_WRITER, "3000", name], stdout=write_end)
+               for name in ("a", "b", "c", "d")]
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        output = pipe.read()
+    assert [writer.wait(timeout=60) for writer in writers] == [0] * 4
+    paths = [json.loads(line)["path"] for line in output.decode().splitlines()]  # each line is whole
+    for name in ("a", "b", "c", "d"):
+        assert [path for path in paths if path.startswith(f"/pypi/{name}/")] == [
+            f"/pypi/{name}/{n}" for n in range(3000)
+        ]
+
+
 def test_write_after_close_is_ignored(log_path: Path) -> None:
     log = AccessLog(log_path, "mirror-json")
     log.start()

@@ -29,6 +29,7 @@ from pypimirror.config import (
 from pypimirror.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "config.example.yaml"
+MiB = 1024**2
 GiB = 1024**3
 
 MINIMAL: dict[str, Any] = {
@@ -237,6 +238,8 @@ DEFAULTS = [
     ("votes.queue_size", 1000),
     ("votes.bots", ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")),
     ("serve.workers", 1),
+    ("serve.max_connections", None),
+    ("serve.buffer_budget", 256 * MiB),
 ]
 
 
@@ -268,7 +271,7 @@ def test_given_values_replace_defaults() -> None:
             cache={"filesize_limit": "1g", "min_vote_count": 5, "dedup_window": "0s"},
             sync={"concurrent_downloads": 256, "max_deletions": 0, "user_agent": "mirror-bot/2"},
             votes={"bots": ["curl"], "queue_size": 1},
-            serve={"workers": 64},
+            serve={"workers": 64, "max_connections": 500, "buffer_budget": "64m"},
             log={"path": "/var/log/pypimirror/access.log", "format": "combined"},
         )
     )
@@ -280,7 +283,7 @@ def test_given_values_replace_defaults() -> None:
     assert (config.sync.concurrent_downloads, config.sync.max_deletions) == (256, 0)
     assert config.sync.user_agent == "mirror-bot/2"
     assert config.votes == type(config.votes)(queue_size=1, bots=("curl",))
-    assert config.serve.workers == 64
+    assert (config.serve.workers, config.serve.max_connections, config.serve.buffer_budget) == (64, 500, 64 * MiB)
     assert config.log.path == Path("/var/log/pypimirror/access.log")
     assert config.log.format == "combined"
 
@@ -304,7 +307,7 @@ def test_given_values_replace_defaults() -> None:
             make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy", "mdoe": 302}]}),
             "ip_modes.rules[0].mdoe: unknown key (did you mean 'mode'?)",
         ),
-        (make_data(serve={"zzz": 1}), "serve.zzz: unknown key (expected one of: workers)"),
+        (make_data(serve={"zzz": 1}), "serve.zzz: unknown key (expected one of: workers, max_connections, buffer_budget)"),
         (make_data(database={"dsn": "x"}), "database.dsn: unknown key (expected one of: url)"),
         (make_data(**{"7": 1}), "7: unknown key (expected one of: listen, repo_path, prefix, "),
     ],
@@ -352,19 +355,162 @@ def test_top_level_must_be_a_mapping() -> None:
 @pytest.mark.parametrize(
     ("key_path", "value", "message"),
     [
-        ("sync.retry", 0, "0 is out of range (must be at least 1)"),
-        ("sync.download_error_threshold", -1, "-1 is out of range (must be at least 1)"),
+        ("sync.retry", 0, "0 is out of range (must be from 1 to 100)"),
+        ("sync.retry", 101, "101 is out of range (must be from 1 to 100)"),
+        ("sync.download_error_threshold", -1, "-1 is out of range (must be from 1 to 1000000)"),
+        ("sync.download_error_threshold", 10**6 + 1, "1000001 is out of range (must be from 1 to 1000000)"),
         ("sync.concurrent_downloads", 0, "0 is out of range (must be from 1 to 256)"),
         ("sync.concurrent_downloads", 257, "257 is out of range (must be from 1 to 256)"),
         ("sync.max_deletions", -1, "-1 is out of range (must be at least 0)"),
-        ("cache.min_vote_count", 0, "0 is out of range (must be at least 1)"),
-        ("votes.queue_size", 0, "0 is out of range (must be at least 1)"),
+        ("sync.max_deletions", 10**9 + 1, "1000000001 is out of range (must be at most 1000000000)"),
+        ("cache.min_vote_count", 0, "0 is out of range (must be from 1 to 1000000)"),
+        ("cache.min_vote_count", 10**30, f"{10**30} is out of range (must be from 1 to 1000000)"),
+        ("votes.queue_size", 0, "0 is out of range (must be from 1 to 1000000)"),
+        ("votes.queue_size", 10**12, f"{10**12} is out of range (must be from 1 to 1000000)"),
         ("serve.workers", 65, "65 is out of range (must be from 1 to 64)"),
+        ("serve.max_connections", 0, "0 is out of range (must be from 1 to 1000000)"),
+        ("serve.max_connections", 10**30, f"{10**30} is out of range (must be from 1 to 1000000)"),
     ],
 )
 def test_integer_out_of_bounds_is_refused(key_path: str, value: int, message: str) -> None:
     section, key = key_path.split(".")
     assert problems_of(make_data(**{section: {key: value}})) == [f"{key_path}: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "message"),
+    [
+        ("shutdown_grace", "99999999999d", "'99999999999d' is too long (at most 3650d)"),  # was an OverflowError
+        ("shutdown_grace", "2h", "'2h' is too long (at most 1h)"),
+        ("cache.vote_window", "367d", "'367d' is too long (at most 366d)"),
+        ("cache.dedup_window", "400d", "'400d' is too long (at most 366d)"),
+        ("cache.size_db_ttl", "400d", "'400d' is too long (at most 366d)"),
+        ("timeouts.read", "2d", "'2d' is too long (at most 1d)"),
+        ("timeouts.upstream", "3651d", "'3651d' is too long (at most 3650d)"),
+        ("schedule.jitter", "1d1s", "'1d1s' is too long (at most 1d)"),
+        ("schedule.index_sync", "367d", "'367d' is too long (at most 366d)"),
+        ("schedule.cache", "9999999999999d", "'9999999999999d' is too long (at most 3650d)"),
+    ],
+)
+def test_durations_longer_than_their_bound_are_refused(key_path: str, value: str, message: str) -> None:
+    section, _, key = key_path.rpartition(".")
+    data = make_data(**{section: {key: value}}) if section else make_data(**{key: value})
+    assert problems_of(data) == [f"{key_path}: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("sections", "problem"),
+    [
+        ({"sync": {"user_agent": "pypimirror\nX-Evil: 1"}}, "sync.user_agent: contains a control character (U+000A)"),
+        ({"sync": {"user_agent": "pypimirror/\u00e9"}},
+         "sync.user_agent: 'pypimirror/\u00e9' is sent as an HTTP header: use printable ASCII characters only"),
+        ({"sync": {"user_agent": "a" * 1025}}, "sync.user_agent: is 1025 characters long (at most 1024 for an HTTP header)"),
+        ({"node_id": "node\t1"}, "node_id: contains a control character (U+0009)"),
+        ({"node_id": "n" * 256}, "node_id: is 256 characters long (at most 255)"),
+        ({"votes": {"bots": ["b\rot"]}}, "votes.bots[0]: contains a control character (U+000D)"),
+        ({"repo_path": "/srv/\x00mirror"}, "repo_path: contains a control character (U+0000)"),
+        ({"log": {"path": "/var/log/a\x85b"}}, "log.path: contains a control character (U+0085)"),
+        ({"database": {"url": "postgresql://u:secret\n@db.example.org/pypi"}},
+         "database.url: contains a control character (U+000A)"),
+        ({"upstream": {"redirect_url": "https://example.org/\r\nSet-Cookie: a=b"}},
+         "upstream.redirect_url: contains a control character (U+000D)"),
+        ({"upstream": {"redirect_url": "https://example.org/a b"}},
+         "upstream.redirect_url: 'https://example.org/a b' must be ASCII without spaces (percent-encode other "
+         "characters, write an international host name in its xn-- form)"),
+        ({"upstream": {"proxy": "http://u:p\u00e4ss@127.0.0.1:3128"}},
+         "upstream.proxy: 'http://u:***@127.0.0.1:3128' must be ASCII without spaces (percent-encode other "
+         "characters, write an international host name in its xn-- form)"),
+        ({"prefix": "/" + "p" * 4096}, "prefix: is 4097 characters long (at most 4096)"),
+        ({"trusted_proxies": ["10.0.0.0/8"] * 1001}, "trusted_proxies: has 1001 entries (at most 1000)"),
+    ],
+)
+def test_text_that_would_break_a_header_a_url_or_a_log_line_is_refused(
+    sections: dict[str, Any], problem: str
+) -> None:
+    assert problems_of(make_data(**sections)) == [problem]
+
+
+R = "/srv/pypimirror"  # MINIMAL's repo_path
+
+
+@pytest.mark.parametrize(
+    ("sections", "problems"),
+    [
+        ({"cache": {"size_limit": None, "tiers": [{"path": f"{R}/simple/cache", "size_limit": "1g"}]}},
+         [f"cache.tiers[0].path: '{R}/simple/cache' is inside repo_path's simple/, whose entries the index sync "
+          "deletes when it does not list them; use a directory of its own"]),
+        ({"cache": {"size_limit": None, "tiers": [{"path": f"{R}/json", "size_limit": "1g"}]}},
+         [f"cache.tiers[0].path: '{R}/json' is inside repo_path's json/, whose entries the index sync "
+          "deletes when it does not list them; use a directory of its own"]),
+        ({"cache": {"size_limit": None, "tiers": [{"path": "/data", "size_limit": 1}, {"path": "/data", "size_limit": 1}]}},
+         ["cache.tiers[1].path: '/data' overlaps cache.tiers[0] ('/data')"]),
+        ({"cache": {"size_limit": None, "tiers": [{"path": "/data/a/b", "size_limit": 1}, {"path": "/data", "size_limit": 1}]}},
+         ["cache.tiers[1].path: '/data' overlaps cache.tiers[0] ('/data/a/b')"]),
+        ({"log": {"path": f"{R}/packages/access.log"}},
+         [f"log.path: '{R}/packages/access.log' is inside the cache tier '{R}/packages', "
+          "where jobs delete and replace files"]),
+        ({"log": {"path": f"{R}/simple/access.log"}},
+         [f"log.path: '{R}/simple/access.log' is inside repo_path's simple/, where jobs delete and replace files"]),
+        ({"log": {"path": f"{R}/pypi-mirror.db"}}, [f"log.path: '{R}/pypi-mirror.db' is also database.url"]),
+        ({"database": {"url": "sqlite:////ssd/cache/pypi.db"},
+          "cache": {"size_limit": None, "tiers": [{"path": "/ssd/cache", "size_limit": "1g"}]}},
+         ["database.url: '/ssd/cache/pypi.db' is inside the cache tier '/ssd/cache', where jobs delete and replace "
+          "files"]),
+        ({"tls": {"cert": f"{R}/json/cert.pem", "key": "/etc/tls/key.pem"}},
+         [f"tls.cert: '{R}/json/cert.pem' is inside repo_path's json/, where jobs delete and replace files"]),
+        ({"tls": {"cert": "/etc/tls/both.pem", "key": "/etc/tls/both.pem"}, "log": {"path": "/etc/tls/both.pem"}},
+         ["tls.cert: '/etc/tls/both.pem' is also log.path", "tls.key: '/etc/tls/both.pem' is also log.path"]),
+    ],
+)
+def test_overlapping_paths_are_refused_with_the_key_path(sections: dict[str, Any], problems: list[str]) -> None:
+    assert problems_of(make_data(**sections)) == problems
+
+
+def test_paths_side_by_side_in_the_repo_are_accepted() -> None:
+    tiers = [{"path": f"{R}/ssd", "size_limit": "1g"}, {"path": f"{R}/simple-cache", "size_limit": "1g"}]
+    config = parse(make_data(cache={"size_limit": None, "tiers": tiers}, log={"path": f"{R}/access.log"},
+                             tls={"cert": "/etc/tls/both.pem", "key": "/etc/tls/both.pem"}))
+    assert [tier.path for tier in config.cache.tiers] == [Path(f"{R}/ssd"), Path(f"{R}/simple-cache")]
+
+
+def test_paths_are_compared_with_symlinks_followed(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "simple").mkdir(parents=True)
+    (tmp_path / "cache-link").symlink_to(tmp_path / "repo" / "simple")
+    (tmp_path / "ssd").mkdir()
+    (tmp_path / "log-link").symlink_to(tmp_path / "ssd")
+    data = make_data(repo_path=str(tmp_path / "repo"), log={"path": "log-link/access.log"},
+                     cache={"size_limit": None, "tiers": [{"path": "cache-link/x", "size_limit": 1},
+                                                          {"path": "ssd", "size_limit": 1}]})
+    assert problems_of(data, base_dir=tmp_path) == [
+        f"cache.tiers[0].path: '{tmp_path}/cache-link/x' (which is '{tmp_path}/repo/simple/x') is inside "
+        "repo_path's simple/, whose entries the index sync deletes when it does not list them; "
+        "use a directory of its own",
+        f"log.path: '{tmp_path}/log-link/access.log' (which is '{tmp_path}/ssd/access.log') is inside the cache "
+        f"tier '{tmp_path}/ssd', where jobs delete and replace files",
+    ]
+
+
+def test_the_audit_s_bad_values_are_all_reported_at_once() -> None:
+    data = make_data(
+        shutdown_grace="99999999999d",
+        cache={"size_limit": None, "min_vote_count": 10**30, "tiers": [{"path": f"{R}/simple/x", "size_limit": 1}]},
+        sync={"user_agent": "pypimirror\r\nX: y"},
+    )
+    assert [problem.split(":")[0] for problem in problems_of(data)] == [
+        "shutdown_grace", "cache.tiers[0].path", "cache.min_vote_count", "sync.user_agent",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("512k", "'512k' is out of range (must be from 1m to 1t)"),
+        ("2t", "'2t' is out of range (must be from 1m to 1t)"),
+        ("lots", "'lots' is not a size (expected e.g. 500g, 1.5 TB, 1048576)"),
+    ],
+)
+def test_a_buffer_budget_out_of_bounds_is_refused(value: str, message: str) -> None:
+    assert problems_of(make_data(serve={"buffer_budget": value})) == [f"serve.buffer_budget: {message}"]
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -380,7 +526,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "ip_modes.default: 'redirect' is not a mode (expected 302 or proxy)",
         "cache.size_limt: unknown key (did you mean 'size_limit'?)",
         "cache.size_limit: '12 XB' is not a size (expected e.g. 500g, 1.5 TB, 1048576)",
-        "sync.retry: 0 is out of range (must be at least 1)",
+        "sync.retry: 0 is out of range (must be from 1 to 100)",
         "timeouts.write: '2 minutes' is not a duration (expected e.g. 30s, 5m, 2h, 1h30m, 7d)",
     ]
 
@@ -447,7 +593,9 @@ def test_empty_tiers_list_means_the_single_implicit_tier() -> None:
         ),
         (
             [{"path": "/srv", "size_limit": 1}],
-            ["cache.tiers[0].path: '/srv' holds repo_path; use a directory of its own"],
+            ["cache.tiers[0].path: '/srv' holds repo_path; use a directory of its own",
+             "database.url: '/srv/pypimirror/pypi-mirror.db' is inside the cache tier '/srv', "
+             "where jobs delete and replace files"],
         ),
     ],
 )
@@ -764,6 +912,13 @@ def test_home_directory_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HOME", str(tmp_path))
     config = parse(make_data(repo_path="~/mirror", log={"path": "~/access.log"}))
     assert (config.repo_path, config.log.path) == (tmp_path / "mirror", tmp_path / "access.log")
+
+
+def test_log_path_dash_is_stdout_and_other_text_is_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_config(make_data(log={"path": "-"})).log.path == "-"
+    assert parse_config(make_data(log={"path": "./-"})).log.path == tmp_path / "-"
+    assert parse_config(make_data(log={"path": "-"})).to_display_dict()["log"]["path"] == "-"
 
 
 # --------------------------------------------------------------------------- load_config and the file

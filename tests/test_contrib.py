@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from fakeindex import FakeIndex
-from mirrorprocess import request, running_server, stop_server, sync_once, write_config
+from mirrorprocess import free_port, request, running_server, stop_server, sync_once, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from pypimirror.config import load_config, parse_config
@@ -92,10 +92,12 @@ def healthcheck_command(instructions: list[tuple[str, str]]) -> list[str]:
 def test_dockerfile_builds_a_small_python_image_that_runs_as_a_user_with_the_repo_on_a_volume(
     dockerfile: list[tuple[str, str]],
 ) -> None:
-    version = the(dockerfile, "ARG").partition("=")[2]
-    assert tuple(int(part) for part in version.split(".")) >= (3, 11)
+    name, _, default = the(dockerfile, "ARG").partition("=")
+    assert name == "BASE_IMAGE"
+    version = re.fullmatch(r"python:(\d+)\.(\d+)-slim", default)
+    assert version and (int(version[1]), int(version[2])) >= (3, 13), default  # the newest supported Python
     bases = [arguments.split()[0] for keyword, arguments in dockerfile if keyword == "FROM"]
-    assert bases and all(base == "python:${PYTHON_VERSION}-slim" for base in bases), bases
+    assert len(bases) == 2 and all(base == "${BASE_IMAGE}" for base in bases), bases
     stage = final_stage(dockerfile)
     user = the(stage, "USER")
     assert user not in ("root", "0")
@@ -114,15 +116,14 @@ def test_dockerfile_copies_every_package_directory_and_nothing_else(dockerfile: 
     assert all((REPO / source).exists() for source in sources)
 
 
-def test_dockerfile_entrypoint_is_serve_with_scheduler_and_the_healthcheck_asks_healthz(
+def test_dockerfile_entrypoint_is_serve_with_scheduler_and_the_healthcheck_is_pypimirrors(
     dockerfile: list[tuple[str, str]],
 ) -> None:
     stage = final_stage(dockerfile)
     assert exec_form(the(stage, "ENTRYPOINT")) + exec_form(the(stage, "CMD")) == [
         "pypimirror", "serve", "--with-scheduler",
     ]
-    port = load_config(DOCKER_CONFIG).listen_address[1]
-    assert f"http://127.0.0.1:{port}/healthz" in " ".join(healthcheck_command(dockerfile))
+    assert healthcheck_command(dockerfile) == ["pypimirror", "healthcheck"]
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ def container_config(tmp_path: Path, fake_index: FakeIndex) -> Path:
     """contrib's container configuration with a temp repo, a free port and the fake upstream."""
     fake_index.add_many(3)
     data: dict[str, Any] = yaml.safe_load(DOCKER_CONFIG.read_text())
-    data.update(listen="127.0.0.1:0", repo_path=str(tmp_path / "srv"), shutdown_grace="5s")
+    data.update(listen=f"127.0.0.1:{free_port()}", repo_path=str(tmp_path / "srv"), shutdown_grace="5s")
     data["upstream"] = {"pypi_url": fake_index.pypi_url, "packages_url": fake_index.packages_url}
     data["schedule"]["jitter"] = "0s"
     path = tmp_path / "config.yaml"
@@ -165,20 +166,21 @@ def container(dockerfile: list[tuple[str, str]], container_config: Path, tmp_pat
             process.wait()
 
 
-def run_healthcheck(dockerfile: list[tuple[str, str]], port: int) -> subprocess.CompletedProcess[str]:
+def run_healthcheck(dockerfile: list[tuple[str, str]], config: Path) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, configured as in the container (through its ENV variable)."""
     command = healthcheck_command(dockerfile)
-    assert command[0] == "python"
-    image_port = load_config(DOCKER_CONFIG).listen_address[1]
-    command = [sys.executable] + [part.replace(f":{image_port}/", f":{port}/") for part in command[1:]]
-    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=30)
+    command[0] = str(VENV_BIN / command[0])
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYPIMIRROR_CONFIG": str(config)})
 
 
 def test_the_images_command_serves_syncs_and_passes_its_healthcheck(
     dockerfile: list[tuple[str, str]], container: tuple[int, Path], container_config: Path
 ) -> None:
     port, log = container
-    healthy = run_healthcheck(dockerfile, port)
+    healthy = run_healthcheck(dockerfile, container_config)
     assert healthy.returncode == 0, healthy.stderr
+    assert healthy.stdout == f"http://127.0.0.1:{port}/healthz: 200 ok\n"
     deadline = time.monotonic() + 20
     while "index sync: done" not in log.read_text():  # the embedded scheduler's first pass
         assert time.monotonic() < deadline, log.read_text()
@@ -187,11 +189,34 @@ def test_the_images_command_serves_syncs_and_passes_its_healthcheck(
     assert (repo / "simple" / "proj-0000" / "index.v1_json").exists()
 
 
-def test_the_healthcheck_fails_when_nothing_answers(dockerfile: list[tuple[str, str]]) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    assert run_healthcheck(dockerfile, port).returncode != 0
+def test_the_healthcheck_fails_saying_why_when_nothing_answers(
+    dockerfile: list[tuple[str, str]], container_config: Path
+) -> None:
+    port = load_config(container_config).listen_address[1]  # free a moment ago; nothing serves it
+    result = run_healthcheck(dockerfile, container_config)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"http://127.0.0.1:{port}/healthz: ") and "refused" in result.stderr
+
+
+def test_the_healthcheck_fails_on_an_unhealthy_answer(dockerfile: list[tuple[str, str]], tmp_path: Path) -> None:
+    with socket.socket() as listener:  # a server that answers every request with 503
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({**yaml.safe_load(DOCKER_CONFIG.read_text()), "listen": f"127.0.0.1:{port}"}))
+        command = healthcheck_command(dockerfile)
+        checker = subprocess.Popen([str(VENV_BIN / command[0]), *command[1:]], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PYPIMIRROR_CONFIG": str(config)})
+        connection, _ = listener.accept()
+        with connection:
+            assert connection.recv(4096).startswith(b"GET /healthz HTTP/1.1")
+            connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 22\r\nConnection: close\r\n\r\n"
+                               b"database: unreachable\n")
+        _, stderr = checker.communicate(timeout=30)
+    assert checker.returncode == 1
+    assert stderr == f"http://127.0.0.1:{port}/healthz: 503 database: unreachable\n"
 
 
 # -- compose ----------------------------------------------------------------------------------------

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
+from dbhelpers import PG_ADMIN, postgres_database
 from packaging.utils import NormalizedName
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy import exc as sa_exc
 
 from pypimirror.db import (
@@ -37,6 +42,7 @@ from pypimirror.db import (
     load_serials,
     mask_url,
     read_lease,
+    read_schema_version,
     record_votes,
     release_lease,
     renew_lease,
@@ -46,8 +52,9 @@ from pypimirror.db import (
     store_serials,
     upsert_local_files,
 )
-from pypimirror.errors import DatabaseError
+from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.schema import SCHEMA_VERSION, schema_version, votes
+from pypimirror.sqlitefile import SQLITE_HEADER
 
 T = TypeVar("T")
 N = NormalizedName
@@ -145,6 +152,68 @@ def test_operational_error_in_a_transaction_becomes_database_error(tmp_path: Pat
     with Database.open(url) as db, pytest.raises(DatabaseError) as info:
         write(db, lambda c: c.exec_driver_sql("SELECT * FROM missing_table"))
     assert str(info.value) == f"database error on {url}: no such table: missing_table"
+
+
+def test_a_corrupt_sqlite_file_is_a_one_line_database_error(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    path.write_bytes(SQLITE_HEADER + b"\xff" * 4080)  # the header survives, the rest is garbage
+    db = Database(f"sqlite:///{path}")
+    try:
+        for transaction in (db.connect, db.begin):
+            with pytest.raises(DatabaseError) as info, transaction() as conn:
+                conn.execute(select(func.count()).select_from(votes))
+            assert str(info.value) in (f"database error on sqlite:///{path}: file is not a database",
+                                       f"database error on sqlite:///{path}: database disk image is malformed")
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("move", ["deleted", "replaced", "truncated"])
+def test_no_transaction_runs_on_a_database_file_gone_from_its_path(tmp_path: Path, move: str, caplog) -> None:
+    path = tmp_path / "db.sqlite"
+    with Database.open(f"sqlite:///{path}") as db:
+        write(db, lambda c: record_votes(c, [Vote("a.whl", "10.0.0.0/24", 1)], 60))
+        if move == "deleted":
+            path.unlink()
+        elif move == "replaced":
+            shutil.copy(path, tmp_path / "copy.sqlite")
+            (tmp_path / "copy.sqlite").replace(path)
+        else:
+            os.truncate(path, 0)
+        for _ in range(3):
+            for transaction in (db.begin, db.connect):
+                with pytest.raises(DatabaseFileError, match=f"^database error on sqlite:///{path}: the file was "):
+                    with transaction() as conn:
+                        record_votes(conn, [Vote("b.whl", "10.0.0.0/24", 2)], 60)
+    assert path.exists() == (move != "deleted")  # no empty database was created in its place
+    assert caplog.text.count(f"database file {path} was ") == 1  # once per minute, not per transaction
+    if move != "deleted":
+        with closing(sqlite3.connect(path)) as check:
+            assert ("b.whl",) not in check.execute("SELECT file_path FROM votes").fetchall()
+
+
+@pytest.mark.postgres
+def test_killed_postgresql_backends_are_replaced_and_the_next_read_and_write_work() -> None:
+    with postgres_database() as url, Database.open(url) as db:
+        assert read(db, read_schema_version) == SCHEMA_VERSION
+        write(db, lambda c: record_votes(c, [Vote("a.whl", "10.0.0.0/24", 1)], 60))
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()) AS t", [name]
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1  # the pool's idle connections
+        assert write(db, lambda c: record_votes(c, [Vote("b.whl", "10.0.0.0/24", 2)], 60)) == 1
+        assert read(db, lambda c: sorted(row[0] for row in c.execute(select(votes.c.file_path)))) == ["a.whl", "b.whl"]
+
+
+def test_the_schema_version_is_read_back_and_its_absence_is_an_error(tmp_path: Path) -> None:
+    with Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as db:
+        assert read(db, read_schema_version) == SCHEMA_VERSION
+        write(db, lambda c: c.execute(delete(schema_version)))
+        with pytest.raises(DatabaseError, match="^the database holds no schema version$"):
+            read(db, read_schema_version)
 
 
 @pytest.mark.parametrize(

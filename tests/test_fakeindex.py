@@ -564,6 +564,20 @@ def test_truncate_next_promises_full_length_and_hangs_up(fake: FakeIndex) -> Non
     assert fetch(fake, wheel.path).body == wheel.content
 
 
+@pytest.mark.parametrize(("at_bytes", "extra", "expected"), [(-1, b"", None), (100, b"", 100), (-1, b"tail", None)])
+def test_send_unframed_next_ends_the_body_by_closing_without_a_length(
+    fake: FakeIndex, at_bytes: int, extra: bytes, expected: int | None
+) -> None:
+    fake.add_project("pkg")
+    wheel = fake.files("pkg", "1.0")[0]
+    fake.send_unframed_next(wheel.path, at_bytes=at_bytes, extra=extra)
+    answer = fetch(fake, wheel.path)
+    assert answer.status == 200
+    assert "Content-Length" not in answer.headers and "Transfer-Encoding" not in answer.headers
+    assert answer.body == wheel.content[:expected] + extra  # to the reader, a complete answer
+    assert fetch(fake, wheel.path).body == wheel.content
+
+
 def test_corrupt_next_keeps_length_but_changes_digest(fake: FakeIndex) -> None:
     fake.add_project("pkg")
     wheel = fake.files("pkg", "1.0")[0]

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pypimirror.acceptor import ConnectionStats
+from pypimirror.buffers import BufferStats
 from pypimirror.db import JobRun
 from pypimirror.metrics import CONTENT_TYPE, Metrics
 from pypimirror.pagecache import PageCacheStats
@@ -86,6 +88,31 @@ def test_refresh_follows_the_vote_and_page_cache_counters():
     assert value(found, "pypimirror_page_cache_misses_total") == 3
     assert value(found, "pypimirror_page_cache_evictions_total") == 1
     assert value(found, "pypimirror_page_cache_bytes") == 6000
+
+
+def test_refresh_follows_the_connection_counts_and_the_buffer_budget():
+    metrics = Metrics()
+    metrics.refresh(votes=None, pages=None, connections=ConnectionStats(limit=500, open=40, refused=3, accept_errors=0),
+                    buffers=BufferStats(limit=256 * 2**20, in_use=2**20, squeezed=0))
+    metrics.refresh(votes=None, pages=None, connections=ConnectionStats(limit=500, open=12, refused=7, accept_errors=2),
+                    buffers=BufferStats(limit=256 * 2**20, in_use=3 * 2**20, squeezed=5))
+    found = samples(metrics.render())
+    assert value(found, "pypimirror_connections_open") == 12
+    assert value(found, "pypimirror_connections_limit") == 500
+    assert value(found, "pypimirror_connections_refused_total") == 7
+    assert value(found, "pypimirror_accept_errors_total") == 2
+    assert value(found, "pypimirror_buffer_bytes") == 3 * 2**20
+    assert value(found, "pypimirror_buffer_budget_bytes") == 256 * 2**20
+    assert value(found, "pypimirror_buffer_budget_squeezed_total") == 5
+
+
+def test_votes_over_a_networks_share_and_for_unlisted_files_are_counted_apart_from_a_full_queue():
+    metrics = Metrics()
+    metrics.refresh(votes=vote_stats(offered=10, dropped=1, over_share=3, unlisted=2), pages=None)
+    found = samples(metrics.render())
+    assert value(found, "pypimirror_votes_dropped_total") == 1
+    assert value(found, "pypimirror_votes_over_network_share_total") == 3
+    assert value(found, "pypimirror_votes_unlisted_total") == 2
 
 
 def test_the_status_adds_job_history_and_tier_fill():

@@ -9,7 +9,7 @@ from fakeindex import FakeIndex
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPHeaders
 
-from pypimirror.errors import UpstreamUnavailable
+from pypimirror.errors import UpstreamError, UpstreamUnavailable
 from pypimirror.relay import (
     open_relay,
     relayed_request_headers,
@@ -141,6 +141,42 @@ async def test_a_failure_mid_body_raises_after_the_pieces_received() -> None:
         async for batch in relay.body():
             received.append(batch)
     assert received == [b"ab"]
+
+
+UNFRAMED = ["HTTP/1.1 200 OK\r\n", "Content-Type: application/zip\r\n", "\r\n"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "chunks", "expected_size", "received"),
+    [
+        (UNFRAMED, [b"ab", b"c"], 3, b"abc"),
+        (UNFRAMED, [b"ab"], None, b"ab"),  # no listed size: nothing to check against
+        (FINAL, [b"abc"], 5, b"abc"),  # a Content-Length frames the body: curl tells a short one
+        (["HTTP/1.1 206 Partial Content\r\n", "\r\n"], [b"a"], 3, b"a"),  # a part, not the file
+        (["HTTP/1.1 200 OK\r\n", "Content-Encoding: gzip\r\n", "\r\n"], [b"zz"], 3, b"zz"),
+    ],
+)
+@pytest.mark.gen_test
+async def test_a_body_is_checked_against_the_expected_size_only_when_unframed(
+    lines: list[str], chunks: list[bytes], expected_size: int | None, received: bytes
+) -> None:
+    relay = open_relay(scripted_client(lines, chunks), "GET", "http://127.0.0.1:9/f", expected_size=expected_size)
+    await relay.head()
+    assert b"".join([batch async for batch in relay.body()]) == received
+
+
+@pytest.mark.parametrize(("chunks", "how", "received"), [([b"ab"], "ends short of", b"ab"), ([b"abcd"], "runs past", b"")])
+@pytest.mark.gen_test
+async def test_an_unframed_body_of_another_length_than_expected_raises(
+    chunks: list[bytes], how: str, received: bytes
+) -> None:
+    relay = open_relay(scripted_client(UNFRAMED, chunks), "GET", "http://127.0.0.1:9/f", expected_size=3)
+    await relay.head()
+    taken = bytearray()
+    with pytest.raises(UpstreamError, match=f"the body without Content-Length {how} the 3 bytes its stored page lists"):
+        async for batch in relay.body():
+            taken += batch
+    assert (bytes(taken), relay.is_aborted) == (received, False)
 
 
 def test_only_get_and_head_are_relayed() -> None:

@@ -11,14 +11,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import psycopg
 import pytest
 from dbhelpers import PG_ADMIN
+from packaging.utils import NormalizedName
 from sqlalchemy import select
 
 from pypimirror.db import Database
+from pypimirror.listedfiles import ListedFiles
+from pypimirror.pages import DistFile, ProjectPage, render_project_json, rewrite_file_url
+from pypimirror.storage import RepoLayout, atomic_write
 from pypimirror.schema import votes
 from pypimirror.votes import VoteRecorder, VoteStats
 
@@ -99,17 +104,17 @@ def test_repeats_within_the_window_take_no_queue_slot_and_count_as_deduplicated(
     clock = Clock(1_000_000)
     recorder = make_recorder(database, clock=clock, queue_size=2)
     assert all(recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA) for _ in range(1_000))
-    assert recorder.offer("ab/cd/ef/b.whl", "1.2.3.0", PIP_UA)
+    assert recorder.offer("ab/cd/ef/b.whl", "1.2.4.0", PIP_UA)  # another network: one holds half the queue at most
     clock.now += 299  # still inside the 5-minute window of the first vote
     assert recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
     stats = recorder.stats
     assert (stats.queued, stats.dropped, stats.deduplicated, stats.queue_depth) == (1_002, 0, 1_000, 2)
     clock.now += 1  # the window has passed: a new vote, but the queue is full
-    assert not recorder.offer("ab/cd/ef/a.whl", "1.2.3.0", PIP_UA)
+    assert not recorder.offer("ab/cd/ef/a.whl", "1.2.5.0", PIP_UA)
     assert recorder.stats.dropped == 1
     recorder.start()
     recorder.close()
-    assert stored_votes(database) == [("ab/cd/ef/a.whl", "1.2.3.0", 1_000_000), ("ab/cd/ef/b.whl", "1.2.3.0", 1_000_000)]
+    assert stored_votes(database) == [("ab/cd/ef/a.whl", "1.2.3.0", 1_000_000), ("ab/cd/ef/b.whl", "1.2.4.0", 1_000_000)]
     assert (recorder.stats.written, recorder.stats.deduplicated) == (2, 1_000)
 
 
@@ -205,7 +210,7 @@ def test_vote_without_network_prefix_is_not_queued(tmp_path: Path, prefix: str |
 def test_full_queue_drops_and_counts_without_blocking(database: Database) -> None:
     recorder = make_recorder(database, queue_size=100)
     started = time.perf_counter()
-    accepted = [recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA) for n in range(10_000)]
+    accepted = [recorder.offer(f"ab/cd/ef/f{n}.whl", f"1.2.{n % 4}.0", PIP_UA) for n in range(10_000)]
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0
     assert accepted.count(True) == 100 and accepted[:100] == [True] * 100
@@ -215,6 +220,91 @@ def test_full_queue_drops_and_counts_without_blocking(database: Database) -> Non
     recorder.close()
     assert len(stored_votes(database)) == 100
     assert recorder.stats.written == 100
+
+
+def test_one_network_holds_at_most_half_the_queue_and_its_excess_is_counted_apart(database: Database) -> None:
+    recorder = make_recorder(database, queue_size=100)
+    flood = [recorder.offer(f"ab/cd/ef/fake{n}.whl", "203.0.113.0", PIP_UA) for n in range(10_000)]
+    assert flood.count(True) == 50
+    real = [recorder.offer(f"ab/cd/ef/real{n}.whl", f"10.0.{n}.0", PIP_UA) for n in range(50)]
+    assert all(real)
+    stats = recorder.stats
+    assert (stats.over_share, stats.dropped, stats.queue_depth) == (9_950, 0, 100)
+    recorder.start()
+    recorder.close()
+    stored = {path for path, _, _ in stored_votes(database)}
+    assert {f"ab/cd/ef/real{n}.whl" for n in range(50)} <= stored
+
+
+def test_a_network_gets_its_slots_back_once_the_writer_took_its_votes(database: Database) -> None:
+    recorder = make_recorder(database, queue_size=4)
+    assert [recorder.offer(f"ab/cd/ef/f{n}.whl", "10.0.0.0", PIP_UA) for n in range(3)] == [True, True, False]
+    recorder.start()
+    try:
+        wait_for(lambda: recorder.stats.written == 2)
+        assert [recorder.offer(f"ab/cd/ef/g{n}.whl", "10.0.0.0", PIP_UA) for n in range(2)] == [True, True]
+    finally:
+        recorder.close()
+    assert recorder.stats.written == 4
+
+
+# --- only files a stored page lists ----------------------------------------------------------
+
+
+def listed_repo(tmp_path: Path) -> tuple[ListedFiles, str]:
+    """A repo whose one stored page lists one wheel: its ListedFiles and the wheel's path."""
+    digest = "ab" * 32
+    wheel = DistFile(filename="demo-1.0-py3-none-any.whl",
+                     url=f"http://files.example.org/packages/ab/ab/{digest[4:]}/demo-1.0-py3-none-any.whl",
+                     sha256=digest, requires_python=None, size=100, upload_time=None, yanked=False,
+                     core_metadata=False, provenance=None, version="1.0")
+    page = ProjectPage(name=NormalizedName("demo"), display_name="demo", last_serial=1, files=(wheel,), versions=("1.0",))
+    url_for = partial(rewrite_file_url, packages_url="http://files.example.org/packages", prefix="/pypi")
+    atomic_write(RepoLayout(tmp_path).project_page(NormalizedName("demo"), "index.v1_json"),
+                 render_project_json(page, url_for=url_for))
+    return ListedFiles(tmp_path, "/pypi"), f"ab/ab/{digest[4:]}/demo-1.0-py3-none-any.whl"
+
+
+def test_votes_for_paths_no_stored_page_lists_are_not_stored_and_counted(database: Database, tmp_path: Path) -> None:
+    listed, wheel = listed_repo(tmp_path)
+    recorder = make_recorder(database, is_listed=lambda path: listed.lookup_blocking(path) is not None)
+    made_up = [wheel.replace("1.0", "9.9"), "ab/cd/ef/absent-1.0.tar.gz", "ab/cd/ef/not-a-dist"]
+    for path in [wheel, *made_up]:
+        assert recorder.offer(path, "10.0.0.0", PIP_UA)
+    recorder.start()
+    recorder.close()
+    assert [(path, prefix) for path, prefix, _ in stored_votes(database)] == [(wheel, "10.0.0.0")]
+    assert (recorder.stats.written, recorder.stats.unlisted) == (1, 3)
+
+
+def test_a_flood_of_made_up_paths_from_one_network_leaves_room_for_real_votes(
+    database: Database, tmp_path: Path
+) -> None:
+    listed, wheel = listed_repo(tmp_path)
+    recorder = make_recorder(database, queue_size=1_000, is_listed=lambda path: listed.lookup_blocking(path) is not None)
+    recorder.start()
+    try:
+        for n in range(5_000):
+            recorder.offer(f"ab/cd/{n:060x}/demo-{n}.0-py3-none-any.whl", "203.0.113.0", PIP_UA)
+            if n % 50 == 0:
+                assert recorder.offer(wheel, f"10.{n // 250}.{n % 250}.0", PIP_UA)
+    finally:
+        recorder.close()
+    stored = stored_votes(database)
+    assert {path for path, _, _ in stored} == {wheel} and len(stored) == 100  # every real vote, nothing else
+    assert recorder.stats.unlisted + recorder.stats.over_share + recorder.stats.dropped == 5_000
+
+
+def test_a_failing_listing_check_keeps_the_votes(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_path: str) -> bool:
+        raise RuntimeError("bug")
+
+    recorder = make_recorder(database, is_listed=broken)
+    assert recorder.offer("ab/cd/ef/a.whl", "10.0.0.0", PIP_UA)
+    recorder.start()
+    recorder.close()
+    assert len(stored_votes(database)) == 1
+    assert "cannot check which of 1 votes a page lists; storing them all" in caplog.text
 
 
 # --- closing ------------------------------------------------------------------------------
@@ -358,6 +448,48 @@ def test_offers_stay_fast_while_sqlite_is_locked_and_nothing_is_lost(tmp_path: P
         recorder.close(timeout=30)
         assert slowest < 0.2
         assert len(stored_votes(db)) == n == recorder.stats.written
+
+
+def test_votes_wait_while_the_sqlite_file_is_away_and_are_stored_once_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not one vote goes into the file while it is not at its path (deleted, as far as anyone can see)."""
+    path = tmp_path / "pypi-mirror.db"
+    with Database.open(f"sqlite:///{path}") as db:
+        recorder = make_recorder(db)
+        recorder.start()
+        assert recorder.offer("ab/cd/ef/before.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.written == 1)
+        path.rename(tmp_path / "away.db")
+        for n in range(20):
+            assert recorder.offer(f"ab/cd/ef/during{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.db_errors >= 2)
+        assert recorder.stats.written == 1 and not path.exists()
+        (tmp_path / "away.db").rename(path)  # the same file again: safe to write
+        recorder.close(timeout=30)
+        assert {p for p, _, _ in stored_votes(db)} == {"ab/cd/ef/before.whl"} | {
+            f"ab/cd/ef/during{n}.whl" for n in range(20)
+        }
+    assert recorder.stats.written == 21
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"database file {path} was deleted while in use: nothing is read from or written to it "
+                      "(votes wait in the queue); restore the file and restart pypimirror"]
+
+
+def test_votes_for_a_deleted_sqlite_file_are_counted_as_lost_at_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pypi-mirror.db"
+    with Database.open(f"sqlite:///{path}") as db:
+        recorder = make_recorder(db)
+        recorder.start()
+        path.unlink()
+        for n in range(3):
+            assert recorder.offer(f"ab/cd/ef/f{n}.whl", "1.2.3.0", PIP_UA)
+        wait_for(lambda: recorder.stats.db_errors >= 1)
+        recorder.close(timeout=0.5)
+    assert recorder.stats.written == 0 and not path.exists()  # no new empty database either
+    assert "vote writer stopped: 3 queued votes were not recorded" in [r.getMessage() for r in caplog.records]
 
 
 def test_close_timeout_gives_up_and_logs_the_lost_votes(

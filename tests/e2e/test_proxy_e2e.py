@@ -24,6 +24,7 @@ import pytest
 import yaml
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
+from mirrorprocess import rss_bytes
 from mirrorprocess import sync_once as sync
 from socksproxy import SocksProxy
 
@@ -155,13 +156,6 @@ def static_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-def rss_bytes(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
-    assert match is not None, status
-    return int(match[1]) * 1024
 
 
 def read_slowly(port: int, target: str, *, bytes_per_second: float) -> tuple[int, str]:

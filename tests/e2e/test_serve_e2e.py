@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import re
 import signal
 import socket
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
-from mirrorprocess import free_port, running_server, serve_command, write_config
+from mirrorprocess import free_port, running_server, serve_command, wait_for, write_config
 from mirrorprocess import sync_once as sync
 from mirrorprocess import stop_server as stop
 from sqlalchemy import select
@@ -60,13 +59,6 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -75,6 +67,10 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[in
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def wheel_of(fake: FakeIndex, name: str) -> Any:
+    return next(dist for dist in fake.files(name, "1.0") if dist.filename.endswith(".whl"))
 
 
 @pytest.fixture
@@ -120,10 +116,12 @@ def test_pip_and_uv_install_through_the_mirror_and_votes_and_log_are_kept(pair: 
 
 @dataclass
 class Burst:
-    """A keep-alive client asking for pages and (distinct, missing) files until told to close."""
+    """A keep-alive client asking for pages and a listed file we do not hold until told to close;
+    each file request comes from another network (``X-Forwarded-For``), so each is a new vote."""
 
     port: int
-    name: str
+    file_path: str
+    index: int
     responses: int = 0
     file_hits: int = 0
     saw_close: bool = False
@@ -134,9 +132,10 @@ class Burst:
         try:
             while not self.saw_close:
                 is_file = self.responses % 2 == 1
-                path = (f"{PREFIX}/packages/00/00/{'0' * 60}/{self.name}-{self.responses}-1.0-py3-none-any.whl"
-                        if is_file else f"{PREFIX}/simple/pkg-a/")
-                connection.request("GET", path, headers={"User-Agent": "burst"})
+                path = self.file_path if is_file else f"{PREFIX}/simple/pkg-a/"
+                n = self.responses
+                network = f"{10 + self.index}.{n // 256 % 256}.{n % 256}.1"
+                connection.request("GET", path, headers={"User-Agent": "burst", "X-Forwarded-For": network})
                 response = connection.getresponse()
                 response.read()
                 assert response.status == (302 if is_file else 200)
@@ -149,10 +148,10 @@ class Burst:
             connection.close()
 
 
-def slow_download(port: int, received: bytearray, errors: list[str]) -> None:
+def slow_download(port: int, relpath: str, received: bytearray, errors: list[str]) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request("GET", f"{PREFIX}/packages/{BIG_RELPATH}", headers={"User-Agent": "slow"})
+        connection.request("GET", f"{PREFIX}/packages/{relpath}", headers={"User-Agent": "slow"})
         response = connection.getresponse()
         while chunk := response.read(256 * 1024):
             received += chunk
@@ -164,17 +163,20 @@ def slow_download(port: int, received: bytearray, errors: list[str]) -> None:
 
 
 def test_sigterm_lets_requests_in_flight_finish_and_keeps_every_vote_and_line(pair: FakeIndex, tmp_path: Path):
-    config = write_config(tmp_path, pair)
-    sync(config)
-    big = tmp_path / "repo" / "packages" / BIG_RELPATH
+    (big_dist,) = pair.add_project("big", ["1.0"], sdist=False, payload_size=20 << 20).releases["1.0"].files
+    config = write_config(tmp_path, pair, trusted_proxies=["127.0.0.1/32"])
+    sync(config)  # votes count only for files a stored page lists: every file asked for here is listed
+    big_relpath = big_dist.path.removeprefix("/packages/")
+    big = tmp_path / "repo" / "packages" / big_relpath
     big.parent.mkdir(parents=True)
-    content = os.urandom(1 << 20) * 20
+    content = big_dist.content
     big.write_bytes(content)
+    wanted = f"{PREFIX}{wheel_of(pair, 'pkg-b').path}"
     stderr_path = tmp_path / "serve.err"
     with running_server(config, stderr_path) as (process, port):
         received, download_errors = bytearray(), []
-        downloader = threading.Thread(target=slow_download, args=(port, received, download_errors))
-        bursts = [Burst(port, f"burst{i}") for i in range(4)]
+        downloader = threading.Thread(target=slow_download, args=(port, big_relpath, received, download_errors))
+        bursts = [Burst(port, wanted, i) for i in range(4)]
         threads = [downloader, *(threading.Thread(target=b.run) for b in bursts)]
         for thread in threads:
             thread.start()
@@ -187,7 +189,8 @@ def test_sigterm_lets_requests_in_flight_finish_and_keeps_every_vote_and_line(pa
     assert [b.errors for b in bursts] == [[]] * 4
     assert all(b.saw_close for b in bursts)  # told to leave, never cut off
     voted = voted_files(tmp_path / "repo")
-    assert len(voted) == sum(b.file_hits for b in bursts) + 1 and BIG_RELPATH in voted
+    assert set(voted) == {big_relpath, wanted.removeprefix(f"{PREFIX}/packages/")}
+    assert sum(len(networks) for networks in voted.values()) == sum(b.file_hits for b in bursts) + 1
     entries = log_lines(tmp_path / "access.log")
     assert len(entries) == sum(b.responses for b in bursts) + 1
     (download,) = [e for e in entries if e["user_agent"] == "slow"]

@@ -28,6 +28,7 @@ from fakeindex import FakeIndex
 import mirrorprocess
 from installers import installer_env
 from mirrorprocess import sync_once as sync
+from mirrorprocess import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -40,8 +41,9 @@ PREFIX = "/pypi"
 CONNECTIONS = 24  # all on one of two workers: a chance of 2 in 2**24
 
 
-def missing_file(n: int) -> str:
-    return f"{PREFIX}/packages/aa/bb/{'c' * 60}/missing{n}-1.0-py3-none-any.whl"
+def missing_file(fake: FakeIndex, n: int) -> str:
+    """The n-th wheel of ``many``: on a stored page (votes count only then), held by no tier."""
+    return PREFIX + fake.files("many", f"1.{n}")[0].path
 
 
 @pytest.fixture
@@ -64,6 +66,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 def mirror(fake_index: FakeIndex) -> FakeIndex:
     fake_index.add_project("pkg-a", ["1.0"], dependencies=["pkg-b>=1"])
     fake_index.add_project("pkg-b", ["1.0"])
+    fake_index.add_project("many", [f"1.{n}" for n in range(CONNECTIONS)], sdist=False)
     return fake_index
 
 
@@ -119,13 +122,6 @@ def children_of(parent: int) -> list[int]:
         if int(ppid) == parent and state != "Z":
             found.append(int(entry.name))
     return sorted(found)
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def connect(port: int, cert: Path) -> http.client.HTTPSConnection:
@@ -200,7 +196,7 @@ def test_each_tls_worker_answers_and_votes_metrics_sum_them_and_sigterm_stops_al
         assert len(workers) == 2
         assert len(list((tmp_path / "scratch").iterdir())) == 1  # the metrics directory
         connections = [connect(port, cert) for _ in range(CONNECTIONS)]
-        answers = [(request(c, f"{PREFIX}/simple/pkg-a/")[0], request(c, missing_file(n))[0])
+        answers = [(request(c, f"{PREFIX}/simple/pkg-a/")[0], request(c, missing_file(mirror, n))[0])
                    for n, c in enumerate(connections)]
         owners = [owner_of(c, workers) for c in connections]
         # Each worker adds its request counts to the shared files once a second.
@@ -225,7 +221,7 @@ def test_each_tls_worker_answers_and_votes_metrics_sum_them_and_sigterm_stops_al
     assert "all 2 workers stopped" in stderr
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)  # no orphan left behind
     assert list((tmp_path / "scratch").iterdir()) == []
-    wanted = {missing_file(n).removeprefix(f"{PREFIX}/packages/") for n in range(CONNECTIONS)}
+    wanted = {missing_file(mirror, n).removeprefix(f"{PREFIX}/packages/") for n in range(CONNECTIONS)}
     assert voted_paths(tmp_path / "repo") == wanted  # each worker stored the votes it took
     entries = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
     assert all(entry["client_ip"] == "127.0.0.1" for entry in entries)

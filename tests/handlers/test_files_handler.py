@@ -10,6 +10,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from pypimirror.buffers import BufferStats
 from pypimirror.handlers.files import UnsatisfiableRange, content_type_for, select_range
 
 HASH = "ab" * 2 + "cd" * 28  # 60 hex digits
@@ -18,6 +19,7 @@ URL = f"/pypi/packages/{RELPATH}"
 REDIRECT_URL = "http://files.example.org/packages"
 PIP_UA = "pip/26.2.1 {\"python\":\"3.12\"}"
 DATA = bytes(range(256)) * 40  # 10240 bytes
+MIB = 1024 * 1024
 
 
 def place(root: Path, relpath: str, data: bytes) -> Path:
@@ -200,6 +202,52 @@ async def test_replaced_file_gets_a_new_etag(fetch, wheel: Path):
     assert (after.code, after.body) == (200, DATA[::-1])
 
 
+# --------------------------------------------------------------------------- held files against their page
+
+
+LISTED = f"ab/ab/{'ab' * 30}/demo-1.0-py3-none-any.whl"  # the one wheel of conftest's make_page("demo"), 1234 bytes
+
+
+@pytest.mark.parametrize("size", [1233, 1235, 0])
+@pytest.mark.gen_test
+async def test_a_held_file_whose_size_differs_from_its_page_is_not_sent_but_redirected_and_logged_once(
+    fetch, hot: Path, make_page, write_project, votes, caplog, size: int
+):
+    write_project(make_page("demo"))
+    place(hot, LISTED, b"x" * size)
+    for method in ("GET", "HEAD", "GET"):
+        response = await fetch(f"/pypi/packages/{LISTED}", method=method)
+        assert (response.code, response.headers["Location"]) == (302, f"{REDIRECT_URL}/{LISTED}")
+    assert caplog.text.count(f"{LISTED} is {size} bytes in the cache but its page lists 1234") == 1
+    assert [path for path, _, _ in votes.offers] == [LISTED, LISTED]  # still a vote: the client wanted it
+
+
+@pytest.mark.gen_test
+async def test_a_held_file_of_the_listed_size_is_sent_and_its_page_read_once(
+    fetch, hot: Path, layout, make_page, write_project, open_audit
+):
+    write_project(make_page("demo"))
+    place(hot, LISTED, b"y" * 1234)
+    with open_audit:
+        for _ in range(3):
+            response = await fetch(f"/pypi/packages/{LISTED}")
+            assert (response.code, response.body) == (200, b"y" * 1234)
+    page = str(layout.project_page("demo", "index.v1_json"))
+    assert open_audit.opened.count(page) == 1  # then a dict lookup per request
+
+
+@pytest.mark.gen_test
+async def test_a_held_file_no_page_lists_and_its_metadata_are_sent_as_they_are(
+    fetch, hot: Path, make_page, write_project
+):
+    write_project(make_page("demo"))
+    other = LISTED.replace("demo-1.0", "demo-2.0")
+    place(hot, other, b"unlisted")
+    place(hot, LISTED + ".metadata", b"Metadata-Version: 2.1\n")
+    assert (await fetch(f"/pypi/packages/{other}")).body == b"unlisted"
+    assert (await fetch(f"/pypi/packages/{LISTED}.metadata")).body == b"Metadata-Version: 2.1\n"
+
+
 # --------------------------------------------------------------------------- misses and votes
 
 
@@ -312,7 +360,7 @@ async def test_symlinks_inside_a_tier_are_never_followed(fetch, hot: Path, cold:
     assert [p for p in open_audit.opened if p.startswith(str(tmp_path))] == []
     with open_audit:
         assert (await fetch(URL)).body == DATA  # the audit does see the files we do open
-    assert open_audit.opened[-1] == str(hot / RELPATH)
+    assert str(hot / RELPATH) in open_audit.opened
 
 
 # --------------------------------------------------------------------------- slow clients
@@ -370,3 +418,36 @@ async def test_slow_but_steady_client_gets_the_whole_file_however_long_it_takes(
     assert time.monotonic() - started > 1.5  # longer than timeouts.write ...
     assert received.endswith(content)  # ... and yet complete
     assert access_log.entries[0].bytes_sent == size
+
+
+# --------------------------------------------------------------------------- the buffer budget
+
+
+@pytest.mark.gen_test
+async def test_a_download_takes_a_full_chunk_buffer_from_the_budget_and_gives_it_back(fetch, hot: Path, services):
+    content = os.urandom(1024) * 2500  # a few chunks, the last one short
+    place(hot, RELPATH, content)
+    assert (await fetch(URL)).body == content
+    assert services.buffers.stats == BufferStats(limit=256 * MIB, in_use=0, squeezed=0)
+
+
+@pytest.mark.gen_test
+async def test_a_download_starting_while_the_budget_is_spent_gets_the_whole_file_in_small_chunks(
+    fetch, hot: Path, services
+):
+    content = os.urandom(1024) * 2500
+    place(hot, RELPATH, content)
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    assert (await fetch(URL)).body == content
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 1)
+
+
+@pytest.mark.gen_test
+async def test_a_file_that_fits_a_small_chunk_is_not_counted_as_squeezed_when_the_budget_is_spent(
+    fetch, wheel: Path, services
+):
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    assert (await fetch(URL)).body == DATA
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 0)

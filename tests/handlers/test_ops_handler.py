@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from prometheus_client.parser import text_string_to_metric_families
 
 from pypimirror.app import Services
@@ -87,10 +92,12 @@ async def test_healthz_is_ok_when_database_and_repo_work(fetch):
 
 @pytest.mark.gen_test
 async def test_healthz_is_503_with_the_reason_when_the_repo_is_gone(fetch, mirror_config, caplog):
-    shutil.rmtree(mirror_config.repo_path)
+    shutil.rmtree(mirror_config.repo_path)  # the database file went with it
     response = await fetch("/healthz")
-    assert (response.code, response.body) == (503, b"repo_path: not writable (No such file or directory)\n")
-    assert "health check failed: repo_path: not writable" in caplog.text
+    assert (response.code, response.body) == (
+        503, b"database: the file was deleted while in use\nrepo_path: not writable (No such file or directory)\n"
+    )
+    assert "health check failed: database: the file was deleted while in use; repo_path: not writable" in caplog.text
 
 
 @pytest.mark.parametrize("database", ["unreachable"], indirect=True)
@@ -108,3 +115,64 @@ async def test_healthz_is_503_when_the_database_cannot_be_reached(fetch, mirror_
 )
 def test_route_labels_are_the_handler_names_in_snake_case(handler, label):
     assert route_label(handler) == label
+
+
+def damage_database(path: Path, damage: str) -> None:
+    """Damage the SQLite file at ``path`` as a disk fault or an operator could, with every page
+    first moved from the WAL into the file (so the file alone holds the database)."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "truncated":
+        os.truncate(path, 0)
+    elif damage == "garbage":
+        path.write_bytes(b"\x5a" * path.stat().st_size)  # in place: the same inode
+    elif damage == "replaced":
+        path.with_name("other.db").write_bytes(path.read_bytes())
+        path.with_name("other.db").replace(path)
+    else:  # "behind-header": the header survives, the rest of the first page does not
+        with path.open("r+b") as handle:
+            handle.seek(16)
+            handle.write(b"\xff" * 4000)
+
+
+DAMAGE = ["deleted", "truncated", "garbage", "replaced", "behind-header"]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("pooled", [True, False], ids=["pooled", "new-connections"])
+@pytest.mark.gen_test
+async def test_a_damaged_database_file_degrades_metrics_and_the_info_page_and_fails_healthz(
+    fetch, database, mirror_config, caplog, damage, pooled
+):
+    with database.begin() as conn:
+        run_id = start_job_run(conn, "index_sync", mirror_config.node_id, 1000.0)
+        finish_job_run(conn, run_id, 1100.0, "ok", {}, None)
+    assert (await fetch("/healthz")).code == 200
+    damage_database(Path(make_url(mirror_config.database.url).database), damage)
+    if not pooled:
+        database.engine.dispose()  # what a process opening its connections after the damage sees
+    metrics = await fetch("/metrics")
+    assert metrics.code == 200
+    assert "pypimirror_http_requests" in metrics.body.decode() and "pypimirror_job_" not in metrics.body.decode()
+    info = await fetch("/pypi/")
+    assert info.code == 200 and "the database cannot be read" in info.body.decode()
+    health = await fetch("/healthz")
+    assert health.code == 503
+    assert health.body.startswith(b"database: ") and health.body.count(b"\n") == 1
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [("deleted", b"database: the file was deleted while in use\n"),
+     ("replaced", b"database: the file was replaced by another file while in use\n"),
+     ("truncated", b"database: the file was overwritten or truncated while in use (no SQLite header)\n")],
+)
+@pytest.mark.gen_test
+async def test_healthz_names_what_happened_to_the_database_file(fetch, mirror_config, database, damage, reason):
+    assert (await fetch("/healthz")).code == 200
+    damage_database(Path(make_url(mirror_config.database.url).database), damage)
+    response = await fetch("/healthz")
+    assert (response.code, response.body) == (503, reason)

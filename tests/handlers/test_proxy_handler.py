@@ -11,14 +11,20 @@ import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 from fakedists import BuiltDist
 from fakeindex import FakeIndex
+from fakeindex import render_project_json as render_upstream_page
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from pypimirror.app import Services
+from pypimirror.pages import parse_simple_project_json, render_project_json, rewrite_file_url
+from pypimirror.storage import RepoLayout, atomic_write
 
 PREFIX = "/pypi"  # as in conftest.py
 MIB = 1024 * 1024
@@ -259,7 +265,8 @@ async def test_the_first_matching_rule_picks_proxy_or_302(
                          indirect=True)
 @pytest.mark.gen_test
 async def test_refused_upstream_gives_502_and_a_log_line(
-    config_data: dict[str, Any], fetch: Fetch, caplog: pytest.LogCaptureFixture, access_log: RecordingLog
+    config_data: dict[str, Any], fetch: Fetch, caplog: pytest.LogCaptureFixture, access_log: RecordingLog,
+    services: Services,
 ) -> None:
     path = f"/packages/00/11/{'2' * 60}/demo-1.0-py3-none-any.whl"
     with caplog.at_level(logging.WARNING, logger="pypimirror.handlers.proxy"):
@@ -268,6 +275,7 @@ async def test_refused_upstream_gives_502_and_a_log_line(
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert re.search(rf"proxying GET http://127\.0\.0\.1:\d+{path} failed: GET .*: could not connect", caplog.text)
     assert access_log.entries[0].status == 502 and access_log.entries[0].proxied
+    assert upstream_errors(services) == {"proxy_unanswered": 1}
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -294,7 +302,7 @@ async def read_raw(port: int, target: str) -> tuple[bytes, bytes]:
 @pytest.mark.gen_test
 async def test_upstream_closing_mid_body_closes_the_client_connection(
     http_server: object, http_port: int, wheel: BuiltDist, fake_index: FakeIndex, caplog: pytest.LogCaptureFixture,
-    access_log: RecordingLog,
+    access_log: RecordingLog, services: Services,
 ) -> None:
     fake_index.truncate_next(wheel.path, at_bytes=100_000)
     head, body = await read_raw(http_port, mirror_path(wheel))
@@ -302,6 +310,98 @@ async def test_upstream_closing_mid_body_closes_the_client_connection(
     assert len(body) < wheel.size  # the connection closed before the promised length: no complete response
     assert "broke off" in caplog.text and "closing the client's connection" in caplog.text
     assert access_log.entries[0].bytes_sent < wheel.size
+    assert upstream_errors(services) == {"proxy_body_broken": 1}
+
+
+def store_page(layout: RepoLayout, fake_index: FakeIndex, name: str) -> None:
+    """Store the project's page as the index sync would: the upstream's, with file URLs made ours."""
+    project = fake_index.project(name)
+    page = parse_simple_project_json(render_upstream_page(project, fake_index.url, project.last_serial))
+    url_for = partial(rewrite_file_url, packages_url=fake_index.packages_url, prefix=PREFIX)
+    atomic_write(layout.project_page(page.name, "index.v1_json"), render_project_json(page, url_for=url_for))
+
+
+async def read_to_close(port: int, target: str) -> tuple[bytes, bytes]:
+    """``(head, body)`` of one GET sent with ``Connection: close``, read until the server closes
+    (an empty head if it closed before answering)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: mirror\r\nConnection: close\r\n\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+def upstream_errors(services: Services) -> dict[str, float]:
+    """``pypimirror_upstream_errors_total`` by reason, as /metrics shows it."""
+    return {sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(services.metrics.render().decode())
+            for sample in family.samples if sample.name == "pypimirror_upstream_errors_total"}
+
+
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """The data of a chunked body, and whether it ended with the terminating chunk."""
+    data = bytearray()
+    while b"\r\n" in body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return bytes(data), rest == b"\r\n"
+        if len(rest) < size + 2:
+            data += rest[:size]
+            break
+        data += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(data), False
+
+
+@pytest.mark.parametrize(("at_bytes", "extra", "how"), [(100_000, b"", "ends short of"), (-1, b"x" * 5000, "runs past")])
+@pytest.mark.gen_test
+async def test_an_unframed_body_whose_length_is_not_the_pages_closes_the_client_connection_uncleanly(
+    http_server: object, http_port: int, wheel: BuiltDist, fake_index: FakeIndex, layout: RepoLayout,
+    caplog: pytest.LogCaptureFixture, access_log: RecordingLog, services: Services, at_bytes: int, extra: bytes,
+    how: str,
+) -> None:
+    store_page(layout, fake_index, "demo")
+    fake_index.send_unframed_next(wheel.path, at_bytes=at_bytes, extra=extra)
+    head, body = await read_to_close(http_port, mirror_path(wheel))
+    if head:  # the head went out before the body was found wrong (else no answer at all)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+    data, terminated = dechunk(body)
+    assert not terminated  # no clean end: the client knows the response is incomplete
+    assert wheel.content.startswith(data) and len(data) < wheel.size + len(extra)
+    assert f"without Content-Length {how} the {wheel.size} bytes its stored page lists" in caplog.text
+    assert "closing the client's connection" in caplog.text
+    assert access_log.entries[0].bytes_sent <= wheel.size
+    assert upstream_errors(services) == {"proxy_body_broken": 1}
+
+
+@pytest.mark.gen_test
+async def test_an_unframed_body_of_the_listed_length_is_relayed_whole(
+    http_server: object, http_port: int, wheel: BuiltDist, fake_index: FakeIndex, layout: RepoLayout,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store_page(layout, fake_index, "demo")
+    fake_index.send_unframed_next(wheel.path)
+    head, body = await read_to_close(http_port, mirror_path(wheel))
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert dechunk(body) == (wheel.content, True)
+    assert "broke off" not in caplog.text
+
+
+@pytest.mark.gen_test
+async def test_a_held_file_whose_size_differs_from_its_page_is_proxied_instead(
+    fetch: Fetch, wheel: BuiltDist, fake_index: FakeIndex, layout: RepoLayout, mirror_config: Any,
+    access_log: RecordingLog,
+) -> None:
+    store_page(layout, fake_index, "demo")
+    local = mirror_config.cache.tiers[0].path / wheel.path.removeprefix("/packages/")
+    local.parent.mkdir(parents=True)
+    local.write_bytes(wheel.content[:-1])  # one byte short
+    response = await fetch(mirror_path(wheel))
+    assert (response.code, response.body) == (200, wheel.content)
+    assert fake_index.count_requests(wheel.path, "GET") == 1 and access_log.entries[0].proxied
 
 
 @pytest.mark.gen_test
@@ -322,6 +422,30 @@ async def test_a_client_that_leaves_ends_the_request_and_the_upstream_transfer(
     (entry,) = access_log.entries
     assert entry.proxied and entry.bytes_sent < dist.size and services.in_flight.count == 0
     assert "broke off" not in caplog.text
+
+
+# --------------------------------------------------------------------------- the buffer budget
+
+
+@pytest.mark.gen_test
+async def test_a_relay_starting_while_the_budget_is_spent_gets_small_marks_and_the_whole_file(
+    fetch: Fetch, fake_index: FakeIndex, services: Services
+) -> None:
+    fake_index.add_project("big", ["1.0"], payload_size=3 * MIB, sdist=False)
+    (dist,) = fake_index.files("big")
+    budget = services.buffers
+    held_elsewhere = budget.take(budget.limit, 0)
+    response = await fetch(mirror_path(dist))
+    assert response.code == 200 and response.body == dist.content
+    assert (budget.in_use, budget.squeezed) == (held_elsewhere, 1)
+
+
+@pytest.mark.gen_test
+async def test_a_relay_takes_its_high_water_from_the_budget_and_gives_it_back(
+    fetch: Fetch, wheel: BuiltDist, services: Services
+) -> None:
+    assert (await fetch(mirror_path(wheel))).body == wheel.content
+    assert (services.buffers.in_use, services.buffers.squeezed) == (0, 0)
 
 
 @pytest.mark.gen_test
