@@ -53,7 +53,7 @@ from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
-from pypimirror.hitrate import HitCounter, HitFlusher
+from pypimirror.hitrate import HitCounter, HitFlusher, listed_sizes
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
@@ -344,7 +344,8 @@ async def _serve(
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)
             stack.push_async_callback(asyncio.to_thread, votes.close, drain_s)
             hits = HitCounter(is_bot=votes.is_bot)
-            flusher = HitFlusher(hits, db, config.node_id)
+            hit_sizes = listed_sizes(ListedFiles(config.repo_path, config.prefix))  # the flusher's own
+            flusher = HitFlusher(hits, db, config.node_id, sizes=hit_sizes)
             flusher.start()
             stack.push_async_callback(flusher.close)  # after the last request, before the database closes
             services = Services(

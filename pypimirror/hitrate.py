@@ -10,10 +10,9 @@ While the database is unreachable the counts stay in memory (a few per hour) and
 flush that works.
 
 Bytes are the body bytes sent for ``local`` and ``proxy``. A redirected file never passes
-through the mirror: its bytes are the file's size as the upstream reported it to the cache job
-(``remote_sizes``), looked up at flush time, and 0 for a file the mirror never asked about. So
-the byte hit rate leans high when many redirected files are ones nobody asked for twice; the
-request hit rate is exact.
+through the mirror: its bytes are the size its stored project page lists, looked up at flush
+time in a worker thread (:func:`listed_sizes`; a hot project's page is held in memory), and 0 for
+a path no page lists (a made-up or removed file, which the upstream will not serve either).
 
 :func:`read_hit_summary` reads the last 7 days back as a :class:`HitSummary`: the request and
 byte hit rate (local / all) of the last 24 hours and 7 days, and per UTC day for the chart.
@@ -26,6 +25,8 @@ __all__ = [
     "HitFlusher",
     "HitSummary",
     "HitWindow",
+    "SizeLookup",
+    "listed_sizes",
     "read_hit_summary",
     "summarize_hits",
 ]
@@ -40,8 +41,9 @@ from typing import get_args
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from pypimirror.db import Database, HitCount, HitOutcome, add_hit_counts, load_hit_counts, load_remote_sizes
+from pypimirror.db import Database, HitCount, HitOutcome, add_hit_counts, load_hit_counts
 from pypimirror.errors import DatabaseError
+from pypimirror.listedfiles import ListedFiles
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,30 @@ _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseError, sa_exc.SQLAlche
 OUTCOMES: tuple[HitOutcome, ...] = get_args(HitOutcome)
 
 
+#: Blocking: the size of each of the given package paths that is known (absent: unknown).
+SizeLookup = Callable[[Sequence[str]], Mapping[str, int]]
+
+
 def _no_bots(_user_agent: str) -> bool:
     return False
+
+
+def _no_sizes(_paths: Sequence[str]) -> Mapping[str, int]:
+    return {}
+
+
+def listed_sizes(listed: ListedFiles) -> SizeLookup:
+    """Sizes as the stored pages list them, through ``listed`` (used by the flusher alone)."""
+
+    def sizes(paths: Sequence[str]) -> dict[str, int]:
+        found = {}
+        for path in paths:
+            entry = listed.lookup_blocking(path)
+            if entry is not None:
+                found[path] = entry.size
+        return found
+
+    return sizes
 
 
 class HitCounter:
@@ -126,24 +150,6 @@ class HitCounter:
         return {outcome: (requests, size) for outcome, (requests, size) in self._totals.items()}
 
 
-def _store(conn: Connection, node_id: str, counts: Sequence[HitCount],
-           redirected: Mapping[tuple[int, str], int]) -> dict[int, int]:
-    """Size the redirects, add everything to the node's rows; returns the redirect bytes per hour."""
-    sizes = load_remote_sizes(conn, sorted({path for _, path in redirected}), 0)
-    redirect_bytes: dict[int, int] = {}
-    for (hour, path), requests in redirected.items():
-        size = sizes.get(path)
-        if size:
-            redirect_bytes[hour] = redirect_bytes.get(hour, 0) + requests * size
-    sized = [
-        replace(count, bytes=count.bytes + redirect_bytes.get(count.hour_start, 0))
-        if count.outcome == "redirect" else count
-        for count in counts
-    ]
-    add_hit_counts(conn, node_id, sized)
-    return redirect_bytes
-
-
 class HitFlusher:
     """Moves a :class:`HitCounter`'s counts to the database every ``interval`` seconds and at close.
 
@@ -152,10 +158,19 @@ class HitFlusher:
     fails for any other reason (a bug) logs them as lost, so it cannot fail forever.
     """
 
-    def __init__(self, counter: HitCounter, db: Database, node_id: str, *, interval: float = _FLUSH_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        counter: HitCounter,
+        db: Database,
+        node_id: str,
+        *,
+        sizes: SizeLookup = _no_sizes,
+        interval: float = _FLUSH_INTERVAL_S,
+    ) -> None:
         self._counter = counter
         self._db = db
         self._node_id = node_id
+        self._sizes = sizes
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Lock | None = None
@@ -191,8 +206,14 @@ class HitFlusher:
             counts, redirected = self._counter.take()
             if not counts:
                 return True
+            redirect_bytes = await self._size_redirects(redirected)
+            sized = [
+                replace(count, bytes=count.bytes + redirect_bytes.get(count.hour_start, 0))
+                if count.outcome == "redirect" else count
+                for count in counts
+            ]
             try:
-                redirect_bytes = await self._db.run(lambda conn: _store(conn, self._node_id, counts, redirected))
+                await self._db.run(lambda conn: add_hit_counts(conn, self._node_id, sized))
             except _TRANSIENT_ERRORS as exc:
                 self._counter.give_back(counts, redirected)
                 self._failures += 1
@@ -207,6 +228,24 @@ class HitFlusher:
                 self._failures = 0
             self._counter.add_redirect_bytes(sum(redirect_bytes.values()))
             return True
+
+    async def _size_redirects(self, redirected: Mapping[tuple[int, str], int]) -> dict[int, int]:
+        """The bytes of the redirects per hour, by the sizes known for their files (pages are read
+        in a worker thread); a lookup that fails only costs those bytes, never the counts."""
+        if not redirected:
+            return {}
+        paths = sorted({path for _, path in redirected})
+        try:
+            sizes = await asyncio.to_thread(self._sizes, paths)
+        except Exception:  # the lookup's boundary: a bug there must not stop the counts
+            logger.exception("cannot look up the sizes of %d redirected files; counting 0 bytes", len(paths))
+            sizes = {}
+        per_hour: dict[int, int] = {}
+        for (hour, path), requests in redirected.items():
+            size = sizes.get(path)
+            if size:
+                per_hour[hour] = per_hour.get(hour, 0) + requests * size
+        return per_hour
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ class Metrics:
         )
         self._file_bytes = Counter(
             "pypimirror_file_bytes",
-            "Bytes of distribution-file downloads, by outcome; a redirect's are the file's size once known.",
+            "Bytes of distribution-file downloads, by outcome; a redirect's are the size its page lists.",
             ["outcome"], registry=own,
         )
         for outcome in get_args(HitOutcome):  # every outcome from the first scrape, so a rate of them has a base

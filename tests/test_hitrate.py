@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from packaging.utils import NormalizedName
+from sqlalchemy import select, text, update
 
-from pypimirror.db import Database, HitCount, add_hit_counts, load_hit_counts, store_remote_sizes
+from pypimirror.db import Database, HitCount, add_hit_counts, load_hit_counts, load_serials, store_serials
 from pypimirror.errors import DatabaseError
-from pypimirror.hitrate import DAY_S, HOUR_S, HitCounter, HitFlusher, HitWindow, read_hit_summary, summarize_hits
+from pypimirror.hitrate import (
+    DAY_S,
+    HOUR_S,
+    HitCounter,
+    HitFlusher,
+    HitWindow,
+    listed_sizes,
+    read_hit_summary,
+    summarize_hits,
+)
+from pypimirror.listedfiles import ListedFiles
+from pypimirror.pages import DistFile, ProjectPage, render_project_json, rewrite_file_url
 from pypimirror.schema import SCHEMA_VERSION, hit_counters, schema_version
+from pypimirror.storage import RepoLayout, atomic_write
 
 # Thursday 2026-12-03 10:00:00 UTC, a whole hour and 10 h into its day.
 HOUR = 1_796_292_000
@@ -20,6 +34,7 @@ assert HOUR % HOUR_S == 0 and HOUR % DAY_S == 10 * HOUR_S
 WHEEL = "ab/cd/" + "ef" * 30 + "/demo-1.0-py3-none-any.whl"
 OTHER = "12/34/" + "56" * 30 + "/other-2.0.tar.gz"
 PIP_UA = "pip/24.0 CPython/3.12"
+UPSTREAM_PACKAGES = "https://files.example.org/packages"
 
 
 class Clock:
@@ -107,16 +122,44 @@ async def test_two_processes_flushing_into_the_same_rows_lose_nothing(database: 
     assert stored(database) == [(HOUR, "local", 6, 60), (HOUR, "proxy", 6, 18)]
 
 
+def write_page(repo: Path, name: str, files: dict[str, int]) -> None:
+    """The stored PEP 691 page of ``name`` listing ``files`` (relpath -> size), as the sync writes it."""
+    dists = tuple(
+        DistFile(filename=relpath.rsplit("/", 1)[1], url=f"{UPSTREAM_PACKAGES}/{relpath}", sha256="ab" * 32,
+                 requires_python=None, size=size, upload_time=None, yanked=False, core_metadata=False,
+                 provenance=None, version="1.0")
+        for relpath, size in files.items()
+    )
+    page = ProjectPage(name=NormalizedName(name), display_name=name, last_serial=1, files=dists, versions=("1.0",))
+    url_for = partial(rewrite_file_url, packages_url=UPSTREAM_PACKAGES, prefix="/pypi")
+    atomic_write(RepoLayout(repo).project_page(page.name, "index.v1_json"), render_project_json(page, url_for=url_for))
+
+
 @pytest.mark.gen_test
-async def test_a_redirect_counts_the_size_the_upstream_reported_or_nothing(database: Database):
-    with database.begin() as conn:
-        store_remote_sizes(conn, [(WHEEL, 4000, HOUR - DAY_S), (OTHER, None, HOUR)])  # OTHER: upstream said 404
+async def test_a_redirect_counts_the_size_its_stored_page_lists_or_nothing(database: Database, tmp_path: Path):
+    repo = tmp_path / "repo"
+    write_page(repo, "demo", {WHEEL: 4000})
+    write_page(repo, "other", {})  # the page of OTHER's project no longer lists it
     counter = HitCounter(clock=Clock(HOUR + 1))
-    for path in (WHEEL, WHEEL, OTHER, "99/99/unknown/never-asked-1.0.tar.gz"):
+    for path in (WHEEL, WHEEL, OTHER, "99/99/unknown/never-listed-1.0.tar.gz"):
         counter.count("redirect", 0, path, PIP_UA)
-    assert await HitFlusher(counter, database, "node-a").flush()
+    sizes = listed_sizes(ListedFiles(repo, "/pypi"))
+    assert await HitFlusher(counter, database, "node-a", sizes=sizes).flush()
     assert stored(database) == [(HOUR, "redirect", 4, 8000)]
     assert counter.totals()["redirect"] == (4, 8000)  # /metrics learns the sized bytes too
+
+
+@pytest.mark.gen_test
+async def test_a_size_lookup_that_fails_costs_the_bytes_but_never_the_counts(database: Database, caplog):
+    def broken(paths: object) -> dict[str, int]:
+        raise RuntimeError("a bug in the lookup")
+
+    counter = HitCounter(clock=Clock(HOUR))
+    counter.count("redirect", 0, WHEEL, PIP_UA)
+    with caplog.at_level(logging.ERROR, logger="pypimirror.hitrate"):
+        assert await HitFlusher(counter, database, "node-a", sizes=broken).flush()
+    assert stored(database) == [(HOUR, "redirect", 1, 0)]
+    assert "cannot look up the sizes of 1 redirected files; counting 0 bytes" in caplog.text
 
 
 @pytest.mark.gen_test
@@ -136,10 +179,8 @@ async def test_counts_of_a_failed_flush_are_kept_and_written_once_the_database_i
         assert len(outage) == 1  # one warning per outage, not one per attempt
         directory.mkdir()
         db.create_schema()
-        with db.begin() as conn:
-            store_remote_sizes(conn, [(WHEEL, 300, HOUR)])
         assert await flusher.flush()
-        assert stored(db) == [(HOUR, "local", 2, 120), (HOUR, "redirect", 1, 300)]
+        assert stored(db) == [(HOUR, "local", 2, 120), (HOUR, "redirect", 1, 0)]
         assert "recording hit counters again after 2 failed attempts" in caplog.text
     finally:
         db.dispose()
@@ -196,14 +237,15 @@ def test_a_version_1_database_gets_the_hit_counters_and_keeps_its_rows(database:
     with database.begin() as conn:  # what a database of the previous release looks like
         conn.execute(text("DROP TABLE hit_counters"))
         conn.execute(update(schema_version).values(version=1))
-        store_remote_sizes(conn, [(WHEEL, 10, HOUR)])
+        store_serials(conn, [(NormalizedName("demo"), "Demo", 7)])  # a row of another table, which stays
     with Database.open(database_url) as again:
         with again.connect() as conn:
             assert conn.execute(select(schema_version.c.version)).scalars().all() == [SCHEMA_VERSION] == [2]
             assert conn.execute(select(hit_counters)).all() == []
+            assert load_serials(conn) == {"demo": ("Demo", 7)}
         with again.begin() as conn:
             add_hit_counts(conn, "node-a", [HitCount(HOUR, "local", 1, 1)])
-            conn.execute(delete(hit_counters))
+        assert stored(again) == [(HOUR, "local", 1, 1)]
 
 
 def test_a_version_older_than_any_migration_is_refused(database: Database, database_url: str):

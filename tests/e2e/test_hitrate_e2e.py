@@ -13,7 +13,6 @@ from installers import pip_install
 from mirrorprocess import PREFIX, request, run_cli, running_server, stop_server, sync_once, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from pypimirror.db import Database, store_remote_sizes
 from pypimirror.hitchart import format_rate
 from pypimirror.jobs.cache_plan import format_bytes
 
@@ -54,9 +53,6 @@ def test_counters_status_info_page_and_metrics_move_with_real_traffic(fake_index
     held = repo / "packages" / local.path.removeprefix("/packages/")  # the only tier: what the cache job fills
     held.parent.mkdir(parents=True, exist_ok=True)
     held.write_bytes(local.content)
-    with Database.open(f"sqlite:///{repo / 'pypi-mirror.db'}") as db, db.begin() as conn:
-        # the size the cache job learnt from the upstream: what a redirect of that file counts
-        store_remote_sizes(conn, [(remote.path.removeprefix("/packages/"), remote.size, int(time.time()))])
 
     stderr = tmp_path / "serve.err"
     with running_server(config, stderr) as (process, port):
@@ -82,7 +78,7 @@ def test_counters_status_info_page_and_metrics_move_with_real_traffic(fake_index
         assert live[("pypimirror_file_requests_total", "redirect")] == redirect_n
         stop_server(process, stderr)  # the counts still in memory are written on the way out
 
-    redirect_bytes = redirect_n * remote.size
+    redirect_bytes = redirect_n * remote.size  # a redirect counts the size the synced page lists
     request_rate = format_rate(local_n / (local_n + redirect_n))
     byte_rate = format_rate(local_bytes / (local_bytes + redirect_bytes))
     status = run_cli("status", "-c", str(config))
@@ -123,5 +119,6 @@ def test_workers_add_their_downloads_to_the_same_hourly_rows(fake_index: FakeInd
         stop_server(process, stderr)
     status = run_cli("status", "-c", str(config))
     assert status.returncode == 0, status.stderr
-    line = f"requests 50.0 % of 24, bytes 100.0 % of {format_bytes(12 * wheel.size)}"
+    byte_rate = format_rate(wheel.size / (wheel.size + sdist.size))
+    line = f"requests 50.0 % of 24, bytes {byte_rate} of {format_bytes(12 * (wheel.size + sdist.size))}"
     assert f"  last 24 h: {line}\n" in status.stdout, status.stdout
