@@ -21,6 +21,9 @@ byte hit rate (local / all) of the last 24 hours and 7 days, and per UTC day for
 from __future__ import annotations
 
 __all__ = [
+    "DAY_S",
+    "HOUR_S",
+    "SUMMARY_DAYS",
     "HitCounter",
     "HitFlusher",
     "HitSummary",
@@ -58,7 +61,7 @@ _FLUSH_INTERVAL_S = 30.0
 # redirect still counts as a request, with 0 bytes, so a flood of distinct files cannot grow memory.
 _MAX_SIZED_REDIRECTS = 20_000
 _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseError, sa_exc.SQLAlchemyError)
-OUTCOMES: tuple[HitOutcome, ...] = get_args(HitOutcome)
+_OUTCOMES: tuple[HitOutcome, ...] = get_args(HitOutcome)
 
 
 #: Blocking: the size of each of the given package paths that is known (absent: unknown).
@@ -100,7 +103,7 @@ class HitCounter:
         self._clock = clock
         self._pending: dict[tuple[int, HitOutcome], list[int]] = {}  # (hour, outcome) -> [requests, bytes]
         self._redirected: dict[tuple[int, str], int] = {}  # (hour, file path) -> requests, sized at flush
-        self._totals: dict[HitOutcome, list[int]] = {outcome: [0, 0] for outcome in OUTCOMES}
+        self._totals: dict[HitOutcome, list[int]] = {outcome: [0, 0] for outcome in _OUTCOMES}
 
     def count(self, outcome: HitOutcome, body_bytes: int, file_path: str, user_agent: str | None) -> None:
         """Count one download of ``file_path`` answered as ``outcome`` with ``body_bytes`` sent."""
