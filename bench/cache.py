@@ -184,7 +184,7 @@ def run_measured(tree: Path, repo: Path, db_file: Path, total_bytes: int, hot_by
 
 def print_run(label: str, result: dict[str, Any]) -> None:
     c = result["counts"]
-    phases = " ".join(f"{p}={c.get(f'phase_{p}_ms', 0) / 1000:.1f}s" for p in "abde")
+    phases = " ".join(f"{p}={c.get(f'phase_{p}_ms', 0) / 1000:.1f}s" for p in "avbde")
     print(f"{label:7} wall {result['wall_s']:6.1f} s  peak RSS {result['rss_mb']:6.0f} MB  [{phases}]  "
           f"files={c['files']} popular={c['popular']} moved={c['moved']} evicted={c['evicted']} "
           f"rows_updated={c['rows_updated']} download_errors={c['download_errors']} "

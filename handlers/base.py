@@ -55,7 +55,8 @@ from pypimirror.metrics import Metrics, ServedKind
 
 logger = logging.getLogger(__name__)
 
-#: Bytes read from disk and written to the client at a time (perf-anchors §4: +23–51 % over 64 KiB).
+#: Bytes read from disk and written to the client at a time: 1 MiB rather than tornado's 64 KiB
+#: means 16 times fewer reads, writes and wakeups per file (large files were 23–51 % faster).
 CHUNK_SIZE = 1024 * 1024
 # How often a shutdown looks whether the last request has finished.
 _IDLE_POLL_S = 0.02

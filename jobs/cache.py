@@ -1,9 +1,12 @@
 """Cache management: keep the most popular package files within each tier's byte budget.
 
-One run has five phases (seed-behaviour §10, with PRODUCT §6's fixes):
+One run has five phases (the seed mirror's, without its ways of losing data):
 
 A. inventory: walk every tier; the disk wins over the database (rows are corrected), and temp
    files of interrupted runs, colder duplicate copies and stray ``.metadata`` files are removed;
+   a tier that cannot be written now is reported and left as it is for the rest of the run;
+A2. verify: cached files whose size or sha256 differs from their page are evicted
+   (:mod:`~pypimirror.jobs.cache_verify`);
 B. popular files: distinct client networks within ``vote_window``, and what the stored index
    pages say about the ones not cached (:mod:`pypimirror.jobs.cache_remote`);
 C./D. score, assign and execute (:mod:`~pypimirror.jobs.cache_plan`, then
@@ -28,9 +31,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan
+from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan, probe_tier
 from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
+from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
 from pypimirror import db as dbq
 from pypimirror.config import Config
@@ -66,6 +70,7 @@ class CacheReport:
     rows_updated: int = 0
     rows_removed: int = 0
     popular: int = 0
+    verify: VerifyStats = field(default_factory=VerifyStats)
     wanted: WantedFiles = field(default_factory=WantedFiles)
     applied: ApplyStats = field(default_factory=ApplyStats)
     blocked_moves: int = 0
@@ -74,18 +79,33 @@ class CacheReport:
     tier_files: list[int] = field(default_factory=list)
     votes_deleted: int = 0
     sizes_deleted: int = 0
+    #: Tier index -> why it could not be written; such a tier was left as it was.
+    unwritable: dict[int, str] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     plan: CachePlan | None = None
 
     @property
     def ok(self) -> bool:
-        """Finished, and the download error threshold was not reached."""
-        return not self.interrupted and not self.applied.threshold_reached
+        """Finished, every tier writable, and the download error threshold was not reached."""
+        return not self.interrupted and not self.applied.threshold_reached and not self.unwritable
+
+    @property
+    def failure_reason(self) -> str | None:
+        reasons = [f"tier {tier} not writable ({reason}); skipped" for tier, reason in self.unwritable.items()]
+        if self.applied.threshold_reached:
+            reasons.append(f"download error threshold reached ({self.applied.download_errors} failed downloads)")
+        return "; ".join(reasons) or None
 
     def counts(self) -> dict[str, int]:
         applied, wanted = self.applied, self.wanted
+        verify = self.verify
         counts = {
             "files": self.files,
+            "verified": verify.hashed,
+            "verified_bytes": verify.hashed_bytes,
+            "size_mismatches": verify.size_mismatches,
+            "hash_mismatches": verify.hash_mismatches,
+            "corrupt_evicted": verify.evicted,
             "popular": self.popular,
             "unlisted": wanted.unlisted,
             "unverifiable": wanted.unverifiable,
@@ -105,6 +125,8 @@ class CacheReport:
             "moved_bytes": applied.moved_bytes,
             "move_errors": applied.move_errors,
             "blocked_moves": self.blocked_moves + applied.skipped_moves,
+            "unwritable_tiers": len(self.unwritable),
+            "skipped_unwritable": applied.skipped_unwritable,
             "unplaced": self.unplaced,
             "temp_removed": self.temp_removed,
             "duplicates_removed": self.duplicates_removed,
@@ -136,12 +158,17 @@ class CacheReport:
             for t, (used, limit) in enumerate(zip(self.tier_bytes, self.limits, strict=True))
         )
         text += f"; {fills}" if fills else ""
+        corrupt = self.verify.size_mismatches + self.verify.hash_mismatches
+        if corrupt:
+            text += f"; {corrupt} cached files differed from their pages ({self.verify.evicted} evicted)"
         if self.dry_run:
             text += " (dry run)"
         if self.interrupted:
             text += " (interrupted)"
         if applied.threshold_reached:
             text += " (download error threshold reached)"
+        for tier, reason in self.unwritable.items():
+            text += f" (tier {tier} not writable, skipped: {reason})"
         return text
 
 
@@ -181,11 +208,17 @@ class _CacheRun:
     async def execute(self) -> CacheReport:
         report = self.report
         inventory = await self._timed("a", self._inventory())
+        if not self.dry_run and not self.stop.is_set():
+            report.verify = await self._timed("v", verify_cache(
+                inventory.files, config=self.config, db=self.db, roots=self.roots, now=self.now, stop=self.stop
+            ))
         fill = TierFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
         for local in inventory.files.values():
             fill.files[local.tier] += 1
         report.files = len(inventory.files)
         report.tier_bytes, report.tier_files = fill.bytes, fill.files
+        if not self.dry_run:
+            await self._probe_tiers()
         if not self.stop.is_set():
             plan = await self._timed("b", self._plan(inventory))
             del inventory  # the plan holds what it needs; a million entries are worth freeing
@@ -196,7 +229,8 @@ class _CacheRun:
             )
             if not self.dry_run and not self.stop.is_set():
                 report.applied, fill = await self._timed("d", apply_plan(
-                    plan, config=self.config, db=self.db, client=self.client, stop=self.stop, fill=fill
+                    plan, config=self.config, db=self.db, client=self.client, stop=self.stop, fill=fill,
+                    unwritable=report.unwritable,
                 ))
                 report.tier_bytes, report.tier_files = fill.bytes, fill.files
         if not self.dry_run and not self.stop.is_set():
@@ -242,6 +276,16 @@ class _CacheRun:
         )
         return inventory
 
+    async def _probe_tiers(self) -> None:
+        """Find the tiers that cannot take a file now; the run leaves them exactly as they are."""
+        for tier, root in enumerate(self.roots):
+            error = await asyncio.to_thread(probe_tier, root)
+            if error is None:
+                continue
+            reason = f"{error.strerror or error}: {error.filename or root}"
+            self.report.unwritable[tier] = reason
+            logger.error("cache: tier %d (%s) is not writable (%s); it is left as it is this run", tier, root, reason)
+
     async def _remove(self, targets: Sequence[tuple[int, str]]) -> int:
         if not targets:
             return 0
@@ -277,6 +321,7 @@ class _CacheRun:
         self.report.sizes_deleted = await self.db.run(
             lambda conn: dbq.delete_remote_sizes_before(conn, sizes_before)
         )
+        await self.db.run(partial(dbq.delete_file_checks, node_id=self.config.node_id))
         logger.info(
             "cache: phase E: forgot %d old votes and %d expired size answers",
             self.report.votes_deleted, self.report.sizes_deleted,

@@ -7,11 +7,15 @@ threads, in chunks; a move across filesystems copies to a temp name in the targe
 renames, then deletes the source. Downloads run concurrently, each into a temp file in its
 target tier, and take their final name only after size and sha256 matched the index. The
 download error threshold stops further downloads, never evictions or moves.
+
+A tier found not writable at the start (:func:`probe_tier`: a read-only mount, a full disk)
+is left exactly as it is for the run: no step evicts from, moves into or out of, or downloads
+into it, and the other tiers' steps go on. A download that fails to write leaves no temp file.
 """
 
 from __future__ import annotations
 
-__all__ = ["ApplyStats", "TierFill", "apply_plan", "move_file"]
+__all__ = ["ApplyStats", "TierFill", "apply_plan", "move_file", "probe_tier"]
 
 import asyncio
 import errno
@@ -19,9 +23,10 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -45,6 +50,8 @@ T = TypeVar("T")
 
 #: Evictions and moves per worker-thread call: few thread hops, and a stop is seen soon.
 _CHUNK = 256
+#: Bytes :func:`probe_tier` writes: a full disk refuses them where an empty file may still fit.
+_PROBE_BYTES = 4096
 
 
 @dataclass(slots=True)
@@ -75,6 +82,8 @@ class ApplyStats:
     integrity_errors: int = 0
     metadata_errors: int = 0
     skipped_downloads: int = 0
+    #: Steps left out because they would change a tier that is not writable.
+    skipped_unwritable: int = 0
     threshold_reached: bool = False
 
 
@@ -175,7 +184,7 @@ class _Executor:
                 self.stats.downloaded += 1
                 self.stats.downloaded_bytes += stored.bytes
                 rows = list(disk_rows({stored.path: stored}))
-                await self.db.run(partial(dbq.upsert_local_files, node_id=self.config.node_id, rows=rows))
+                await self.db.run(partial(_record_download, node_id=self.config.node_id, rows=rows, path=stored.path))
 
     def _count_failure(self, download: Download, exc: Exception) -> None:
         if self.stop.is_set() and not isinstance(exc, IntegrityError):
@@ -190,29 +199,33 @@ class _Executor:
         """Download, verify and commit one file (and its metadata when it verifies too)."""
         remote, root = download.file, self.roots[download.tier]
         final = root / remote.path
-        await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
         temp = _temp_beside(final)
-        result = await self.client.download_to(
-            self._url(remote.path), temp, size=remote.size, sha256=remote.sha256, cancel=self.stop
-        )
-        commits = [(temp, final, result)]
-        if remote.metadata_sha256 is not None and remote.metadata_size is not None:
-            metadata_final = root / (remote.path + METADATA_SUFFIX)
-            metadata_temp = _temp_beside(metadata_final)
-            try:
-                metadata = await self.client.download_to(
-                    self._url(remote.path + METADATA_SUFFIX), metadata_temp,
-                    size=remote.metadata_size, sha256=remote.metadata_sha256, cancel=self.stop,
-                )
-                commits.append((metadata_temp, metadata_final, metadata))
-            except (UpstreamError, StorageError) as exc:
-                self.stats.metadata_errors += 1
-                logger.warning("cache: metadata of %s not kept: %s", remote.path, exc)
+        commits: list[tuple[Path, Path, DownloadResult]] = []
         try:
+            await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+            result = await self.client.download_to(
+                self._url(remote.path), temp, size=remote.size, sha256=remote.sha256, cancel=self.stop
+            )
+            commits.append((temp, final, result))
+            if remote.metadata_sha256 is not None and remote.metadata_size is not None:
+                metadata_final = root / (remote.path + METADATA_SUFFIX)
+                metadata_temp = _temp_beside(metadata_final)
+                try:
+                    metadata = await self.client.download_to(
+                        self._url(remote.path + METADATA_SUFFIX), metadata_temp,
+                        size=remote.metadata_size, sha256=remote.metadata_sha256, cancel=self.stop,
+                    )
+                    commits.append((metadata_temp, metadata_final, metadata))
+                except (UpstreamError, StorageError, OSError) as exc:
+                    self.stats.metadata_errors += 1
+                    logger.warning("cache: metadata of %s not kept: %s", remote.path, exc)
             await asyncio.to_thread(_commit, commits)
-        except OSError as exc:
+        except Exception as exc:
+            # download_to removes its own file on failure; what verified before this is ours.
             await asyncio.to_thread(_discard, [temp_path for temp_path, _, _ in commits])
-            raise StorageError(f"cannot store {str(final)!r}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot store {str(final)!r}: {exc.strerror or exc}") from exc
+            raise
         logger.info("cache: downloaded %s to tier %d (%d bytes)", remote.path, download.tier, result.size)
         metadata_size = commits[1][2].size if len(commits) > 1 else None
         return LocalFile(remote.path, download.tier, result.size, metadata_size)
@@ -229,17 +242,38 @@ async def apply_plan(
     client: UpstreamClient,
     stop: asyncio.Event,
     fill: TierFill,
+    unwritable: Collection[int] = (),
 ) -> tuple[ApplyStats, TierFill]:
     """Evictions, then moves, then downloads (see the module docstring); ``stop`` ends it early.
 
-    ``fill`` is the tiers' content before the plan; the returned one is after it.
+    ``fill`` is the tiers' content before the plan; the returned one is after it. Steps that
+    would change one of the ``unwritable`` tiers are left out (counted).
     """
     roots = tuple(tier.path for tier in config.cache.tiers)
-    executor = _Executor(plan, config, db, client, roots, stop, fill)
+    stats = ApplyStats()
+    plan = _without_tiers(plan, unwritable, stats)
+    executor = _Executor(plan, config, db, client, roots, stop, fill, stats)
     await executor.evict()
     await executor.move()
     await executor.download()
     return executor.stats, executor.fill
+
+
+def _without_tiers(plan: CachePlan, tiers: Collection[int], stats: ApplyStats) -> CachePlan:
+    """``plan`` without the steps that remove from or write to one of ``tiers``.
+
+    What is left still never overfills a tier: the executor checks each tier's live fill
+    before every move and download, so one whose room an omitted step would have made skips.
+    """
+    if not tiers:
+        return plan
+    evictions = tuple(e for e in plan.evictions if e.file.tier not in tiers)
+    moves = tuple(m for m in plan.moves if m.file.tier not in tiers and m.target not in tiers)
+    downloads = tuple(d for d in plan.downloads if d.tier not in tiers)
+    stats.skipped_unwritable = (
+        len(plan.evictions) - len(evictions) + len(plan.moves) - len(moves) + len(plan.downloads) - len(downloads)
+    )
+    return replace(plan, evictions=evictions, moves=moves, downloads=downloads)
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -248,6 +282,33 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 # -- blocking steps, run in worker threads ----------------------------------------------------
+
+
+def probe_tier(root: Path) -> OSError | None:
+    """Why the tier at ``root`` cannot take files now (None: it can); blocking.
+
+    Creates the tier's directory if needed and writes, syncs and removes a small temp file,
+    so a read-only mount, a full disk and a missing permission show before any step starts.
+    A probe left by a crash is a temp file, which phase A removes.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".probe{TEMP_MARKER}", dir=root)
+    except OSError as exc:
+        return exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(bytes(_PROBE_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return exc
+    finally:
+        try:
+            os.unlink(name)
+        except OSError as exc:
+            logger.warning("cannot remove the probe file %s: %s", name, exc.strerror)
+    return None
 
 
 def _evict_chunk(roots: Sequence[Path], chunk: Sequence[Eviction]) -> list[int | None]:
@@ -384,6 +445,12 @@ def _temp_beside(final: Path) -> Path:
     """A temp name in the same directory that phase A recognises (and removes after a crash)."""
     # Shortened so the temp name stays within the 255 bytes a file name may have.
     return final.with_name(f".{final.name[:200]}{TEMP_MARKER}{secrets.token_hex(6)}")
+
+
+def _record_download(conn: Connection, node_id: str, rows: list[tuple[str, int, int]], path: str) -> None:
+    """The downloaded file's rows; its sha256 was just checked, so its next check can wait."""
+    dbq.upsert_local_files(conn, node_id, rows)
+    dbq.store_file_checks(conn, node_id, [path], int(time.time()))
 
 
 def _record_moves(conn: Connection, node_id: str, rows: list[tuple[str, int, int]], lost: list[str]) -> None:

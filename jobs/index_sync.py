@@ -10,6 +10,13 @@ the next run fetch a project again.
 Nothing is ever removed on the strength of a broken listing: an empty, failed or malformed
 listing is an error before any plan is made, and a plan with more removals than
 ``sync.max_deletions`` has its removal step refused.
+
+A page that cannot be written is its project's error, like an upstream failure: counted, logged,
+its serial not stored, so the next run tries again. A write failure that is not about one
+project (a full or read-only filesystem, or every write failing in a row) stops the fetching
+at once with one message, since every further download would be wasted. A run in which more
+than ``sync.max_error_share`` of its projects failed, or whose root pages could not be written,
+is a failed run.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ __all__ = [
 ]
 
 import asyncio
+import errno
 import gzip
 import logging
 import os
@@ -41,6 +49,7 @@ from pypimirror.errors import (
     MalformedUpstreamError,
     PyPIMirrorError,
     StaleSerialError,
+    StorageError,
     SyncRefusedError,
     UpstreamStatusError,
 )
@@ -75,6 +84,13 @@ DETACH_SHARE = 0.1
 SERIAL_BATCH = 200
 SERIAL_FLUSH_SECONDS = 2.0
 PROGRESS_SECONDS = 5.0
+#: Write errors that no other project can escape: the run stops at the first of them.
+FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+#: This many projects in a row whose pages could not be written stop the run the same way.
+WRITE_FAILURES_IN_A_ROW = 20
+
+#: Writes ``data`` to a path atomically; :func:`~pypimirror.storage.atomic_write` in production.
+Writer = Callable[[Path, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +139,11 @@ class IndexSyncReport:
     fetched: int = 0
     removed: int = 0
     errors: int = 0
+    write_errors: int = 0
     interrupted: bool = False
     removal_refused: str | None = None
+    #: Why the run as a whole failed (storage, or too many projects failed); None if it did not.
+    failed: str | None = None
     failures: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -134,7 +153,12 @@ class IndexSyncReport:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and self.removal_refused is None
+        return not self.interrupted and self.removal_refused is None and self.failed is None
+
+    @property
+    def failure_reason(self) -> str | None:
+        """What kept the run from being ok (beside an interruption), for the run's record."""
+        return self.failed or self.removal_refused
 
     def counts(self) -> dict[str, int]:
         return {
@@ -143,6 +167,7 @@ class IndexSyncReport:
             "fetched": self.fetched,
             "removed": self.removed,
             "errors": self.errors,
+            "write_errors": self.write_errors,
         }
 
     def summary(self) -> str:
@@ -154,6 +179,8 @@ class IndexSyncReport:
             text += " (interrupted)"
         if self.removal_refused:
             text += f" (removal refused: {self.removal_refused})"
+        if self.failed:
+            text += f" (failed: {self.failed})"
         return text
 
 
@@ -174,14 +201,16 @@ async def run_index_sync(
     stop: asyncio.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    write: Writer = atomic_write,
 ) -> IndexSyncReport:
     """Run one index sync; ``stop`` being set ends it at the next safe point.
 
-    Raises an :class:`~pypimirror.errors.UpstreamError` when the listing cannot be read
-    (nothing is changed then). Per-project failures are counted in the report and retried
-    by the next run.
+    Raises an :class:`~pypimirror.errors.UpstreamError` when the listing cannot be read and a
+    :class:`~pypimirror.errors.StorageError` when the page directories cannot be read (nothing
+    is changed then). Per-project failures are counted in the report and retried by the next
+    run; failures of the run as a whole are its report's ``failed``.
     """
-    run = _IndexSyncRun(config, db, client, stop or asyncio.Event(), clock, sleep)
+    run = _IndexSyncRun(config, db, client, stop or asyncio.Event(), clock, sleep, write)
     return await run.execute()
 
 
@@ -196,6 +225,7 @@ class _IndexSyncRun:
         stop: asyncio.Event,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        write: Writer,
     ) -> None:
         self.config = config
         self.db = db
@@ -203,20 +233,46 @@ class _IndexSyncRun:
         self.stop = stop
         self.clock = clock
         self.sleep = sleep
+        self.write = write
         self.layout = RepoLayout(config.repo_path)
         self.report = IndexSyncReport()
         self.pending_serials: list[tuple[NormalizedName, str, int]] = []
         self.last_flush = clock()
+        self.write_failures_in_a_row = 0
+
+    @property
+    def halted(self) -> bool:
+        """Stopped by a signal, or by a storage failure no further project would escape."""
+        return self.stop.is_set() or self.report.failed is not None
 
     async def execute(self) -> IndexSyncReport:
         plan = await self._plan()
         await self._fetch_all(plan.fetch)
-        if not self.stop.is_set():
+        if not self.halted:
             await self._remove(plan.remove)
         await self._write_root_pages()
         self.report.interrupted = self.stop.is_set()
+        self._judge_errors()
         logger.info("index sync: done: %s", self.report.summary())
         return self.report
+
+    def _judge_errors(self) -> None:
+        """Fail a run in which more than ``sync.max_error_share`` of the projects it tried failed.
+
+        A few failures per run are normal (a CDN's stale copy, a project removed since the
+        listing) and are retried next run; most projects failing means the upstream, the
+        network or the disk is broken, which an operator must see as a failed run.
+        """
+        report, share = self.report, self.config.sync.max_error_share
+        tried = report.fetched + report.removed + report.errors
+        if report.failed is not None or not report.errors or report.errors <= share * tried:
+            return
+        example = next(iter(report.failures.items()), None)
+        report.failed = (
+            f"{report.errors} of {tried} projects failed, more than sync.max_error_share ({share:.0%})"
+            + (f"; e.g. {example[0]}: {example[1]}" if example else "")
+        )
+        logger.error("index sync: %s", report.failed)
 
     async def _plan(self) -> SyncPlan:
         """Read the listing, the stored serials and the directories, and compare them.
@@ -228,10 +284,13 @@ class _IndexSyncRun:
         listing = await fetch_listing(self.client, upstream.pypi_url, upstream.listing)
         listing = _drop_invalid_names(listing)
         self.report.listed = len(listing)
-        await asyncio.to_thread(sweep_temp_files, self.layout.simple_dir)
-        await asyncio.to_thread(sweep_temp_files, self.layout.json_dir)
+        try:
+            await asyncio.to_thread(sweep_temp_files, self.layout.simple_dir)
+            await asyncio.to_thread(sweep_temp_files, self.layout.json_dir)
+            unlisted_dirs = await asyncio.to_thread(_project_dirs, self.layout, listing)
+        except OSError as exc:
+            raise StorageError(f"cannot read the page directories: {_describe_os_error(exc)}") from exc
         local = await self.db.run(lambda conn: dbq.load_serials(conn, listed=listing))
-        unlisted_dirs = await asyncio.to_thread(_project_dirs, self.layout, listing)
         plan = await asyncio.to_thread(_make_plan, local, listing, unlisted_dirs)
         self.report.planned = len(plan.fetch)
         logger.info(
@@ -260,22 +319,51 @@ class _IndexSyncRun:
 
     async def _worker(self, queue: Iterable[tuple[NormalizedName, ListedProject]]) -> None:
         for name, listed in queue:
-            if self.stop.is_set():
+            if self.halted:
                 return
             try:
                 rendered, serial = await self._fetch_project(name, listed)
-                await asyncio.to_thread(_write_project, self.layout, rendered)
+                if self.halted:
+                    return  # fetched, not written: its serial stays, so the next run fetches it
+                await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
             except PyPIMirrorError as exc:
-                self.report.errors += 1
-                self.report.failures[name] = str(exc)
-                logger.warning("index sync: %s: %s", name, exc)
+                self._project_failed(name, str(exc))
                 continue
+            except OSError as exc:
+                self._write_failed(name, exc)
+                continue
+            self.write_failures_in_a_row = 0
             self.report.fetched += 1
             self.pending_serials.append((name, listed.display_name, serial))
             if len(self.pending_serials) >= SERIAL_BATCH or (
                 self.clock() - self.last_flush >= SERIAL_FLUSH_SECONDS
             ):
                 await self._flush_serials()
+
+    def _project_failed(self, name: NormalizedName, reason: str) -> None:
+        self.report.errors += 1
+        self.report.failures[name] = reason
+        logger.warning("index sync: %s: %s", name, reason)
+
+    def _write_failed(self, name: NormalizedName, exc: OSError) -> None:
+        """One project's pages could not be written; stop the run if no project would be."""
+        if self.halted:  # already reported once; the rest are the same failure
+            self.report.errors += 1
+            self.report.write_errors += 1
+            return
+        self.report.write_errors += 1
+        self.write_failures_in_a_row += 1
+        reason = f"cannot write its pages: {_describe_os_error(exc)}"
+        if exc.errno in FILESYSTEM_ERRNOS or self.write_failures_in_a_row >= WRITE_FAILURES_IN_A_ROW:
+            self.report.errors += 1
+            self.report.failures[name] = reason
+            self.report.failed = (
+                f"cannot write pages under {self.layout.root}: {_describe_os_error(exc)}; "
+                "stopped fetching, the projects not written are fetched again next run"
+            )
+            logger.error("index sync: %s", self.report.failed)
+            return
+        self._project_failed(name, reason)
 
     async def _fetch_project(
         self, name: NormalizedName, listed: ListedProject
@@ -351,17 +439,31 @@ class _IndexSyncRun:
             logger.error("index sync: %s", reason)
             self.report.removal_refused = reason
             return
+        removed: list[NormalizedName] = []
         for name in names:
-            await asyncio.to_thread(_remove_project, self.layout, name)
-        if names:
-            await self.db.run(lambda conn: dbq.delete_serials(conn, names))
-            logger.info("index sync: removed %d projects", len(names))
-        self.report.removed = len(names)
+            try:
+                await asyncio.to_thread(_remove_project, self.layout, name)
+            except OSError as exc:  # its serial stays, so the next run removes it again
+                self._project_failed(name, f"cannot remove its pages: {_describe_os_error(exc)}")
+                continue
+            removed.append(name)
+        if removed:
+            await self.db.run(lambda conn: dbq.delete_serials(conn, removed))
+            logger.info("index sync: removed %d projects", len(removed))
+        self.report.removed = len(removed)
 
     async def _write_root_pages(self) -> None:
         # Two steps, so the dict of all serials is gone before the pages are rendered.
         projects = await asyncio.to_thread(_root_entries, await self.db.run(dbq.load_serials))
-        await asyncio.to_thread(_write_root, self.layout, projects, self.config.prefix)
+        try:
+            await asyncio.to_thread(_write_root, self.layout, projects, self.config.prefix, self.write)
+        except OSError as exc:
+            reason = f"cannot write the root pages: {_describe_os_error(exc)}"
+            if self.report.failed is not None:  # the same storage failure, already reported
+                logger.warning("index sync: %s", reason)
+                return
+            logger.error("index sync: %s", reason)
+            self.report.failed = reason
 
 
 # -- pure helpers and the blocking steps, which run in worker threads ----------------------
@@ -451,20 +553,23 @@ def _project_dirs(layout: RepoLayout, listed: Container[str] = ()) -> list[str]:
     """The project directories on disk, except those of ``listed`` projects.
 
     The plan only looks for directories the listing lacks; leaving the listed ones out spares
-    a list of every project's name (~60 MB for all of PyPI).
+    a list of every project's name (~60 MB for all of PyPI). A directory whose name no project
+    can have (``lost+found``, say) is not ours to remove and is left alone.
     """
     try:
         with os.scandir(layout.simple_dir) as entries:
             return [
                 entry.name
                 for entry in entries
-                if entry.name not in listed and entry.is_dir(follow_symlinks=False)
+                if entry.name not in listed
+                and is_normalized_project_name(entry.name)
+                and entry.is_dir(follow_symlinks=False)
             ]
     except FileNotFoundError:
         return []
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
+def _write_if_changed(path: Path, data: bytes, write: Writer) -> None:
     """Skip identical content: the file keeps its mtime, so clients' ETags stay valid."""
     try:
         with open(path, "rb") as handle:
@@ -472,16 +577,16 @@ def _write_if_changed(path: Path, data: bytes) -> None:
                 return
     except FileNotFoundError:
         pass
-    atomic_write(path, data)
+    write(path, data)
 
 
-def _write_project(layout: RepoLayout, project: RenderedProject) -> None:
+def _write_project(layout: RepoLayout, project: RenderedProject, write: Writer) -> None:
     for variant, data in project.pages.items():
-        _write_if_changed(layout.project_page(project.name, variant), data)
+        _write_if_changed(layout.project_page(project.name, variant), data, write)
     if project.json_document is None:
         remove_path(layout.json_document(project.name))
     else:
-        _write_if_changed(layout.json_document(project.name), project.json_document)
+        _write_if_changed(layout.json_document(project.name), project.json_document, write)
 
 
 def _remove_project(layout: RepoLayout, name: NormalizedName) -> None:
@@ -503,7 +608,7 @@ def _root_entries(serials: dict[NormalizedName, tuple[str, int]]) -> list[RootEn
     return entries
 
 
-def _write_root(layout: RepoLayout, projects: Sequence[RootEntry], prefix: str) -> None:
+def _write_root(layout: RepoLayout, projects: Sequence[RootEntry], prefix: str, write: Writer) -> None:
     """Rebuild the root pages from what is stored, so they list exactly the served projects.
 
     ``projects`` comes from :func:`_root_entries`. One page at a time is rendered, written and
@@ -512,18 +617,24 @@ def _write_root(layout: RepoLayout, projects: Sequence[RootEntry], prefix: str) 
     """
     last_serial = max((serial for _, _, serial in projects), default=0)
     html = render_root_html(projects, prefix=prefix)
-    _write_root_page(layout, ("index.html", "index.v1_html"), html)
+    _write_root_page(layout, ("index.html", "index.v1_html"), html, write)
     del html
     json_page = render_root_json(projects, last_serial=last_serial)
-    _write_root_page(layout, ("index.v1_json",), json_page)
+    _write_root_page(layout, ("index.v1_json",), json_page, write)
 
 
-def _write_root_page(layout: RepoLayout, variants: tuple[str, ...], data: bytes) -> None:
+def _write_root_page(layout: RepoLayout, variants: tuple[str, ...], data: bytes, write: Writer) -> None:
     """Write ``data`` and its gzip sibling under each of ``variants``, in that order."""
     compressed = gzip.compress(data, compresslevel=6, mtime=0)
     for variant in variants:
-        atomic_write(layout.root_page(variant), data)
-        atomic_write(layout.root_page(variant + ".gz"), compressed)
+        write(layout.root_page(variant), data)
+        write(layout.root_page(variant + ".gz"), compressed)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``No space left on device (/srv/pypi/simple/x/index.html)``: the cause and where, one line."""
+    text = exc.strerror or str(exc)
+    return f"{text} ({exc.filename})" if exc.filename else text
 
 
 def _format_eta(seconds: float) -> str:

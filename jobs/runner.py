@@ -32,13 +32,17 @@ LEASE_TTL_SECONDS = 120.0
 
 
 class JobReport(Protocol):
-    """What a job returns: whether it finished its work, and counts worth keeping."""
+    """What a job returns: whether it finished its work, why not, and counts worth keeping."""
 
     @property
     def ok(self) -> bool: ...
 
     @property
     def interrupted(self) -> bool: ...
+
+    @property
+    def failure_reason(self) -> str | None:
+        """Why a run that ended on its own was not ok; stored as the run's error."""
 
     def counts(self) -> Mapping[str, int]: ...
 
@@ -78,6 +82,8 @@ async def run_job(
         report = await body()
         counts = report.counts()
         outcome = "ok" if report.ok else "interrupted" if report.interrupted else "failed"
+        if outcome == "failed":
+            error = report.failure_reason
         return report
     except asyncio.CancelledError:
         outcome, error = "interrupted", "cancelled"

@@ -99,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--once",
         action="store_true",
         help="run the index sync, then cache management, once and exit "
-        "(0 ok, 1 interrupted or a step refused, 2 error, 3 another sync holds the lease)",
+        "(0 ok, 1 interrupted or a step refused, 2 error or a failed index sync, 3 another sync holds the lease)",
     )
     sync.add_argument(
         "--wait",
@@ -169,7 +169,9 @@ async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
     """Index sync then cache management, each under the lease; or, dry, just the cache plan.
 
     SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). As in the
-    seed, cache management does not run after an index sync that failed or was interrupted.
+    seed, cache management does not run after an index sync that failed or was interrupted;
+    a failed one (too many projects failed, or its pages could not be written) exits 2, like
+    any other error.
     """
     db = await _open_for_jobs(config)
     signals = _StopSignals()
@@ -186,6 +188,9 @@ async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
         synced = await _when_lease_free(lambda: jobs.index_sync(stop), wait=wait, stop=stop)
         if synced is None or (not synced.ok and synced.interrupted):
             return EXIT_FAILED
+        if synced.failed is not None:
+            print(f"pypimirror: error: index sync failed: {synced.failed}", file=sys.stderr)
+            return EXIT_ERROR
         cached = await _when_lease_free(lambda: jobs.cache(stop), wait=wait, stop=stop)
         if cached is None:
             return EXIT_FAILED

@@ -85,6 +85,7 @@ from pypimirror.configvalues import (
     parse_prefix,
     parse_proxy,
     parse_size,
+    parse_share,
     parse_text,
 )
 from pypimirror.errors import ConfigError, ConfigProblem
@@ -194,6 +195,8 @@ class CacheConfig:
     vote_window: timedelta = timedelta(days=7)
     dedup_window: timedelta = timedelta(minutes=5)
     size_db_ttl: timedelta = timedelta(days=2)
+    #: Bytes of cached files re-hashed per run, least recently verified first (0: sizes only).
+    verify_bytes_per_run: int = 4 * 1024**3
     tiers: tuple[Tier, ...]
 
 
@@ -206,6 +209,8 @@ class SyncConfig:
     user_agent: str = f"pypimirror/{__version__}"
     concurrent_downloads: int = 4
     max_deletions: int = 1000
+    #: A run in which more than this share of its projects failed is a failed run.
+    max_error_share: float = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -623,6 +628,7 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         "vote_window",
         "dedup_window",
         "size_db_ttl",
+        "verify_bytes_per_run",
         "tiers",
     )
     section = reader.section(data, path, keys)
@@ -651,12 +657,18 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         ),
         dedup_window=reader.get(section, path, "dedup_window", duration_parser(_MAX_WINDOW), defaults.dedup_window),
         size_db_ttl=reader.get(section, path, "size_db_ttl", duration_parser(_MAX_WINDOW), defaults.size_db_ttl),
+        verify_bytes_per_run=reader.get(
+            section, path, "verify_bytes_per_run", parse_size, defaults.verify_bytes_per_run
+        ),
     )
 
 
 def _read_sync(reader: _Reader, data: object) -> SyncConfig:
     path, defaults = "sync", SyncConfig()
-    keys = ("retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions")
+    keys = (
+        "retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions",
+        "max_error_share",
+    )
     section = reader.section(data, path, keys)
     return SyncConfig(
         retry=reader.get(section, path, "retry", int_parser(1, _MAX_RETRY), defaults.retry),
@@ -672,6 +684,9 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
             section, path, "concurrent_downloads", int_parser(1, 256), defaults.concurrent_downloads
         ),
         max_deletions=reader.get(section, path, "max_deletions", int_parser(0), defaults.max_deletions),
+        max_error_share=reader.get(
+            section, path, "max_error_share", parse_share, defaults.max_error_share
+        ),
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "parse_prefix",
     "parse_proxy",
     "parse_size",
+    "parse_share",
     "parse_text",
 ]
 
@@ -217,6 +218,25 @@ def int_parser(minimum: int, maximum: int | None = None) -> Callable[[object], i
         return raw
 
     return parse
+
+
+def parse_share(raw: object) -> float:
+    """A share of a whole: a YAML number such as ``0.5``, or ``"50%"``; from 0 up to, not including, 1.
+
+    1 is refused: a share no run can exceed would switch the check it bounds off.
+    """
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        try:
+            value = float(raw.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a share (expected e.g. 0.5 or 50%)") from None
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        raise ValueError(f"{describe_value(raw)} is not a share (expected e.g. 0.5 or 50%)")
+    if not 0 <= value < 1:  # also refuses nan
+        raise ValueError(f"{raw!r} is out of range (must be at least 0 and below 1)")
+    return value
 
 
 def choice_parser(choices: tuple[_S, ...]) -> Callable[[object], _S]:

@@ -27,6 +27,7 @@ __all__ = [
     "Vote",
     "acquire_lease",
     "add_hit_counts",
+    "delete_file_checks",
     "delete_local_files",
     "delete_remote_sizes_before",
     "delete_serials",
@@ -34,6 +35,7 @@ __all__ = [
     "finish_job_run",
     "last_job_run",
     "latest_job_runs",
+    "least_checked_files",
     "load_hit_counts",
     "load_local_files",
     "load_remote_sizes",
@@ -46,6 +48,7 @@ __all__ = [
     "renew_lease",
     "select_popular",
     "start_job_run",
+    "store_file_checks",
     "store_remote_sizes",
     "store_serials",
     "upsert_local_files",
@@ -84,6 +87,7 @@ from sqlalchemy.engine import URL, make_url
 
 from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.schema import (
+    file_checks,
     hit_counters,
     install_schema,
     job_runs,
@@ -530,6 +534,52 @@ def upsert_local_files(conn: Connection, node_id: str, rows: Sequence[tuple[str,
 def delete_local_files(conn: Connection, node_id: str, paths: Sequence[str]) -> int:
     """Forget files this node no longer has; other nodes' rows are untouched."""
     return _delete_in(conn, local_files, "file_path", paths, local_files.c.node_id == node_id)
+
+
+# --- file checks ---------------------------------------------------------------------------
+
+
+def least_checked_files(
+    conn: Connection, node_id: str, budget: int, min_cost: int, skip_suffix: str
+) -> list[tuple[str, int]]:
+    """This node's cached files, never checked first, then the longest unchecked, up to ``budget`` bytes.
+
+    Each file costs its size, but at least ``min_cost``. Returns (path, size) rows; the first
+    row is returned even when it alone exceeds the budget, so a file larger than the budget is
+    checked too. Paths ending in ``skip_suffix`` are left out.
+    """
+    query = (
+        select(local_files.c.file_path, local_files.c.size)
+        .select_from(
+            local_files.outerjoin(
+                file_checks,
+                (file_checks.c.node_id == local_files.c.node_id) & (file_checks.c.file_path == local_files.c.file_path),
+            )
+        )
+        .where(local_files.c.node_id == node_id, ~local_files.c.file_path.endswith(skip_suffix, autoescape=True))
+        .order_by(func.coalesce(file_checks.c.checked_at, -1), local_files.c.file_path)
+    )
+    rows: list[tuple[str, int]] = []
+    total = 0
+    for path, size in conn.execute(query):
+        cost = max(size, min_cost)
+        if rows and total + cost > budget:
+            break
+        rows.append((path, size))
+        total += cost
+    return rows
+
+
+def store_file_checks(conn: Connection, node_id: str, paths: Sequence[str], checked_at: int) -> None:
+    """Record that ``paths`` were found intact at ``checked_at``."""
+    _upsert(conn, file_checks, [{"node_id": node_id, "file_path": p, "checked_at": checked_at} for p in paths])
+
+
+def delete_file_checks(conn: Connection, node_id: str) -> int:
+    """Forget the checks of files this node no longer has; returns how many."""
+    cached = select(local_files.c.file_path).where(local_files.c.node_id == node_id)
+    stmt = delete(file_checks).where(file_checks.c.node_id == node_id, file_checks.c.file_path.not_in(cached))
+    return conn.execute(stmt).rowcount
 
 
 # --- remote sizes --------------------------------------------------------------------------

@@ -17,6 +17,8 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     │   ├── UnsafePathError(path)        a request path that must never touch the disk
     │   └── IntegrityError(path, expected, actual)
     ├── SyncRefusedError                 a sync step refused to run (e.g. too many removals)
+    ├── LockfileError(path, entry, reason) a lockfile or one entry of it cannot be read
+    ├── PinTargetError(value, reason)    a --platform or --python value that is not one
     └── JobLockedError(holder)           another runner holds the sync lease
 """
 
@@ -29,7 +31,9 @@ __all__ = [
     "DatabaseFileError",
     "IntegrityError",
     "JobLockedError",
+    "LockfileError",
     "MalformedUpstreamError",
+    "PinTargetError",
     "PyPIMirrorError",
     "StaleSerialError",
     "StorageError",
@@ -144,6 +148,25 @@ class IntegrityError(StorageError):
 
 class SyncRefusedError(PyPIMirrorError):
     """A sync step refused to run because its input looks wrong (it would lose data)."""
+
+
+class LockfileError(PyPIMirrorError):
+    """A lockfile, or one entry of it, cannot be read; ``entry`` says where (a line, a package)."""
+
+    def __init__(self, path: str, entry: str, reason: str) -> None:
+        self.path = path
+        self.entry = entry
+        self.reason = reason
+        super().__init__(f"{path}: {entry}: {reason}" if entry else f"{path}: {reason}")
+
+
+class PinTargetError(PyPIMirrorError):
+    """A platform tag or Python version to narrow pins by is malformed."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{value!r}: {reason}")
 
 
 class JobLockedError(PyPIMirrorError):

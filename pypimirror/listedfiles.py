@@ -23,6 +23,7 @@ __all__ = [
     "ListedFile",
     "ListedFiles",
     "NotLoaded",
+    "iter_listed_files",
     "lookup_listed_files",
     "project_of",
     "read_listed_files",
@@ -36,7 +37,7 @@ import os
 import re
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -127,17 +128,24 @@ def read_listed_files(layout: RepoLayout, name: NormalizedName, prefix: str) -> 
 
 def lookup_listed_files(repo_path: Path, prefix: str, paths: Iterable[str]) -> dict[str, ListedFile]:
     """The stored page's entry of each of ``paths`` that one lists; blocking, each page read once."""
+    found: dict[str, ListedFile] = {}
+    for listed in iter_listed_files(repo_path, prefix, paths):
+        found.update(listed)
+    return found
+
+
+def iter_listed_files(repo_path: Path, prefix: str, paths: Iterable[str]) -> Iterator[dict[str, ListedFile]]:
+    """:func:`lookup_listed_files` one project at a time, so only one page's entries are held at
+    once (the cache job's check of a whole cache); blocking."""
     by_project: dict[NormalizedName, list[str]] = defaultdict(list)
     for path in paths:
         name = project_of(path)
         if name is not None:
             by_project[name].append(path)
     layout = RepoLayout(repo_path)
-    found: dict[str, ListedFile] = {}
     for name, wanted in sorted(by_project.items()):
         listed = read_listed_files(layout, name, prefix)
-        found.update((path, listed[path]) for path in wanted if path in listed)
-    return found
+        yield {path: listed[path] for path in wanted if path in listed}
 
 
 _PageKey = tuple[int, int, int] | None  # (inode, mtime_ns, size) of the page read; None: no page

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "SCHEMA_VERSION",
+    "file_checks",
     "hit_counters",
     "install_schema",
     "job_runs",
@@ -48,10 +49,10 @@ from pypimirror.errors import DatabaseError
 logger = logging.getLogger(__name__)
 
 #: Bump when a table changes, and teach :func:`install_schema` to migrate from the old one.
-SCHEMA_VERSION = 2
-#: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``hit_counters``, which
-#: ``create_all`` creates like any missing table.
-_MIGRATABLE = frozenset({1})
+SCHEMA_VERSION = 3
+#: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``file_checks``, 2 -> 3
+#: only ``hit_counters``, which ``create_all`` creates like any missing table.
+_MIGRATABLE = frozenset({1, 2})
 
 #: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
 _SCHEMA_LOCK_KEY = 0x7079_7069_6D69  # "pypimi"
@@ -93,6 +94,16 @@ local_files = Table(
     Column("file_path", Text, primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("tier", Integer, nullable=False),
+)
+
+# When the cache job last found each cached distribution's sha256 equal to its page's: the
+# rotation of re-hashing starts from the oldest (no row: never). Moving a file keeps its row.
+file_checks = Table(
+    "file_checks",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("file_path", Text, primary_key=True),
+    Column("checked_at", BigInteger, nullable=False),
 )
 
 remote_sizes = Table(

@@ -100,9 +100,9 @@ def test_status_of_a_database_from_before_the_hit_counters_says_so_and_leaves_it
     url = f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}"
     with Database.open(url) as db, db.begin() as conn:  # as the previous release left it
         conn.execute(text("DROP TABLE hit_counters"))
-        conn.execute(update(schema_version).values(version=1))
+        conn.execute(update(schema_version).values(version=2))
     result = run_cli("status", "-c", str(config))
     assert result.returncode == 0, result.stderr
     assert "hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)\n" in result.stdout
     with Database(url) as db, db.connect() as conn:
-        assert conn.execute(select(schema_version.c.version)).scalar_one() == 1
+        assert conn.execute(select(schema_version.c.version)).scalar_one() == 2

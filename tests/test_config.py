@@ -220,11 +220,13 @@ DEFAULTS = [
     ("cache.vote_window", timedelta(days=7)),
     ("cache.dedup_window", timedelta(minutes=5)),
     ("cache.size_db_ttl", timedelta(days=2)),
+    ("cache.verify_bytes_per_run", 4 * GiB),
     ("sync.retry", 3),
     ("sync.download_error_threshold", 5),
     ("sync.user_agent", f"pypimirror/{__version__}"),
     ("sync.concurrent_downloads", 4),
     ("sync.max_deletions", 1000),
+    ("sync.max_error_share", 0.5),
     ("log.path", None),
     ("log.format", "mirror-json"),
     ("timeouts.read", timedelta(seconds=30)),
@@ -511,6 +513,27 @@ def test_the_audit_s_bad_values_are_all_reported_at_once() -> None:
 )
 def test_a_buffer_budget_out_of_bounds_is_refused(value: str, message: str) -> None:
     assert problems_of(make_data(serve={"buffer_budget": value})) == [f"serve.buffer_budget: {message}"]
+
+
+@pytest.mark.parametrize(("raw", "share"), [(0, 0.0), (0.25, 0.25), ("90%", 0.9), (" 0% ", 0.0)])
+def test_max_error_share_takes_a_fraction_or_a_percentage(raw: object, share: float) -> None:
+    assert parse_config(make_data(sync={"max_error_share": raw}), base_dir=Path("/")).sync.max_error_share == share
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (1, "1 is out of range (must be at least 0 and below 1)"),
+        (-0.1, "-0.1 is out of range (must be at least 0 and below 1)"),
+        ("100%", "'100%' is out of range (must be at least 0 and below 1)"),
+        (float("nan"), "nan is out of range (must be at least 0 and below 1)"),
+        ("half", "'half' is not a share (expected e.g. 0.5 or 50%)"),
+        ("x%", "'x%' is not a share (expected e.g. 0.5 or 50%)"),
+        (True, "True is not a share (expected e.g. 0.5 or 50%)"),
+    ],
+)
+def test_max_error_share_out_of_range_or_not_a_share_is_refused(raw: object, message: str) -> None:
+    assert problems_of(make_data(sync={"max_error_share": raw})) == [f"sync.max_error_share: {message}"]
 
 
 def test_every_problem_is_reported_at_once() -> None:

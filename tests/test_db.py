@@ -30,6 +30,7 @@ from pypimirror.db import (
     Lease,
     Vote,
     acquire_lease,
+    delete_file_checks,
     delete_local_files,
     delete_remote_sizes_before,
     delete_serials,
@@ -37,6 +38,7 @@ from pypimirror.db import (
     finish_job_run,
     last_job_run,
     latest_job_runs,
+    least_checked_files,
     load_local_files,
     load_remote_sizes,
     load_serials,
@@ -48,12 +50,13 @@ from pypimirror.db import (
     renew_lease,
     select_popular,
     start_job_run,
+    store_file_checks,
     store_remote_sizes,
     store_serials,
     upsert_local_files,
 )
 from pypimirror.errors import DatabaseError, DatabaseFileError
-from pypimirror.schema import SCHEMA_VERSION, schema_version, votes
+from pypimirror.schema import SCHEMA_VERSION, file_checks, schema_version, votes
 from pypimirror.sqlitefile import SQLITE_HEADER
 
 T = TypeVar("T")
@@ -95,6 +98,35 @@ def test_newer_schema_version_is_refused_and_left_untouched(database: Database, 
     with pytest.raises(DatabaseError, match=re.escape(expected)):
         Database.open(database_url)
     assert read(database, lambda c: c.execute(select(schema_version.c.version)).scalar_one()) == newer
+
+
+def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(database: Database, database_url: str) -> None:
+    write(database, lambda c: store_serials(c, [(N("a"), "A", 1)]))
+    write(database, lambda c: c.execute(update(schema_version).values(version=1)))
+    write(database, lambda c: file_checks.drop(c))
+    for _ in range(2):  # and a second start finds nothing left to do
+        with Database.open(database_url) as again:
+            assert read(again, load_serials) == {"a": ("A", 1)}
+            assert read(again, lambda c: c.execute(select(schema_version.c.version)).scalars().all()) == [
+                SCHEMA_VERSION
+            ]
+            write(again, lambda c: store_file_checks(c, "n", ["ab/cd/ef/a-1.0.tar.gz"], 5))
+
+
+def test_least_checked_files_come_never_checked_first_then_oldest_within_the_byte_budget(database: Database) -> None:
+    rows = [("a", 10, 0), ("b", 10, 1), ("c", 10, 0), ("d", 10, 0), ("d.metadata", 1, 0)]
+    write(database, lambda c: upsert_local_files(c, "n", rows))
+    write(database, lambda c: upsert_local_files(c, "other", [("e", 10, 0)]))
+    write(database, lambda c: store_file_checks(c, "n", ["a"], 300))
+    write(database, lambda c: store_file_checks(c, "n", ["b"], 100))
+    order = read(database, lambda c: least_checked_files(c, "n", 10**6, 1, ".metadata"))
+    assert order == [("c", 10), ("d", 10), ("b", 10), ("a", 10)]
+    assert read(database, lambda c: least_checked_files(c, "n", 25, 1, ".metadata")) == [("c", 10), ("d", 10)]
+    assert read(database, lambda c: least_checked_files(c, "n", 1, 1, ".metadata")) == [("c", 10)]  # one at least
+    assert read(database, lambda c: least_checked_files(c, "n", 25, 20, ".metadata")) == [("c", 10)]  # 20 each
+    write(database, lambda c: delete_local_files(c, "n", ["a"]))
+    assert write(database, lambda c: delete_file_checks(c, "n")) == 1  # a's check went with it
+    assert [p for p, _ in read(database, lambda c: least_checked_files(c, "n", 10**6, 1, ".metadata"))] == ["c", "d", "b"]
 
 
 def test_open_in_missing_directory_raises_database_error(tmp_path: Path) -> None:

@@ -233,14 +233,18 @@ async def test_the_periodic_flush_writes_without_being_asked(tmp_path: Path):
 # --- the schema ------------------------------------------------------------------------------
 
 
-def test_a_version_1_database_gets_the_hit_counters_and_keeps_its_rows(database: Database, database_url: str):
-    with database.begin() as conn:  # what a database of the previous release looks like
-        conn.execute(text("DROP TABLE hit_counters"))
-        conn.execute(update(schema_version).values(version=1))
+@pytest.mark.parametrize(("version", "missing"), [(1, ("hit_counters", "file_checks")), (2, ("hit_counters",))])
+def test_a_database_of_an_earlier_version_gets_the_hit_counters_and_keeps_its_rows(
+    database: Database, database_url: str, version: int, missing: tuple[str, ...]
+):
+    with database.begin() as conn:  # what a database of that release looks like
+        for table in missing:
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(update(schema_version).values(version=version))
         store_serials(conn, [(NormalizedName("demo"), "Demo", 7)])  # a row of another table, which stays
     with Database.open(database_url) as again:
         with again.connect() as conn:
-            assert conn.execute(select(schema_version.c.version)).scalars().all() == [SCHEMA_VERSION] == [2]
+            assert conn.execute(select(schema_version.c.version)).scalars().all() == [SCHEMA_VERSION] == [3]
             assert conn.execute(select(hit_counters)).all() == []
             assert load_serials(conn) == {"demo": ("Demo", 7)}
         with again.begin() as conn:
@@ -251,7 +255,7 @@ def test_a_version_1_database_gets_the_hit_counters_and_keeps_its_rows(database:
 def test_a_version_older_than_any_migration_is_refused(database: Database, database_url: str):
     with database.begin() as conn:
         conn.execute(update(schema_version).values(version=0))
-    with pytest.raises(DatabaseError, match="schema version 0 is older than 2 and no migration from it exists"):
+    with pytest.raises(DatabaseError, match="schema version 0 is older than 3 and no migration from it exists"):
         Database.open(database_url)
 
 

@@ -18,6 +18,7 @@ import yaml
 from socksproxy import SocksProxy
 from fakeindex import FakeIndex
 from installers import pip_install, uv_executable, uv_pip_install
+from mirrorprocess import wait_for
 
 from pypimirror import db as dbq
 from pypimirror.db import Database
@@ -105,13 +106,40 @@ def test_failing_listing_exits_2_with_one_line_and_keeps_the_mirror(fake_index: 
     assert_consistent_mirror(tmp_path, fake_index, {"proj-0000", "proj-0001", "proj-0002"})
 
 
+def test_a_sync_in_which_every_project_fails_exits_2_and_shows_as_failed_in_status(
+    fake_index: FakeIndex, tmp_path: Path
+) -> None:
+    fake_index.add_many(3)
+    for i in range(3):
+        fake_index.fail_next(f"/pypi/proj-{i:04d}/json", status=403, times=None)
+    config = write_config(tmp_path, fake_index)
+    result = run_sync(config)
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("pypimirror: error:")]
+    assert len(error_lines) == 1 and "index sync failed: 3 of 3 projects failed" in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert "cache: done" not in result.stderr  # cache management does not follow a failed sync
+    status = subprocess.run([sys.executable, "-P", "-m", "pypimirror", "status", "-c", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "last run:      failed" in status.stdout
+    assert "error: 3 of 3 projects failed, more than sync.max_error_share (50%)" in status.stdout
+    assert "last success:  never" in status.stdout
+
+    fake_index.clear_faults()
+    assert run_sync(config).returncode == 0
+    assert_consistent_mirror(tmp_path, fake_index, {"proj-0000", "proj-0001", "proj-0002"})
+
+
 def test_sigterm_interrupts_with_exit_1_and_the_next_run_completes(fake_index: FakeIndex, tmp_path: Path) -> None:
     fake_index.add_many(60)
     fake_index.delay("/simple/proj-", 0.5, times=None)  # 60 projects, 4 at a time: ~8 s
     config = write_config(tmp_path, fake_index)
     process = subprocess.Popen([sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "-c", str(config)],
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # Signal once the run fetches projects (its handlers are installed by then), however slow
+    # the machine is to start the process; ~7 s of fetching are still ahead of it.
+    wait_for(lambda: fake_index.count_requests("/simple/proj-") > 0 or process.poll() is not None, timeout=60)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1, stderr

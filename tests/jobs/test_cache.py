@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from fakedists import BuiltDist
 from fakeindex import FakeIndex
+from readonly import read_only
 from pypimirror.jobs.cache import CacheReport, format_plan, run_cache
 from pypimirror.jobs.index_sync import run_index_sync
 from tornado.httpclient import AsyncHTTPClient
@@ -273,6 +274,134 @@ async def test_error_threshold_stops_downloads_but_evictions_still_happen(mirror
     assert not report.ok
     assert mirror.fake.count_requests(beta.path, method="GET") == 0
     assert "download error threshold reached" in report.summary()
+
+
+# -- tiers that cannot be written ----------------------------------------------------------------
+
+
+def temp_files(*roots: Path) -> list[Path]:
+    return [path for root in roots for path in root.rglob("*") if TEMP_MARKER in path.name]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_tier_that_cannot_be_written_is_reported_and_skipped_while_the_others_work_goes_on(
+    mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    alpha, beta = wheel(mirror.fake, "alpha"), wheel(mirror.fake, "beta")
+    t0, t1 = mirror.roots
+    mirror.tiers[0] = (t0, cost(alpha) + 10)  # alpha goes to tier 0, beta to tier 1
+    await mirror.sync_index()
+    await mirror.vote(alpha, 3)
+    await mirror.vote(beta, 2)
+    t1.mkdir()
+    with read_only(t1):
+        report = await mirror.run()
+    assert files_in(t0) == {relpath(alpha): alpha.size, relpath(alpha) + ".metadata": len(alpha.metadata or b"")}
+    assert files_in(t1) == {}
+    assert list(report.unwritable) == [1] and str(t1) in report.unwritable[1]
+    counts = report.counts()
+    assert (counts["downloaded"], counts["unwritable_tiers"], counts["skipped_unwritable"]) == (1, 1, 1)
+    assert counts["download_errors"] == 0
+    assert not report.ok and not report.interrupted
+    assert report.failure_reason is not None and report.failure_reason.startswith("tier 1 not writable")
+    assert "tier 1 not writable, skipped" in report.summary()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "tier 1" in r.getMessage()] != []
+    assert all(record.exc_info is None for record in caplog.records)
+    assert temp_files(t0, t1) == []
+    await mirror.assert_rows_match_disk()
+
+    report = await mirror.run()  # writable again: the skipped work is done
+    assert report.ok and report.counts()["downloaded"] == 1
+    assert relpath(beta) in files_in(t1)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_download_whose_directory_cannot_be_made_is_counted_and_the_other_downloads_go_on(
+    mirror: Mirror,
+) -> None:
+    alpha, beta = wheel(mirror.fake, "alpha"), wheel(mirror.fake, "beta")
+    t0 = mirror.roots[0]
+    blocked, other = relpath(alpha).split("/")[0], relpath(beta).split("/")[0]
+    assert blocked != other
+    await mirror.sync_index()
+    await mirror.vote(alpha, 3)
+    await mirror.vote(beta, 2)
+    t0.mkdir()
+    (t0 / blocked).write_bytes(b"a file where alpha's directory must go")
+    report = await mirror.run()
+    counts = report.counts()
+    assert (counts["downloaded"], counts["download_errors"]) == (1, 1)
+    assert relpath(beta) in files_in(t0) and relpath(alpha) not in files_in(t0)
+    assert report.unwritable == {}  # the tier itself takes files
+    assert temp_files(t0) == []
+    assert set(await mirror.rows()) == {relpath(beta), relpath(beta) + ".metadata"}
+
+
+# -- cached files changed on disk -----------------------------------------------------------------
+
+
+def flip_a_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+@pytest.mark.gen_test(timeout=30)
+async def test_a_cached_file_changed_on_disk_is_evicted_counted_and_downloaded_again(
+    damage: str, mirror: Mirror, caplog: pytest.LogCaptureFixture
+) -> None:
+    alpha = wheel(mirror.fake, "alpha")
+    await mirror.sync_index()
+    await mirror.vote(alpha, 2)
+    await mirror.run()
+    cached = mirror.roots[0] / relpath(alpha)
+    if damage == "truncated":
+        cached.write_bytes(alpha.content[:-100])
+    else:
+        flip_a_byte(cached, len(alpha.content) // 2)
+    mirror.fake.reset_log()
+    report = await mirror.run()
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == alpha.sha256  # downloaded again, intact
+    counts = report.counts()
+    mismatch = "size_mismatches" if damage == "truncated" else "hash_mismatches"
+    assert (counts[mismatch], counts["corrupt_evicted"], counts["downloaded"]) == (1, 1, 1)
+    assert "1 cached files differed from their pages (1 evicted)" in report.summary()
+    assert mirror.fake.count_requests(re.compile(re.escape(alpha.path) + "$"), method="GET") == 1
+    assert any(r.levelname == "ERROR" and relpath(alpha) in r.getMessage() for r in caplog.records)
+    await mirror.assert_rows_match_disk()
+    assert (await mirror.rows())[relpath(alpha)] == (alpha.size, 0)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_each_run_rehashes_the_least_recently_checked_slice_so_the_whole_cache_is_covered(mirror: Mirror) -> None:
+    dists = sorted((wheel(mirror.fake, n) for n in ("alpha", "beta", "gamma")), key=relpath)
+    mirror.cache = {"verify_bytes_per_run": max(d.size for d in dists)}  # one file per run
+    await mirror.sync_index()
+    for dist in dists:
+        await mirror.vote(dist, 2)
+    start = time.time()
+    await mirror.run(clock=lambda: start)  # downloads all three: each counts as just checked
+    last = mirror.roots[0] / relpath(dists[-1])
+    flip_a_byte(last, 10)
+    intact = []
+    for hour in (1, 2, 3):
+        report = await mirror.run(clock=lambda: start + hour * 3600)
+        intact.append(hashlib.sha256(last.read_bytes()).hexdigest() == dists[-1].sha256)
+        assert report.counts()["verified"] == 1
+    assert intact == [False, False, True]  # the third run reached the damaged file and replaced it
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_verify_bytes_per_run_0_checks_sizes_only(mirror: Mirror) -> None:
+    alpha = wheel(mirror.fake, "alpha")
+    mirror.cache = {"verify_bytes_per_run": 0}
+    await mirror.sync_index()
+    await mirror.vote(alpha, 2)
+    await mirror.run()
+    flip_a_byte(mirror.roots[0] / relpath(alpha), 10)
+    report = await mirror.run()
+    assert (report.counts()["verified"], report.counts()["hash_mismatches"]) == (0, 0)
 
 
 # -- phase A: the disk wins ---------------------------------------------------------------------

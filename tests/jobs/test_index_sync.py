@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import json
+import logging
+import os
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -13,16 +16,17 @@ from typing import Any
 
 import pytest
 from fakeindex import FakeIndex
+from readonly import read_only
 from packaging.utils import NormalizedName, canonicalize_name
 from tornado.httpclient import AsyncHTTPClient
 
 from pypimirror import db as dbq
 from pypimirror.config import Config, parse_config
 from pypimirror.db import Database
-from pypimirror.errors import MalformedUpstreamError, UpstreamError
-from pypimirror.jobs.index_sync import IndexSyncReport, plan_index_sync, run_index_sync
+from pypimirror.errors import MalformedUpstreamError, StorageError, UpstreamError
+from pypimirror.jobs.index_sync import WRITE_FAILURES_IN_A_ROW, IndexSyncReport, Writer, plan_index_sync, run_index_sync
 from pypimirror.listing import ListedProject
-from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, TEMP_MARKER
+from pypimirror.storage import MAX_PROJECT_NAME_LENGTH, TEMP_MARKER, atomic_write
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
 
 PREFIX = "/pypi"
@@ -50,16 +54,19 @@ SyncRunner = Callable[..., Any]
 
 @pytest.fixture
 def sync(tmp_path: Path, fake_index: FakeIndex, database: Database, curl_client: AsyncHTTPClient) -> SyncRunner:
-    """``await sync(**config_sections)`` runs one index sync against the fake upstream."""
+    """``await sync(**config_sections)`` runs one index sync against the fake upstream.
 
-    async def run(**sections: Any) -> IndexSyncReport:
+    ``write=`` replaces the atomic page writer, for faults no test can cause for real (a full disk).
+    """
+
+    async def run(*, write: Writer = atomic_write, **sections: Any) -> IndexSyncReport:
         config = make_config(tmp_path, fake_index, **sections)
         client = UpstreamClient(
             UpstreamSettings(user_agent="pypimirror-test", proxy=config.upstream.proxy,
                              connect_timeout=5, stall_timeout=5, attempts=2),
             sleep=no_sleep,
         )
-        return await run_index_sync(config, database, client, sleep=no_sleep)
+        return await run_index_sync(config, database, client, sleep=no_sleep, write=write)
 
     return run
 
@@ -451,6 +458,154 @@ async def test_malformed_project_page_is_counted_not_fatal(
     assert report.fetched == 1 and report.errors == 1
     assert "bad" in report.failures
     assert set(await database.run(dbq.load_serials)) == {"good"}
+
+
+# -- a page directory that cannot be written ---------------------------------------------
+
+
+def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_project_whose_directory_cannot_be_written_is_its_error_and_is_fetched_again_next_run(
+    sync: SyncRunner, fake_index: FakeIndex, database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_index.add_many(4)
+    await sync()
+    for project in ("proj-0000", "proj-0001", "proj-0002", "proj-0003"):
+        fake_index.bump(project)
+    fake_index.add_project("newcomer")
+    with read_only(repo(tmp_path) / "simple" / "proj-0001"):
+        report = await sync()
+    assert report.ok, report.summary()  # one failed project of five is below sync.max_error_share
+    assert (report.fetched, report.errors, report.write_errors) == (4, 1, 1)
+    assert "cannot write its pages" in report.failures["proj-0001"]
+    assert "proj-0001" in report.failures["proj-0001"]  # the path that failed is named
+    serials = await database.run(dbq.load_serials)
+    assert serials["proj-0001"][1] < fake_index.project("proj-0001").last_serial  # not stored: retried
+    assert serials["proj-0002"][1] == fake_index.project("proj-0002").last_serial
+    root = read_json(repo(tmp_path) / "simple" / "index.v1_json")
+    assert "newcomer" in {project["name"] for project in root["projects"]}  # the root pages were written
+    assert temp_files(repo(tmp_path)) == []
+    assert_no_traceback(caplog)
+
+    report = await sync()
+    assert (report.fetched, report.errors) == (1, 0)
+    serials = await database.run(dbq.load_serials)
+    assert serials["proj-0001"][1] == fake_index.project("proj-0001").last_serial
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EDQUOT])
+@pytest.mark.gen_test(timeout=60)
+async def test_a_full_or_read_only_filesystem_stops_the_sync_as_failed_with_one_message(
+    code: int, sync: SyncRunner, fake_index: FakeIndex, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A full disk cannot be made for real in a test: the writer the sync is given fails as one would.
+    def full(path: Path, _data: bytes) -> None:
+        raise OSError(code, os.strerror(code), str(path))
+
+    fake_index.add_many(40)
+    report = await sync(write=full)
+    assert not report.ok and not report.interrupted
+    assert report.failed is not None and os.strerror(code) in report.failed
+    assert "next run" in report.failed
+    assert report.fetched == 0 and await database.run(dbq.load_serials) == {}
+    # It stopped at the first failure: at most the projects already in flight were fetched.
+    assert fake_index.count_requests(re.compile(r"^/simple/proj-")) < 40
+    errors = error_records(caplog)
+    assert len(errors) == 1 and os.strerror(code) in errors[0].getMessage()
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_page_directory_that_refuses_every_write_ends_the_sync_as_failed_with_one_message(
+    sync: SyncRunner, fake_index: FakeIndex, database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_index.add_many(WRITE_FAILURES_IN_A_ROW + 20)
+    (repo(tmp_path) / "simple").mkdir()
+    with read_only(repo(tmp_path) / "simple"):
+        report = await sync()
+    assert not report.ok and not report.interrupted
+    assert report.failed is not None and "cannot write pages under" in report.failed
+    assert WRITE_FAILURES_IN_A_ROW <= report.errors < WRITE_FAILURES_IN_A_ROW + 20  # stopped early
+    assert report.fetched == 0 and await database.run(dbq.load_serials) == {}
+    errors = error_records(caplog)
+    assert len(errors) == 1 and "cannot write pages under" in errors[0].getMessage()
+    assert_no_traceback(caplog)
+
+    report = await sync()  # writable again: everything arrives
+    assert report.ok and report.fetched == WRITE_FAILURES_IN_A_ROW + 20
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_root_pages_that_cannot_be_written_fail_the_sync_with_a_clear_message(
+    sync: SyncRunner, fake_index: FakeIndex, database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_index.add_many(3)
+    (repo(tmp_path) / "simple" / "index.v1_json").mkdir(parents=True)  # a directory where the page goes
+    report = await sync()
+    assert not report.ok
+    assert report.failed is not None and report.failed.startswith("cannot write the root pages:")
+    assert report.fetched == 3 and len(await database.run(dbq.load_serials)) == 3  # the projects are whole
+    assert (repo(tmp_path) / "simple" / "index.html").exists()
+    assert temp_files(repo(tmp_path)) == []
+    assert len(error_records(caplog)) == 1
+    assert_no_traceback(caplog)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_page_directories_that_cannot_be_read_are_a_storage_error_before_anything_changes(
+    sync: SyncRunner, fake_index: FakeIndex, database: Database, tmp_path: Path
+) -> None:
+    fake_index.add_many(3)
+    (repo(tmp_path) / "simple").write_bytes(b"not a directory")
+    with pytest.raises(StorageError, match="cannot read the page directories: .*simple"):
+        await sync()
+    assert await database.run(dbq.load_serials) == {}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_directory_no_project_can_have_is_left_alone_by_the_sync(
+    sync: SyncRunner, fake_index: FakeIndex, tmp_path: Path
+) -> None:
+    fake_index.add_many(2)
+    stray = repo(tmp_path) / "simple" / "lost+found"
+    stray.mkdir(parents=True)
+    report = await sync()
+    assert report.ok and report.fetched == 2 and report.removed == 0
+    assert stray.is_dir()
+
+
+# -- a run in which too many projects failed ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failing", "share", "ok"),
+    [(4, 0.5, False), (3, 0.5, False), (2, 0.5, True), (1, 0.5, True), (1, 0.0, False), (3, 0.75, True)],
+    ids=["all", "most", "half", "few", "any-with-share-0", "most-below-share"],
+)
+@pytest.mark.gen_test(timeout=60)
+async def test_a_sync_in_which_more_than_max_error_share_of_the_projects_failed_is_failed(
+    failing: int, share: float, ok: bool, sync: SyncRunner, fake_index: FakeIndex
+) -> None:
+    fake_index.add_many(4)
+    for i in range(failing):
+        fake_index.fail_next(f"/pypi/proj-{i:04d}/json", status=403, times=None)
+    report = await sync(sync={"max_error_share": share})
+    assert (report.fetched, report.errors) == (4 - failing, failing)
+    assert report.ok is ok
+    if ok:
+        assert report.failed is None
+    else:
+        assert report.failed is not None and f"{failing} of 4 projects failed" in report.failed
+        # An example (whichever failed first) says what went wrong.
+        assert re.search(rf"; e\.g\. proj-000[0-{failing - 1}]: .*403", report.failed), report.failed
+        assert report.failure_reason == report.failed
 
 
 @pytest.mark.gen_test(timeout=60)

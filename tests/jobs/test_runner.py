@@ -22,6 +22,7 @@ from pypimirror.jobs.runner import LEASE_NAME, run_job
 class Report:
     ok: bool = True
     interrupted: bool = False
+    failure_reason: str | None = None
 
     def counts(self) -> dict[str, int]:
         return {"done": 1}
@@ -66,6 +67,17 @@ async def test_a_failing_job_is_recorded_with_its_error(database: Database) -> N
         run = dbq.last_job_run(conn, "cache")
         assert dbq.read_lease(conn, LEASE_NAME) is None
     assert run is not None and run.outcome == "failed" and run.error == "RuntimeError: boom"
+
+
+@pytest.mark.gen_test
+async def test_a_report_that_is_not_ok_is_recorded_as_failed_with_its_reason(database: Database) -> None:
+    async def failed() -> Report:
+        return Report(ok=False, failure_reason="7 of 7 projects failed")
+
+    await run_job(database, job="index_sync", node_id="n1", body=failed, stop=asyncio.Event())
+    with database.connect() as conn:
+        run = dbq.last_job_run(conn, "index_sync")
+    assert run is not None and run.outcome == "failed" and run.error == "7 of 7 projects failed"
 
 
 @pytest.mark.gen_test
