@@ -84,7 +84,10 @@ class Metrics:
     """
 
     def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
-        self._registry = CollectorRegistry(auto_describe=True)
+        # Not auto_describe: registering the multiprocess collector would then read every
+        # worker's file at once, and a worker starting at that moment has an empty one (which
+        # prometheus-client cannot read). Our own metrics describe themselves either way.
+        self._registry = CollectorRegistry(auto_describe=False)
         own: CollectorRegistry | None = self._registry
         if multiprocess_dir is not None:
             if not getattr(values.ValueClass, "_multiprocess", False):
