@@ -1,5 +1,8 @@
-"""The configuration: one YAML file, checked once, turned into frozen dataclasses.
+"""The configuration: one YAML file, checked once, turned into the frozen dataclasses of
+:mod:`pypimirror.configmodel` (re-exported here, so callers import this one module).
 
+A section's accepted keys are its dataclass's fields; its reader function here gives each key
+a parser (:meth:`_Reader.read`), and a key absent from the file takes the dataclass's default.
 Every key is validated at load time (unknown keys, types, sizes, durations, URLs, CIDRs, cron
 expressions) and every problem is reported in one :class:`ConfigError`, each with its key path.
 Every value has an upper bound too, so nothing that passes here fails later. Sizes become
@@ -48,22 +51,40 @@ __all__ = [
 
 import dataclasses
 import difflib
-import ipaddress
 import logging
 import os
-import socket
 from collections.abc import Callable, Collection, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import yaml
 from sqlalchemy.engine import make_url
 
-from pypimirror import __version__
 from pypimirror.acceptor import MAX_CONNECTIONS
-from pypimirror.cron import make_trigger
+from pypimirror.configmodel import (
+    LOG_TO_STDOUT,
+    CacheConfig,
+    Config,
+    DatabaseConfig,
+    IPModeRule,
+    IPModesConfig,
+    Listing,
+    LogConfig,
+    LogFormat,
+    Schedule,
+    ScheduleConfig,
+    ServeConfig,
+    SyncConfig,
+    Tier,
+    TimeoutsConfig,
+    TLSConfig,
+    UpstreamConfig,
+    VotesConfig,
+    section_keys,
+    yaml_key,
+)
 from pypimirror.configvalues import (
     DurationTooLong,
     IPMode,
@@ -74,7 +95,6 @@ from pypimirror.configvalues import (
     duration_parser,
     format_duration,
     int_parser,
-    mask_url_password,
     parse_bool,
     parse_duration,
     parse_header_text,
@@ -88,6 +108,7 @@ from pypimirror.configvalues import (
     parse_share,
     parse_text,
 )
+from pypimirror.cron import make_trigger
 from pypimirror.errors import ConfigError, ConfigProblem
 
 try:
@@ -97,20 +118,7 @@ except ImportError:  # PyYAML built without libyaml: same behaviour, slower
 
 logger = logging.getLogger(__name__)
 
-Listing = Literal["simple-json", "xmlrpc"]
-LogFormat = Literal["mirror-json", "combined"]
-
 _T = TypeVar("_T")
-_S = TypeVar("_S", bound=str)
-
-_LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
-LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
-_LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
-_DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
-_HOURLY = timedelta(hours=1)
-_DEFAULT_LISTEN = ":8080"
-_DEFAULT_PREFIX = "/pypi"
-_DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
 # Upper bounds of durations and counts, far above any sane setting (see configvalues: values
 # that pass must not fail later).
 _MAX_GRACE = timedelta(hours=1)
@@ -127,218 +135,7 @@ _MIN_BUFFER_BUDGET = 1024**2
 _MAX_BUFFER_BUDGET = 1024**4
 
 
-# --------------------------------------------------------------------------- the dataclasses
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DatabaseConfig:
-    """Where votes, serials and job runs live: any SQLAlchemy URL."""
-
-    url: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamConfig:
-    """The index we mirror. URLs carry no trailing ``/``; ``proxy`` None means a direct connection."""
-
-    pypi_url: str
-    packages_url: str
-    redirect_url: str
-    proxy: str | None = None
-    listing: Listing = "simple-json"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TLSConfig:
-    """Certificate and key for HTTPS; both or neither (neither: plain HTTP)."""
-
-    cert: Path | None = None
-    key: Path | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IPModeRule:
-    """Clients inside ``network`` get ``mode`` for files we do not hold."""
-
-    network: IPNetwork
-    mode: IPMode
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IPModesConfig:
-    """Redirect (302) or proxy, per client network; the first matching rule wins."""
-
-    default: IPMode = "302"
-    rules: tuple[IPModeRule, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tier:
-    """One cache directory and its byte budget; tiers are ordered hottest first."""
-
-    path: Path
-    size_limit: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CacheConfig:
-    """Which package files are kept, and where.
-
-    ``tiers`` is always the effective list: the configured tiers, or the single implicit tier
-    ``{repo_path}/packages`` holding ``size_limit`` bytes. ``filesize_limit`` None means no
-    per-file limit.
-    """
-
-    size_limit: int | None = None
-    filesize_limit: int | None = None
-    min_vote_count: int = 2
-    vote_window: timedelta = timedelta(days=7)
-    dedup_window: timedelta = timedelta(minutes=5)
-    size_db_ttl: timedelta = timedelta(days=2)
-    #: Bytes of cached files re-hashed per run, least recently verified first (0: sizes only).
-    verify_bytes_per_run: int = 4 * 1024**3
-    tiers: tuple[Tier, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SyncConfig:
-    """How the index sync and the cache downloads talk to the upstream."""
-
-    retry: int = 3
-    download_error_threshold: int = 5
-    user_agent: str = f"pypimirror/{__version__}"
-    concurrent_downloads: int = 4
-    max_deletions: int = 1000
-    #: A run in which more than this share of its projects failed is a failed run.
-    max_error_share: float = 0.5
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogConfig:
-    """The access log; ``path`` None means no access log is written, ``"-"`` the process's stdout.
-
-    Stdout is for containers, whose runtime collects a process's output; a file suits a host
-    with logrotate.
-    """
-
-    path: Path | Literal["-"] | None = None
-    format: LogFormat = "mirror-json"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TimeoutsConfig:
-    """HTTP timeouts. ``write`` and ``upstream`` bound stalls, never a whole (large) transfer."""
-
-    read: timedelta = timedelta(seconds=30)
-    write: timedelta = timedelta(seconds=120)
-    idle: timedelta = timedelta(seconds=60)
-    upstream: timedelta = timedelta(seconds=60)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Schedule:
-    """When a job runs: every ``interval``, or at the times of a 5-field ``cron`` expression."""
-
-    interval: timedelta | None = None
-    cron: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.interval is None) == (self.cron is None):
-            raise ValueError("a schedule has exactly one of interval and cron")
-
-    def to_text(self) -> str:
-        """The schedule as written in the configuration (``1h``, ``*/15 * * * *``)."""
-        return format_duration(self.interval) if self.interval is not None else str(self.cron)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ScheduleConfig:
-    """The embedded scheduler's jobs; ``jitter`` delays each run by a random amount up to it."""
-
-    index_sync: Schedule = Schedule(interval=_HOURLY)
-    cache: Schedule = Schedule(interval=_HOURLY)
-    jitter: timedelta = timedelta(minutes=2)
-    run_on_start: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VotesConfig:
-    """The vote queue; ``bots`` are User-Agent substrings (matched case-insensitively) that never vote."""
-
-    queue_size: int = 1000
-    bots: tuple[str, ...] = _DEFAULT_BOTS
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServeConfig:
-    """The HTTP server's processes (they share the listening port) and what each may hold.
-
-    ``max_connections`` is per process (each has its own descriptor limit); None derives it
-    from that limit when the process starts. ``buffer_budget`` is for the whole server: each of
-    ``workers`` processes gets an equal share.
-    """
-
-    workers: int = 1
-    max_connections: int | None = None
-    buffer_budget: int = 256 * 1024**2
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    """The whole configuration, built once by :func:`load_config` and passed down."""
-
-    listen: str = _DEFAULT_LISTEN
-    repo_path: Path
-    prefix: str = _DEFAULT_PREFIX
-    node_id: str = field(default_factory=socket.gethostname)
-    shutdown_grace: timedelta = _DEFAULT_SHUTDOWN_GRACE
-    database: DatabaseConfig
-    upstream: UpstreamConfig
-    tls: TLSConfig = TLSConfig()
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    ip_modes: IPModesConfig = IPModesConfig()
-    cache: CacheConfig
-    sync: SyncConfig = SyncConfig()
-    log: LogConfig = LogConfig()
-    timeouts: TimeoutsConfig = TimeoutsConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    votes: VotesConfig = VotesConfig()
-    serve: ServeConfig = ServeConfig()
-
-    @property
-    def listen_address(self) -> tuple[str, int]:
-        """``listen`` as (host, port) for binding; host "" means every interface."""
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
-
-    def to_display_dict(self) -> dict[str, Any]:
-        """The effective configuration as plain YAML/JSON values (keys as in the file), passwords masked.
-
-        Sizes are ints, durations and schedules are text such as ``1h30m``, paths are strings.
-        """
-        shown: dict[str, Any] = _display_value(self)
-        shown["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
-        for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
-            url = shown["upstream"][key]
-            shown["upstream"][key] = None if url is None else mask_url_password(url)
-        return shown
-
-
-def _display_value(value: object) -> Any:
-    """``value`` as plain data for :meth:`Config.to_display_dict`; dataclasses become dicts in field order."""
-    if isinstance(value, Schedule):
-        return value.to_text()
-    if isinstance(value, IPModeRule):
-        return {"cidr": str(value.network), "mode": value.mode}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {item.name: _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_display_value(item) for item in value]
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return str(value)
-    return value
+# --------------------------------------------------------------------------- value parsers
 
 
 def _parse_schedule(raw: object) -> Schedule:
@@ -377,6 +174,17 @@ def _parse_node_id(raw: object) -> str:
 # --------------------------------------------------------------------------- the reader
 
 
+@dataclass(frozen=True, slots=True)
+class _ListOf(Generic[_T]):
+    """The parser of a key whose value is a list: ``parse`` reads each item, reported by its index."""
+
+    parse: Callable[[object], _T]
+
+
+#: How a key's value is read: a parser of the raw YAML value, or of each item of a list.
+_Parser = Callable[[object], object] | _ListOf[Any]
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -409,6 +217,56 @@ class _Reader:
             not broken or path == broken or path.startswith((f"{broken}.", f"{broken}["))
             for broken in self._broken
         )
+
+    def read(
+        self,
+        data: object,
+        path: str,
+        model: type[Any],
+        parsers: Mapping[str, _Parser],
+        *,
+        required: Mapping[str, object] | None = None,
+        custom: Collection[str] = (),
+    ) -> tuple[Mapping[str, object], dict[str, Any]]:
+        """The section at ``path`` read as ``model``: its raw keys, and its values by field name.
+
+        ``parsers`` reads each key (as written in the file); ``custom`` names the keys the caller
+        reads itself from the raw keys (nested sections, keys that depend on another). Together
+        they must be exactly the model's keys: a field without a parser raises ``TypeError`` on
+        every read instead of being ignored. A key that is absent, null or bad is left out of
+        the values so that ``model(**values)`` gives it the dataclass's default (a bad one is
+        reported); a missing ``required`` key is reported and given its placeholder.
+        """
+        keys = section_keys(model)
+        unread = [key for key in keys if key not in parsers and key not in custom]
+        unknown = sorted({*parsers, *custom} - set(keys))
+        if unread or unknown or not set(parsers).isdisjoint(custom):
+            raise TypeError(f"{model.__name__}: keys without a parser {unread}, parsers of no key {unknown}")
+        section = self.section(data, path, keys)
+        required = required or {}
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(model):
+            key = yaml_key(item)
+            parse = parsers.get(key)
+            if parse is None:
+                continue
+            if key in required:
+                assert not isinstance(parse, _ListOf)
+                values[item.name] = self.require(section, path, key, parse, required[key])
+            elif section.get(key) is None:
+                continue
+            elif isinstance(parse, _ListOf):
+                values[item.name] = self.get_list(section, path, key, parse.parse, ())
+            else:
+                try:
+                    values[item.name] = parse(section[key])
+                except ValueError as exc:
+                    self.report(_join(path, key), str(exc))
+        return section, values
+
+    def build(self, data: object, path: str, model: type[_T], parsers: Mapping[str, _Parser]) -> _T:
+        """The section at ``path`` as ``model``, for a section whose every key has a parser."""
+        return model(**self.read(data, path, model, parsers)[1])
 
     def section(self, data: object, path: str, keys: Collection[str]) -> Mapping[str, object]:
         """The mapping at ``path`` restricted to ``keys``; unknown keys and wrong types are reported."""
@@ -491,54 +349,46 @@ class _Reader:
 
 # --------------------------------------------------------------------------- the sections
 
-_TOP_KEYS = (
-    "listen", "repo_path", "prefix", "node_id", "shutdown_grace", "database", "upstream", "tls",
-    "trusted_proxies", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
+#: The top-level keys that hold a section of their own (each read by its ``_read_*`` function).
+_SECTIONS = (
+    "database", "upstream", "tls", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
 )  # fmt: skip
 
 
 def _read_database(reader: _Reader, data: object, repo_path: Path) -> DatabaseConfig:
-    section = reader.section(data, "database", ("url",))
-    default = f"sqlite:///{repo_path}/pypi-mirror.db"
-    parse = database_url_parser(reader.base_dir)
-    return DatabaseConfig(url=reader.get(section, "database", "url", parse, default))
+    _, values = reader.read(data, "database", DatabaseConfig, {"url": database_url_parser(reader.base_dir)})
+    return DatabaseConfig(**{"url": f"sqlite:///{repo_path}/pypi-mirror.db", **values})
 
 
 def _read_upstream(reader: _Reader, data: object) -> UpstreamConfig:
-    path = "upstream"
-    section = reader.section(data, path, ("pypi_url", "packages_url", "redirect_url", "proxy", "listing"))
-    pypi_url = reader.require(section, path, "pypi_url", parse_http_url, "")
-    packages_url = reader.require(section, path, "packages_url", parse_http_url, "")
-    return UpstreamConfig(
-        pypi_url=pypi_url,
-        packages_url=packages_url,
-        redirect_url=reader.get(section, path, "redirect_url", parse_http_url, packages_url),
-        proxy=reader.get(section, path, "proxy", parse_proxy, None),
-        listing=reader.get(section, path, "listing", choice_parser(_LISTINGS), "simple-json"),
-    )
+    parsers: dict[str, _Parser] = {
+        "pypi_url": parse_http_url,
+        "packages_url": parse_http_url,
+        "redirect_url": parse_http_url,
+        "proxy": parse_proxy,
+        "listing": choice_parser(get_args(Listing)),
+    }
+    _, values = reader.read(data, "upstream", UpstreamConfig, parsers, required={"pypi_url": "", "packages_url": ""})
+    return UpstreamConfig(**{"redirect_url": values["packages_url"], **values})
 
 
 def _read_tls(reader: _Reader, data: object) -> TLSConfig:
-    section = reader.section(data, "tls", ("cert", "key"))
-    cert = reader.get(section, "tls", "cert", reader.parse_path, None)
-    key = reader.get(section, "tls", "key", reader.parse_path, None)
+    section, values = reader.read(data, "tls", TLSConfig, {"cert": reader.parse_path, "key": reader.parse_path})
     for given, missing in (("cert", "key"), ("key", "cert")):
         if section.get(given) is not None and section.get(missing) is None:
             reader.report(f"tls.{missing}", f"required when tls.{given} is set")
-    return TLSConfig(cert=cert, key=key)
+    return TLSConfig(**values)
 
 
 def _read_ip_modes(reader: _Reader, data: object) -> IPModesConfig:
-    section = reader.section(data, "ip_modes", ("default", "rules"))
-    default = reader.get(section, "ip_modes", "default", parse_ip_mode, IPModesConfig().default)
+    section, values = reader.read(data, "ip_modes", IPModesConfig, {"default": parse_ip_mode}, custom=("rules",))
     rules = []
+    rule_parsers: dict[str, _Parser] = {"cidr": parse_network, "mode": parse_ip_mode}
     for rule_path, raw_rule in reader.entries(section.get("rules"), "ip_modes.rules"):
-        rule = reader.section(raw_rule, rule_path, ("cidr", "mode"))
-        network = reader.require(rule, rule_path, "cidr", parse_network, None)
-        mode = reader.require(rule, rule_path, "mode", parse_ip_mode, None)
-        if network is not None and mode is not None:
-            rules.append(IPModeRule(network=network, mode=mode))
-    return IPModesConfig(default=default, rules=tuple(rules))
+        _, rule = reader.read(raw_rule, rule_path, IPModeRule, rule_parsers, required={"cidr": None, "mode": None})
+        if None not in rule.values():
+            rules.append(IPModeRule(**rule))
+    return IPModesConfig(**values, rules=tuple(rules))
 
 
 def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, ...]:
@@ -546,12 +396,13 @@ def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, .
     another tier is refused (symlinks followed)."""
     tiers: list[tuple[str, Tier]] = []
     repo = _resolved(repo_path)
+    parsers: dict[str, _Parser] = {"path": reader.parse_path, "size_limit": parse_size}
     for tier_path, raw_tier in reader.entries(data, "cache.tiers"):
-        section = reader.section(raw_tier, tier_path, ("path", "size_limit"))
-        directory = reader.require(section, tier_path, "path", reader.parse_path, None)
-        size_limit = reader.require(section, tier_path, "size_limit", parse_size, None)
-        if directory is None or size_limit is None:
+        _, values = reader.read(raw_tier, tier_path, Tier, parsers, required={"path": None, "size_limit": None})
+        if None in values.values():
             continue
+        tier = Tier(**values)
+        directory = tier.path
         resolved = _resolved(directory)
         shown = _shown(directory, resolved)
         if _within(resolved, repo):
@@ -566,7 +417,7 @@ def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, .
         for other_path, other in tiers:
             if _within(resolved, _resolved(other.path)) or _within(_resolved(other.path), resolved):
                 reader.report(f"{tier_path}.path", f"{shown} overlaps {other_path} ('{other.path}')")
-        tiers.append((tier_path, Tier(path=directory, size_limit=size_limit)))
+        tiers.append((tier_path, tier))
     return tuple(tier for _, tier in tiers)
 
 
@@ -621,19 +472,16 @@ def _shown(path: Path, resolved: Path) -> str:
 def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
     """The cache section; its byte budget is required: ``size_limit``, or ``tiers`` with limits."""
     path = "cache"
-    keys = (
-        "size_limit",
-        "filesize_limit",
-        "min_vote_count",
-        "vote_window",
-        "dedup_window",
-        "size_db_ttl",
-        "verify_bytes_per_run",
-        "tiers",
-    )
-    section = reader.section(data, path, keys)
-    defaults = CacheConfig(tiers=())
-    size_limit = reader.get(section, path, "size_limit", parse_size, None)
+    parsers: dict[str, _Parser] = {
+        "size_limit": parse_size,
+        "filesize_limit": parse_size,
+        "min_vote_count": int_parser(1, _MAX_MIN_VOTE_COUNT),
+        "vote_window": duration_parser(_MAX_WINDOW, positive=True),
+        "dedup_window": duration_parser(_MAX_WINDOW),
+        "size_db_ttl": duration_parser(_MAX_WINDOW),
+        "verify_bytes_per_run": parse_size,
+    }
+    section, values = reader.read(data, path, CacheConfig, parsers, custom=("tiers",))
     tiers = _read_tiers(reader, section.get("tiers"), repo_path)
     if section.get("tiers"):
         if section.get("size_limit") is not None:
@@ -644,50 +492,20 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
                 "cache.size_limit",
                 "required: the byte budget (or cache.tiers, each with path and size_limit)",
             )
-        tiers = (Tier(path=repo_path / "packages", size_limit=size_limit or 0),)
-    return CacheConfig(
-        tiers=tiers,
-        size_limit=size_limit,
-        filesize_limit=reader.get(section, path, "filesize_limit", parse_size, None),
-        min_vote_count=reader.get(
-            section, path, "min_vote_count", int_parser(1, _MAX_MIN_VOTE_COUNT), defaults.min_vote_count
-        ),
-        vote_window=reader.get(
-            section, path, "vote_window", duration_parser(_MAX_WINDOW, positive=True), defaults.vote_window
-        ),
-        dedup_window=reader.get(section, path, "dedup_window", duration_parser(_MAX_WINDOW), defaults.dedup_window),
-        size_db_ttl=reader.get(section, path, "size_db_ttl", duration_parser(_MAX_WINDOW), defaults.size_db_ttl),
-        verify_bytes_per_run=reader.get(
-            section, path, "verify_bytes_per_run", parse_size, defaults.verify_bytes_per_run
-        ),
-    )
+        tiers = (Tier(path=repo_path / "packages", size_limit=values.get("size_limit") or 0),)
+    return CacheConfig(**values, tiers=tiers)
 
 
 def _read_sync(reader: _Reader, data: object) -> SyncConfig:
-    path, defaults = "sync", SyncConfig()
-    keys = (
-        "retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions",
-        "max_error_share",
-    )
-    section = reader.section(data, path, keys)
-    return SyncConfig(
-        retry=reader.get(section, path, "retry", int_parser(1, _MAX_RETRY), defaults.retry),
-        download_error_threshold=reader.get(
-            section,
-            path,
-            "download_error_threshold",
-            int_parser(1, _MAX_ERROR_THRESHOLD),
-            defaults.download_error_threshold,
-        ),
-        user_agent=reader.get(section, path, "user_agent", parse_header_text, defaults.user_agent),
-        concurrent_downloads=reader.get(
-            section, path, "concurrent_downloads", int_parser(1, 256), defaults.concurrent_downloads
-        ),
-        max_deletions=reader.get(section, path, "max_deletions", int_parser(0), defaults.max_deletions),
-        max_error_share=reader.get(
-            section, path, "max_error_share", parse_share, defaults.max_error_share
-        ),
-    )
+    parsers: dict[str, _Parser] = {
+        "retry": int_parser(1, _MAX_RETRY),
+        "download_error_threshold": int_parser(1, _MAX_ERROR_THRESHOLD),
+        "user_agent": parse_header_text,
+        "concurrent_downloads": int_parser(1, 256),
+        "max_deletions": int_parser(0),
+        "max_error_share": parse_share,
+    }
+    return reader.build(data, "sync", SyncConfig, parsers)
 
 
 def _log_path_parser(reader: _Reader) -> Callable[[object], Path | Literal["-"]]:
@@ -700,54 +518,38 @@ def _log_path_parser(reader: _Reader) -> Callable[[object], Path | Literal["-"]]
 
 
 def _read_log(reader: _Reader, data: object) -> LogConfig:
-    section = reader.section(data, "log", ("path", "format"))
-    return LogConfig(
-        path=reader.get(section, "log", "path", _log_path_parser(reader), None),
-        format=reader.get(section, "log", "format", choice_parser(_LOG_FORMATS), LogConfig().format),
-    )
+    parsers: dict[str, _Parser] = {"path": _log_path_parser(reader), "format": choice_parser(get_args(LogFormat))}
+    return reader.build(data, "log", LogConfig, parsers)
 
 
 def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
-    path, defaults = "timeouts", TimeoutsConfig()
-    section = reader.section(data, path, ("read", "write", "idle", "upstream"))
+    """Every timeout is a positive duration of at most a day."""
     parse = duration_parser(_MAX_TIMEOUT, positive=True)
-    return TimeoutsConfig(
-        read=reader.get(section, path, "read", parse, defaults.read),
-        write=reader.get(section, path, "write", parse, defaults.write),
-        idle=reader.get(section, path, "idle", parse, defaults.idle),
-        upstream=reader.get(section, path, "upstream", parse, defaults.upstream),
-    )
+    return reader.build(data, "timeouts", TimeoutsConfig, dict.fromkeys(section_keys(TimeoutsConfig), parse))
 
 
 def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
-    path, defaults = "schedule", ScheduleConfig()
-    section = reader.section(data, path, ("index_sync", "cache", "jitter", "run_on_start"))
-    return ScheduleConfig(
-        index_sync=reader.get(section, path, "index_sync", _parse_schedule, defaults.index_sync),
-        cache=reader.get(section, path, "cache", _parse_schedule, defaults.cache),
-        jitter=reader.get(section, path, "jitter", duration_parser(_MAX_JITTER), defaults.jitter),
-        run_on_start=reader.get(section, path, "run_on_start", parse_bool, defaults.run_on_start),
-    )
+    parsers: dict[str, _Parser] = {
+        "index_sync": _parse_schedule,
+        "cache": _parse_schedule,
+        "jitter": duration_parser(_MAX_JITTER),
+        "run_on_start": parse_bool,
+    }
+    return reader.build(data, "schedule", ScheduleConfig, parsers)
 
 
 def _read_votes(reader: _Reader, data: object) -> VotesConfig:
-    section = reader.section(data, "votes", ("queue_size", "bots"))
-    return VotesConfig(
-        queue_size=reader.get(
-            section, "votes", "queue_size", int_parser(1, _MAX_QUEUE_SIZE), VotesConfig().queue_size
-        ),
-        bots=reader.get_list(section, "votes", "bots", parse_text, _DEFAULT_BOTS),
-    )
+    parsers: dict[str, _Parser] = {"queue_size": int_parser(1, _MAX_QUEUE_SIZE), "bots": _ListOf(parse_text)}
+    return reader.build(data, "votes", VotesConfig, parsers)
 
 
 def _read_serve(reader: _Reader, data: object) -> ServeConfig:
-    path, defaults = "serve", ServeConfig()
-    section = reader.section(data, path, ("workers", "max_connections", "buffer_budget"))
-    return ServeConfig(
-        workers=reader.get(section, path, "workers", int_parser(1, 64), defaults.workers),
-        max_connections=reader.get(section, path, "max_connections", int_parser(1, MAX_CONNECTIONS), None),
-        buffer_budget=reader.get(section, path, "buffer_budget", _parse_buffer_budget, defaults.buffer_budget),
-    )
+    parsers: dict[str, _Parser] = {
+        "workers": int_parser(1, 64),
+        "max_connections": int_parser(1, MAX_CONNECTIONS),
+        "buffer_budget": _parse_buffer_budget,
+    }
+    return reader.build(data, "serve", ServeConfig, parsers)
 
 
 def _parse_buffer_budget(raw: object) -> int:
@@ -765,18 +567,21 @@ def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str
     the working directory). Raises one :class:`ConfigError` listing every problem found.
     """
     reader = _Reader(Path(base_dir).absolute() if base_dir is not None else Path.cwd())
-    top = reader.section(data, "", _TOP_KEYS)
-    repo_path = reader.require(top, "", "repo_path", reader.parse_path, Path("/"))
+    parsers: dict[str, _Parser] = {
+        "listen": parse_listen,
+        "repo_path": reader.parse_path,
+        "prefix": parse_prefix,
+        "node_id": _parse_node_id,
+        "shutdown_grace": duration_parser(_MAX_GRACE),
+        "trusted_proxies": _ListOf(parse_network),
+    }
+    top, values = reader.read(data, "", Config, parsers, required={"repo_path": Path("/")}, custom=_SECTIONS)
+    repo_path = values["repo_path"]
     config = Config(
-        listen=reader.get(top, "", "listen", parse_listen, _DEFAULT_LISTEN),
-        repo_path=repo_path,
-        prefix=reader.get(top, "", "prefix", parse_prefix, _DEFAULT_PREFIX),
-        node_id=reader.get(top, "", "node_id", _parse_node_id, socket.gethostname()),
-        shutdown_grace=reader.get(top, "", "shutdown_grace", duration_parser(_MAX_GRACE), _DEFAULT_SHUTDOWN_GRACE),
+        **values,
         database=_read_database(reader, top.get("database"), repo_path),
         upstream=_read_upstream(reader, top.get("upstream")),
         tls=_read_tls(reader, top.get("tls")),
-        trusted_proxies=reader.get_list(top, "", "trusted_proxies", parse_network, ()),
         ip_modes=_read_ip_modes(reader, top.get("ip_modes")),
         cache=_read_cache(reader, top.get("cache"), repo_path),
         sync=_read_sync(reader, top.get("sync")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import operator
 import re
@@ -14,12 +15,24 @@ from typing import Any
 import pytest
 import yaml
 
+import pypimirror.config
 from pypimirror import __version__
 from pypimirror.config import (
+    CacheConfig,
     Config,
+    DatabaseConfig,
     IPModeRule,
+    IPModesConfig,
+    LogConfig,
     Schedule,
+    ScheduleConfig,
+    ServeConfig,
+    SyncConfig,
     Tier,
+    TimeoutsConfig,
+    TLSConfig,
+    UpstreamConfig,
+    VotesConfig,
     format_duration,
     load_config,
     parse_config,
@@ -321,6 +334,53 @@ def test_unknown_key_is_refused_naming_path_and_nearest_key(data: object, proble
 
 
 @pytest.mark.parametrize(
+    ("data", "path", "model"),
+    [
+        (make_data(zzz=1), "zzz", Config),
+        (make_data(database={"zzz": 1}), "database.zzz", DatabaseConfig),
+        (make_data(upstream={"zzz": 1}), "upstream.zzz", UpstreamConfig),
+        (make_data(tls={"zzz": 1}), "tls.zzz", TLSConfig),
+        (make_data(ip_modes={"zzz": 1}), "ip_modes.zzz", IPModesConfig),
+        (make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy", "zzz": 1}]}), "ip_modes.rules[0].zzz",
+         IPModeRule),
+        (make_data(cache={"zzz": 1}), "cache.zzz", CacheConfig),
+        (make_data(cache={"size_limit": None, "tiers": [{"path": "/t", "size_limit": 1, "zzz": 1}]}),
+         "cache.tiers[0].zzz", Tier),
+        (make_data(sync={"zzz": 1}), "sync.zzz", SyncConfig),
+        (make_data(log={"zzz": 1}), "log.zzz", LogConfig),
+        (make_data(timeouts={"zzz": 1}), "timeouts.zzz", TimeoutsConfig),
+        (make_data(schedule={"zzz": 1}), "schedule.zzz", ScheduleConfig),
+        (make_data(votes={"zzz": 1}), "votes.zzz", VotesConfig),
+        (make_data(serve={"zzz": 1}), "serve.zzz", ServeConfig),
+    ],
+)  # fmt: skip
+def test_each_section_accepts_exactly_its_dataclass_fields(data: object, path: str, model: type[Any]) -> None:
+    keys = [field.metadata.get("key", field.name) for field in dataclasses.fields(model)]
+    assert problems_of(data) == [f"{path}: unknown key (expected one of: {', '.join(keys)})"]
+
+
+def test_a_rule_is_written_with_cidr_for_its_network_field() -> None:
+    rules = parse(make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy"}]})).ip_modes.rules
+    assert rules == (IPModeRule(network=ipaddress.ip_network("10.0.0.0/8"), mode="proxy"),)
+    assert problems_of(make_data(ip_modes={"rules": [{"network": "10.0.0.0/8", "mode": "proxy"}]})) == [
+        "ip_modes.rules[0].network: unknown key (expected one of: cidr, mode)",
+        "ip_modes.rules[0].cidr: required key is missing",
+    ]
+
+
+def test_a_model_field_without_a_parser_fails_every_parse_instead_of_being_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class GrownSyncConfig(SyncConfig):
+        new_key: int = 1
+
+    monkeypatch.setattr(pypimirror.config, "SyncConfig", GrownSyncConfig)
+    with pytest.raises(TypeError, match=r"^GrownSyncConfig: keys without a parser \['new_key'\]"):
+        parse(MINIMAL)
+
+
+@pytest.mark.parametrize(
     ("data", "problem"),
     [
         (make_data(cache=["500g"]), "cache: expected a mapping, got a list"),
@@ -499,7 +559,7 @@ def test_the_audit_s_bad_values_are_all_reported_at_once() -> None:
         sync={"user_agent": "pypimirror\r\nX: y"},
     )
     assert [problem.split(":")[0] for problem in problems_of(data)] == [
-        "shutdown_grace", "cache.tiers[0].path", "cache.min_vote_count", "sync.user_agent",
+        "shutdown_grace", "cache.min_vote_count", "cache.tiers[0].path", "sync.user_agent",
     ]
 
 
@@ -591,6 +651,15 @@ def test_tiers_replace_size_limit_as_the_budget() -> None:
 def test_empty_tiers_list_means_the_single_implicit_tier() -> None:
     config = parse(make_data(cache={"tiers": [], "size_limit": "1g"}))
     assert config.cache.tiers == (Tier(path=Path("/srv/pypimirror/packages"), size_limit=GiB),)
+    assert config.cache.tier_roots == (Path("/srv/pypimirror/packages"),)
+    assert config.cache.tier_limits == (GiB,)
+
+
+def test_tier_roots_and_limits_follow_the_tiers_hottest_first() -> None:
+    tiers = [{"path": "/ssd", "size_limit": "2g"}, {"path": "/hdd", "size_limit": "1g"}]
+    cache = parse(make_data(cache={"size_limit": None, "tiers": tiers})).cache
+    assert cache.tier_roots == (Path("/ssd"), Path("/hdd"))
+    assert cache.tier_limits == (2 * GiB, GiB)
 
 
 @pytest.mark.parametrize(
