@@ -249,10 +249,9 @@ async def apply_plan(
     ``fill`` is the tiers' content before the plan; the returned one is after it. Steps that
     would change one of the ``unwritable`` tiers are left out (counted).
     """
-    roots = tuple(tier.path for tier in config.cache.tiers)
     stats = ApplyStats()
     plan = _without_tiers(plan, unwritable, stats)
-    executor = _Executor(plan, config, db, client, roots, stop, fill, stats)
+    executor = _Executor(plan, config, db, client, config.cache.tier_roots, stop, fill, stats)
     await executor.evict()
     await executor.move()
     await executor.download()

@@ -245,13 +245,11 @@ def _status(config: Config) -> int:
     db = _open_existing_database(config.database.url)
     try:
         with db.connect() as conn:
-            limits = [tier.size_limit for tier in config.cache.tiers]
-            status = read_status(conn, config.node_id, limits)
+            status = read_status(conn, config.node_id, config.cache.tier_limits)
             lease = dbq.read_lease(conn, LEASE_NAME)
     finally:
         db.dispose()
-    paths = [tier.path for tier in config.cache.tiers]
-    sys.stdout.write(format_status(status, lease, paths, node_id=config.node_id, now=time.time()))
+    sys.stdout.write(format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time()))
     return EXIT_OK
 
 
