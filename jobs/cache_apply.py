@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
 
 from pypimirror.jobs.cache_plan import CachePlan, Download, Eviction, Move
 from sqlalchemy import Connection
@@ -204,7 +203,11 @@ class _Executor:
         try:
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
             result = await self.client.download_to(
-                self._url(remote.path), temp, size=remote.size, sha256=remote.sha256, cancel=self.stop
+                self.config.upstream.file_url(remote.path),
+                temp,
+                size=remote.size,
+                sha256=remote.sha256,
+                cancel=self.stop,
             )
             commits.append((temp, final, result))
             if remote.metadata_sha256 is not None and remote.metadata_size is not None:
@@ -212,7 +215,7 @@ class _Executor:
                 metadata_temp = _temp_beside(metadata_final)
                 try:
                     metadata = await self.client.download_to(
-                        self._url(remote.path + METADATA_SUFFIX), metadata_temp,
+                        self.config.upstream.file_url(remote.path + METADATA_SUFFIX), metadata_temp,
                         size=remote.metadata_size, sha256=remote.metadata_sha256, cancel=self.stop,
                     )
                     commits.append((metadata_temp, metadata_final, metadata))
@@ -229,10 +232,6 @@ class _Executor:
         logger.info("cache: downloaded %s to tier %d (%d bytes)", remote.path, download.tier, result.size)
         metadata_size = commits[1][2].size if len(commits) > 1 else None
         return LocalFile(remote.path, download.tier, result.size, metadata_size)
-
-    def _url(self, path: str) -> str:
-        return f"{self.config.upstream.packages_url.rstrip('/')}/{quote(path)}"
-
 
 async def apply_plan(
     plan: CachePlan,

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
@@ -82,6 +83,10 @@ class UpstreamConfig:
     redirect_url: str
     proxy: str | None = None
     listing: Listing = "simple-json"
+
+    def file_url(self, relpath: str) -> str:
+        """Where the upstream serves the package file ``ab/cd/<hash>/<filename>``, percent-encoded."""
+        return f"{self.packages_url}/{quote(relpath)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -743,6 +743,11 @@ def test_upstream_urls_lose_trailing_slashes_and_redirect_url_can_differ() -> No
     assert config.upstream.redirect_url == "http://cdn.example.org/packages"
 
 
+def test_a_package_file_url_is_its_path_percent_encoded_under_packages_url() -> None:
+    config = parse(make_data(upstream={"packages_url": "https://files.example.org/packages//"}))
+    assert config.upstream.file_url("ab/cd/h/x+1.0.tar.gz") == "https://files.example.org/packages/ab/cd/h/x%2B1.0.tar.gz"
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
