@@ -29,7 +29,8 @@ from sqlalchemy.engine import make_url
 from pypimirror import __version__
 from pypimirror import db as dbq
 from pypimirror.app import serve_forever
-from pypimirror.config import Config, load_config
+from pypimirror.config import Config
+from pypimirror.configreader import load_config
 from pypimirror.db import Database, JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
 from pypimirror.healthcheck import check_health

@@ -1,22 +1,11 @@
-"""The configuration: one YAML file, checked once, turned into the frozen dataclasses of
-:mod:`pypimirror.configmodel` (re-exported here, so callers import this one module).
+"""The configuration as the program sees it: one frozen dataclass per section of the YAML file.
 
-A section's accepted keys are its dataclass's fields; its reader function here gives each key
-a parser (:meth:`_Reader.read`), and a key absent from the file takes the dataclass's default.
-Every key is validated at load time (unknown keys, types, sizes, durations, URLs, CIDRs, cron
-expressions) and every problem is reported in one :class:`ConfigError`, each with its key path.
-Every value has an upper bound too, so nothing that passes here fails later. Sizes become
-``int`` bytes and durations ``timedelta`` here and nowhere else. A key given with an empty
-value (YAML ``null``) counts as absent and takes its default. Relative paths are resolved
-against the directory holding the configuration file (``parse_config``: ``base_dir``, default
-the working directory), after ``~`` expansion.
-
-Paths that must not overlap are refused (:func:`_read_tiers`, :func:`_check_files`): a cache
-tier holding the repository, inside its page directories (the index sync deletes whatever it
-does not know there) or overlapping another tier, and a file the mirror writes or reads
-(database, access log, TLS files) inside a tier or a page directory. Paths are compared after following symlinks
-(``Path.resolve``, which reads links but needs nothing to exist); beyond that and reading the
-file, nothing here touches the disk: whether paths exist is checked by whoever uses them.
+This module is the model only: :func:`pypimirror.configreader.load_config` reads and checks a
+file into it, once, in the composition root, which passes it down. A section's keys in the
+file are its dataclass's fields (:func:`section_keys`), so a key is declared once, here, with
+its type and default; the reader gives it a parser. The values are already checked and typed:
+sizes are ``int`` bytes, durations ``timedelta``, paths absolute, URLs without a trailing
+``/``, so code that receives a section uses its values as they are.
 """
 
 from __future__ import annotations
@@ -42,608 +31,259 @@ __all__ = [
     "TimeoutsConfig",
     "UpstreamConfig",
     "VotesConfig",
-    "format_duration",
-    "load_config",
-    "parse_config",
-    "parse_duration",
-    "parse_size",
+    "section_keys",
+    "yaml_key",
 ]
 
 import dataclasses
-import difflib
-import logging
-import os
-from collections.abc import Callable, Collection, Hashable, Mapping
-from dataclasses import dataclass
+import ipaddress
+import socket
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, Final, Literal
+from urllib.parse import quote
 
-import yaml
 from sqlalchemy.engine import make_url
 
-from pypimirror.acceptor import MAX_CONNECTIONS
-from pypimirror.configmodel import (
-    LOG_TO_STDOUT,
-    CacheConfig,
-    Config,
-    DatabaseConfig,
-    IPModeRule,
-    IPModesConfig,
-    Listing,
-    LogConfig,
-    LogFormat,
-    Schedule,
-    ScheduleConfig,
-    ServeConfig,
-    SyncConfig,
-    Tier,
-    TimeoutsConfig,
-    TLSConfig,
-    UpstreamConfig,
-    VotesConfig,
-    section_keys,
-    yaml_key,
-)
-from pypimirror.configvalues import (
-    DurationTooLong,
-    IPMode,
-    IPNetwork,
-    choice_parser,
-    database_url_parser,
-    describe_value,
-    duration_parser,
-    format_duration,
-    int_parser,
-    parse_bool,
-    parse_duration,
-    parse_header_text,
-    parse_http_url,
-    parse_ip_mode,
-    parse_listen,
-    parse_network,
-    parse_prefix,
-    parse_proxy,
-    parse_size,
-    parse_share,
-    parse_text,
-)
-from pypimirror.cron import make_trigger
-from pypimirror.errors import ConfigError, ConfigProblem
+from pypimirror import __version__
+from pypimirror.configvalues import IPMode, IPNetwork, format_duration, mask_url_password
 
-try:
-    from yaml import CSafeLoader as _BaseLoader
-except ImportError:  # PyYAML built without libyaml: same behaviour, slower
-    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+Listing = Literal["simple-json", "xmlrpc"]
+LogFormat = Literal["mirror-json", "combined"]
 
-logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
-# Upper bounds of durations and counts, far above any sane setting (see configvalues: values
-# that pass must not fail later).
-_MAX_GRACE = timedelta(hours=1)
-_MAX_WINDOW = timedelta(days=366)  # vote_window, dedup_window, size_db_ttl, a schedule's interval
-_MAX_TIMEOUT = timedelta(days=1)
-_MAX_JITTER = timedelta(days=1)
-_MAX_RETRY = 100
-_MAX_ERROR_THRESHOLD = 1_000_000
-_MAX_MIN_VOTE_COUNT = 1_000_000  # distinct client networks
-_MAX_QUEUE_SIZE = 1_000_000  # votes held in memory, a few hundred bytes each
-_MAX_LIST = 1000  # entries of a list (tiers, rules, networks, bots)
-_MAX_NODE_ID = 255
-_MIN_BUFFER_BUDGET = 1024**2
-_MAX_BUFFER_BUDGET = 1024**4
+LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
+_HOURLY = timedelta(hours=1)
 
 
-# --------------------------------------------------------------------------- value parsers
+def yaml_key(item: dataclasses.Field[Any]) -> str:
+    """The key a field is written as in the file: its name, unless its metadata names another."""
+    return str(item.metadata.get("key", item.name))
 
 
-def _parse_schedule(raw: object) -> Schedule:
-    """An interval (a duration) or a 5-field cron expression, validated as APScheduler reads it."""
-    text = raw.strip() if isinstance(raw, str) else ""
-    try:
-        interval = duration_parser(_MAX_WINDOW)(text)
-    except DurationTooLong:
-        raise
-    except ValueError:
-        interval = None
-    if interval is not None:
-        if not interval:
-            raise ValueError(f"{text!r} must be longer than 0s")
-        return Schedule(interval=interval)
-    if len(text.split()) == 5:
-        try:
-            make_trigger(cron=text)
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid cron expression: {exc}") from None
-        return Schedule(cron=text)
-    raise ValueError(
-        f"{describe_value(raw)} is neither a duration (e.g. 1h, 30m) "
-        "nor a 5-field cron expression (e.g. '*/15 * * * *')"
-    )
+def section_keys(model: type[Any]) -> tuple[str, ...]:
+    """The keys a section accepts in the file: its dataclass's fields, in their order."""
+    return tuple(yaml_key(item) for item in dataclasses.fields(model))
 
 
-def _parse_node_id(raw: object) -> str:
-    """This node's name in the database and in status output: one line of at most 255 characters."""
-    text = parse_text(raw)
-    if len(text) > _MAX_NODE_ID:
-        raise ValueError(f"is {len(text)} characters long (at most {_MAX_NODE_ID})")
-    return text
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseConfig:
+    """Where votes, serials and job runs live: any SQLAlchemy URL."""
+
+    url: str
 
 
-# --------------------------------------------------------------------------- the reader
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamConfig:
+    """The index we mirror. URLs carry no trailing ``/``; ``proxy`` None means a direct connection."""
+
+    pypi_url: str
+    packages_url: str
+    redirect_url: str
+    proxy: str | None = None
+    listing: Listing = "simple-json"
+
+    def file_url(self, relpath: str) -> str:
+        """Where the upstream serves the package file ``ab/cd/<hash>/<filename>``, percent-encoded."""
+        return f"{self.packages_url}/{quote(relpath)}"
 
 
-@dataclass(frozen=True, slots=True)
-class _ListOf(Generic[_T]):
-    """The parser of a key whose value is a list: ``parse`` reads each item, reported by its index."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSConfig:
+    """Certificate and key for HTTPS; both or neither (neither: plain HTTP)."""
 
-    parse: Callable[[object], _T]
-
-
-#: How a key's value is read: a parser of the raw YAML value, or of each item of a list.
-_Parser = Callable[[object], object] | _ListOf[Any]
+    cert: Path | None = None
+    key: Path | None = None
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IPModeRule:
+    """Clients inside ``network`` get ``mode`` for files we do not hold."""
+
+    network: IPNetwork = field(metadata={"key": "cidr"})
+    mode: IPMode
 
 
-def _unknown_key_message(key: object, known: Collection[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(known), n=1)
-    if close:
-        return f"unknown key (did you mean {close[0]!r}?)"
-    return f"unknown key (expected one of: {', '.join(known)})"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IPModesConfig:
+    """Redirect (302) or proxy, per client network; the first matching rule wins."""
+
+    default: IPMode = "302"
+    rules: tuple[IPModeRule, ...] = ()
 
 
-class _Reader:
-    """Reads one configuration tree, collecting every problem instead of stopping at the first.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tier:
+    """One cache directory and its byte budget; tiers are ordered hottest first."""
 
-    On a problem, a getter records it and returns a placeholder so that reading goes on;
-    :func:`parse_config` raises before any placeholder can escape.
+    path: Path
+    size_limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """Which package files are kept, and where.
+
+    ``tiers`` is always the effective list: the configured tiers, or the single implicit tier
+    ``{repo_path}/packages`` holding ``size_limit`` bytes. ``filesize_limit`` None means no
+    per-file limit.
     """
 
-    def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
-        self.problems: list[ConfigProblem] = []
-        self._broken: set[str] = set()  # mappings of the wrong type: their keys are not "missing"
+    size_limit: int | None = None
+    filesize_limit: int | None = None
+    min_vote_count: int = 2
+    vote_window: timedelta = timedelta(days=7)
+    dedup_window: timedelta = timedelta(minutes=5)
+    size_db_ttl: timedelta = timedelta(days=2)
+    #: Bytes of cached files re-hashed per run, least recently verified first (0: sizes only).
+    verify_bytes_per_run: int = 4 * 1024**3
+    tiers: tuple[Tier, ...]
 
-    def report(self, key_path: str, message: str) -> None:
-        self.problems.append(ConfigProblem(key_path, message))
+    @property
+    def tier_roots(self) -> tuple[Path, ...]:
+        """Each tier's directory, hottest first (index ``i`` is tier ``i`` everywhere)."""
+        return tuple(tier.path for tier in self.tiers)
 
-    def is_broken(self, path: str) -> bool:
-        """Whether ``path`` lies in a mapping of the wrong type (so its keys are not "missing")."""
-        return any(
-            not broken or path == broken or path.startswith((f"{broken}.", f"{broken}["))
-            for broken in self._broken
-        )
+    @property
+    def tier_limits(self) -> tuple[int, ...]:
+        """Each tier's byte budget, hottest first."""
+        return tuple(tier.size_limit for tier in self.tiers)
 
-    def read(
-        self,
-        data: object,
-        path: str,
-        model: type[Any],
-        parsers: Mapping[str, _Parser],
-        *,
-        required: Mapping[str, object] | None = None,
-        custom: Collection[str] = (),
-    ) -> tuple[Mapping[str, object], dict[str, Any]]:
-        """The section at ``path`` read as ``model``: its raw keys, and its values by field name.
 
-        ``parsers`` reads each key (as written in the file); ``custom`` names the keys the caller
-        reads itself from the raw keys (nested sections, keys that depend on another). Together
-        they must be exactly the model's keys: a field without a parser raises ``TypeError`` on
-        every read instead of being ignored. A key that is absent, null or bad is left out of
-        the values so that ``model(**values)`` gives it the dataclass's default (a bad one is
-        reported); a missing ``required`` key is reported and given its placeholder.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncConfig:
+    """How the index sync and the cache downloads talk to the upstream."""
+
+    retry: int = 3
+    download_error_threshold: int = 5
+    user_agent: str = f"pypimirror/{__version__}"
+    concurrent_downloads: int = 4
+    max_deletions: int = 1000
+    #: A run in which more than this share of its projects failed is a failed run.
+    max_error_share: float = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    """The access log; ``path`` None means no access log is written, ``"-"`` the process's stdout.
+
+    Stdout is for containers, whose runtime collects a process's output; a file suits a host
+    with logrotate.
+    """
+
+    path: Path | Literal["-"] | None = None
+    format: LogFormat = "mirror-json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutsConfig:
+    """HTTP timeouts. ``write`` and ``upstream`` bound stalls, never a whole (large) transfer."""
+
+    read: timedelta = timedelta(seconds=30)
+    write: timedelta = timedelta(seconds=120)
+    idle: timedelta = timedelta(seconds=60)
+    upstream: timedelta = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """When a job runs: every ``interval``, or at the times of a 5-field ``cron`` expression."""
+
+    interval: timedelta | None = None
+    cron: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.interval is None) == (self.cron is None):
+            raise ValueError("a schedule has exactly one of interval and cron")
+
+    def to_text(self) -> str:
+        """The schedule as written in the configuration (``1h``, ``*/15 * * * *``)."""
+        return format_duration(self.interval) if self.interval is not None else str(self.cron)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleConfig:
+    """The embedded scheduler's jobs; ``jitter`` delays each run by a random amount up to it."""
+
+    index_sync: Schedule = Schedule(interval=_HOURLY)
+    cache: Schedule = Schedule(interval=_HOURLY)
+    jitter: timedelta = timedelta(minutes=2)
+    run_on_start: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VotesConfig:
+    """The vote queue; ``bots`` are User-Agent substrings (matched case-insensitively) that never vote."""
+
+    queue_size: int = 1000
+    bots: tuple[str, ...] = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeConfig:
+    """The HTTP server's processes (they share the listening port) and what each may hold.
+
+    ``max_connections`` is per process (each has its own descriptor limit); None derives it
+    from that limit when the process starts. ``buffer_budget`` is for the whole server: each of
+    ``workers`` processes gets an equal share.
+    """
+
+    workers: int = 1
+    max_connections: int | None = None
+    buffer_budget: int = 256 * 1024**2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole configuration, built once by :func:`~pypimirror.configreader.load_config` and passed down."""
+
+    listen: str = ":8080"
+    repo_path: Path
+    prefix: str = "/pypi"
+    node_id: str = field(default_factory=socket.gethostname)
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    database: DatabaseConfig
+    upstream: UpstreamConfig
+    tls: TLSConfig = TLSConfig()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    ip_modes: IPModesConfig = IPModesConfig()
+    cache: CacheConfig
+    sync: SyncConfig = SyncConfig()
+    log: LogConfig = LogConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    votes: VotesConfig = VotesConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """``listen`` as (host, port) for binding; host "" means every interface."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def to_display_dict(self) -> dict[str, Any]:
+        """The effective configuration as plain YAML/JSON values (keys as in the file), passwords masked.
+
+        Sizes are ints, durations and schedules are text such as ``1h30m``, paths are strings.
         """
-        keys = section_keys(model)
-        unread = [key for key in keys if key not in parsers and key not in custom]
-        unknown = sorted({*parsers, *custom} - set(keys))
-        if unread or unknown or not set(parsers).isdisjoint(custom):
-            raise TypeError(f"{model.__name__}: keys without a parser {unread}, parsers of no key {unknown}")
-        section = self.section(data, path, keys)
-        required = required or {}
-        values: dict[str, Any] = {}
-        for item in dataclasses.fields(model):
-            key = yaml_key(item)
-            parse = parsers.get(key)
-            if parse is None:
-                continue
-            if key in required:
-                assert not isinstance(parse, _ListOf)
-                values[item.name] = self.require(section, path, key, parse, required[key])
-            elif section.get(key) is None:
-                continue
-            elif isinstance(parse, _ListOf):
-                values[item.name] = self.get_list(section, path, key, parse.parse, ())
-            else:
-                try:
-                    values[item.name] = parse(section[key])
-                except ValueError as exc:
-                    self.report(_join(path, key), str(exc))
-        return section, values
-
-    def build(self, data: object, path: str, model: type[_T], parsers: Mapping[str, _Parser]) -> _T:
-        """The section at ``path`` as ``model``, for a section whose every key has a parser."""
-        return model(**self.read(data, path, model, parsers)[1])
-
-    def section(self, data: object, path: str, keys: Collection[str]) -> Mapping[str, object]:
-        """The mapping at ``path`` restricted to ``keys``; unknown keys and wrong types are reported."""
-        if data is None:
-            return {}
-        if not isinstance(data, Mapping):
-            where = "" if path else " at the top level"
-            self.report(path, f"expected a mapping{where}, got {describe_value(data)}")
-            self._broken.add(path)
-            return {}
-        for key in data:
-            if key not in keys:
-                self.report(_join(path, str(key)), _unknown_key_message(key, keys))
-        return {key: value for key, value in data.items() if key in keys}
-
-    def entries(self, data: object, path: str) -> list[tuple[str, object]]:
-        """The items of the list at ``path``, each with its own key path (``path[i]``)."""
-        if data is None:
-            return []
-        if not isinstance(data, list):
-            self.report(path, f"expected a list, got {describe_value(data)}")
-            return []
-        if len(data) > _MAX_LIST:
-            self.report(path, f"has {len(data)} entries (at most {_MAX_LIST})")
-            return []
-        return [(f"{path}[{index}]", item) for index, item in enumerate(data)]
-
-    def get(
-        self, section: Mapping[str, object], path: str, key: str, parse: Callable[[object], _T], default: _T
-    ) -> _T:
-        raw = section.get(key)
-        if raw is None:
-            return default
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            self.report(_join(path, key), str(exc))
-            return default
-
-    def require(
-        self,
-        section: Mapping[str, object],
-        path: str,
-        key: str,
-        parse: Callable[[object], _T],
-        placeholder: _T,
-    ) -> _T:
-        if section.get(key) is None and not self.is_broken(path):
-            self.report(_join(path, key), "required key is missing")
-        return self.get(section, path, key, parse, placeholder)
-
-    def get_list(
-        self,
-        section: Mapping[str, object],
-        path: str,
-        key: str,
-        parse: Callable[[object], _T],
-        default: tuple[_T, ...],
-    ) -> tuple[_T, ...]:
-        raw = section.get(key)
-        if raw is None:
-            return default
-        values = []
-        for item_path, item in self.entries(raw, _join(path, key)):
-            try:
-                values.append(parse(item))
-            except ValueError as exc:
-                self.report(item_path, str(exc))
-        return tuple(values)
-
-    def parse_path(self, raw: object) -> Path:
-        """An absolute path: ``~`` expanded, relative paths taken from ``base_dir``."""
-        text = parse_text(raw)
-        try:
-            expanded = Path(text).expanduser()
-        except RuntimeError as exc:
-            raise ValueError(f"{text!r}: {exc}") from None
-        return Path(os.path.normpath(self.base_dir / expanded))
+        shown: dict[str, Any] = _display_value(self)
+        shown["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
+        for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
+            url = shown["upstream"][key]
+            shown["upstream"][key] = None if url is None else mask_url_password(url)
+        return shown
 
 
-# --------------------------------------------------------------------------- the sections
-
-#: The top-level keys that hold a section of their own (each read by its ``_read_*`` function).
-_SECTIONS = (
-    "database", "upstream", "tls", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
-)  # fmt: skip
-
-
-def _read_database(reader: _Reader, data: object, repo_path: Path) -> DatabaseConfig:
-    _, values = reader.read(data, "database", DatabaseConfig, {"url": database_url_parser(reader.base_dir)})
-    return DatabaseConfig(**{"url": f"sqlite:///{repo_path}/pypi-mirror.db", **values})
-
-
-def _read_upstream(reader: _Reader, data: object) -> UpstreamConfig:
-    parsers: dict[str, _Parser] = {
-        "pypi_url": parse_http_url,
-        "packages_url": parse_http_url,
-        "redirect_url": parse_http_url,
-        "proxy": parse_proxy,
-        "listing": choice_parser(get_args(Listing)),
-    }
-    _, values = reader.read(data, "upstream", UpstreamConfig, parsers, required={"pypi_url": "", "packages_url": ""})
-    return UpstreamConfig(**{"redirect_url": values["packages_url"], **values})
-
-
-def _read_tls(reader: _Reader, data: object) -> TLSConfig:
-    section, values = reader.read(data, "tls", TLSConfig, {"cert": reader.parse_path, "key": reader.parse_path})
-    for given, missing in (("cert", "key"), ("key", "cert")):
-        if section.get(given) is not None and section.get(missing) is None:
-            reader.report(f"tls.{missing}", f"required when tls.{given} is set")
-    return TLSConfig(**values)
-
-
-def _read_ip_modes(reader: _Reader, data: object) -> IPModesConfig:
-    section, values = reader.read(data, "ip_modes", IPModesConfig, {"default": parse_ip_mode}, custom=("rules",))
-    rules = []
-    rule_parsers: dict[str, _Parser] = {"cidr": parse_network, "mode": parse_ip_mode}
-    for rule_path, raw_rule in reader.entries(section.get("rules"), "ip_modes.rules"):
-        _, rule = reader.read(raw_rule, rule_path, IPModeRule, rule_parsers, required={"cidr": None, "mode": None})
-        if None not in rule.values():
-            rules.append(IPModeRule(**rule))
-    return IPModesConfig(**values, rules=tuple(rules))
-
-
-def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, ...]:
-    """The configured tiers; a tier holding the repo, inside its page directories or overlapping
-    another tier is refused (symlinks followed)."""
-    tiers: list[tuple[str, Tier]] = []
-    repo = _resolved(repo_path)
-    parsers: dict[str, _Parser] = {"path": reader.parse_path, "size_limit": parse_size}
-    for tier_path, raw_tier in reader.entries(data, "cache.tiers"):
-        _, values = reader.read(raw_tier, tier_path, Tier, parsers, required={"path": None, "size_limit": None})
-        if None in values.values():
-            continue
-        tier = Tier(**values)
-        directory = tier.path
-        resolved = _resolved(directory)
-        shown = _shown(directory, resolved)
-        if _within(resolved, repo):
-            reader.report(f"{tier_path}.path", f"{shown} holds repo_path; use a directory of its own")
-        for pages in _page_dirs(repo):
-            if _within(pages, resolved):
-                reader.report(
-                    f"{tier_path}.path",
-                    f"{shown} is inside repo_path's {pages.name}/, whose entries the index sync "
-                    "deletes when it does not list them; use a directory of its own",
-                )
-        for other_path, other in tiers:
-            if _within(resolved, _resolved(other.path)) or _within(_resolved(other.path), resolved):
-                reader.report(f"{tier_path}.path", f"{shown} overlaps {other_path} ('{other.path}')")
-        tiers.append((tier_path, tier))
-    return tuple(tier for _, tier in tiers)
-
-
-def _check_files(reader: _Reader, config: Config) -> None:
-    """Refuse a file the mirror keeps (database, access log, TLS) inside a cache tier or a page
-    directory, whose contents jobs delete and replace, or one file given for two of them."""
-    files: list[tuple[str, Path]] = []
-    database = make_url(config.database.url)
-    if database.get_backend_name() == "sqlite" and database.database and not database.database.startswith("file:"):
-        files.append(("database.url", Path(database.database)))
-    for key, given in (("log.path", config.log.path), ("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
-        if given is not None and given != LOG_TO_STDOUT:
-            files.append((key, Path(given)))
-    repo = _resolved(config.repo_path)
-    owners = [(f"repo_path's {pages.name}/", pages) for pages in _page_dirs(repo)]
-    owners += [(f"the cache tier '{tier.path}'", _resolved(tier.path)) for tier in config.cache.tiers]
-    seen: list[tuple[str, Path]] = []
-    for key, path in files:
-        resolved = _resolved(path)
-        shown = _shown(path, resolved)
-        for owner, directory in owners:
-            if _within(directory, resolved):
-                reader.report(key, f"{shown} is inside {owner}, where jobs delete and replace files")
-        for other_key, other in seen:
-            if resolved == other and {key, other_key} != {"tls.cert", "tls.key"}:  # a PEM may hold both
-                reader.report(key, f"{shown} is also {other_key}")
-        seen.append((key, resolved))
-
-
-def _page_dirs(repo: Path) -> tuple[Path, Path]:
-    """The directories under repo_path that the index sync owns."""
-    return repo / "simple", repo / "json"
-
-
-def _resolved(path: Path) -> Path:
-    """``path`` with symlinks followed as far as it exists; as given if they loop."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return path
-
-
-def _within(directory: Path, path: Path) -> bool:
-    """Whether ``path`` is ``directory`` or inside it (both resolved)."""
-    return path == directory or directory in path.parents
-
-
-def _shown(path: Path, resolved: Path) -> str:
-    return f"'{path}'" if path == resolved else f"'{path}' (which is '{resolved}')"
-
-
-def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
-    """The cache section; its byte budget is required: ``size_limit``, or ``tiers`` with limits."""
-    path = "cache"
-    parsers: dict[str, _Parser] = {
-        "size_limit": parse_size,
-        "filesize_limit": parse_size,
-        "min_vote_count": int_parser(1, _MAX_MIN_VOTE_COUNT),
-        "vote_window": duration_parser(_MAX_WINDOW, positive=True),
-        "dedup_window": duration_parser(_MAX_WINDOW),
-        "size_db_ttl": duration_parser(_MAX_WINDOW),
-        "verify_bytes_per_run": parse_size,
-    }
-    section, values = reader.read(data, path, CacheConfig, parsers, custom=("tiers",))
-    tiers = _read_tiers(reader, section.get("tiers"), repo_path)
-    if section.get("tiers"):
-        if section.get("size_limit") is not None:
-            reader.report("cache.size_limit", "not allowed with cache.tiers: give each tier its size_limit")
-    else:
-        if section.get("size_limit") is None and not reader.is_broken(path):
-            reader.report(
-                "cache.size_limit",
-                "required: the byte budget (or cache.tiers, each with path and size_limit)",
-            )
-        tiers = (Tier(path=repo_path / "packages", size_limit=values.get("size_limit") or 0),)
-    return CacheConfig(**values, tiers=tiers)
-
-
-def _read_sync(reader: _Reader, data: object) -> SyncConfig:
-    parsers: dict[str, _Parser] = {
-        "retry": int_parser(1, _MAX_RETRY),
-        "download_error_threshold": int_parser(1, _MAX_ERROR_THRESHOLD),
-        "user_agent": parse_header_text,
-        "concurrent_downloads": int_parser(1, 256),
-        "max_deletions": int_parser(0),
-        "max_error_share": parse_share,
-    }
-    return reader.build(data, "sync", SyncConfig, parsers)
-
-
-def _log_path_parser(reader: _Reader) -> Callable[[object], Path | Literal["-"]]:
-    """``"-"`` as itself (stdout), any other text as a path."""
-
-    def parse(raw: object) -> Path | Literal["-"]:
-        return LOG_TO_STDOUT if raw == LOG_TO_STDOUT else reader.parse_path(raw)
-
-    return parse
-
-
-def _read_log(reader: _Reader, data: object) -> LogConfig:
-    parsers: dict[str, _Parser] = {"path": _log_path_parser(reader), "format": choice_parser(get_args(LogFormat))}
-    return reader.build(data, "log", LogConfig, parsers)
-
-
-def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
-    """Every timeout is a positive duration of at most a day."""
-    parse = duration_parser(_MAX_TIMEOUT, positive=True)
-    return reader.build(data, "timeouts", TimeoutsConfig, dict.fromkeys(section_keys(TimeoutsConfig), parse))
-
-
-def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
-    parsers: dict[str, _Parser] = {
-        "index_sync": _parse_schedule,
-        "cache": _parse_schedule,
-        "jitter": duration_parser(_MAX_JITTER),
-        "run_on_start": parse_bool,
-    }
-    return reader.build(data, "schedule", ScheduleConfig, parsers)
-
-
-def _read_votes(reader: _Reader, data: object) -> VotesConfig:
-    parsers: dict[str, _Parser] = {"queue_size": int_parser(1, _MAX_QUEUE_SIZE), "bots": _ListOf(parse_text)}
-    return reader.build(data, "votes", VotesConfig, parsers)
-
-
-def _read_serve(reader: _Reader, data: object) -> ServeConfig:
-    parsers: dict[str, _Parser] = {
-        "workers": int_parser(1, 64),
-        "max_connections": int_parser(1, MAX_CONNECTIONS),
-        "buffer_budget": _parse_buffer_budget,
-    }
-    return reader.build(data, "serve", ServeConfig, parsers)
-
-
-def _parse_buffer_budget(raw: object) -> int:
-    """A size from 1 MiB (one full chunk) to 1 TiB."""
-    size = parse_size(raw)
-    if not _MIN_BUFFER_BUDGET <= size <= _MAX_BUFFER_BUDGET:
-        raise ValueError(f"{raw!r} is out of range (must be from 1m to 1t)")
-    return size
-
-
-def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> Config:
-    """Check an already loaded YAML tree and build the :class:`Config`.
-
-    ``source`` names the file in the error; relative paths are taken from ``base_dir`` (default:
-    the working directory). Raises one :class:`ConfigError` listing every problem found.
-    """
-    reader = _Reader(Path(base_dir).absolute() if base_dir is not None else Path.cwd())
-    parsers: dict[str, _Parser] = {
-        "listen": parse_listen,
-        "repo_path": reader.parse_path,
-        "prefix": parse_prefix,
-        "node_id": _parse_node_id,
-        "shutdown_grace": duration_parser(_MAX_GRACE),
-        "trusted_proxies": _ListOf(parse_network),
-    }
-    top, values = reader.read(data, "", Config, parsers, required={"repo_path": Path("/")}, custom=_SECTIONS)
-    repo_path = values["repo_path"]
-    config = Config(
-        **values,
-        database=_read_database(reader, top.get("database"), repo_path),
-        upstream=_read_upstream(reader, top.get("upstream")),
-        tls=_read_tls(reader, top.get("tls")),
-        ip_modes=_read_ip_modes(reader, top.get("ip_modes")),
-        cache=_read_cache(reader, top.get("cache"), repo_path),
-        sync=_read_sync(reader, top.get("sync")),
-        log=_read_log(reader, top.get("log")),
-        timeouts=_read_timeouts(reader, top.get("timeouts")),
-        schedule=_read_schedule(reader, top.get("schedule")),
-        votes=_read_votes(reader, top.get("votes")),
-        serve=_read_serve(reader, top.get("serve")),
-    )
-    _check_files(reader, config)
-    if reader.problems:
-        raise ConfigError(reader.problems, source=source)
-    return config
-
-
-# --------------------------------------------------------------------------- the file
-
-
-class _StrictLoader(_BaseLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "last wins"."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _describe_yaml_error(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"not valid YAML (line {mark.line + 1}, column {mark.column + 1}): {exc.problem}"
-    return f"not valid YAML: {exc}"
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, check and build the configuration in the YAML file at ``path``.
-
-    Relative paths inside the file are taken from the file's directory. A missing or unreadable
-    file, invalid YAML and every bad key raise :class:`ConfigError` naming the file.
-    """
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as stream:
-            text = stream.read()
-    except OSError as exc:
-        problem = ConfigProblem("", f"cannot read the configuration file: {exc.strerror or exc}")
-        raise ConfigError([problem], source=source) from exc
-    try:
-        data: object = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem("", _describe_yaml_error(exc))], source=source) from exc
-    config = parse_config(data, source=source, base_dir=Path(source).absolute().parent)
-    logger.debug("configuration loaded from %s", source)
-    return config
+def _display_value(value: object) -> Any:
+    """``value`` as plain data for :meth:`Config.to_display_dict`; dataclasses become dicts in field order."""
+    if isinstance(value, Schedule):
+        return value.to_text()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {yaml_key(item): _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_display_value(item) for item in value]
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    return value

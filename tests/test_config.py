@@ -8,6 +8,7 @@ import ipaddress
 import operator
 import re
 import socket
+import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,30 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-import pypimirror.config
+import pypimirror.configreader
 from pypimirror import __version__
-from pypimirror.config import (
-    CacheConfig,
-    Config,
-    DatabaseConfig,
-    IPModeRule,
-    IPModesConfig,
-    LogConfig,
-    Schedule,
-    ScheduleConfig,
-    ServeConfig,
-    SyncConfig,
-    Tier,
-    TimeoutsConfig,
-    TLSConfig,
-    UpstreamConfig,
-    VotesConfig,
-    format_duration,
-    load_config,
-    parse_config,
-    parse_duration,
-    parse_size,
-)
+from pypimirror.config import Config, IPModeRule, Schedule, SyncConfig, Tier
+from pypimirror.configreader import load_config, parse_config
+from pypimirror.configvalues import format_duration, parse_duration, parse_size
 from pypimirror.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "config.example.yaml"
@@ -333,27 +315,22 @@ def test_unknown_key_is_refused_naming_path_and_nearest_key(data: object, proble
     assert problems[0].startswith(problem)
 
 
-@pytest.mark.parametrize(
-    ("data", "path", "model"),
-    [
+def _sections() -> list[tuple[object, str, type[Any]]]:
+    """A tree with an unknown key ``zzz`` in each section of the model, its key path and its dataclass."""
+    hints = typing.get_type_hints(Config)
+    nested = [name for name, hint in hints.items() if dataclasses.is_dataclass(hint)]
+    assert {"database", "upstream", "cache", "serve"} <= set(nested)  # the walk does find the sections
+    return [
         (make_data(zzz=1), "zzz", Config),
-        (make_data(database={"zzz": 1}), "database.zzz", DatabaseConfig),
-        (make_data(upstream={"zzz": 1}), "upstream.zzz", UpstreamConfig),
-        (make_data(tls={"zzz": 1}), "tls.zzz", TLSConfig),
-        (make_data(ip_modes={"zzz": 1}), "ip_modes.zzz", IPModesConfig),
+        *[(make_data(**{name: {"zzz": 1}}), f"{name}.zzz", hints[name]) for name in nested],
         (make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy", "zzz": 1}]}), "ip_modes.rules[0].zzz",
          IPModeRule),
-        (make_data(cache={"zzz": 1}), "cache.zzz", CacheConfig),
         (make_data(cache={"size_limit": None, "tiers": [{"path": "/t", "size_limit": 1, "zzz": 1}]}),
          "cache.tiers[0].zzz", Tier),
-        (make_data(sync={"zzz": 1}), "sync.zzz", SyncConfig),
-        (make_data(log={"zzz": 1}), "log.zzz", LogConfig),
-        (make_data(timeouts={"zzz": 1}), "timeouts.zzz", TimeoutsConfig),
-        (make_data(schedule={"zzz": 1}), "schedule.zzz", ScheduleConfig),
-        (make_data(votes={"zzz": 1}), "votes.zzz", VotesConfig),
-        (make_data(serve={"zzz": 1}), "serve.zzz", ServeConfig),
-    ],
-)  # fmt: skip
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "path", "model"), _sections())
 def test_each_section_accepts_exactly_its_dataclass_fields(data: object, path: str, model: type[Any]) -> None:
     keys = [field.metadata.get("key", field.name) for field in dataclasses.fields(model)]
     assert problems_of(data) == [f"{path}: unknown key (expected one of: {', '.join(keys)})"]
@@ -375,7 +352,7 @@ def test_a_model_field_without_a_parser_fails_every_parse_instead_of_being_ignor
     class GrownSyncConfig(SyncConfig):
         new_key: int = 1
 
-    monkeypatch.setattr(pypimirror.config, "SyncConfig", GrownSyncConfig)
+    monkeypatch.setattr(pypimirror.configreader, "SyncConfig", GrownSyncConfig)
     with pytest.raises(TypeError, match=r"^GrownSyncConfig: keys without a parser \['new_key'\]"):
         parse(MINIMAL)
 

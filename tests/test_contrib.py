@@ -30,7 +30,7 @@ import yaml
 from fakeindex import FakeIndex
 from mirrorprocess import free_port
 
-from pypimirror.config import load_config, parse_config
+from pypimirror.configreader import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRIB = REPO / "contrib"
