@@ -201,8 +201,8 @@ class _CacheRun:
         self.stop = stop
         self.dry_run = dry_run
         self.now = now
-        self.roots = tuple(tier.path for tier in config.cache.tiers)
-        self.limits = tuple(tier.size_limit for tier in config.cache.tiers)
+        self.roots = config.cache.tier_roots
+        self.limits = config.cache.tier_limits
         self.report = CacheReport(self.limits, dry_run=dry_run)
 
     async def execute(self) -> CacheReport:

@@ -118,7 +118,7 @@ def make_app(config: Config, services: Services) -> Application:
     files = {
         **base,
         "route_base": f"{prefix}/packages/",
-        "tiers": TierLookup([tier.path for tier in config.cache.tiers]),
+        "tiers": TierLookup(config.cache.tier_roots),
         "redirect_url": config.upstream.redirect_url,
         "ip_modes": ip_modes,
         "packages_url": config.upstream.packages_url,
@@ -381,8 +381,7 @@ def _describe(worker: _Worker | None) -> str:
 
 
 def _status_reader(config: Config, db: Database) -> StatusReader:
-    limits = [tier.size_limit for tier in config.cache.tiers]
-    return StatusReader(db, node_id=config.node_id, tier_limits=limits, repo_path=config.repo_path)
+    return StatusReader(db, node_id=config.node_id, tier_limits=config.cache.tier_limits, repo_path=config.repo_path)
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:

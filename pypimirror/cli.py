@@ -30,7 +30,8 @@ from sqlalchemy.engine import make_url
 from pypimirror import __version__
 from pypimirror import db as dbq
 from pypimirror.app import serve_forever
-from pypimirror.config import Config, load_config
+from pypimirror.config import Config
+from pypimirror.configreader import load_config
 from pypimirror.db import Database, JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
 from pypimirror.healthcheck import check_health
@@ -249,14 +250,13 @@ def _status(config: Config) -> int:
     db = _open_existing_database(config.database.url)
     try:
         with db.connect() as conn:
-            limits = [tier.size_limit for tier in config.cache.tiers]
             # A database of an older release (status never upgrades it) has no hit counters yet.
-            status = read_status(conn, config.node_id, limits, with_hits=inspect(conn).has_table(hit_counters.name))
+            with_hits = inspect(conn).has_table(hit_counters.name)
+            status = read_status(conn, config.node_id, config.cache.tier_limits, with_hits=with_hits)
             lease = dbq.read_lease(conn, LEASE_NAME)
     finally:
         db.dispose()
-    paths = [tier.path for tier in config.cache.tiers]
-    sys.stdout.write(format_status(status, lease, paths, node_id=config.node_id, now=time.time()))
+    sys.stdout.write(format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time()))
     return EXIT_OK
 
 

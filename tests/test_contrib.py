@@ -31,7 +31,7 @@ from fakeindex import FakeIndex
 from mirrorprocess import free_port, request, running_server, stop_server, sync_once, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from pypimirror.config import load_config, parse_config
+from pypimirror.configreader import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRIB = REPO / "contrib"
