@@ -594,7 +594,7 @@ def _atomic_output(out: Path) -> Iterator[IO[bytes]]:
         with os.fdopen(fd, "wb") as raw:
             if out.name.endswith(".gz"):
                 # mtime=0: the same seed gives the same bytes, compressed or not.
-                with gzip.GzipFile(filename=out.name, mode="wb", fileobj=raw, compresslevel=6, mtime=0) as packed:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as packed:
                     yield cast(IO[bytes], packed)
             else:
                 yield raw
