@@ -12,7 +12,7 @@ thousands of networks, a few of them busy; time follows a daily and a weekly cyc
 
 The output is deterministic for a seed, written in time order one hour at a time (memory does
 not grow with the number of requests), gzipped when the name ends in ``.gz``, and appears
-whole or not at all. :func:`read_popularity_csv` reads the download counts.
+whole or not at all. :func:`pypimirror.popularity.read_popularity_csv` reads the download counts.
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ __all__ = [
     "DEFAULT_PYTHON_MIX",
     "SyntheticModel",
     "SyntheticSummary",
-    "platform_classes",
-    "read_popularity_csv",
     "write_synthetic_trace",
 ]
 
 import bisect
-import csv
 import gzip
 import itertools
 import logging
@@ -46,12 +43,13 @@ from typing import IO, Final, cast
 from urllib.parse import quote
 
 from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from pypimirror.errors import TraceInputError
 from pypimirror.pagescan import ListedFile
 from pypimirror.storage import TEMP_MARKER
+from pypimirror.wheelplatform import PLATFORM_CLASSES, parse_python_version, python_fit, tag_platform_classes
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +124,10 @@ class SyntheticModel:
             if not mix or any(weight < 0 for weight in mix.values()) or sum(mix.values()) <= 0:
                 raise ValueError(f"{name} needs at least one positive weight and none negative")
         for version in self.python_mix:
-            _python_version(version)
+            parse_python_version(version)
+        unknown = sorted(set(self.platform_mix) - set(PLATFORM_CLASSES))
+        if unknown:
+            raise ValueError(f"platform_mix: unknown platforms {unknown!r}; known: {', '.join(PLATFORM_CLASSES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,122 +152,13 @@ class SyntheticSummary:
     end_time: float
 
 
-def read_popularity_csv(path: Path) -> dict[NormalizedName, int]:
-    """Downloads per project from a ``project,downloads`` CSV (blocking).
-
-    A first line whose second field is not a number is a header: its columns are found by name
-    (a name with ``project``, ``name`` or ``package``; one with ``download`` or ``count``), else
-    the first two are taken. Every other line must hold a project name and a whole number of
-    downloads (``0`` or more) in those columns; a bad line, or a project listed twice (after
-    name normalization), raises :class:`~pypimirror.errors.TraceInputError` naming the line.
-    """
-    source = str(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise TraceInputError(source, f"cannot read the popularity list: {exc}") from exc
-    name_column, count_column = 0, 1
-    first_data = 0
-    if rows and (len(rows[0]) < 2 or not rows[0][1].strip().isdigit()):
-        name_column, count_column = _header_columns(source, rows[0])
-        first_data = 1
-    popularity: dict[NormalizedName, int] = {}
-    seen_at: dict[NormalizedName, int] = {}
-    for line_number, row in enumerate(rows[first_data:], start=first_data + 1):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        where = f"{source}: line {line_number}"
-        if len(row) <= max(name_column, count_column):
-            raise TraceInputError(where, f"expected at least {max(name_column, count_column) + 1} columns, got {row!r}")
-        name, count = row[name_column].strip(), row[count_column].strip()
-        if not name:
-            raise TraceInputError(where, "the project name is empty")
-        if not count.isascii() or not count.isdigit():
-            raise TraceInputError(where, f"downloads {count!r} is not a whole number")
-        normalized = canonicalize_name(name)
-        if normalized in seen_at:
-            raise TraceInputError(where, f"project {name!r} is listed again (first on line {seen_at[normalized]})")
-        seen_at[normalized] = line_number
-        popularity[normalized] = int(count)
-    return popularity
-
-
-def _header_columns(source: str, header: Sequence[str]) -> tuple[int, int]:
-    """(name column, downloads column) from a header line's names."""
-    lowered = [cell.strip().lower() for cell in header]
-    name = next((i for i, cell in enumerate(lowered) if any(w in cell for w in ("project", "name", "package"))), None)
-    count = next((i for i, cell in enumerate(lowered) if any(w in cell for w in ("download", "count"))), None)
-    if name is None and count is None and len(header) >= 2:
-        return 0, 1
-    if name is None or count is None or name == count:
-        raise TraceInputError(f"{source}: line 1", f"cannot tell the project and download columns in {list(header)!r}")
-    return name, count
-
-
-def platform_classes(filename: str) -> frozenset[str]:
-    """The client platforms (names of :data:`DEFAULT_PLATFORM_MIX`) a wheel installs on.
-
-    ``any`` stands for a pure-Python wheel (every platform); an unknown platform gives none.
-    """
-    _, _, _, tags = parse_wheel_filename(filename)
-    classes: set[str] = set()
-    for tag in tags:
-        classes.update(_platform_class(tag.platform))
-    return frozenset(classes)
-
-
-def _platform_class(platform: str) -> tuple[str, ...]:
-    if platform == "any":
-        return ("any",)
-    for system, family in (("manylinux", "manylinux"), ("linux", "manylinux"), ("musllinux", "musllinux")):
-        if platform.startswith(system):
-            for arch in ("x86_64", "aarch64"):
-                if platform.endswith(arch):
-                    return (f"{family}-{arch}",)
-            return ()
-    if platform.startswith("macosx"):
-        if platform.endswith("universal2"):
-            return ("macos-arm64", "macos-x86_64")
-        if platform.endswith("arm64"):
-            return ("macos-arm64",)
-        if platform.endswith(("x86_64", "intel")):
-            return ("macos-x86_64",)
-        return ()
-    return {"win_amd64": ("windows-amd64",), "win32": ("windows-x86",)}.get(platform, ())
-
-
-def _python_version(text: str) -> tuple[int, int]:
-    major, dot, minor = text.partition(".")
-    if not (dot and major.isdigit() and minor.isdigit()):
-        raise ValueError(f"python_mix: {text!r} is not a Python version such as '3.12'")
-    return int(major), int(minor)
-
-
-def _python_score(tag: Tag, python: tuple[int, int]) -> int:
-    """How well ``tag`` fits CPython ``python``: 3 built for it, 2 abi3, 1 pure, 0 not at all."""
-    interpreter, abi = tag.interpreter, tag.abi
-    major, minor = python
-    if interpreter.startswith("cp") and interpreter[2:].isdigit():
-        built = (int(interpreter[2]), int(interpreter[3:] or 0))
-        if abi == "abi3":
-            return 2 if built[0] == major and built[1] <= minor else 0
-        return 3 if built == python else 0
-    if interpreter.startswith("py") and interpreter[2:].isdigit() and abi == "none":
-        digits = interpreter[2:]
-        if int(digits[0]) != major:
-            return 0
-        return 1 if len(digits) == 1 or int(digits[1:]) <= minor else 0
-    return 0
-
-
 # --------------------------------------------------------------------------- the model's state
 
 
 class _Project:
     """One project's files grouped by release, and which releases exist at the current time."""
 
-    __slots__ = ("_choices", "_next_upload", "_pending", "available", "newest_upload", "releases", "tail_files")
+    __slots__ = ("_next_upload", "_pending", "available", "choices", "newest_upload", "releases", "tail_files")
 
     def __init__(self, files: list[tuple[float, int, ListedFile]]) -> None:
         by_version: dict[str | None, list[tuple[float, int, ListedFile]]] = {}
@@ -281,7 +173,7 @@ class _Project:
         self._next_upload = self._pending[0][0] if self._pending else math.inf
         self.available: list[tuple[float, tuple[int, Version, str], list[int]]] = []
         self.newest_upload = -math.inf
-        self._choices: dict[tuple[int, str, str], int] = {}
+        self.choices: dict[tuple[int, str, str], int] = {}
         # Files by upload time, for one-off requests of files that exist at the time.
         self.tail_files = sorted((u, index) for u, index, _ in files)
 
@@ -333,7 +225,7 @@ class _Generator:
         self.platform_cum = list(itertools.accumulate(model.platform_mix[p] for p in self.platforms))
         self.pythons = sorted(model.python_mix)
         self.python_cum = list(itertools.accumulate(model.python_mix[p] for p in self.pythons))
-        self.python_tuples = {version: _python_version(version) for version in self.pythons}
+        self.python_tuples = {version: parse_python_version(version) for version in self.pythons}
         self.network_cum = list(
             itertools.accumulate(1.0 / rank**model.network_exponent for rank in range(1, model.networks + 1))
         )
@@ -384,10 +276,10 @@ class _Generator:
             platform = self.platforms[bisect.bisect(self.platform_cum, rng.random() * self.platform_cum[-1])]
             python = self.pythons[bisect.bisect(self.python_cum, rng.random() * self.python_cum[-1])]
         key = (release_files[0], platform, python)
-        chosen = project._choices.get(key)
+        chosen = project.choices.get(key)
         if chosen is None:
             chosen = self._best_file(release_files, platform, python)
-            project._choices[key] = chosen
+            project.choices[key] = chosen
         return chosen
 
     def _rank_weights(self, count: int) -> list[float]:
@@ -428,7 +320,7 @@ class _Generator:
             classes, tags = self._tags(index)
             if version is None or not (platform in classes or "any" in classes):
                 continue
-            fit = max((_python_score(tag, version) for tag in tags), default=0)
+            fit = max((python_fit(tag, version) for tag in tags), default=0)
             if fit == 0:
                 continue
             score = (fit + (10 if platform in classes else 0), self.files[index].filename)
@@ -448,7 +340,7 @@ class _Generator:
                 tags = parse_wheel_filename(filename)[3] if filename.endswith(".whl") else frozenset()
             except InvalidWheelFilename:
                 tags = frozenset()
-            classes = frozenset(c for tag in tags for c in _platform_class(tag.platform))
+            classes = frozenset(c for tag in tags for c in tag_platform_classes(tag.platform))
             found = (classes, tags)
             self.wheel_tags[index] = found
         return found
@@ -471,7 +363,7 @@ def write_synthetic_trace(
     """Write ``requests`` downloads over ``days`` days to ``out`` in the ``combined`` format (blocking).
 
     ``listed`` are the stored pages' files (:func:`~pypimirror.pagescan.scan_listed_files`),
-    ``popularity`` the downloads per project (:func:`read_popularity_csv`); only projects with
+    ``popularity`` the downloads per project (:func:`~pypimirror.popularity.read_popularity_csv`); only projects with
     stored pages are used. The window ends at ``end_time``, by default at the UTC midnight
     after the newest upload the pages list (so the releases of the last ``days`` fall inside
     it). Raises ValueError for a knob out of range and

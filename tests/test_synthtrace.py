@@ -13,13 +13,8 @@ from packaging.utils import NormalizedName
 
 from pypimirror.errors import TraceInputError
 from pypimirror.pagescan import ListedFile, scan_listed_files
-from pypimirror.synthtrace import (
-    SyntheticModel,
-    SyntheticSummary,
-    platform_classes,
-    read_popularity_csv,
-    write_synthetic_trace,
-)
+from pypimirror.popularity import read_popularity_csv
+from pypimirror.synthtrace import SyntheticModel, SyntheticSummary, write_synthetic_trace
 from pypimirror.trace import TraceReader, TraceRequest
 
 END = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
@@ -285,6 +280,7 @@ def test_a_popularity_list_without_any_stored_project_is_an_error(tmp_path: Path
         ({"networks": 70_000}, "networks"),
         ({"peak_hour_utc": 24}, "peak_hour_utc"),
         ({"platform_mix": {}}, "platform_mix"),
+        ({"platform_mix": {"linux": 1.0}}, "unknown platforms \\['linux'\\]"),
         ({"python_mix": {"3.12": -1.0}}, "python_mix"),
         ({"python_mix": {"twelve": 1.0}}, "'twelve'"),
         ({"release_ramp_hours": -1}, "release_ramp_hours"),
@@ -304,74 +300,3 @@ def test_days_and_requests_out_of_range_are_refused(tmp_path: Path) -> None:
         write_synthetic_trace(tmp_path / "t.log", listed=LISTED, popularity=POPULARITY, days=0, requests=10, seed=1)
     with pytest.raises(ValueError, match="requests"):
         write_synthetic_trace(tmp_path / "t.log", listed=LISTED, popularity=POPULARITY, days=1, requests=-1, seed=1)
-
-
-# --------------------------------------------------------------------------- popularity CSV
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "project,downloads\nDemo_Pkg,10\nother,3\n",
-        "download_count,project\n10,Demo_Pkg\n3,other\n",
-        "rank,package_name,num_downloads\n1,Demo_Pkg,10\n2,other,3\n",
-        "Demo_Pkg,10\n\nother,3\n",
-        "name;x,total count\r\nDemo_Pkg,10\r\nother,3\r\n",
-    ],
-    ids=["header", "reversed-columns", "named-columns", "no-header-blank-line", "crlf"],
-)
-def test_popularity_csv_headers_are_read_leniently(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "popular.csv"
-    path.write_text(text)
-    assert read_popularity_csv(path) == {"demo-pkg": 10, "other": 3}
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("project,downloads\ndemo,12x\n", r"line 2: downloads '12x' is not a whole number"),
-        ("project,downloads\ndemo,-3\n", r"line 2: downloads '-3'"),
-        ("project,downloads\ndemo,1.5\n", r"line 2: downloads '1.5'"),
-        ("project,downloads\ndemo\n", r"line 2: expected at least 2 columns"),
-        ("project,downloads\n,4\n", r"line 2: the project name is empty"),
-        ("project,downloads\nDemo,4\ndemo,5\n", r"line 3: project 'demo' is listed again \(first on line 2\)"),
-        ("project,rank\ndemo,1\n", r"line 1: cannot tell the project and download columns"),
-        ("first,second\ndemo,today\n", r"line 2: downloads 'today'"),  # unnamed columns: the first two
-        ("demo,4\nother,many\n", r"line 2: downloads 'many'"),
-    ],
-)
-def test_popularity_csv_values_are_checked_strictly_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "popular.csv"
-    path.write_text(text)
-    with pytest.raises(TraceInputError, match=message):
-        read_popularity_csv(path)
-
-
-def test_an_unreadable_popularity_csv_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(TraceInputError, match="missing.csv: cannot read"):
-        read_popularity_csv(tmp_path / "missing.csv")
-    binary = tmp_path / "binary.csv"
-    binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(TraceInputError, match="binary.csv"):
-        read_popularity_csv(binary)
-
-
-# --------------------------------------------------------------------------- wheel platforms
-
-
-@pytest.mark.parametrize(
-    ("filename", "classes"),
-    [
-        ("demo-1.0-py3-none-any.whl", {"any"}),
-        (f"demo-1.0-cp312-cp312-{MANYLINUX}.whl", {"manylinux-x86_64"}),
-        (f"demo-1.0-cp312-cp312-{AARCH64}.whl", {"manylinux-aarch64"}),
-        ("demo-1.0-cp312-cp312-musllinux_1_2_x86_64.whl", {"musllinux-x86_64"}),
-        ("demo-1.0-cp312-cp312-macosx_11_0_arm64.whl", {"macos-arm64"}),
-        ("demo-1.0-cp312-cp312-macosx_10_9_universal2.whl", {"macos-arm64", "macos-x86_64"}),
-        ("demo-1.0-cp312-cp312-win_amd64.whl", {"windows-amd64"}),
-        ("demo-1.0-cp312-cp312-win32.whl", {"windows-x86"}),
-        ("demo-1.0-cp312-cp312-linux_armv7l.whl", set()),
-    ],
-)
-def test_wheels_are_classed_by_the_platforms_they_install_on(filename: str, classes: set[str]) -> None:
-    assert platform_classes(filename) == classes
