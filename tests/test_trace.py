@@ -136,6 +136,19 @@ def test_nginx_combined_lines_with_escaped_quotes_query_and_timezone_are_read(tm
     assert stats == TraceStats(4, 4, 0, 0, 0, float(NEW_YEAR_2026), float(NEW_YEAR_2026 + 2))
 
 
+def test_fields_a_site_appends_after_the_user_agent_are_ignored(tmp_path: Path) -> None:
+    lines = [
+        # nginx's "main" format: combined plus "$http_x_forwarded_for".
+        nginx(f"GET /pypi/packages/{WHEEL} HTTP/1.1") + ' "203.0.113.9"',
+        f'198.51.100.1 - - [01/Jan/2026:00:00:01 +0000] "GET /pypi/packages/{SDIST} HTTP/1.1" 200 5 '
+        '"-" "uv \\"x\\"" "203.0.113.9" 0.004',
+        nginx(f"GET /pypi/packages/{WHEEL} HTTP/1.1") + '"glued"',  # no separator: not this format
+    ]
+    requests, stats = read([write(tmp_path / "main.log", lines)])
+    assert [r.path for r in requests] == [WHEEL, SDIST]
+    assert stats.skipped_lines == 1
+
+
 def test_percent_encoded_and_escaped_paths_are_decoded_as_the_server_decodes_them(tmp_path: Path) -> None:
     local = "ab/cd/0123456789abcdef/demo-1.0+local-py3-none-any.whl"
     accented = "ab/cd/0123456789abcdef/d\u00e9mo-1.0.tar.gz"
