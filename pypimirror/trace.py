@@ -37,6 +37,7 @@ import gzip
 import io
 import json
 import logging
+import operator
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -71,19 +72,21 @@ _COMBINED_RE: Final = re.compile(
 _HEAD_RE: Final = re.compile(_HEAD)
 _STATUS_RE: Final = re.compile(r" (\d{3}) \S+ ")
 _LAST_STATUS_RE: Final = re.compile(r" (\d{3}) \S+\s*")
-# The mirror's own mirror-json line, keys in the order it writes them (see accesslog.py).
-_JSON_STRING: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
-_MIRROR_JSON_RE: Final = re.compile(
-    r'\{"time":"([^"\\]*)","method":'
-    + _JSON_STRING
-    + ',"path":'
-    + _JSON_STRING
-    + r',"status":(\d{1,3}),"bytes":\d+,"duration_ms":\d+,"client_ip":'
-    + _JSON_STRING
-    + ',"user_agent":'
-    + _JSON_STRING
-    + r',"referer":"[^"\\]*(?:\\.[^"\\]*)*","proxied":"[01]"\}\s*'
-)
+# The mirror's own mirror-json line, keys in the order it writes them (see accesslog.py), is
+# read without a JSON parser: split at its first 25 quotes (inside a JSON string every quote is
+# escaped, so up to the User-Agent each one is a delimiter), then the key after the User-Agent
+# is searched from the end and a regex checks the short rest. The User-Agent itself, long and
+# full of escaped quotes, is decoded once per distinct value. Anything else goes through json.
+_JSON_SPLITS: Final = 25
+_JSON_SKELETON: Final = operator.itemgetter(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 15, 17, 19, 20, 22, 23, 24)
+_JSON_EXPECTED: Final = (
+    "{", "time", ":", ",", "method", ":", ",", "path", ":", ",", "status", "bytes", "duration_ms",
+    "client_ip", ":", ",", "user_agent", ":",
+)  # fmt: skip
+_JSON_NUMBER_RE: Final = re.compile(r":\d+,")
+_JSON_REFERER_KEY: Final = '","referer":"'
+_JSON_TAIL_RE: Final = re.compile(r'","referer":"[^"\\]*(?:\\.[^"\\]*)*","proxied":"[01]"\}\s*')
+_JSON_CONTENT_RE: Final = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*')
 # Distinct escaped User-Agents whose decoding is remembered; the cache starts afresh when full.
 _DECODED_CACHED: Final = 1024
 _ESCAPE_RE: Final = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)", re.DOTALL)
@@ -99,8 +102,6 @@ _PACKAGES: Final = "/packages/"
 # any other character (a decoded '%' included) is encoded once more and then decoded once by
 # parse_package_path, exactly as the server decoded the original.
 _QUOTE_SAFE: Final = "/"
-# A decoded path that encoding would leave unchanged (the usual case), so quote() is skipped.
-_PLAIN_TARGET_RE: Final = re.compile(r"[A-Za-z0-9._~+/-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,15 +399,26 @@ class _MirrorJsonParser:
         self._decoded: dict[str, str] = {}  # escaped JSON string -> its text (User-Agents repeat)
 
     def parse(self, text: str) -> _Line | None:
-        match = _MIRROR_JSON_RE.fullmatch(text)
-        if match is None:
+        parts = text.split('"', _JSON_SPLITS)
+        if len(parts) <= _JSON_SPLITS or _JSON_SKELETON(parts) != _JSON_EXPECTED:
+            return self._parse_json(text)  # another key order, or not ours
+        stamp, method, path, status, client, rest = parts[3], parts[7], parts[11], parts[14], parts[21], parts[25]
+        if (
+            "\\" in stamp or "\\" in method or "\\" in path or "\\" in client
+            or len(status) != 5 or not status[1:4].isdigit() or status[4] != ","
+            or _JSON_NUMBER_RE.fullmatch(parts[16]) is None or _JSON_NUMBER_RE.fullmatch(parts[18]) is None
+        ):  # fmt: skip
             return self._parse_json(text)
-        stamp, method, path, status, client, user_agent = match.groups()
-        if "\\" in path or "\\" in method or "\\" in client:
+        end = rest.rfind(_JSON_REFERER_KEY)
+        if end == -1 or _JSON_TAIL_RE.fullmatch(rest, end) is None:
             return self._parse_json(text)
-        if "\\" in user_agent:
-            user_agent = self._decode(user_agent)
-        return self._line(stamp, client, method, path, int(status), user_agent)
+        user_agent = rest[:end]
+        if "\\" in user_agent or '"' in user_agent:
+            decoded = self._decode(user_agent)
+            if decoded is None:
+                return None
+            user_agent = decoded
+        return self._line(stamp, client, method, path, int(status[1:4]), user_agent)
 
     def _parse_json(self, text: str) -> _Line | None:
         if not text.startswith("{"):
@@ -440,15 +452,21 @@ class _MirrorJsonParser:
             if parsed is None:
                 return None
             self._stamp, self._time = stamp, parsed
-        if _PLAIN_TARGET_RE.fullmatch(path) is None:
+        if "%" in path or "?" in path or " " in path or not path.isascii():
             # The mirror logs decoded paths: encode them again, so they are decoded only once.
             path = quote(path, safe=_QUOTE_SAFE, errors="surrogateescape")
         return (self._time, client, method, path, status, user_agent)
 
-    def _decode(self, escaped: str) -> str:
+    def _decode(self, escaped: str) -> str | None:
+        """A JSON string's content decoded, or None if it is not valid JSON string content."""
         decoded = self._decoded.get(escaped)
         if decoded is None:
-            decoded = json.loads(f'"{escaped}"')
+            if _JSON_CONTENT_RE.fullmatch(escaped) is None:
+                return None
+            try:
+                decoded = json.loads(f'"{escaped}"')
+            except ValueError:  # a bad escape such as \q
+                return None
             if len(self._decoded) >= _DECODED_CACHED:
                 self._decoded.clear()
             self._decoded[escaped] = decoded

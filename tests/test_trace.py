@@ -201,11 +201,15 @@ def test_malformed_lines_are_counted_and_skipped_and_reading_goes_on(tmp_path: P
         format_mirror_json(entry()).replace('"status":200', '"status":"200"'),
         format_mirror_json(entry()).replace("2026-01-01T00:00:00Z", "yesterday"),
         "[1, 2, 3]",
+        format_mirror_json(entry(user_agent="pip/24")).replace("pip/24", "pip\\q"),  # a bad escape
+        format_mirror_json(entry(user_agent="pip/24")).replace("pip/24", 'pip"24'),  # a bare quote
         good,
+        # Whatever a User-Agent holds, escaped, cannot be taken for the fields after it.
+        format_mirror_json(entry(user_agent='x","referer":"y","proxied":"0"}', time=NEW_YEAR_2026 + 1)),
     ]
     requests, stats = read([write(tmp_path / "access.log", lines)], log_format="mirror-json")
-    assert len(requests) == 2
-    assert (stats.lines, stats.skipped_lines) == (8, 6)
+    assert [r.time for r in requests] == [NEW_YEAR_2026, NEW_YEAR_2026, NEW_YEAR_2026 + 1]
+    assert (stats.lines, stats.skipped_lines) == (11, 8)
 
 
 def test_malformed_combined_lines_are_counted_and_skipped(tmp_path: Path) -> None:
