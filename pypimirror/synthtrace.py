@@ -158,18 +158,17 @@ class SyntheticSummary:
 class _Project:
     """One project's files grouped by release, and which releases exist at the current time."""
 
-    __slots__ = ("_next_upload", "_pending", "available", "choices", "newest_upload", "releases", "tail_files")
+    __slots__ = ("_next_upload", "_pending", "available", "choices", "newest_upload", "tail_files")
 
     def __init__(self, files: list[tuple[float, int, ListedFile]]) -> None:
         by_version: dict[str | None, list[tuple[float, int, ListedFile]]] = {}
         for item in files:
             by_version.setdefault(item[2].version, []).append(item)
-        # (first upload, preference key, file indices): the newest final release is preferred.
-        self.releases = sorted(
+        # (first upload, preference key, file indices), not yet uploaded at the current time, oldest first.
+        self._pending = sorted(
             (min(u for u, _, _ in group), _release_key(version), [index for _, index, _ in group])
             for version, group in by_version.items()
         )
-        self._pending = list(self.releases)  # not yet uploaded at the current time, oldest first
         self._next_upload = self._pending[0][0] if self._pending else math.inf
         self.available: list[tuple[float, tuple[int, Version, str], list[int]]] = []
         self.newest_upload = -math.inf
@@ -235,6 +234,10 @@ class _Generator:
         self.rank_weights: dict[int, list[float]] = {}
         self.ramp_s = model.release_ramp_hours * _HOUR_S
         self.wheel_tags: dict[int, tuple[frozenset[str], frozenset[Tag]]] = {}
+        self.files_by_upload = sorted(
+            (listed.upload_time if listed.upload_time is not None else -math.inf, index)
+            for index, listed in enumerate(files)
+        )
 
     def draw(self, now: float) -> tuple[int, bool]:
         """(file index, whether it is a one-off) of one download at ``now``."""
@@ -258,7 +261,9 @@ class _Generator:
             available = bisect.bisect(tail, (now, math.inf))
             if available:
                 return tail[rng.randrange(available)][1]
-        return rng.randrange(len(self.files))  # nothing was uploaded yet where we looked
+        # Projects with nothing uploaded yet were drawn again and again: any file that exists.
+        available = bisect.bisect(self.files_by_upload, (now, math.inf))
+        return self.files_by_upload[rng.randrange(available) if available else 0][1]
 
     def _file_of(self, project: _Project, now: float) -> int:
         rng = self.rng
@@ -304,7 +309,7 @@ class _Generator:
 
         The wheel built most specifically for it (platform-specific before pure, then a build
         for its Python before abi3 before ``py3``); else the sdist; else (nothing fits, as for a
-        Windows-only project on Linux) the release's first file, so every draw is a download.
+        Windows-only project on Linux) the release's first file by name, so every draw is a download.
         """
         sdist = next((i for i in indices if not self.files[i].filename.endswith(".whl")), None)
         if platform == "sdist":

@@ -185,6 +185,18 @@ def test_one_off_requests_never_ask_for_files_before_their_upload(tmp_path: Path
     assert all(uploaded is not None and uploaded <= r.time for uploaded, r in zip(uploads, trace, strict=True))
 
 
+def test_a_popular_project_not_yet_released_gives_its_downloads_to_files_that_exist(tmp_path: Path) -> None:
+    late = listed_file("late", "1.0", "late-1.0.tar.gz", END + 10 * DAY)
+    early = listed_file("early", "1.0", "early-1.0.tar.gz", END - 10 * DAY)
+    out = tmp_path / "trace.log"
+    summary = write_synthetic_trace(
+        out, listed={late.path: late, early.path: early}, popularity={NormalizedName("late"): 1},
+        days=2, requests=200, seed=1, model=SyntheticModel(tail_share=0.0), end_time=END,
+    )
+    assert {r.path for r in TraceReader([out])} == {early.path}
+    assert summary.tail_requests == 200
+
+
 def test_clients_come_from_thousands_of_networks_a_few_of_them_busy(tmp_path: Path) -> None:
     summary, trace = synthesize(tmp_path / "trace.log", networks=3000)
     networks = collections.Counter(r.client.rpartition(".")[0] for r in trace)
