@@ -46,7 +46,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from pypimirror.errors import TraceInputError
+from pypimirror.errors import StorageError, TraceInputError
 from pypimirror.pagescan import ListedFile
 from pypimirror.storage import TEMP_MARKER
 from pypimirror.wheelplatform import PLATFORM_CLASSES, parse_python_version, python_fit, tag_platform_classes
@@ -371,9 +371,10 @@ def write_synthetic_trace(
     ``popularity`` the downloads per project (:func:`~pypimirror.popularity.read_popularity_csv`); only projects with
     stored pages are used. The window ends at ``end_time``, by default at the UTC midnight
     after the newest upload the pages list (so the releases of the last ``days`` fall inside
-    it). Raises ValueError for a knob out of range and
+    it). Raises ValueError for a knob out of range,
     :class:`~pypimirror.errors.TraceInputError` when no listed file or no popular project
-    with a page is there to draw from.
+    with a page is there to draw from, and :class:`~pypimirror.errors.StorageError` when
+    ``out`` cannot be written (an older file there is then left as it was).
     """
     model = model or SyntheticModel()
     model.check()
@@ -393,11 +394,15 @@ def write_synthetic_trace(
     downloaded = bytearray(len(files))
     networks_used = bytearray(model.networks)
     counts = {"tail": 0, "metadata": 0}
-    with _atomic_output(out) as handle:
-        for hour_start, count in zip(
-            range(int(start_time), int(end_time), _HOUR_S), _hourly_counts(requests, start_time, days, model), strict=True
-        ):
-            handle.write(_hour_lines(generator, hour_start, count, downloaded, networks_used, counts).encode("ascii"))
+    hours = zip(
+        range(int(start_time), int(end_time), _HOUR_S), _hourly_counts(requests, start_time, days, model), strict=True
+    )
+    try:
+        with _atomic_output(out) as handle:
+            for hour_start, count in hours:
+                handle.write(_hour_lines(generator, hour_start, count, downloaded, networks_used, counts).encode("ascii"))
+    except OSError as exc:
+        raise StorageError(f"cannot write the trace {str(out)!r}: {exc.strerror or exc}") from exc
     distinct = [index for index, flag in enumerate(downloaded) if flag]
     summary = SyntheticSummary(
         requests=requests,

@@ -11,7 +11,7 @@ import pytest
 from _synthetic_index import popularity_csv_text, synthetic_project_names, write_synthetic_index, zipf_popularity
 from packaging.utils import NormalizedName
 
-from pypimirror.errors import TraceInputError
+from pypimirror.errors import StorageError, TraceInputError
 from pypimirror.pagescan import ListedFile, scan_listed_files
 from pypimirror.popularity import read_popularity_csv
 from pypimirror.synthtrace import SyntheticModel, SyntheticSummary, write_synthetic_trace
@@ -273,6 +273,15 @@ def test_no_listed_files_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
         write_synthetic_trace(out, listed={}, popularity=POPULARITY, days=1, requests=10, seed=1)
     assert out.read_text() == "an older trace\n"
     assert [p.name for p in tmp_path.iterdir()] == ["trace.log"]
+
+
+def test_an_output_that_cannot_be_written_is_a_storage_error_leaving_no_temp_file(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(StorageError, match="cannot write the trace .*taken"):
+        write_synthetic_trace(taken, listed=LISTED, popularity=POPULARITY, days=1, requests=10, seed=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    assert list(taken.iterdir()) == []
 
 
 def test_a_popularity_list_without_any_stored_project_is_an_error(tmp_path: Path) -> None:
