@@ -23,9 +23,10 @@ escaped by the loggers as ``\\xHH``, are restored and re-encoded before the chec
 
 Files are read in the order given, each assumed in time order; gzip is recognised by its magic
 bytes. ``auto`` picks a file's format from its first line that parses in either. Speed matters
-(an operator may replay a month, tens of millions of lines): one precompiled regex or one
-``json.loads`` per line, timestamps parsed once per distinct second, and the checks ordered so
-the common line takes the fewest steps.
+(an operator may replay a month, tens of millions of lines): the usual line is split at its
+quotes and only short pieces go through a regex (a whole-line regex or ``json.loads`` is the
+fallback for unusual lines), User-Agents are unescaped and timestamps converted once per
+distinct value, and the checks are ordered so the common line takes the fewest steps.
 """
 
 from __future__ import annotations
