@@ -99,6 +99,8 @@ _MONTHS: Final = {
     )
 }
 _PACKAGES: Final = "/packages/"
+# Malformed lines shown in the log, per reader; the rest are only counted.
+_SHOWN_MALFORMED: Final = 5
 # Characters quote() must leave alone when re-encoding a decoded path: the separators only, so
 # any other character (a decoded '%' included) is encoded once more and then decoded once by
 # parse_package_path, exactly as the server decoded the original.
@@ -175,17 +177,21 @@ class TraceReader:
             yield from self._read_file(path)
 
     def _read_file(self, path: Path) -> Iterator[TraceRequest]:
+        """The requests of one file; its malformed lines are logged (the first few) and summed up."""
         stats = self.stats
-        before = stats.lines
+        lines_before, skipped_before = stats.lines, stats.skipped_lines
         try:
             with _open_text(path) as lines:
-                yield from self._requests(lines)
+                yield from self._requests(path, lines)
         except (OSError, EOFError, zlib.error) as exc:
-            line = stats.lines - before
+            line = stats.lines - lines_before
             raise StorageError(f"cannot read log {str(path)!r} after {line} lines: {exc}") from exc
-        logger.debug("read %d lines of %s", stats.lines - before, path)
+        read, skipped = stats.lines - lines_before, stats.skipped_lines - skipped_before
+        if skipped:
+            logger.warning("%s: %d of %d lines did not parse and were skipped", path, skipped, read)
+        logger.debug("read %d lines of %s", read, path)
 
-    def _requests(self, lines: IO[str]) -> Iterator[TraceRequest]:
+    def _requests(self, path: Path, lines: IO[str]) -> Iterator[TraceRequest]:
         """The requests of one open file; the hot loop of a replay."""
         stats = self.stats
         candidates = self._candidates()
@@ -194,6 +200,7 @@ class TraceReader:
         marker = self._marker
         marker_length = len(marker)
         is_bot = self._is_bot
+        lines_before = stats.lines
         for text in lines:
             stats.lines += 1
             if parse is not None:
@@ -207,6 +214,9 @@ class TraceReader:
                         break
             if line is None:
                 stats.skipped_lines += 1
+                if stats.skipped_lines <= _SHOWN_MALFORMED:
+                    number = stats.lines - lines_before
+                    logger.warning("%s: line %d does not parse, skipped: %.200r", path, number, text)
                 continue
             time, client, method, target, status, user_agent = line
             if not target.startswith(marker):
