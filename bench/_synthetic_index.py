@@ -173,8 +173,10 @@ def _project_page(
     newest = end_time - (rng.uniform(0, recent_s) if rng.random() < recent_release_share else rng.uniform(recent_s, history_s / 3))
     oldest = newest - rng.uniform(0.2, 1.0) * (history_s - (end_time - newest)) if count > 1 else newest
     times = sorted([oldest, newest] + [rng.uniform(oldest, newest) for _ in range(count - 2)])[:count]
-    # Most wheels 10 KB-2 MB (median ~150 KB); a huge project's in the 50-500 MB range.
-    base = rng.uniform(50 * _MB, 500 * _MB) if huge else min(40 * _MB, max(10 * _KB, rng.lognormvariate(math.log(150 * _KB), 1.3)))
+    # Most wheels 10 KB-2 MB: pure ones around 100 KB, compiled ones around 700 KB with a tail
+    # into tens of MB (numerical libraries); a huge project's in the 50-500 MB range.
+    median = 700 * _KB if binary else 100 * _KB
+    base = rng.uniform(50 * _MB, 500 * _MB) if huge else min(40 * _MB, max(10 * _KB, rng.lognormvariate(math.log(median), 1.3)))
     files: list[DistFile] = []
     major, minor = rng.randint(0, 3), 0
     dist_name = name.replace("-", "_")
