@@ -234,10 +234,7 @@ class _Generator:
         self.rank_weights: dict[int, list[float]] = {}
         self.ramp_s = model.release_ramp_hours * _HOUR_S
         self.wheel_tags: dict[int, tuple[frozenset[str], frozenset[Tag]]] = {}
-        self.files_by_upload = sorted(
-            (listed.upload_time if listed.upload_time is not None else -math.inf, index)
-            for index, listed in enumerate(files)
-        )
+        self._files_by_upload: list[tuple[float, int]] | None = None  # built when first needed (rarely)
 
     def draw(self, now: float) -> tuple[int, bool]:
         """(file index, whether it is a one-off) of one download at ``now``."""
@@ -262,8 +259,14 @@ class _Generator:
             if available:
                 return tail[rng.randrange(available)][1]
         # Projects with nothing uploaded yet were drawn again and again: any file that exists.
-        available = bisect.bisect(self.files_by_upload, (now, math.inf))
-        return self.files_by_upload[rng.randrange(available) if available else 0][1]
+        if self._files_by_upload is None:
+            self._files_by_upload = sorted(
+                (listed.upload_time if listed.upload_time is not None else -math.inf, index)
+                for index, listed in enumerate(self.files)
+            )
+        by_upload = self._files_by_upload
+        available = bisect.bisect(by_upload, (now, math.inf))
+        return by_upload[rng.randrange(available) if available else 0][1]
 
     def _file_of(self, project: _Project, now: float) -> int:
         rng = self.rng
@@ -495,8 +498,9 @@ def _atomic_output(out: Path) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as raw:
             if out.name.endswith(".gz"):
-                # mtime=0: the same seed gives the same bytes, compressed or not.
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as packed:
+                # mtime=0 and no name: the same seed gives the same bytes, compressed or not. Level 1:
+                # log lines compress well even so, and the writer stays fast.
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as packed:
                     yield cast(IO[bytes], packed)
             else:
                 yield raw
