@@ -506,6 +506,7 @@ def _atomic_output(out: Path) -> Iterator[IO[bytes]]:
                 yield raw
             raw.flush()
             os.fsync(raw.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide the trace from other users, as atomic_write avoids
         os.replace(temp_name, out)
     except BaseException:
         try:

@@ -91,6 +91,7 @@ def test_the_trace_reads_back_in_time_order_inside_its_window(tmp_path: Path) ->
     assert summary.distinct_files == len({r.path for r in trace})
     assert summary.distinct_bytes == sum(LISTED[p].size for p in {r.path for r in trace})
     assert (summary.projects, summary.missing_projects) == (3, 1)
+    assert (tmp_path / "trace.log").stat().st_mode & 0o777 == 0o644
 
 
 def test_the_same_seed_writes_the_same_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
