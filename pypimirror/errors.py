@@ -19,6 +19,7 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     ├── SyncRefusedError                 a sync step refused to run (e.g. too many removals)
     ├── LockfileError(path, entry, reason) a lockfile or one entry of it cannot be read
     ├── PinTargetError(value, reason)    a --platform or --python value that is not one
+    ├── TraceInputError(source)          a popularity list or the stored pages cannot feed a trace
     └── JobLockedError(holder)           another runner holds the sync lease
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "StaleSerialError",
     "StorageError",
     "SyncRefusedError",
+    "TraceInputError",
     "UnsafePathError",
     "UpstreamError",
     "UpstreamStatusError",
@@ -167,6 +169,17 @@ class PinTargetError(PyPIMirrorError):
         self.value = value
         self.reason = reason
         super().__init__(f"{value!r}: {reason}")
+
+
+class TraceInputError(PyPIMirrorError):
+    """An input of a synthetic trace (a popularity list, the stored pages) cannot be used.
+
+    ``source`` names the input (a file, with its line where one is at fault).
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
 
 
 class JobLockedError(PyPIMirrorError):
