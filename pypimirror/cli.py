@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
 from pypimirror import db as dbq
-from pypimirror.app import serve_forever
+from pypimirror.app import upstream_client
 from pypimirror.config import Config, load_config
 from pypimirror.db import Database, JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
@@ -36,7 +35,8 @@ from pypimirror.healthcheck import check_health
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
 from pypimirror.jobs.runner import LEASE_NAME
-from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
+from pypimirror.jobs.scheduler import SyncJobs, scheduling
+from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.upstream import configure_curl_client
 
@@ -139,26 +139,11 @@ async def _open_for_jobs(config: Config) -> Database:
     return await asyncio.to_thread(Database.open, config.database.url)
 
 
-class _StopSignals:
-    """SIGINT/SIGTERM: stop at the next safe point; a second one stops waiting for that."""
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.forced = asyncio.Event()
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-
-    def _on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if self.stop.is_set():
-            logger.warning("received %s again; not waiting any longer", name)
-            self.forced.set()
-        else:
-            logger.warning("received %s; stopping at the next safe point", name)
-            self.stop.set()
+def _stop_signals() -> StopSignals:
+    """SIGINT/SIGTERM stop a sync at its next safe point; a second one stops waiting for that."""
+    signals = StopSignals(stopping="stopping at the next safe point", forcing="not waiting any longer")
+    signals.install(asyncio.get_running_loop())
+    return signals
 
 
 async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
@@ -170,10 +155,9 @@ async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
     any other error.
     """
     db = await _open_for_jobs(config)
-    signals = _StopSignals()
-    signals.install()
+    signals = _stop_signals()
     stop = signals.stop
-    jobs = SyncJobs(config, db, job_client(config))
+    jobs = SyncJobs(config, db, upstream_client(config, attempts=config.sync.retry))
     try:
         if dry_run:
             report = await run_cache(config, db, jobs.client, stop=stop, dry_run=True)
@@ -222,10 +206,9 @@ async def _when_lease_free(
 async def _sync_scheduled(config: Config) -> int:
     """The embedded scheduler in the foreground, without the HTTP server, until SIGINT/SIGTERM."""
     db = await _open_for_jobs(config)
-    signals = _StopSignals()
-    signals.install()
+    signals = _stop_signals()
     try:
-        jobs = SyncJobs(config, db, job_client(config))
+        jobs = SyncJobs(config, db, upstream_client(config, attempts=config.sync.retry))
         async with scheduling(
             jobs, config.schedule, stop=signals.stop, grace=config.shutdown_grace, forced=signals.forced
         ):
