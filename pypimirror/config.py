@@ -74,7 +74,6 @@ from pypimirror.configvalues import (
     duration_parser,
     format_duration,
     int_parser,
-    mask_url_password,
     parse_bool,
     parse_duration,
     parse_header_text,
@@ -89,6 +88,7 @@ from pypimirror.configvalues import (
     parse_text,
 )
 from pypimirror.errors import ConfigError, ConfigProblem
+from pypimirror.urlmask import mask_url
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -317,10 +317,10 @@ class Config:
         Sizes are ints, durations and schedules are text such as ``1h30m``, paths are strings.
         """
         shown: dict[str, Any] = _display_value(self)
-        shown["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
+        shown["database"]["url"] = mask_url(self.database.url)
         for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
             url = shown["upstream"][key]
-            shown["upstream"][key] = None if url is None else mask_url_password(url)
+            shown["upstream"][key] = None if url is None else mask_url(url)
         return shown
 
 
