@@ -149,10 +149,10 @@ def _stop_signals() -> StopSignals:
 async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
     """Index sync then cache management, each under the lease; or, dry, just the cache plan.
 
-    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). As in the
-    seed, cache management does not run after an index sync that failed or was interrupted;
-    a failed one (too many projects failed, or its pages could not be written) exits 2, like
-    any other error.
+    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). Cache
+    management does not run after an index sync that failed or was interrupted: it would plan
+    from an index the sync did not finish. A failed one (too many projects failed, or its pages
+    could not be written) exits 2, like any other error.
     """
     db = await _open_for_jobs(config)
     signals = _stop_signals()
