@@ -57,7 +57,6 @@ class Services:
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
 
 
-
 def make_app(config: Config, services: Services) -> Application:
     """The Tornado application: every route of the mirror with the dependencies of its handler."""
     prefix = config.prefix
@@ -113,7 +112,6 @@ def make_app(config: Config, services: Services) -> Application:
         default_handler_args=base,
         log_function=make_log_function(services.access_log, services.metrics, file_handlers=(PackageFileHandler,)),
     )
-
 
 
 def upstream_client(config: Config, *, attempts: int) -> UpstreamClient:

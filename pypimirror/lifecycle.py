@@ -72,10 +72,8 @@ _METRICS_REFRESH_MS = 1000
 _MAX_OUTBOUND_TRANSFERS = 100
 
 
-
 class ServeError(PyPIMirrorError):
     """The server cannot start: the address is taken, the TLS files do not load, ..."""
-
 
 
 def serve_forever(config: Config, *, with_scheduler: bool = False) -> int:
@@ -170,7 +168,6 @@ def _run_worker(
         return EXIT_START_FAILED
     finally:
         _close_sockets(sockets)
-
 
 
 class StopSignals:
