@@ -30,6 +30,7 @@ from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
+from pypimirror.hitrate import HitCounter
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics
 from pypimirror.pagecache import PageCache
@@ -55,6 +56,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     status: StatusReader | None = None
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
+    hits: HitCounter = field(default_factory=HitCounter)
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -69,7 +71,7 @@ def make_app(config: Config, services: Services) -> Application:
     files = {
         **base,
         "route_base": f"{prefix}/packages/",
-        "tiers": TierLookup([tier.path for tier in config.cache.tiers]),
+        "tiers": TierLookup(config.cache.tier_roots),
         "redirect_url": config.upstream.redirect_url,
         "ip_modes": ip_modes,
         "packages_url": config.upstream.packages_url,
@@ -110,7 +112,9 @@ def make_app(config: Config, services: Services) -> Application:
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=base,
-        log_function=make_log_function(services.access_log, services.metrics, file_handlers=(PackageFileHandler,)),
+        log_function=make_log_function(
+            services.access_log, services.metrics, file_handlers=(PackageFileHandler,), hits=services.hits
+        ),
     )
 
 

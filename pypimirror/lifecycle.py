@@ -45,6 +45,7 @@ from pypimirror.config import Config, LogConfig, TLSConfig
 from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError
 from pypimirror.handlers.base import InFlight
+from pypimirror.hitrate import HitCounter, HitFlusher, listed_sizes
 from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
@@ -263,6 +264,11 @@ async def _serve(
             votes.start()
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)
             stack.push_async_callback(asyncio.to_thread, votes.close, drain_s)
+            hits = HitCounter(is_bot=votes.is_bot)
+            hit_sizes = listed_sizes(ListedFiles(config.repo_path, config.prefix))  # the flusher's own
+            flusher = HitFlusher(hits, db, config.node_id, sizes=hit_sizes)
+            flusher.start()
+            stack.push_async_callback(flusher.close)  # after the last request, before the database closes
             services = Services(
                 pages=PageCache(),
                 votes=votes,
@@ -270,6 +276,7 @@ async def _serve(
                 metrics=Metrics(multiprocess_dir=worker.metrics_dir if worker is not None else None),
                 status=_status_reader(config, db),
                 buffers=BufferBudget(config.serve.buffer_budget // (worker.count if worker is not None else 1)),
+                hits=hits,
             )
             server = _make_server(make_app(config, services), config, ssl_context)
             stack.callback(_start_metrics_refresh(services, votes, server).stop)
@@ -295,12 +302,12 @@ def _describe(worker: _Worker | None) -> str:
 
 
 def _status_reader(config: Config, db: Database) -> StatusReader:
-    limits = [tier.size_limit for tier in config.cache.tiers]
-    return StatusReader(db, node_id=config.node_id, tier_limits=limits, repo_path=config.repo_path)
+    return StatusReader(db, node_id=config.node_id, tier_limits=config.cache.tier_limits, repo_path=config.repo_path)
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:
-    """Copy the vote, page-cache, connection and buffer counters into the metrics every second (and now)."""
+    """Copy the vote, page-cache, connection, buffer and download counters into the metrics every
+    second (and now)."""
 
     def refresh() -> None:
         services.metrics.refresh(
@@ -308,6 +315,7 @@ def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: Capp
             pages=services.pages.stats,
             connections=server.connection_stats,
             buffers=services.buffers.stats,
+            hits=services.hits.totals(),
         )
 
     refresh()

@@ -1,7 +1,7 @@
-"""What the mirror reports about itself: job history, cache fill, health.
+"""What the mirror reports about itself: job history, cache fill, hit rate, health.
 
 The info page, ``/metrics`` and ``/healthz`` show the same facts, read from the database
-(``job_runs``, ``local_files``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
+(``job_runs``, ``local_files``, ``hit_counters``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
 :class:`StatusReader` runs it off the IOLoop and keeps the answer for a few seconds, so a
 burst of page views or scrapes costs one read. A health check never piles up: while one is
 still waiting for a hung database, the next reports that instead of queueing behind it.
@@ -34,6 +34,7 @@ from sqlalchemy import Connection, func, select
 
 from pypimirror.db import Database, JobOutcome, JobRun, last_job_run, read_schema_version
 from pypimirror.errors import DatabaseError, DatabaseFileError
+from pypimirror.hitrate import HitSummary, read_hit_summary
 from pypimirror.schema import job_runs, local_files
 
 logger = logging.getLogger(__name__)
@@ -65,18 +66,24 @@ class TierFill:
 
 @dataclass(frozen=True, slots=True)
 class MirrorStatus:
-    """Every job that ever ran (index_sync and cache first) and every configured tier, hottest first."""
+    """Every job that ever ran (index_sync and cache first), every configured tier, hottest first,
+    and this node's hit rate (None where it was not read)."""
 
     jobs: tuple[JobStatus, ...]
     tiers: tuple[TierFill, ...]
+    hits: HitSummary | None = None
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
 
 
-def read_status(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> MirrorStatus:
-    """The job history and this node's cache fill, in one read transaction."""
-    return MirrorStatus(read_job_statuses(conn), read_tier_fill(conn, node_id, tier_limits))
+def read_status(
+    conn: Connection, node_id: str, tier_limits: Sequence[int], *, now: float | None = None, with_hits: bool = True
+) -> MirrorStatus:
+    """The job history, this node's cache fill and (``with_hits``) its hit rate as of ``now``, in
+    one read transaction."""
+    hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
+    return MirrorStatus(read_job_statuses(conn), read_tier_fill(conn, node_id, tier_limits), hits)
 
 
 def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
@@ -184,7 +191,7 @@ class StatusReader:
     def _read_status(self, conn: Connection, fill: tuple[TierFill, ...] | None) -> MirrorStatus:
         if fill is None:
             return read_status(conn, self._node_id, self._tier_limits)
-        return MirrorStatus(read_job_statuses(conn), fill)
+        return MirrorStatus(read_job_statuses(conn), fill, read_hit_summary(conn, self._node_id, time.time()))
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pypimirror.app import upstream_client
-from pypimirror.config import parse_config
+from pypimirror.configreader import parse_config
 from pypimirror.upstream import UpstreamSettings
 
 

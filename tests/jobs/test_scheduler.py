@@ -20,7 +20,8 @@ from tornado.httpclient import AsyncHTTPClient
 
 from pypimirror import db as dbq
 from pypimirror.app import upstream_client
-from pypimirror.config import Schedule, ScheduleConfig, parse_config
+from pypimirror.config import Schedule, ScheduleConfig
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
