@@ -43,7 +43,8 @@ from pypimirror.relay import (
     relayed_request_headers,
     relayed_response_headers,
 )
-from pypimirror.upstream import UpstreamClient, mask_url
+from pypimirror.upstream import UpstreamClient
+from pypimirror.urlmask import mask_url
 
 from .base import BaseHandler, ClientGone
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan, probe_tier
+from pypimirror.jobs.cache_apply import ApplyStats, LiveFill, apply_plan, probe_tier
 from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
@@ -212,7 +212,7 @@ class _CacheRun:
             report.verify = await self._timed("v", verify_cache(
                 inventory.files, config=self.config, db=self.db, roots=self.roots, now=self.now, stop=self.stop
             ))
-        fill = TierFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
+        fill = LiveFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
         for local in inventory.files.values():
             fill.files[local.tier] += 1
         report.files = len(inventory.files)

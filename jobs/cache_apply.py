@@ -15,7 +15,7 @@ into it, and the other tiers' steps go on. A download that fails to write leaves
 
 from __future__ import annotations
 
-__all__ = ["ApplyStats", "TierFill", "apply_plan", "move_file", "probe_tier"]
+__all__ = ["ApplyStats", "LiveFill", "apply_plan", "move_file", "probe_tier"]
 
 import asyncio
 import errno
@@ -54,8 +54,11 @@ _PROBE_BYTES = 4096
 
 
 @dataclass(slots=True)
-class TierFill:
-    """Live bytes and distribution count per tier."""
+class LiveFill:
+    """Every tier's bytes and file count on disk as the run changes them, checked before each step.
+
+    Not :class:`pypimirror.status.TierFill`, one tier's fill as last recorded, for display.
+    """
 
     bytes: list[int]
     files: list[int]
@@ -94,7 +97,7 @@ class _Executor:
     client: UpstreamClient
     roots: tuple[Path, ...]
     stop: asyncio.Event
-    fill: TierFill
+    fill: LiveFill
     stats: ApplyStats = field(default_factory=ApplyStats)
 
     async def evict(self) -> None:
@@ -121,7 +124,7 @@ class _Executor:
         for chunk in _chunks(self.plan.moves):
             if self.stop.is_set():
                 return
-            fill = TierFill(list(self.fill.bytes), list(self.fill.files))
+            fill = LiveFill(list(self.fill.bytes), list(self.fill.files))
             results = await asyncio.to_thread(_move_chunk, self.roots, chunk, fill, self.plan.limits)
             self.fill = fill
             rows: list[tuple[str, int, int]] = []
@@ -240,9 +243,9 @@ async def apply_plan(
     db: Database,
     client: UpstreamClient,
     stop: asyncio.Event,
-    fill: TierFill,
+    fill: LiveFill,
     unwritable: Collection[int] = (),
-) -> tuple[ApplyStats, TierFill]:
+) -> tuple[ApplyStats, LiveFill]:
     """Evictions, then moves, then downloads (see the module docstring); ``stop`` ends it early.
 
     ``fill`` is the tiers' content before the plan; the returned one is after it. Steps that
@@ -322,7 +325,7 @@ def _evict_chunk(roots: Sequence[Path], chunk: Sequence[Eviction]) -> list[int |
 
 
 def _move_chunk(
-    roots: Sequence[Path], chunk: Sequence[Move], fill: TierFill, limits: Sequence[int]
+    roots: Sequence[Path], chunk: Sequence[Move], fill: LiveFill, limits: Sequence[int]
 ) -> list[LocalFile | OSError | None]:
     """Per move: the file at its new place, the error, or None (no room now); updates ``fill``."""
     results: list[LocalFile | OSError | None] = []

@@ -21,7 +21,6 @@ __all__ = [
     "JobScheduler",
     "Jobs",
     "SyncJobs",
-    "job_client",
     "scheduling",
 ]
 
@@ -44,7 +43,7 @@ from pypimirror.errors import JobLockedError, PyPIMirrorError
 from pypimirror.jobs.cache import CacheReport, run_cache
 from pypimirror.jobs.index_sync import IndexSyncReport, run_index_sync
 from pypimirror.jobs.runner import LEASE_TTL_SECONDS, run_job
-from pypimirror.upstream import UpstreamClient, UpstreamSettings
+from pypimirror.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +53,6 @@ logger = logging.getLogger(__name__)
 _CRON_MISFIRE_GRACE_S = 15 * 60
 
 # crontab numbers its weekdays from Sunday (0 and 7); APScheduler 3 from Monday.
-
-
-def job_client(config: Config) -> UpstreamClient:
-    """The outbound client the jobs use: ``sync.retry`` attempts, the configured proxy and limits.
-
-    Call it after :func:`~pypimirror.upstream.configure_curl_client`.
-    """
-    timeout = config.timeouts.upstream.total_seconds()
-    return UpstreamClient(
-        UpstreamSettings(
-            user_agent=config.sync.user_agent,
-            proxy=config.upstream.proxy,
-            connect_timeout=timeout,
-            stall_timeout=timeout,
-            attempts=config.sync.retry,
-        )
-    )
 
 
 class Jobs(Protocol):

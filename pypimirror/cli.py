@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
 from pypimirror import db as dbq
-from pypimirror.app import serve_forever
+from pypimirror.app import upstream_client
 from pypimirror.config import Config
 from pypimirror.configreader import load_config
 from pypimirror.db import Database, JobRun, Lease
@@ -40,8 +39,9 @@ from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
 from pypimirror.jobs.runner import LEASE_NAME
+from pypimirror.jobs.scheduler import SyncJobs, scheduling
+from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.schema import hit_counters
-from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.upstream import configure_curl_client
 
@@ -144,41 +144,25 @@ async def _open_for_jobs(config: Config) -> Database:
     return await asyncio.to_thread(Database.open, config.database.url)
 
 
-class _StopSignals:
-    """SIGINT/SIGTERM: stop at the next safe point; a second one stops waiting for that."""
-
-    def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.forced = asyncio.Event()
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-
-    def _on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if self.stop.is_set():
-            logger.warning("received %s again; not waiting any longer", name)
-            self.forced.set()
-        else:
-            logger.warning("received %s; stopping at the next safe point", name)
-            self.stop.set()
+def _stop_signals() -> StopSignals:
+    """SIGINT/SIGTERM stop a sync at its next safe point; a second one stops waiting for that."""
+    signals = StopSignals(stopping="stopping at the next safe point", forcing="not waiting any longer")
+    signals.install(asyncio.get_running_loop())
+    return signals
 
 
 async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
     """Index sync then cache management, each under the lease; or, dry, just the cache plan.
 
-    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). As in the
-    seed, cache management does not run after an index sync that failed or was interrupted;
-    a failed one (too many projects failed, or its pages could not be written) exits 2, like
-    any other error.
+    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). Cache
+    management does not run after an index sync that failed or was interrupted: it would plan
+    from an index the sync did not finish. A failed one (too many projects failed, or its pages
+    could not be written) exits 2, like any other error.
     """
     db = await _open_for_jobs(config)
-    signals = _StopSignals()
-    signals.install()
+    signals = _stop_signals()
     stop = signals.stop
-    jobs = SyncJobs(config, db, job_client(config))
+    jobs = SyncJobs(config, db, upstream_client(config, attempts=config.sync.retry))
     try:
         if dry_run:
             report = await run_cache(config, db, jobs.client, stop=stop, dry_run=True)
@@ -227,10 +211,9 @@ async def _when_lease_free(
 async def _sync_scheduled(config: Config) -> int:
     """The embedded scheduler in the foreground, without the HTTP server, until SIGINT/SIGTERM."""
     db = await _open_for_jobs(config)
-    signals = _StopSignals()
-    signals.install()
+    signals = _stop_signals()
     try:
-        jobs = SyncJobs(config, db, job_client(config))
+        jobs = SyncJobs(config, db, upstream_client(config, attempts=config.sync.retry))
         async with scheduling(
             jobs, config.schedule, stop=signals.stop, grace=config.shutdown_grace, forced=signals.forced
         ):

@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
-from sqlalchemy.engine import make_url
-
 from pypimirror import __version__
-from pypimirror.configvalues import IPMode, IPNetwork, format_duration, mask_url_password
+from pypimirror.configvalues import IPMode, IPNetwork, format_duration
+from pypimirror.urlmask import mask_url
 
 Listing = Literal["simple-json", "xmlrpc"]
 LogFormat = Literal["mirror-json", "combined"]
@@ -267,10 +266,10 @@ class Config:
         Sizes are ints, durations and schedules are text such as ``1h30m``, paths are strings.
         """
         shown: dict[str, Any] = _display_value(self)
-        shown["database"]["url"] = make_url(self.database.url).render_as_string(hide_password=True)
+        shown["database"]["url"] = mask_url(self.database.url)
         for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
             url = shown["upstream"][key]
-            shown["upstream"][key] = None if url is None else mask_url_password(url)
+            shown["upstream"][key] = None if url is None else mask_url(url)
         return shown
 
 

@@ -22,7 +22,6 @@ __all__ = [
     "duration_parser",
     "format_duration",
     "int_parser",
-    "mask_url_password",
     "parse_bool",
     "parse_duration",
     "parse_header_text",
@@ -50,6 +49,8 @@ from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from pypimirror.urlmask import mask_url
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPMode = Literal["302", "proxy"]
@@ -287,7 +288,7 @@ def _split_url(text: str) -> tuple[SplitResult, int | None]:
         parts = urlsplit(text)
         return parts, parts.port
     except ValueError:
-        raise ValueError(f"{mask_url_password(text)!r} is not a valid URL") from None
+        raise ValueError(f"{mask_url(text)!r} is not a valid URL") from None
 
 
 def _url_text(raw: object) -> str:
@@ -295,7 +296,7 @@ def _url_text(raw: object) -> str:
     text = parse_text(raw)
     if not text.isascii() or " " in text:
         raise ValueError(
-            f"{mask_url_password(text)!r} must be ASCII without spaces "
+            f"{mask_url(text)!r} must be ASCII without spaces "
             "(percent-encode other characters, write an international host name in its xn-- form)"
         )
     return text
@@ -305,7 +306,7 @@ def parse_http_url(raw: object) -> str:
     """An http(s) base URL with a host, trailing slashes removed (paths are appended to it)."""
     text = _url_text(raw).rstrip("/")
     parts, _ = _split_url(text)
-    shown = mask_url_password(text)
+    shown = mask_url(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{shown!r} is not an http(s) URL with a host (e.g. https://example.org)")
     if parts.query or parts.fragment:
@@ -316,7 +317,7 @@ def parse_http_url(raw: object) -> str:
 def parse_proxy(raw: object) -> str:
     text = _url_text(raw)
     parts, port = _split_url(text)
-    shown = mask_url_password(text)
+    shown = mask_url(text)
     if parts.scheme not in PROXY_SCHEMES:
         raise ValueError(f"{shown!r} has an unsupported scheme (expected one of {', '.join(PROXY_SCHEMES)})")
     if not parts.hostname or port is None:
@@ -365,13 +366,3 @@ def parse_ip_mode(raw: object) -> IPMode:
     if raw == "302" or (isinstance(raw, int) and not isinstance(raw, bool) and raw == 302):
         return "302"
     raise ValueError(f"{describe_value(raw)} is not a mode (expected 302 or proxy)")
-
-
-
-
-_URL_PASSWORD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)[^/]*@")
-
-
-def mask_url_password(url: str) -> str:
-    """The URL with any password replaced by ``***``, for display and messages; never fails."""
-    return _URL_PASSWORD_RE.sub(r"\1***@", url)

@@ -40,7 +40,6 @@ __all__ = [
     "load_local_files",
     "load_remote_sizes",
     "load_serials",
-    "mask_url",
     "read_schema_version",
     "read_lease",
     "record_votes",
@@ -57,7 +56,6 @@ __all__ = [
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -99,6 +97,7 @@ from pypimirror.schema import (
     votes,
 )
 from pypimirror.sqlitefile import SqliteFileGuard
+from pypimirror.urlmask import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -265,14 +264,6 @@ class Database:
             if self._password:
                 detail = detail.replace(self._password, "***")
             raise DatabaseError(f"{what} {self.url}: {detail}") from exc
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, fit for logs and error messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except _URL_ERRORS:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _password_of(url: str) -> str:

@@ -43,7 +43,8 @@ import pycurl
 from tornado.httputil import HTTPHeaders, HTTPInputError
 
 from pypimirror.errors import UpstreamError
-from pypimirror.upstream import UpstreamClient, UpstreamResponse, mask_url
+from pypimirror.upstream import UpstreamClient, UpstreamResponse
+from pypimirror.urlmask import mask_url
 
 logger = logging.getLogger(__name__)
 

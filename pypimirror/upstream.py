@@ -25,7 +25,6 @@ __all__ = [
     "check_proxy_url",
     "configure_curl_client",
     "fetch_with_curl",
-    "mask_url",
     "parse_retry_after",
     "read_last_serial",
 ]
@@ -41,7 +40,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient, CurlError
@@ -59,6 +58,7 @@ from pypimirror.errors import (
     UpstreamUnavailable,
 )
 from pypimirror.httpdate import parse_http_date
+from pypimirror.urlmask import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -129,23 +129,6 @@ async def fetch_with_curl(request: HTTPRequest) -> HTTPResponse:
             "configure_curl_client() must run before the first AsyncHTTPClient() on this loop"
         )
     return await client.fetch(request, raise_error=False)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe for logs and messages.
-
-    >>> mask_url("socks5h://bob:secret@127.0.0.1:1080")
-    'socks5h://bob:***@127.0.0.1:1080'
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def check_proxy_url(url: str) -> None:

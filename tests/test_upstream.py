@@ -46,7 +46,6 @@ from pypimirror.upstream import (
     check_proxy_url,
     configure_curl_client,
     fetch_with_curl,
-    mask_url,
     parse_retry_after,
     read_last_serial,
 )
@@ -382,22 +381,6 @@ async def test_exception_outside_the_http_stack_propagates_unchanged() -> None:
     with pytest.raises(ValueError, match="a bug"):
         await make_client(fetch).get(URL)
     assert len(fetch.requests) == 1
-
-
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        ("http://127.0.0.1:3128", "http://127.0.0.1:3128"),
-        ("socks5h://bob:pw@127.0.0.1:1080", "socks5h://bob:***@127.0.0.1:1080"),
-        ("https://bob:p%40ss:w@example.org/simple/?q=1", "https://bob:***@example.org/simple/?q=1"),
-        ("http://bob@example.org/", "http://bob@example.org/"),
-        ("http://:pw@example.org/", "http://:***@example.org/"),
-        ("http://a:b@c@example.org/x", "http://a:***@example.org/x"),
-        ("http://[::1/", "<unparsable URL>"),
-    ],
-)
-def test_mask_url_hides_passwords(url: str, masked: str) -> None:
-    assert mask_url(url) == masked
 
 
 @pytest.mark.parametrize(

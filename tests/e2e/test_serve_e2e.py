@@ -23,8 +23,8 @@ from mirrorprocess import sync_once as sync
 from mirrorprocess import stop_server as stop
 from sqlalchemy import select
 
-from pypimirror.app import ServeError, serve_forever
 from pypimirror.configreader import load_config
+from pypimirror.lifecycle import ServeError, serve_forever
 from pypimirror.db import Database
 from pypimirror.schema import votes
 

@@ -19,6 +19,7 @@ from fakeindex import FakeIndex
 from tornado.httpclient import AsyncHTTPClient
 
 from pypimirror import db as dbq
+from pypimirror.app import upstream_client
 from pypimirror.config import Schedule, ScheduleConfig
 from pypimirror.configreader import parse_config
 from pypimirror.db import Database
@@ -27,7 +28,7 @@ from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
 from pypimirror.jobs.runner import LEASE_NAME
 from pypimirror.cron import crontab_day_of_week, make_trigger
-from pypimirror.jobs.scheduler import JobScheduler, SyncJobs, job_client
+from pypimirror.jobs.scheduler import JobScheduler, SyncJobs
 
 FAST = timedelta(seconds=0.3)
 HOURLY = timedelta(hours=1)
@@ -338,7 +339,7 @@ async def test_a_lease_left_by_a_dead_runner_elsewhere_expires_and_the_next_run_
     )
     with database.begin() as conn:  # a runner on another host died 1 s into its 2 s lease
         dbq.acquire_lease(conn, LEASE_NAME, "other-host/4242/index_sync", time.time() - 1, 2.0)
-    scheduler = JobScheduler(SyncJobs(config, database, job_client(config)), schedule(cache=HOURLY))
+    scheduler = JobScheduler(SyncJobs(config, database, upstream_client(config, attempts=config.sync.retry)), schedule(cache=HOURLY))
     with caplog.at_level(logging.WARNING, logger="pypimirror.jobs.scheduler"):
         scheduler.start()
         try:
