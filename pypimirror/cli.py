@@ -27,15 +27,15 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.app import serve_forever
 from pypimirror.config import Config, load_config
-from pypimirror.db import Database, JobRun, Lease
+from pypimirror.db import Database
+from pypimirror.queries import JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
 from pypimirror.healthcheck import check_health
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
-from pypimirror.jobs.runner import LEASE_NAME
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.upstream import configure_curl_client
@@ -247,7 +247,7 @@ def _status(config: Config) -> int:
         with db.connect() as conn:
             limits = [tier.size_limit for tier in config.cache.tiers]
             status = read_status(conn, config.node_id, limits)
-            lease = dbq.read_lease(conn, LEASE_NAME)
+            lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
         db.dispose()
     paths = [tier.path for tier in config.cache.tiers]

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from pypimirror.config import IPMode
-from pypimirror.db import JobRun
+from pypimirror.queries import JobRun
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 
 logger = logging.getLogger(__name__)

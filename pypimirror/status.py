@@ -14,8 +14,6 @@ __all__ = [
     "MirrorStatus",
     "StatusReader",
     "TierFill",
-    "count_failures_since",
-    "last_finished_job_run",
     "read_job_statuses",
     "read_status",
     "read_tier_fill",
@@ -28,13 +26,21 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
-from pypimirror.db import Database, JobOutcome, JobRun, last_job_run, read_schema_version
+from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
-from pypimirror.schema import job_runs, local_files
+from pypimirror.queries import (
+    JobRun,
+    count_failures_since,
+    job_names,
+    last_finished_job_run,
+    last_job_run,
+    read_schema_version,
+    tier_usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ def read_status(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> M
 
 def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
     """Every job in ``job_runs``: index_sync and cache first, then the others by name."""
-    names = [name for (name,) in conn.execute(select(job_runs.c.job).distinct())]
+    names = job_names(conn)
     names.sort(key=lambda name: (_JOB_ORDER.index(name) if name in _JOB_ORDER else len(_JOB_ORDER), name))
     statuses = []
     for name in names:
@@ -101,29 +107,9 @@ def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
     return tuple(statuses)
 
 
-def last_finished_job_run(conn: Connection, job: str) -> JobRun | None:
-    """The newest run of ``job`` that has ended, whatever its outcome."""
-    runs = [run for outcome in get_args(JobOutcome) if (run := last_job_run(conn, job, outcome)) is not None]
-    return max(runs, key=lambda run: (run.started_at, run.id), default=None)
-
-
-def count_failures_since(conn: Connection, job: str, since: float | None) -> int:
-    """Runs of ``job`` that failed or were interrupted and started after ``since`` (None: ever)."""
-    query = select(func.count()).where(job_runs.c.job == job, job_runs.c.outcome.in_(("failed", "interrupted")))
-    if since is not None:
-        query = query.where(job_runs.c.started_at > since)
-    count: int = conn.execute(query).scalar_one()
-    return count
-
-
 def read_tier_fill(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> tuple[TierFill, ...]:
     """Files and bytes per configured tier of this node; a tier it holds nothing in shows zeros."""
-    query = (
-        select(local_files.c.tier, func.count(), func.coalesce(func.sum(local_files.c.size), 0))
-        .where(local_files.c.node_id == node_id)
-        .group_by(local_files.c.tier)
-    )
-    found = {tier: (int(files), int(size)) for tier, files, size in conn.execute(query)}
+    found = tier_usage(conn, node_id)
     return tuple(
         TierFill(index, *found.get(index, (0, 0)), limit=limit) for index, limit in enumerate(tier_limits)
     )

@@ -24,8 +24,8 @@ from packaging.utils import NormalizedName
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy import exc as sa_exc
 
-from pypimirror.db import (
-    Database,
+from pypimirror.db import Database, mask_url
+from pypimirror.queries import (
     JobOutcome,
     Lease,
     Vote,
@@ -42,7 +42,6 @@ from pypimirror.db import (
     load_local_files,
     load_remote_sizes,
     load_serials,
-    mask_url,
     read_lease,
     read_schema_version,
     record_votes,

@@ -6,7 +6,7 @@ import html
 
 import pytest
 
-from pypimirror.db import JobRun
+from pypimirror.queries import JobRun
 from pypimirror.infopage import InfoPage, is_valid_host, public_origin, render_info_page
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 

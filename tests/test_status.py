@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import Connection
 
-from pypimirror.db import Database, finish_job_run, start_job_run, upsert_local_files
+from pypimirror.db import Database
+from pypimirror.queries import finish_job_run, start_job_run, upsert_local_files
 from pypimirror.status import MirrorStatus, StatusReader, read_status
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pypimirror.app import Services
-from pypimirror.db import finish_job_run, start_job_run, upsert_local_files
+from pypimirror.queries import finish_job_run, start_job_run, upsert_local_files
 
 SCRIPT = "<script>document.title='pwned'</script>"
 

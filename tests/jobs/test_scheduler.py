@@ -18,13 +18,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from fakeindex import FakeIndex
 from tornado.httpclient import AsyncHTTPClient
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Schedule, ScheduleConfig, parse_config
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
-from pypimirror.jobs.runner import LEASE_NAME
 from pypimirror.cron import crontab_day_of_week, make_trigger
 from pypimirror.jobs.scheduler import JobScheduler, SyncJobs, job_client
 
@@ -336,7 +335,7 @@ async def test_a_lease_left_by_a_dead_runner_elsewhere_expires_and_the_next_run_
         base_dir=tmp_path,
     )
     with database.begin() as conn:  # a runner on another host died 1 s into its 2 s lease
-        dbq.acquire_lease(conn, LEASE_NAME, "other-host/4242/index_sync", time.time() - 1, 2.0)
+        dbq.acquire_lease(conn, dbq.SYNC_LEASE, "other-host/4242/index_sync", time.time() - 1, 2.0)
     scheduler = JobScheduler(SyncJobs(config, database, job_client(config)), schedule(cache=HOURLY))
     with caplog.at_level(logging.WARNING, logger="pypimirror.jobs.scheduler"):
         scheduler.start()
@@ -352,6 +351,6 @@ async def test_a_lease_left_by_a_dead_runner_elsewhere_expires_and_the_next_run_
         finally:
             await scheduler.close(grace=5)
     with database.connect() as conn:
-        assert dbq.read_lease(conn, LEASE_NAME) is None
+        assert dbq.read_lease(conn, dbq.SYNC_LEASE) is None
         runs = dbq.latest_job_runs(conn)
     assert all(run.node_id == "this-node" and run.finished_at is not None for run in runs)
