@@ -53,6 +53,7 @@ from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
+from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
@@ -372,7 +373,9 @@ def _describe(worker: _Worker | None) -> str:
 
 def _status_reader(config: Config, db: Database) -> StatusReader:
     limits = [tier.size_limit for tier in config.cache.tiers]
-    return StatusReader(db, node_id=config.node_id, tier_limits=limits, repo_path=config.repo_path)
+    return StatusReader(
+        db, node_id=config.node_id, tier_limits=limits, repo_path=config.repo_path, job_titles=JOBS.titles()
+    )
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:

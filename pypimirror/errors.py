@@ -19,7 +19,8 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     ├── SyncRefusedError                 a sync step refused to run (e.g. too many removals)
     ├── LockfileError(path, entry, reason) a lockfile or one entry of it cannot be read
     ├── PinTargetError(value, reason)    a --platform or --python value that is not one
-    └── JobLockedError(holder)           another runner holds the sync lease
+    ├── JobLockedError(holder)           another runner holds the sync lease
+    └── UnknownJobError(name, known)     a job name that is not in the jobs' table
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "StaleSerialError",
     "StorageError",
     "SyncRefusedError",
+    "UnknownJobError",
     "UnsafePathError",
     "UpstreamError",
     "UpstreamStatusError",
@@ -176,3 +178,12 @@ class JobLockedError(PyPIMirrorError):
         self.holder = holder
         self.expires_at = expires_at
         super().__init__(f"another sync holds the lease: {holder} (expires at {expires_at:.0f})")
+
+
+class UnknownJobError(PyPIMirrorError, LookupError):
+    """A job name that no entry of the jobs' table has; ``known`` are the names it has."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown job {name!r}; the jobs are: {', '.join(known)}")

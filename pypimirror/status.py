@@ -23,9 +23,10 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection
@@ -44,8 +45,7 @@ from pypimirror.queries import (
 
 logger = logging.getLogger(__name__)
 
-# Jobs shown first, in this order; any other job recorded in job_runs follows by name.
-_JOB_ORDER = ("index_sync", "cache")
+_NO_TITLES: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,24 +71,33 @@ class TierFill:
 
 @dataclass(frozen=True, slots=True)
 class MirrorStatus:
-    """Every job that ever ran (index_sync and cache first) and every configured tier, hottest first."""
+    """Every job that ever ran and every configured tier, hottest first.
+
+    ``job_titles`` are the jobs this mirror runs, name -> title in the order they are shown,
+    whether they ran yet or not (the composition root passes the jobs' table); ``jobs`` lists
+    those first, in that order, then any other job on record by name.
+    """
 
     jobs: tuple[JobStatus, ...]
     tiers: tuple[TierFill, ...]
+    job_titles: Mapping[str, str] = field(default_factory=dict)
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
 
 
-def read_status(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> MirrorStatus:
+def read_status(
+    conn: Connection, node_id: str, tier_limits: Sequence[int], job_titles: Mapping[str, str] = _NO_TITLES
+) -> MirrorStatus:
     """The job history and this node's cache fill, in one read transaction."""
-    return MirrorStatus(read_job_statuses(conn), read_tier_fill(conn, node_id, tier_limits))
+    jobs = read_job_statuses(conn, tuple(job_titles))
+    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), job_titles)
 
 
-def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
-    """Every job in ``job_runs``: index_sync and cache first, then the others by name."""
+def read_job_statuses(conn: Connection, order: Sequence[str] = ()) -> tuple[JobStatus, ...]:
+    """Every job in ``job_runs``: those of ``order`` first, in that order, then the others by name."""
     names = job_names(conn)
-    names.sort(key=lambda name: (_JOB_ORDER.index(name) if name in _JOB_ORDER else len(_JOB_ORDER), name))
+    names.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
     statuses = []
     for name in names:
         last = last_job_run(conn, name)
@@ -130,6 +139,7 @@ class StatusReader:
         node_id: str,
         tier_limits: Sequence[int],
         repo_path: Path,
+        job_titles: Mapping[str, str] = _NO_TITLES,
         max_age: float = 5.0,
         fill_max_age: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -138,6 +148,7 @@ class StatusReader:
         self._node_id = node_id
         self._tier_limits = tuple(tier_limits)
         self._repo_path = repo_path
+        self._job_titles = job_titles
         self._max_age = max_age
         self._fill_max_age = fill_max_age
         self._clock = clock
@@ -169,8 +180,8 @@ class StatusReader:
 
     def _read_status(self, conn: Connection, fill: tuple[TierFill, ...] | None) -> MirrorStatus:
         if fill is None:
-            return read_status(conn, self._node_id, self._tier_limits)
-        return MirrorStatus(read_job_statuses(conn), fill)
+            return read_status(conn, self._node_id, self._tier_limits, self._job_titles)
+        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, self._job_titles)
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

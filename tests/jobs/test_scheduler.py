@@ -21,9 +21,11 @@ from tornado.httpclient import AsyncHTTPClient
 from pypimirror import queries as dbq
 from pypimirror.config import Schedule, ScheduleConfig, parse_config
 from pypimirror.db import Database
-from pypimirror.errors import JobLockedError, UpstreamUnavailable
+from pypimirror.errors import JobLockedError, UnknownJobError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
+from pypimirror.jobs.registry import JOBS, JobSpec, JobTable
+from pypimirror.jobs.runner import JobReport
 from pypimirror.cron import crontab_day_of_week, make_trigger
 from pypimirror.jobs.scheduler import JobScheduler, SyncJobs, job_client
 
@@ -125,15 +127,17 @@ class FakeJobs:
     ignore_stop: bool = False
     locked_by: str | None = None
     failure: Exception | None = None
+    sync_failed: str | None = None
     runs: list[Run] = field(default_factory=list)
 
-    async def index_sync(self, stop: asyncio.Event) -> IndexSyncReport:
-        report = IndexSyncReport(listed=1, fetched=1 if self.changed else 0)
-        report.interrupted = await self._work("index_sync", stop)
-        return report
-
-    async def cache(self, stop: asyncio.Event) -> CacheReport:
-        return CacheReport(limits=(1,), interrupted=await self._work("cache", stop))
+    async def run(self, name: str, stop: asyncio.Event) -> JobReport:
+        if name == "index_sync":
+            report = IndexSyncReport(listed=1, fetched=1 if self.changed else 0, failed=self.sync_failed)
+            report.interrupted = await self._work(name, stop)
+            return report
+        if name == "cache":
+            return CacheReport(limits=(1,), interrupted=await self._work(name, stop))
+        raise UnknownJobError(name, ("index_sync", "cache"))
 
     async def _work(self, job: str, stop: asyncio.Event) -> bool:
         if self.locked_by is not None:
@@ -217,6 +221,57 @@ async def test_no_cache_run_follows_an_index_sync_that_changed_nothing() -> None
     finally:
         await scheduler.close(grace=2)
     assert set(jobs.names()) == {"index_sync"}
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_the_first_pass_stops_after_an_index_sync_that_failed() -> None:
+    jobs = FakeJobs(changed=True, sync_failed="3 of 3 projects failed")
+    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY))
+    scheduler.start()
+    try:
+        await wait_until(lambda: scheduler.running_jobs == 0 and len(jobs.runs) == 1)
+    finally:
+        await scheduler.close(grace=2)
+    assert jobs.names() == ["index_sync"]
+
+
+@dataclass
+class ExtraJobReport:
+    """The report of a job added to the table in a test."""
+
+    ok: bool = True
+    interrupted: bool = False
+    failure_reason: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {}
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_job_added_to_the_table_runs_on_its_schedule_and_is_followed_as_its_entry_says() -> None:
+    # A job beside the cache, on a schedule key of its own (here index_sync's), followed by the cache.
+    async def run_extra(_context: object, _stop: asyncio.Event) -> ExtraJobReport:
+        raise AssertionError("TableJobs runs the jobs here")
+
+    extra: JobSpec[ExtraJobReport] = JobSpec(
+        name="extra", title="Extra", schedule=lambda config: config.index_sync, run=run_extra,
+        follow_up="cache", needs_follow_up=lambda report: report.ok,
+    )
+    runs: list[str] = []
+
+    class TableJobs:
+        async def run(self, name: str, stop: asyncio.Event) -> JobReport:
+            runs.append(name)
+            return ExtraJobReport() if name == "extra" else await FakeJobs(changed=False).run(name, stop)
+
+    table = JobTable((extra, JOBS.named("cache")))
+    scheduler = JobScheduler(TableJobs(), schedule(index_sync=FAST, cache=HOURLY, run_on_start=False), table=table)
+    scheduler.start()
+    try:
+        await wait_until(lambda: len(runs) >= 4)
+    finally:
+        await scheduler.close(grace=2)
+    assert runs[:4] == ["extra", "cache", "extra", "cache"]
 
 
 @pytest.mark.gen_test(timeout=10)
