@@ -19,7 +19,7 @@ __all__ = ["CACHE", "INDEX_SYNC", "JOBS", "JobContext", "JobSpec", "JobTable"]
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pypimirror.config import Config, Schedule, ScheduleConfig
 from pypimirror.db import Database
@@ -32,17 +32,13 @@ from pypimirror.upstream import UpstreamClient
 ReportT = TypeVar("ReportT", bound=JobReport)
 
 
-class JobContext(Protocol):
+@dataclass(frozen=True, slots=True)
+class JobContext:
     """What a job's function is given besides its stop event."""
 
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def db(self) -> Database: ...
-
-    @property
-    def client(self) -> UpstreamClient: ...
+    config: Config
+    db: Database
+    client: UpstreamClient
 
 
 def _never(_report: object) -> bool:

@@ -42,7 +42,7 @@ from pypimirror.config import Config, Schedule, ScheduleConfig
 from pypimirror.cron import make_trigger
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, PyPIMirrorError
-from pypimirror.jobs.registry import JOBS, JobTable
+from pypimirror.jobs.registry import JOBS, JobContext, JobTable
 from pypimirror.jobs.runner import LEASE_TTL_SECONDS, JobReport, run_job
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
 
@@ -100,7 +100,7 @@ class SyncJobs:
             self.db,
             job=job.name,
             node_id=self.config.node_id,
-            body=lambda: job.run(self, stop),
+            body=lambda: job.run(JobContext(self.config, self.db, self.client), stop),
             stop=stop,
             lease_ttl=self.lease_ttl,
         )

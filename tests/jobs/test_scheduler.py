@@ -235,25 +235,13 @@ async def test_the_first_pass_stops_after_an_index_sync_that_failed() -> None:
     assert jobs.names() == ["index_sync"]
 
 
-@dataclass
-class ExtraJobReport:
-    """The report of a job added to the table in a test."""
-
-    ok: bool = True
-    interrupted: bool = False
-    failure_reason: str | None = None
-
-    def counts(self) -> dict[str, int]:
-        return {}
-
-
 @pytest.mark.gen_test(timeout=10)
 async def test_a_job_added_to_the_table_runs_on_its_schedule_and_is_followed_as_its_entry_says() -> None:
     # A job beside the cache, on a schedule key of its own (here index_sync's), followed by the cache.
-    async def run_extra(_context: object, _stop: asyncio.Event) -> ExtraJobReport:
+    async def run_extra(_context: object, _stop: asyncio.Event) -> CacheReport:
         raise AssertionError("TableJobs runs the jobs here")
 
-    extra: JobSpec[ExtraJobReport] = JobSpec(
+    extra: JobSpec[CacheReport] = JobSpec(
         name="extra", title="Extra", schedule=lambda config: config.index_sync, run=run_extra,
         follow_up="cache", needs_follow_up=lambda report: report.ok,
     )
@@ -262,7 +250,7 @@ async def test_a_job_added_to_the_table_runs_on_its_schedule_and_is_followed_as_
     class TableJobs:
         async def run(self, name: str, stop: asyncio.Event) -> JobReport:
             runs.append(name)
-            return ExtraJobReport() if name == "extra" else await FakeJobs(changed=False).run(name, stop)
+            return CacheReport(limits=(1,)) if name == "extra" else await FakeJobs(changed=False).run(name, stop)
 
     table = JobTable((extra, JOBS.named("cache")))
     scheduler = JobScheduler(TableJobs(), schedule(index_sync=FAST, cache=HOURLY, run_on_start=False), table=table)
