@@ -324,7 +324,7 @@ def mirror_command(python: str, config: Path) -> list[str]:
     )
     if probe.returncode == 0:
         code = (
-            "import logging, sys; from pypimirror.config import load_config; "
+            "import logging, sys; from pypimirror.configreader import load_config; "
             "logging.basicConfig(level=logging.WARNING); "
             "from pypimirror.app import serve_forever; sys.exit(serve_forever(load_config(sys.argv[1])))"
         )

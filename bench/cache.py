@@ -42,7 +42,7 @@ from pypimirror.jobs.cache import run_cache
 from tornado.httpclient import HTTPRequest, HTTPResponse
 from tornado.httputil import HTTPHeaders
 
-from pypimirror.config import parse_config
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.pages import DistFile, ProjectPage, render_project_json
 from pypimirror.upstream import UpstreamClient, UpstreamSettings

@@ -320,7 +320,7 @@ def root_child(config_file: str, body_file: str) -> None:
     """
     from pypimirror import queries as dbq
     from pypimirror import listing as listing_module
-    from pypimirror.config import load_config
+    from pypimirror.configreader import load_config
     from pypimirror.db import Database
     from pypimirror.jobs import index_sync
 

@@ -20,6 +20,7 @@ __all__ = [
     "BaseHandler",
     "Client",
     "ClientGone",
+    "HitSink",
     "InFlight",
     "NotFoundHandler",
     "RequestContext",
@@ -50,10 +51,12 @@ from pypimirror.clientip import IPAddress, network_prefix, resolve_client_ip
 from pypimirror.config import IPNetwork
 from pypimirror.httpdate import parse_http_date
 from pypimirror.metrics import Metrics, ServedKind
+from pypimirror.queries import HitOutcome
 
 logger = logging.getLogger(__name__)
 
-#: Bytes read from disk and written to the client at a time (perf-anchors §4: +23–51 % over 64 KiB).
+#: Bytes read from disk and written to the client at a time: 1 MiB rather than tornado's 64 KiB
+#: means 16 times fewer reads, writes and wakeups per file (large files were 23–51 % faster).
 CHUNK_SIZE = 1024 * 1024
 # How often a shutdown looks whether the last request has finished.
 _IDLE_POLL_S = 0.02
@@ -66,6 +69,12 @@ class AccessLogSink(Protocol):
     """Where finished requests go (:class:`pypimirror.accesslog.AccessLog` or its null twin)."""
 
     def write(self, entry: AccessEntry) -> None: ...
+
+
+class HitSink(Protocol):
+    """Where finished downloads are counted (:class:`pypimirror.hitrate.HitCounter`)."""
+
+    def count(self, outcome: HitOutcome, body_bytes: int, file_path: str, user_agent: str | None) -> None: ...
 
 
 class InFlight:
@@ -143,6 +152,7 @@ class BaseHandler(RequestHandler):
 
     _body_bytes: int
     proxied: bool = False  # True when the body came from the upstream (proxy mode)
+    download: str | None = None  # the distribution file a GET asked for: it counts in the hit rate
 
     def init_base(self, context: RequestContext) -> None:
         """Called by each handler's ``initialize``: the request counts as in flight from here
@@ -344,13 +354,18 @@ class NotFoundHandler(BaseHandler):
 
 
 def make_log_function(
-    access_log: AccessLogSink, metrics: Metrics, *, file_handlers: tuple[type[BaseHandler], ...]
+    access_log: AccessLogSink,
+    metrics: Metrics,
+    *,
+    file_handlers: tuple[type[BaseHandler], ...],
+    hits: HitSink | None = None,
 ) -> Callable[[RequestHandler], None]:
     """The Application's ``log_function``: each finished request is counted in ``metrics`` and
     written as one access-log entry (without an access log no entry is even built).
 
     The route label is the handler's class name (``PackageFileHandler`` -> ``package_file``);
-    requests to ``file_handlers`` are also counted as local, proxied or redirected.
+    requests to ``file_handlers`` are also counted as local, proxied or redirected, and those
+    that are downloads (a handler's ``download`` is set) in ``hits``.
     """
     keep_entries = not isinstance(access_log, NullAccessLog)
     observe = metrics.observe_request
@@ -362,10 +377,16 @@ def make_log_function(
         status = handler.get_status()
         kind = _served_kind(handler, status) if isinstance(handler, file_handlers) else None
         observe(_snake_case(type(handler).__name__), status, handler.body_bytes, kind)
+        if kind is not None and hits is not None and handler.download is not None:
+            user_agent = handler.request.headers.get("User-Agent")
+            hits.count(_HIT_OUTCOMES[kind], handler.body_bytes, handler.download, user_agent)
         if keep_entries:
             access_log.write(handler.access_entry())
 
     return log_request
+
+
+_HIT_OUTCOMES: dict[ServedKind, HitOutcome] = {"local": "local", "redirected": "redirect", "proxied": "proxy"}
 
 
 def _served_kind(handler: BaseHandler, status: int) -> ServedKind | None:

@@ -25,6 +25,7 @@ Votes: a GET of a distribution file offers one vote (never blocking), whether th
 redirected or proxied. HEAD does not vote: it is what size probes, link checkers and our own cache job
 send, none of which installs anything. Nor does ``.metadata``: resolvers fetch it for many
 candidate versions they never download, so counting it would make unused files look popular.
+The same downloads, once answered, count in the live hit rate (:mod:`pypimirror.hitrate`).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class PackageFileHandler(ProxyingHandler):
     def get(self) -> Awaitable[None] | None:
         path = self._package_path()
         if not path.is_metadata:
+            self.download = path.relpath
             self.votes.offer(path.relpath, self.client.network, self.request.headers.get("User-Agent"))
         return self._serve(path, include_body=True)
 

@@ -1,6 +1,6 @@
 """Cache management: keep the most popular package files within each tier's byte budget.
 
-One run has five phases (seed-behaviour §10, with PRODUCT §6's fixes):
+One run has five phases (the seed mirror's, without its ways of losing data):
 
 A. inventory: walk every tier; the disk wins over the database (rows are corrected), and temp
    files of interrupted runs, colder duplicate copies and stray ``.metadata`` files are removed;
@@ -201,8 +201,8 @@ class _CacheRun:
         self.stop = stop
         self.dry_run = dry_run
         self.now = now
-        self.roots = tuple(tier.path for tier in config.cache.tiers)
-        self.limits = tuple(tier.size_limit for tier in config.cache.tiers)
+        self.roots = config.cache.tier_roots
+        self.limits = config.cache.tier_limits
         self.report = CacheReport(self.limits, dry_run=dry_run)
 
     async def execute(self) -> CacheReport:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote
 
 from pypimirror.jobs.cache_plan import CachePlan, Download, Eviction, Move
 
@@ -206,7 +205,11 @@ class _Executor:
         try:
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
             result = await self.client.download_to(
-                self._url(remote.path), temp, size=remote.size, sha256=remote.sha256, cancel=self.stop
+                self.config.upstream.file_url(remote.path),
+                temp,
+                size=remote.size,
+                sha256=remote.sha256,
+                cancel=self.stop,
             )
             commits.append((temp, final, result))
             if remote.metadata_sha256 is not None and remote.metadata_size is not None:
@@ -214,7 +217,7 @@ class _Executor:
                 metadata_temp = _temp_beside(metadata_final)
                 try:
                     metadata = await self.client.download_to(
-                        self._url(remote.path + METADATA_SUFFIX), metadata_temp,
+                        self.config.upstream.file_url(remote.path + METADATA_SUFFIX), metadata_temp,
                         size=remote.metadata_size, sha256=remote.metadata_sha256, cancel=self.stop,
                     )
                     commits.append((metadata_temp, metadata_final, metadata))
@@ -232,10 +235,6 @@ class _Executor:
         metadata_size = commits[1][2].size if len(commits) > 1 else None
         return LocalFile(remote.path, download.tier, result.size, metadata_size)
 
-    def _url(self, path: str) -> str:
-        return f"{self.config.upstream.packages_url.rstrip('/')}/{quote(path)}"
-
-
 async def apply_plan(
     plan: CachePlan,
     *,
@@ -251,10 +250,9 @@ async def apply_plan(
     ``fill`` is the tiers' content before the plan; the returned one is after it. Steps that
     would change one of the ``unwritable`` tiers are left out (counted).
     """
-    roots = tuple(tier.path for tier in config.cache.tiers)
     stats = ApplyStats()
     plan = _without_tiers(plan, unwritable, stats)
-    executor = _Executor(plan, config, db, client, roots, stop, fill, stats)
+    executor = _Executor(plan, config, db, client, config.cache.tier_roots, stop, fill, stats)
     await executor.evict()
     await executor.move()
     await executor.download()

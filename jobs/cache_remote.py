@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from pypimirror.jobs.cache_plan import RemoteFile
 
@@ -121,14 +120,13 @@ async def _metadata_sizes(
 
 async def _head_all(paths: Sequence[str], config: Config, client: UpstreamClient) -> dict[str, int | None]:
     """HEAD every path, ``sync.concurrent_downloads`` at a time; failures are logged and left out."""
-    base = config.upstream.packages_url.rstrip("/")
     gate = asyncio.Semaphore(max(1, config.sync.concurrent_downloads))
     answers: dict[str, int | None] = {}
 
     async def head(path: str) -> None:
         async with gate:
             try:
-                response = await client.head(f"{base}/{quote(path)}")
+                response = await client.head(config.upstream.file_url(path))
             except UpstreamError as exc:
                 logger.warning("cache: cannot learn the size of %s: %s", path, exc)
                 return

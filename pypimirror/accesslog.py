@@ -1,6 +1,7 @@
 """The access log: one line per request, formatted on the IOLoop, written to disk by a thread.
 
-``mirror-json`` and ``combined`` are the seed's formats (seed-behaviour §8.2, §8.3). Whatever a
+``mirror-json`` (one JSON object a line) and ``combined`` (nginx's and Apache's) are the formats
+the mirror we replace wrote, so existing log tooling keeps working. Whatever a
 client controls (method, path, User-Agent, Referer) is escaped, so one request is always exactly
 one line, and a line is always valid UTF-8. :meth:`AccessLog.write` only formats and appends to
 a list; a flusher thread writes that list to the file every ``flush_interval`` (1 s). The file

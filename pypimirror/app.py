@@ -53,6 +53,7 @@ from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
+from pypimirror.hitrate import HitCounter, HitFlusher, listed_sizes
 from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
 from pypimirror.listedfiles import ListedFiles
@@ -103,6 +104,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     status: StatusReader | None = None
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
+    hits: HitCounter = field(default_factory=HitCounter)
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -117,7 +119,7 @@ def make_app(config: Config, services: Services) -> Application:
     files = {
         **base,
         "route_base": f"{prefix}/packages/",
-        "tiers": TierLookup([tier.path for tier in config.cache.tiers]),
+        "tiers": TierLookup(config.cache.tier_roots),
         "redirect_url": config.upstream.redirect_url,
         "ip_modes": ip_modes,
         "packages_url": config.upstream.packages_url,
@@ -158,7 +160,9 @@ def make_app(config: Config, services: Services) -> Application:
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=base,
-        log_function=make_log_function(services.access_log, services.metrics, file_handlers=(PackageFileHandler,)),
+        log_function=make_log_function(
+            services.access_log, services.metrics, file_handlers=(PackageFileHandler,), hits=services.hits
+        ),
     )
 
 
@@ -340,6 +344,11 @@ async def _serve(
             votes.start()
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)
             stack.push_async_callback(asyncio.to_thread, votes.close, drain_s)
+            hits = HitCounter(is_bot=votes.is_bot)
+            hit_sizes = listed_sizes(ListedFiles(config.repo_path, config.prefix))  # the flusher's own
+            flusher = HitFlusher(hits, db, config.node_id, sizes=hit_sizes)
+            flusher.start()
+            stack.push_async_callback(flusher.close)  # after the last request, before the database closes
             services = Services(
                 pages=PageCache(),
                 votes=votes,
@@ -347,6 +356,7 @@ async def _serve(
                 metrics=Metrics(multiprocess_dir=worker.metrics_dir if worker is not None else None),
                 status=_status_reader(config, db),
                 buffers=BufferBudget(config.serve.buffer_budget // (worker.count if worker is not None else 1)),
+                hits=hits,
             )
             server = _make_server(make_app(config, services), config, ssl_context)
             stack.callback(_start_metrics_refresh(services, votes, server).stop)
@@ -372,14 +382,15 @@ def _describe(worker: _Worker | None) -> str:
 
 
 def _status_reader(config: Config, db: Database) -> StatusReader:
-    limits = [tier.size_limit for tier in config.cache.tiers]
     return StatusReader(
-        db, node_id=config.node_id, tier_limits=limits, repo_path=config.repo_path, job_titles=JOBS.titles()
+        db, node_id=config.node_id, tier_limits=config.cache.tier_limits, repo_path=config.repo_path,
+        job_titles=JOBS.titles(),
     )
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:
-    """Copy the vote, page-cache, connection and buffer counters into the metrics every second (and now)."""
+    """Copy the vote, page-cache, connection, buffer and download counters into the metrics every
+    second (and now)."""
 
     def refresh() -> None:
         services.metrics.refresh(
@@ -387,6 +398,7 @@ def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: Capp
             pages=services.pages.stats,
             connections=server.connection_stats,
             buffers=services.buffers.stats,
+            hits=services.hits.totals(),
         )
 
     refresh()

@@ -25,20 +25,25 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
 from pypimirror import queries as dbq
 from pypimirror.app import serve_forever
-from pypimirror.config import Config, load_config
+from pypimirror.config import Config
+from pypimirror.configreader import load_config
 from pypimirror.db import Database
-from pypimirror.queries import JobRun, Lease
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
 from pypimirror.healthcheck import check_health
+from pypimirror.hitchart import format_rate
+from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
 from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, job_client, scheduling
+from pypimirror.queries import JobRun, Lease
+from pypimirror.schema import hit_counters
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.upstream import configure_curl_client
 
@@ -109,7 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --once: print what cache management would do and change nothing (no index sync)",
     )
-    add_command("status", "show the last job runs, the cache fill per tier and the sync lease holder")
+    add_command("status", "show the last job runs, the cache fill per tier, the hit rate and the sync lease holder")
     add_command("healthcheck", "ask the running server's /healthz; exit 0 when it answers ok, else 1 (containers)")
     return parser
 
@@ -248,13 +253,15 @@ def _status(config: Config) -> int:
     db = _open_existing_database(config.database.url)
     try:
         with db.connect() as conn:
-            limits = [tier.size_limit for tier in config.cache.tiers]
-            status = read_status(conn, config.node_id, limits, JOBS.titles())
+            # A database of an older release (status never upgrades it) has no hit counters yet.
+            with_hits = inspect(conn).has_table(hit_counters.name)
+            status = read_status(
+                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits
+            )
             lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
         db.dispose()
-    paths = [tier.path for tier in config.cache.tiers]
-    sys.stdout.write(format_status(status, lease, paths, node_id=config.node_id, now=time.time()))
+    sys.stdout.write(format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time()))
     return EXIT_OK
 
 
@@ -274,7 +281,7 @@ def _open_existing_database(url: str) -> Database:
 def format_status(
     status: MirrorStatus, lease: Lease | None, tier_paths: Sequence[Path], *, node_id: str, now: float
 ) -> str:
-    """The status as an operator reads it: one block per job, one line per tier, the lease.
+    """The status as an operator reads it: one block per job, one line per tier, the hit rate, the lease.
 
     A job of the table that never ran is one line saying so.
     """
@@ -299,8 +306,23 @@ def format_status(
             f"  tier {tier.index} {path}: {format_bytes(tier.bytes)} of {format_bytes(tier.limit)} "
             f"({share}), {tier.files} files"
         )
+    if status.hits is not None:
+        lines.append(f"hit rate (node {node_id}; downloads served from the cache, of all it answered):")
+        for title, window in (("last 24 h", status.hits.last_day), ("last 7 d ", status.hits.last_week)):
+            lines.append(f"  {title}: {_describe_hits(window)}")
+    else:
+        lines.append("hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)")
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
+
+
+def _describe_hits(window: HitWindow) -> str:
+    if not window.requests:
+        return "no downloads"
+    return (
+        f"requests {format_rate(window.request_rate)} of {window.requests}, "
+        f"bytes {format_rate(window.byte_rate)} of {format_bytes(window.bytes)}"
+    )
 
 
 def _describe_run(run: JobRun, now: float) -> str:

@@ -1,19 +1,11 @@
-"""The configuration: one YAML file, checked once, turned into frozen dataclasses.
+"""The configuration as the program sees it: one frozen dataclass per section of the YAML file.
 
-Every key is validated at load time (unknown keys, types, sizes, durations, URLs, CIDRs, cron
-expressions) and every problem is reported in one :class:`ConfigError`, each with its key path.
-Every value has an upper bound too, so nothing that passes here fails later. Sizes become
-``int`` bytes and durations ``timedelta`` here and nowhere else. A key given with an empty
-value (YAML ``null``) counts as absent and takes its default. Relative paths are resolved
-against the directory holding the configuration file (``parse_config``: ``base_dir``, default
-the working directory), after ``~`` expansion.
-
-Paths that must not overlap are refused (:func:`_read_tiers`, :func:`_check_files`): a cache
-tier holding the repository, inside its page directories (the index sync deletes whatever it
-does not know there) or overlapping another tier, and a file the mirror writes or reads
-(database, access log, TLS files) inside a tier or a page directory. Paths are compared after following symlinks
-(``Path.resolve``, which reads links but needs nothing to exist); beyond that and reading the
-file, nothing here touches the disk: whether paths exist is checked by whoever uses them.
+This module is the model only: :func:`pypimirror.configreader.load_config` reads and checks a
+file into it, once, in the composition root, which passes it down. A section's keys in the
+file are its dataclass's fields (:func:`section_keys`), so a key is declared once, here, with
+its type and default; the reader gives it a parser. The values are already checked and typed:
+sizes are ``int`` bytes, durations ``timedelta``, paths absolute, URLs without a trailing
+``/``, so code that receives a section uses its values as they are.
 """
 
 from __future__ import annotations
@@ -39,95 +31,39 @@ __all__ = [
     "TimeoutsConfig",
     "UpstreamConfig",
     "VotesConfig",
-    "format_duration",
-    "load_config",
-    "parse_config",
-    "parse_duration",
-    "parse_size",
+    "section_keys",
+    "yaml_key",
 ]
 
 import dataclasses
-import difflib
 import ipaddress
-import logging
-import os
 import socket
-from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
+from urllib.parse import quote
 
-import yaml
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
-from pypimirror.acceptor import MAX_CONNECTIONS
-from pypimirror.cron import make_trigger
-from pypimirror.configvalues import (
-    DurationTooLong,
-    IPMode,
-    IPNetwork,
-    choice_parser,
-    database_url_parser,
-    describe_value,
-    duration_parser,
-    format_duration,
-    int_parser,
-    mask_url_password,
-    parse_bool,
-    parse_duration,
-    parse_header_text,
-    parse_http_url,
-    parse_ip_mode,
-    parse_listen,
-    parse_network,
-    parse_prefix,
-    parse_proxy,
-    parse_size,
-    parse_share,
-    parse_text,
-)
-from pypimirror.errors import ConfigError, ConfigProblem
-
-try:
-    from yaml import CSafeLoader as _BaseLoader
-except ImportError:  # PyYAML built without libyaml: same behaviour, slower
-    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
-
-logger = logging.getLogger(__name__)
+from pypimirror.configvalues import IPMode, IPNetwork, format_duration, mask_url_password
 
 Listing = Literal["simple-json", "xmlrpc"]
 LogFormat = Literal["mirror-json", "combined"]
 
-_T = TypeVar("_T")
-_S = TypeVar("_S", bound=str)
-
-_LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
 LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
-_LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
-_DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 _HOURLY = timedelta(hours=1)
-_DEFAULT_LISTEN = ":8080"
-_DEFAULT_PREFIX = "/pypi"
-_DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=30)
-# Upper bounds of durations and counts, far above any sane setting (see configvalues: values
-# that pass must not fail later).
-_MAX_GRACE = timedelta(hours=1)
-_MAX_WINDOW = timedelta(days=366)  # vote_window, dedup_window, size_db_ttl, a schedule's interval
-_MAX_TIMEOUT = timedelta(days=1)
-_MAX_JITTER = timedelta(days=1)
-_MAX_RETRY = 100
-_MAX_ERROR_THRESHOLD = 1_000_000
-_MAX_MIN_VOTE_COUNT = 1_000_000  # distinct client networks
-_MAX_QUEUE_SIZE = 1_000_000  # votes held in memory, a few hundred bytes each
-_MAX_LIST = 1000  # entries of a list (tiers, rules, networks, bots)
-_MAX_NODE_ID = 255
-_MIN_BUFFER_BUDGET = 1024**2
-_MAX_BUFFER_BUDGET = 1024**4
 
 
-# --------------------------------------------------------------------------- the dataclasses
+def yaml_key(item: dataclasses.Field[Any]) -> str:
+    """The key a field is written as in the file: its name, unless its metadata names another."""
+    return str(item.metadata.get("key", item.name))
+
+
+def section_keys(model: type[Any]) -> tuple[str, ...]:
+    """The keys a section accepts in the file: its dataclass's fields, in their order."""
+    return tuple(yaml_key(item) for item in dataclasses.fields(model))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +83,10 @@ class UpstreamConfig:
     proxy: str | None = None
     listing: Listing = "simple-json"
 
+    def file_url(self, relpath: str) -> str:
+        """Where the upstream serves the package file ``ab/cd/<hash>/<filename>``, percent-encoded."""
+        return f"{self.packages_url}/{quote(relpath)}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSConfig:
@@ -160,7 +100,7 @@ class TLSConfig:
 class IPModeRule:
     """Clients inside ``network`` get ``mode`` for files we do not hold."""
 
-    network: IPNetwork
+    network: IPNetwork = field(metadata={"key": "cidr"})
     mode: IPMode
 
 
@@ -198,6 +138,16 @@ class CacheConfig:
     #: Bytes of cached files re-hashed per run, least recently verified first (0: sizes only).
     verify_bytes_per_run: int = 4 * 1024**3
     tiers: tuple[Tier, ...]
+
+    @property
+    def tier_roots(self) -> tuple[Path, ...]:
+        """Each tier's directory, hottest first (index ``i`` is tier ``i`` everywhere)."""
+        return tuple(tier.path for tier in self.tiers)
+
+    @property
+    def tier_limits(self) -> tuple[int, ...]:
+        """Each tier's byte budget, hottest first."""
+        return tuple(tier.size_limit for tier in self.tiers)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,7 +216,7 @@ class VotesConfig:
     """The vote queue; ``bots`` are User-Agent substrings (matched case-insensitively) that never vote."""
 
     queue_size: int = 1000
-    bots: tuple[str, ...] = _DEFAULT_BOTS
+    bots: tuple[str, ...] = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,13 +235,13 @@ class ServeConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    """The whole configuration, built once by :func:`load_config` and passed down."""
+    """The whole configuration, built once by :func:`~pypimirror.configreader.load_config` and passed down."""
 
-    listen: str = _DEFAULT_LISTEN
+    listen: str = ":8080"
     repo_path: Path
-    prefix: str = _DEFAULT_PREFIX
+    prefix: str = "/pypi"
     node_id: str = field(default_factory=socket.gethostname)
-    shutdown_grace: timedelta = _DEFAULT_SHUTDOWN_GRACE
+    shutdown_grace: timedelta = timedelta(seconds=30)
     database: DatabaseConfig
     upstream: UpstreamConfig
     tls: TLSConfig = TLSConfig()
@@ -328,10 +278,8 @@ def _display_value(value: object) -> Any:
     """``value`` as plain data for :meth:`Config.to_display_dict`; dataclasses become dicts in field order."""
     if isinstance(value, Schedule):
         return value.to_text()
-    if isinstance(value, IPModeRule):
-        return {"cidr": str(value.network), "mode": value.mode}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {item.name: _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
+        return {yaml_key(item): _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
     if isinstance(value, tuple):
         return [_display_value(item) for item in value]
     if isinstance(value, timedelta):
@@ -339,506 +287,3 @@ def _display_value(value: object) -> Any:
     if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
     return value
-
-
-def _parse_schedule(raw: object) -> Schedule:
-    """An interval (a duration) or a 5-field cron expression, validated as APScheduler reads it."""
-    text = raw.strip() if isinstance(raw, str) else ""
-    try:
-        interval = duration_parser(_MAX_WINDOW)(text)
-    except DurationTooLong:
-        raise
-    except ValueError:
-        interval = None
-    if interval is not None:
-        if not interval:
-            raise ValueError(f"{text!r} must be longer than 0s")
-        return Schedule(interval=interval)
-    if len(text.split()) == 5:
-        try:
-            make_trigger(cron=text)
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid cron expression: {exc}") from None
-        return Schedule(cron=text)
-    raise ValueError(
-        f"{describe_value(raw)} is neither a duration (e.g. 1h, 30m) "
-        "nor a 5-field cron expression (e.g. '*/15 * * * *')"
-    )
-
-
-def _parse_node_id(raw: object) -> str:
-    """This node's name in the database and in status output: one line of at most 255 characters."""
-    text = parse_text(raw)
-    if len(text) > _MAX_NODE_ID:
-        raise ValueError(f"is {len(text)} characters long (at most {_MAX_NODE_ID})")
-    return text
-
-
-# --------------------------------------------------------------------------- the reader
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _unknown_key_message(key: object, known: Collection[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(known), n=1)
-    if close:
-        return f"unknown key (did you mean {close[0]!r}?)"
-    return f"unknown key (expected one of: {', '.join(known)})"
-
-
-class _Reader:
-    """Reads one configuration tree, collecting every problem instead of stopping at the first.
-
-    On a problem, a getter records it and returns a placeholder so that reading goes on;
-    :func:`parse_config` raises before any placeholder can escape.
-    """
-
-    def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
-        self.problems: list[ConfigProblem] = []
-        self._broken: set[str] = set()  # mappings of the wrong type: their keys are not "missing"
-
-    def report(self, key_path: str, message: str) -> None:
-        self.problems.append(ConfigProblem(key_path, message))
-
-    def is_broken(self, path: str) -> bool:
-        """Whether ``path`` lies in a mapping of the wrong type (so its keys are not "missing")."""
-        return any(
-            not broken or path == broken or path.startswith((f"{broken}.", f"{broken}["))
-            for broken in self._broken
-        )
-
-    def section(self, data: object, path: str, keys: Collection[str]) -> Mapping[str, object]:
-        """The mapping at ``path`` restricted to ``keys``; unknown keys and wrong types are reported."""
-        if data is None:
-            return {}
-        if not isinstance(data, Mapping):
-            where = "" if path else " at the top level"
-            self.report(path, f"expected a mapping{where}, got {describe_value(data)}")
-            self._broken.add(path)
-            return {}
-        for key in data:
-            if key not in keys:
-                self.report(_join(path, str(key)), _unknown_key_message(key, keys))
-        return {key: value for key, value in data.items() if key in keys}
-
-    def entries(self, data: object, path: str) -> list[tuple[str, object]]:
-        """The items of the list at ``path``, each with its own key path (``path[i]``)."""
-        if data is None:
-            return []
-        if not isinstance(data, list):
-            self.report(path, f"expected a list, got {describe_value(data)}")
-            return []
-        if len(data) > _MAX_LIST:
-            self.report(path, f"has {len(data)} entries (at most {_MAX_LIST})")
-            return []
-        return [(f"{path}[{index}]", item) for index, item in enumerate(data)]
-
-    def get(
-        self, section: Mapping[str, object], path: str, key: str, parse: Callable[[object], _T], default: _T
-    ) -> _T:
-        raw = section.get(key)
-        if raw is None:
-            return default
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            self.report(_join(path, key), str(exc))
-            return default
-
-    def require(
-        self,
-        section: Mapping[str, object],
-        path: str,
-        key: str,
-        parse: Callable[[object], _T],
-        placeholder: _T,
-    ) -> _T:
-        if section.get(key) is None and not self.is_broken(path):
-            self.report(_join(path, key), "required key is missing")
-        return self.get(section, path, key, parse, placeholder)
-
-    def get_list(
-        self,
-        section: Mapping[str, object],
-        path: str,
-        key: str,
-        parse: Callable[[object], _T],
-        default: tuple[_T, ...],
-    ) -> tuple[_T, ...]:
-        raw = section.get(key)
-        if raw is None:
-            return default
-        values = []
-        for item_path, item in self.entries(raw, _join(path, key)):
-            try:
-                values.append(parse(item))
-            except ValueError as exc:
-                self.report(item_path, str(exc))
-        return tuple(values)
-
-    def parse_path(self, raw: object) -> Path:
-        """An absolute path: ``~`` expanded, relative paths taken from ``base_dir``."""
-        text = parse_text(raw)
-        try:
-            expanded = Path(text).expanduser()
-        except RuntimeError as exc:
-            raise ValueError(f"{text!r}: {exc}") from None
-        return Path(os.path.normpath(self.base_dir / expanded))
-
-
-# --------------------------------------------------------------------------- the sections
-
-_TOP_KEYS = (
-    "listen", "repo_path", "prefix", "node_id", "shutdown_grace", "database", "upstream", "tls",
-    "trusted_proxies", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
-)  # fmt: skip
-
-
-def _read_database(reader: _Reader, data: object, repo_path: Path) -> DatabaseConfig:
-    section = reader.section(data, "database", ("url",))
-    default = f"sqlite:///{repo_path}/pypi-mirror.db"
-    parse = database_url_parser(reader.base_dir)
-    return DatabaseConfig(url=reader.get(section, "database", "url", parse, default))
-
-
-def _read_upstream(reader: _Reader, data: object) -> UpstreamConfig:
-    path = "upstream"
-    section = reader.section(data, path, ("pypi_url", "packages_url", "redirect_url", "proxy", "listing"))
-    pypi_url = reader.require(section, path, "pypi_url", parse_http_url, "")
-    packages_url = reader.require(section, path, "packages_url", parse_http_url, "")
-    return UpstreamConfig(
-        pypi_url=pypi_url,
-        packages_url=packages_url,
-        redirect_url=reader.get(section, path, "redirect_url", parse_http_url, packages_url),
-        proxy=reader.get(section, path, "proxy", parse_proxy, None),
-        listing=reader.get(section, path, "listing", choice_parser(_LISTINGS), "simple-json"),
-    )
-
-
-def _read_tls(reader: _Reader, data: object) -> TLSConfig:
-    section = reader.section(data, "tls", ("cert", "key"))
-    cert = reader.get(section, "tls", "cert", reader.parse_path, None)
-    key = reader.get(section, "tls", "key", reader.parse_path, None)
-    for given, missing in (("cert", "key"), ("key", "cert")):
-        if section.get(given) is not None and section.get(missing) is None:
-            reader.report(f"tls.{missing}", f"required when tls.{given} is set")
-    return TLSConfig(cert=cert, key=key)
-
-
-def _read_ip_modes(reader: _Reader, data: object) -> IPModesConfig:
-    section = reader.section(data, "ip_modes", ("default", "rules"))
-    default = reader.get(section, "ip_modes", "default", parse_ip_mode, IPModesConfig().default)
-    rules = []
-    for rule_path, raw_rule in reader.entries(section.get("rules"), "ip_modes.rules"):
-        rule = reader.section(raw_rule, rule_path, ("cidr", "mode"))
-        network = reader.require(rule, rule_path, "cidr", parse_network, None)
-        mode = reader.require(rule, rule_path, "mode", parse_ip_mode, None)
-        if network is not None and mode is not None:
-            rules.append(IPModeRule(network=network, mode=mode))
-    return IPModesConfig(default=default, rules=tuple(rules))
-
-
-def _read_tiers(reader: _Reader, data: object, repo_path: Path) -> tuple[Tier, ...]:
-    """The configured tiers; a tier holding the repo, inside its page directories or overlapping
-    another tier is refused (symlinks followed)."""
-    tiers: list[tuple[str, Tier]] = []
-    repo = _resolved(repo_path)
-    for tier_path, raw_tier in reader.entries(data, "cache.tiers"):
-        section = reader.section(raw_tier, tier_path, ("path", "size_limit"))
-        directory = reader.require(section, tier_path, "path", reader.parse_path, None)
-        size_limit = reader.require(section, tier_path, "size_limit", parse_size, None)
-        if directory is None or size_limit is None:
-            continue
-        resolved = _resolved(directory)
-        shown = _shown(directory, resolved)
-        if _within(resolved, repo):
-            reader.report(f"{tier_path}.path", f"{shown} holds repo_path; use a directory of its own")
-        for pages in _page_dirs(repo):
-            if _within(pages, resolved):
-                reader.report(
-                    f"{tier_path}.path",
-                    f"{shown} is inside repo_path's {pages.name}/, whose entries the index sync "
-                    "deletes when it does not list them; use a directory of its own",
-                )
-        for other_path, other in tiers:
-            if _within(resolved, _resolved(other.path)) or _within(_resolved(other.path), resolved):
-                reader.report(f"{tier_path}.path", f"{shown} overlaps {other_path} ('{other.path}')")
-        tiers.append((tier_path, Tier(path=directory, size_limit=size_limit)))
-    return tuple(tier for _, tier in tiers)
-
-
-def _check_files(reader: _Reader, config: Config) -> None:
-    """Refuse a file the mirror keeps (database, access log, TLS) inside a cache tier or a page
-    directory, whose contents jobs delete and replace, or one file given for two of them."""
-    files: list[tuple[str, Path]] = []
-    database = make_url(config.database.url)
-    if database.get_backend_name() == "sqlite" and database.database and not database.database.startswith("file:"):
-        files.append(("database.url", Path(database.database)))
-    for key, given in (("log.path", config.log.path), ("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
-        if given is not None and given != LOG_TO_STDOUT:
-            files.append((key, Path(given)))
-    repo = _resolved(config.repo_path)
-    owners = [(f"repo_path's {pages.name}/", pages) for pages in _page_dirs(repo)]
-    owners += [(f"the cache tier '{tier.path}'", _resolved(tier.path)) for tier in config.cache.tiers]
-    seen: list[tuple[str, Path]] = []
-    for key, path in files:
-        resolved = _resolved(path)
-        shown = _shown(path, resolved)
-        for owner, directory in owners:
-            if _within(directory, resolved):
-                reader.report(key, f"{shown} is inside {owner}, where jobs delete and replace files")
-        for other_key, other in seen:
-            if resolved == other and {key, other_key} != {"tls.cert", "tls.key"}:  # a PEM may hold both
-                reader.report(key, f"{shown} is also {other_key}")
-        seen.append((key, resolved))
-
-
-def _page_dirs(repo: Path) -> tuple[Path, Path]:
-    """The directories under repo_path that the index sync owns."""
-    return repo / "simple", repo / "json"
-
-
-def _resolved(path: Path) -> Path:
-    """``path`` with symlinks followed as far as it exists; as given if they loop."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return path
-
-
-def _within(directory: Path, path: Path) -> bool:
-    """Whether ``path`` is ``directory`` or inside it (both resolved)."""
-    return path == directory or directory in path.parents
-
-
-def _shown(path: Path, resolved: Path) -> str:
-    return f"'{path}'" if path == resolved else f"'{path}' (which is '{resolved}')"
-
-
-def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
-    """The cache section; its byte budget is required: ``size_limit``, or ``tiers`` with limits."""
-    path = "cache"
-    keys = (
-        "size_limit",
-        "filesize_limit",
-        "min_vote_count",
-        "vote_window",
-        "dedup_window",
-        "size_db_ttl",
-        "verify_bytes_per_run",
-        "tiers",
-    )
-    section = reader.section(data, path, keys)
-    defaults = CacheConfig(tiers=())
-    size_limit = reader.get(section, path, "size_limit", parse_size, None)
-    tiers = _read_tiers(reader, section.get("tiers"), repo_path)
-    if section.get("tiers"):
-        if section.get("size_limit") is not None:
-            reader.report("cache.size_limit", "not allowed with cache.tiers: give each tier its size_limit")
-    else:
-        if section.get("size_limit") is None and not reader.is_broken(path):
-            reader.report(
-                "cache.size_limit",
-                "required: the byte budget (or cache.tiers, each with path and size_limit)",
-            )
-        tiers = (Tier(path=repo_path / "packages", size_limit=size_limit or 0),)
-    return CacheConfig(
-        tiers=tiers,
-        size_limit=size_limit,
-        filesize_limit=reader.get(section, path, "filesize_limit", parse_size, None),
-        min_vote_count=reader.get(
-            section, path, "min_vote_count", int_parser(1, _MAX_MIN_VOTE_COUNT), defaults.min_vote_count
-        ),
-        vote_window=reader.get(
-            section, path, "vote_window", duration_parser(_MAX_WINDOW, positive=True), defaults.vote_window
-        ),
-        dedup_window=reader.get(section, path, "dedup_window", duration_parser(_MAX_WINDOW), defaults.dedup_window),
-        size_db_ttl=reader.get(section, path, "size_db_ttl", duration_parser(_MAX_WINDOW), defaults.size_db_ttl),
-        verify_bytes_per_run=reader.get(
-            section, path, "verify_bytes_per_run", parse_size, defaults.verify_bytes_per_run
-        ),
-    )
-
-
-def _read_sync(reader: _Reader, data: object) -> SyncConfig:
-    path, defaults = "sync", SyncConfig()
-    keys = (
-        "retry", "download_error_threshold", "user_agent", "concurrent_downloads", "max_deletions",
-        "max_error_share",
-    )
-    section = reader.section(data, path, keys)
-    return SyncConfig(
-        retry=reader.get(section, path, "retry", int_parser(1, _MAX_RETRY), defaults.retry),
-        download_error_threshold=reader.get(
-            section,
-            path,
-            "download_error_threshold",
-            int_parser(1, _MAX_ERROR_THRESHOLD),
-            defaults.download_error_threshold,
-        ),
-        user_agent=reader.get(section, path, "user_agent", parse_header_text, defaults.user_agent),
-        concurrent_downloads=reader.get(
-            section, path, "concurrent_downloads", int_parser(1, 256), defaults.concurrent_downloads
-        ),
-        max_deletions=reader.get(section, path, "max_deletions", int_parser(0), defaults.max_deletions),
-        max_error_share=reader.get(
-            section, path, "max_error_share", parse_share, defaults.max_error_share
-        ),
-    )
-
-
-def _log_path_parser(reader: _Reader) -> Callable[[object], Path | Literal["-"]]:
-    """``"-"`` as itself (stdout), any other text as a path."""
-
-    def parse(raw: object) -> Path | Literal["-"]:
-        return LOG_TO_STDOUT if raw == LOG_TO_STDOUT else reader.parse_path(raw)
-
-    return parse
-
-
-def _read_log(reader: _Reader, data: object) -> LogConfig:
-    section = reader.section(data, "log", ("path", "format"))
-    return LogConfig(
-        path=reader.get(section, "log", "path", _log_path_parser(reader), None),
-        format=reader.get(section, "log", "format", choice_parser(_LOG_FORMATS), LogConfig().format),
-    )
-
-
-def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
-    path, defaults = "timeouts", TimeoutsConfig()
-    section = reader.section(data, path, ("read", "write", "idle", "upstream"))
-    parse = duration_parser(_MAX_TIMEOUT, positive=True)
-    return TimeoutsConfig(
-        read=reader.get(section, path, "read", parse, defaults.read),
-        write=reader.get(section, path, "write", parse, defaults.write),
-        idle=reader.get(section, path, "idle", parse, defaults.idle),
-        upstream=reader.get(section, path, "upstream", parse, defaults.upstream),
-    )
-
-
-def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
-    path, defaults = "schedule", ScheduleConfig()
-    section = reader.section(data, path, ("index_sync", "cache", "jitter", "run_on_start"))
-    return ScheduleConfig(
-        index_sync=reader.get(section, path, "index_sync", _parse_schedule, defaults.index_sync),
-        cache=reader.get(section, path, "cache", _parse_schedule, defaults.cache),
-        jitter=reader.get(section, path, "jitter", duration_parser(_MAX_JITTER), defaults.jitter),
-        run_on_start=reader.get(section, path, "run_on_start", parse_bool, defaults.run_on_start),
-    )
-
-
-def _read_votes(reader: _Reader, data: object) -> VotesConfig:
-    section = reader.section(data, "votes", ("queue_size", "bots"))
-    return VotesConfig(
-        queue_size=reader.get(
-            section, "votes", "queue_size", int_parser(1, _MAX_QUEUE_SIZE), VotesConfig().queue_size
-        ),
-        bots=reader.get_list(section, "votes", "bots", parse_text, _DEFAULT_BOTS),
-    )
-
-
-def _read_serve(reader: _Reader, data: object) -> ServeConfig:
-    path, defaults = "serve", ServeConfig()
-    section = reader.section(data, path, ("workers", "max_connections", "buffer_budget"))
-    return ServeConfig(
-        workers=reader.get(section, path, "workers", int_parser(1, 64), defaults.workers),
-        max_connections=reader.get(section, path, "max_connections", int_parser(1, MAX_CONNECTIONS), None),
-        buffer_budget=reader.get(section, path, "buffer_budget", _parse_buffer_budget, defaults.buffer_budget),
-    )
-
-
-def _parse_buffer_budget(raw: object) -> int:
-    """A size from 1 MiB (one full chunk) to 1 TiB."""
-    size = parse_size(raw)
-    if not _MIN_BUFFER_BUDGET <= size <= _MAX_BUFFER_BUDGET:
-        raise ValueError(f"{raw!r} is out of range (must be from 1m to 1t)")
-    return size
-
-
-def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str] | None = None) -> Config:
-    """Check an already loaded YAML tree and build the :class:`Config`.
-
-    ``source`` names the file in the error; relative paths are taken from ``base_dir`` (default:
-    the working directory). Raises one :class:`ConfigError` listing every problem found.
-    """
-    reader = _Reader(Path(base_dir).absolute() if base_dir is not None else Path.cwd())
-    top = reader.section(data, "", _TOP_KEYS)
-    repo_path = reader.require(top, "", "repo_path", reader.parse_path, Path("/"))
-    config = Config(
-        listen=reader.get(top, "", "listen", parse_listen, _DEFAULT_LISTEN),
-        repo_path=repo_path,
-        prefix=reader.get(top, "", "prefix", parse_prefix, _DEFAULT_PREFIX),
-        node_id=reader.get(top, "", "node_id", _parse_node_id, socket.gethostname()),
-        shutdown_grace=reader.get(top, "", "shutdown_grace", duration_parser(_MAX_GRACE), _DEFAULT_SHUTDOWN_GRACE),
-        database=_read_database(reader, top.get("database"), repo_path),
-        upstream=_read_upstream(reader, top.get("upstream")),
-        tls=_read_tls(reader, top.get("tls")),
-        trusted_proxies=reader.get_list(top, "", "trusted_proxies", parse_network, ()),
-        ip_modes=_read_ip_modes(reader, top.get("ip_modes")),
-        cache=_read_cache(reader, top.get("cache"), repo_path),
-        sync=_read_sync(reader, top.get("sync")),
-        log=_read_log(reader, top.get("log")),
-        timeouts=_read_timeouts(reader, top.get("timeouts")),
-        schedule=_read_schedule(reader, top.get("schedule")),
-        votes=_read_votes(reader, top.get("votes")),
-        serve=_read_serve(reader, top.get("serve")),
-    )
-    _check_files(reader, config)
-    if reader.problems:
-        raise ConfigError(reader.problems, source=source)
-    return config
-
-
-# --------------------------------------------------------------------------- the file
-
-
-class _StrictLoader(_BaseLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "last wins"."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _describe_yaml_error(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"not valid YAML (line {mark.line + 1}, column {mark.column + 1}): {exc.problem}"
-    return f"not valid YAML: {exc}"
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, check and build the configuration in the YAML file at ``path``.
-
-    Relative paths inside the file are taken from the file's directory. A missing or unreadable
-    file, invalid YAML and every bad key raise :class:`ConfigError` naming the file.
-    """
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as stream:
-            text = stream.read()
-    except OSError as exc:
-        problem = ConfigProblem("", f"cannot read the configuration file: {exc.strerror or exc}")
-        raise ConfigError([problem], source=source) from exc
-    try:
-        data: object = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem("", _describe_yaml_error(exc))], source=source) from exc
-    config = parse_config(data, source=source, base_dir=Path(source).absolute().parent)
-    logger.debug("configuration loaded from %s", source)
-    return config

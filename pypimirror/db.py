@@ -104,6 +104,8 @@ class Database:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.engine.dispose()
+        if self._file_guard is not None:
+            self._file_guard.close()
 
     def __enter__(self) -> Database:
         return self

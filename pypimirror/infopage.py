@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from pypimirror.config import IPMode
+from pypimirror.hitchart import format_rate, render_hit_chart
 from pypimirror.queries import JobRun
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 
@@ -98,6 +99,7 @@ def render_info_page(page: InfoPage) -> bytes:
             _usage_section(page),
             _client_section(page),
             _status_section(page),
+            _hits_section(page),
             _endpoints_section(page),
         ]
     )
@@ -242,6 +244,32 @@ def _tiers_table(tiers: tuple[TierFill, ...]) -> str:
 <tr><th>Tier</th><th>Files</th><th>Used</th><th>Limit</th><th>Full</th></tr>
 {joined}
 </table>"""
+
+
+def _hits_section(page: InfoPage) -> str:
+    """The request and byte hit rate of the last 24 hours and 7 days, and the chart of the last 7 days."""
+    if page.status is None or page.status.hits is None:
+        return ""
+    e = _escape
+    hits = page.status.hits
+    rows = []
+    for key, title, window in (("day", "Last 24 hours", hits.last_day), ("week", "Last 7 days", hits.last_week)):
+        rows.append(
+            f'<tr id="hits-{key}"><th>{title}</th><td>{window.requests:,}</td>'
+            f"<td>{e(format_rate(window.request_rate))}</td><td>{e(_format_bytes(window.bytes))}</td>"
+            f"<td>{e(format_rate(window.byte_rate))}</td></tr>"
+        )
+    joined = "\n".join(rows)
+    return f"""<section id="hit-rate">
+<h2>Hit rate</h2>
+<p>Downloads of package files (GET, not <code>.metadata</code>, not bots) served from this node's cache,
+out of all downloads it answered (the others were redirected or proxied to the upstream).</p>
+<table id="hits">
+<tr><th></th><th>Downloads</th><th>Request hit rate</th><th>Bytes</th><th>Byte hit rate</th></tr>
+{joined}
+</table>
+{render_hit_chart(hits.days)}
+</section>"""
 
 
 def _endpoints_section(page: InfoPage) -> str:

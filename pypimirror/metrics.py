@@ -9,7 +9,8 @@ Request counts are plain integers until the next :meth:`Metrics.refresh` (a prom
 ``inc`` costs ~1 µs, ~5 µs in multiprocess mode, and a request made up to four): so a worker's
 counts reach the shared files at most a second late, far within any scrape interval, and
 :meth:`Metrics.render` flushes its own process first.
-Job history and cache fill are the database's, the same for every process: they are read at
+Downloads as the hit rate counts them come from :class:`~pypimirror.hitrate.HitCounter`'s totals
+the same way. Job history and cache fill are the database's, the same for every process: they are read at
 scrape time and rendered from a :class:`~pypimirror.status.MirrorStatus`.
 
 With ``serve.workers > 1`` every process counts for itself. The parent calls
@@ -32,7 +33,7 @@ __all__ = [
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -44,6 +45,7 @@ from prometheus_client.registry import Collector
 from pypimirror.acceptor import ConnectionStats
 from pypimirror.buffers import BufferStats
 from pypimirror.pagecache import PageCacheStats
+from pypimirror.queries import HitOutcome
 from pypimirror.status import MirrorStatus
 from pypimirror.votes import VoteStats
 
@@ -82,7 +84,10 @@ class Metrics:
     """
 
     def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
-        self._registry = CollectorRegistry(auto_describe=True)
+        # Not auto_describe: registering the multiprocess collector would then read every
+        # worker's file at once, and a worker starting at that moment has an empty one (which
+        # prometheus-client cannot read). Our own metrics describe themselves either way.
+        self._registry = CollectorRegistry(auto_describe=False)
         own: CollectorRegistry | None = self._registry
         if multiprocess_dir is not None:
             if not getattr(values.ValueClass, "_multiprocess", False):
@@ -105,6 +110,20 @@ class Metrics:
             "pypimirror_package_bytes", "Package-file body bytes sent, by kind (local, proxied).", ["kind"],
             registry=own,
         )
+        # Downloads as the hit rate counts them (GET of a distribution file, no .metadata, no bots),
+        # a subset of the package responses above; the database keeps the same counts per hour.
+        self._file_requests = Counter(
+            "pypimirror_file_requests", "Distribution-file downloads, by outcome (local, redirect, proxy).",
+            ["outcome"], registry=own,
+        )
+        self._file_bytes = Counter(
+            "pypimirror_file_bytes",
+            "Bytes of distribution-file downloads, by outcome; a redirect's are the size its page lists.",
+            ["outcome"], registry=own,
+        )
+        for outcome in get_args(HitOutcome):  # every outcome from the first scrape, so a rate of them has a base
+            self._file_requests.labels(outcome)
+            self._file_bytes.labels(outcome)
         self._upstream_errors = Counter(
             "pypimirror_upstream_errors", "Failed requests to the upstream, by reason.", ["reason"], registry=own
         )
@@ -192,6 +211,7 @@ class Metrics:
         self._last_pages: PageCacheStats | None = None
         self._last_connections: ConnectionStats | None = None
         self._last_buffers: BufferStats | None = None
+        self._last_hits: Mapping[HitOutcome, tuple[int, int]] = {}
 
     def observe_request(self, route: str, status: int, body_bytes: int, kind: ServedKind | None) -> None:
         """Count one finished request.
@@ -245,10 +265,20 @@ class Metrics:
         pages: PageCacheStats | None,
         connections: ConnectionStats | None = None,
         buffers: BufferStats | None = None,
+        hits: Mapping[HitOutcome, tuple[int, int]] | None = None,
     ) -> None:
-        """Bring the vote, page-cache, connection and buffer figures up to the given snapshots of
-        their own counters, and the request counters up to date."""
+        """Bring the vote, page-cache, connection, buffer and download figures up to the given
+        snapshots of their own counters (``hits``: (requests, bytes) per outcome since start),
+        and the request counters up to date."""
         self._flush_requests()
+        if hits is not None:
+            for outcome, (requests, size) in hits.items():
+                before_requests, before_size = self._last_hits.get(outcome, (0, 0))
+                if requests > before_requests:
+                    self._file_requests.labels(outcome).inc(requests - before_requests)
+                if size > before_size:
+                    self._file_bytes.labels(outcome).inc(size - before_size)
+            self._last_hits = dict(hits)
         if votes is not None:
             self._advance(self._votes, votes, self._last_votes)
             self._vote_queue_depth.set(votes.queue_depth)

@@ -456,7 +456,7 @@ def _project_status(top: _Fields) -> tuple[str | None, str | None]:
 
 
 def parse_json_api(data: bytes | object) -> ProjectPage:
-    """Read a ``/pypi/<name>/json`` document into a :class:`ProjectPage` (index-standards §3.4).
+    """Read a ``/pypi/<name>/json`` document into a :class:`ProjectPage` (the fallback when an upstream serves no JSON simple page).
 
     That API knows neither provenance nor project status, so both stay unset; ``versions``
     holds the releases that have files, as PyPI's own simple pages do.

@@ -1,6 +1,6 @@
 """Our simple-index pages, rendered as pure functions of a page model: same input, same bytes.
 
-Every page declares API 1.4 (index-standards §6). Choices, made once here:
+Every page declares API 1.4 (PEP 700's fields, PEP 740's provenance and PEP 792's status). Choices, made once here:
 
 * JSON is written like PyPI's (sorted keys, compact separators, a trailing newline) but
   ASCII-escaped, so any string, even a lone surrogate, gives valid JSON.

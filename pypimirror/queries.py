@@ -12,12 +12,15 @@ from __future__ import annotations
 
 __all__ = [
     "SYNC_LEASE",
+    "HitCount",
+    "HitOutcome",
     "JobOutcome",
     "JobRun",
     "Lease",
     "ListedLike",
     "Vote",
     "acquire_lease",
+    "add_hit_counts",
     "count_failures_since",
     "delete_file_checks",
     "delete_local_files",
@@ -30,6 +33,7 @@ __all__ = [
     "last_job_run",
     "latest_job_runs",
     "least_checked_files",
+    "load_hit_counts",
     "load_local_files",
     "load_remote_sizes",
     "load_serials",
@@ -73,6 +77,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pypimirror.errors import DatabaseError
 from pypimirror.schema import (
     file_checks,
+    hit_counters,
     job_runs,
     leases,
     local_files,
@@ -84,6 +89,8 @@ from pypimirror.schema import (
 
 T = TypeVar("T")
 JobOutcome = Literal["ok", "failed", "interrupted"]
+#: How a distribution-file download was answered: from a tier, by a 302, or streamed from the upstream.
+HitOutcome = Literal["local", "redirect", "proxy"]
 
 #: The one lease every job that changes the mirror's files runs under (index sync and cache),
 #: so two runners never work on one mirror at the same time.
@@ -409,6 +416,52 @@ def store_remote_sizes(conn: Connection, rows: Sequence[tuple[str, int | None, i
 def delete_remote_sizes_before(conn: Connection, before: int) -> int:
     """Drop answers (sizes and 404s alike) recorded before ``before``; returns how many."""
     return conn.execute(delete(remote_sizes).where(remote_sizes.c.recorded_at < before)).rowcount
+
+
+# --- hit counters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HitCount:
+    """Downloads answered one way within one hour (``hour_start``: Unix seconds, a whole UTC hour)."""
+
+    hour_start: int
+    outcome: HitOutcome
+    requests: int
+    bytes: int
+
+
+def add_hit_counts(conn: Connection, node_id: str, counts: Sequence[HitCount]) -> None:
+    """Add ``counts`` to this node's hourly counters, creating the rows that do not exist yet.
+
+    One INSERT ... ON CONFLICT DO UPDATE adds to what is stored, so workers and processes
+    flushing into the same (node, hour, outcome) row at once never lose each other's counts.
+    """
+    if not counts:
+        return
+    stmt = _dialect_insert(conn, hit_counters)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(hit_counters.primary_key.columns),
+        set_={
+            "requests": hit_counters.c.requests + stmt.excluded.requests,
+            "bytes": hit_counters.c.bytes + stmt.excluded.bytes,
+        },
+    )
+    rows = [
+        {"node_id": node_id, "hour_start": c.hour_start, "outcome": c.outcome, "requests": c.requests, "bytes": c.bytes}
+        for c in counts
+    ]
+    conn.execute(stmt, rows)
+
+
+def load_hit_counts(conn: Connection, node_id: str, since: int) -> list[HitCount]:
+    """This node's counters of the hours starting at or after ``since``, oldest first."""
+    query = (
+        select(hit_counters.c.hour_start, hit_counters.c.outcome, hit_counters.c.requests, hit_counters.c.bytes)
+        .where(hit_counters.c.node_id == node_id, hit_counters.c.hour_start >= since)
+        .order_by(hit_counters.c.hour_start, hit_counters.c.outcome)
+    )
+    return [HitCount(int(hour), outcome, int(requests), int(size)) for hour, outcome, requests, size in conn.execute(query)]
 
 
 # --- job runs ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A relayed file is never held whole in memory, however large it is and however slowly the client
 reads: body pieces wait in a queue that the client's writes drain, and the upstream transfer is
-paused while more than ``high_water`` bytes wait and resumed below ``low_water`` (stack-notes §3);
+paused while more than ``high_water`` bytes wait and resumed below ``low_water`` (curl's pause/resume);
 what was already on its way when the pause took effect (tornado's buffer of up to 1 MiB and
 curl's current read) still arrives, so the queue peaks a little above ``high_water``. A relay
 started while the server's buffer budget is spent gets the small marks instead.

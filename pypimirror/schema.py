@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "SCHEMA_VERSION",
     "file_checks",
+    "hit_counters",
     "install_schema",
     "job_runs",
     "leases",
@@ -48,10 +49,10 @@ from pypimirror.errors import DatabaseError
 logger = logging.getLogger(__name__)
 
 #: Bump when a table changes, and teach :func:`install_schema` to migrate from the old one.
-SCHEMA_VERSION = 2
-#: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``file_checks``, which
-#: ``create_all`` creates like any missing table.
-_MIGRATABLE = frozenset({1})
+SCHEMA_VERSION = 3
+#: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``file_checks``, 2 -> 3
+#: only ``hit_counters``, which ``create_all`` creates like any missing table.
+_MIGRATABLE = frozenset({1, 2})
 
 #: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
 _SCHEMA_LOCK_KEY = 0x7079_7069_6D69  # "pypimi"
@@ -112,6 +113,20 @@ remote_sizes = Table(
     Column("size", BigInteger, nullable=True),  # NULL: upstream answered 404
     Column("recorded_at", BigInteger, nullable=False),
     Index("ix_remote_sizes_recorded_at", "recorded_at"),
+)
+
+# How each node answered distribution-file downloads, per hour (Unix seconds at the start of a
+# UTC hour): served from a tier ("local"), sent to the upstream ("redirect") or streamed from it
+# ("proxy"). Every serving process adds its counts to the same rows.
+hit_counters = Table(
+    "hit_counters",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("hour_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("outcome", Text, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    CheckConstraint("outcome IN ('local', 'redirect', 'proxy')", name="ck_hit_counters_outcome"),
 )
 
 job_runs = Table(

@@ -15,6 +15,11 @@ window in which writes go into a deleted file. While it fails, the database refu
 ``/healthz`` fails), and the problem is logged at most once a minute. A replaced file is never
 adopted: the pooled connections still point at the old one, so only a restart recovers. Damage
 behind the header is SQLite's to find; it reports it on the next read of the damaged page.
+
+The file is opened by the guard once and that descriptor is kept until :meth:`close` (after the
+engine's connections are closed): closing *any* descriptor of a file drops every POSIX lock the
+process holds on it, SQLite's included, so an ``open``/``close`` per check would let another
+process take the write lock, or checkpoint and reset the WAL, under our open transactions.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class SqliteFileGuard:
         self._lock = threading.Lock()
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we use
         self._logged_at: float | None = None
+        # Descriptors of files found at the path, kept open until close() (see the module
+        # docstring); the newest is the one read, keyed by its file's identity.
+        self._open: dict[tuple[int, int], int] = {}
 
     def problem(self) -> str | None:
         """Why the file must not be used now (e.g. "was deleted while in use"), or None."""
@@ -61,27 +69,43 @@ class SqliteFileGuard:
                     )
             return problem
 
+    def close(self) -> None:
+        """Close the guard's descriptors; call once SQLite's connections to the file are closed."""
+        with self._lock:
+            for fd in self._open.values():
+                os.close(fd)
+            self._open.clear()
+
     def _inspect(self) -> str | None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            stat = os.stat(self.path)
         except FileNotFoundError:
             return None if self._identity is None else "was deleted while in use"
         except OSError as exc:
-            return f"cannot be opened ({exc.strerror or exc})"
+            return f"cannot be examined ({exc.strerror or exc})"
+        identity = (stat.st_dev, stat.st_ino)
+        if self._identity is not None and identity != self._identity:
+            return "was replaced by another file while in use"
         try:
-            stat = os.fstat(fd)
-            header = os.pread(fd, len(SQLITE_HEADER), 0)
+            header = os.pread(self._descriptor(identity), len(SQLITE_HEADER), 0)
         except OSError as exc:
             return f"cannot be read ({exc.strerror or exc})"
-        finally:
-            os.close(fd)
-        identity = (stat.st_dev, stat.st_ino)
         if self._identity is None:
             if header == SQLITE_HEADER:  # an empty new file gets its header with the first write
                 self._identity = identity
             return None
-        if identity != self._identity:
-            return "was replaced by another file while in use"
         if header != SQLITE_HEADER:
             return "was overwritten or truncated while in use (no SQLite header)"
         return None
+
+    def _descriptor(self, identity: tuple[int, int]) -> int:
+        """An open descriptor of the file with ``identity``, opened on first use and kept."""
+        fd = self._open.get(identity)
+        if fd is None:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            found = os.fstat(fd)
+            if (found.st_dev, found.st_ino) != identity:
+                os.close(fd)  # replaced between stat and open: not the file SQLite holds locks on
+                raise OSError(0, "the file changed while it was being opened")
+            self._open[identity] = fd
+        return fd

@@ -1,7 +1,7 @@
-"""What the mirror reports about itself: job history, cache fill, health.
+"""What the mirror reports about itself: job history, cache fill, hit rate, health.
 
 The info page, ``/metrics`` and ``/healthz`` show the same facts, read from the database
-(``job_runs``, ``local_files``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
+(``job_runs``, ``local_files``, ``hit_counters``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
 :class:`StatusReader` runs it off the IOLoop and keeps the answer for a few seconds, so a
 burst of page views or scrapes costs one read. A health check never piles up: while one is
 still waiting for a hung database, the next reports that instead of queueing behind it.
@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
+from pypimirror.hitrate import HitSummary, read_hit_summary
 from pypimirror.queries import (
     JobRun,
     count_failures_since,
@@ -71,7 +72,8 @@ class TierFill:
 
 @dataclass(frozen=True, slots=True)
 class MirrorStatus:
-    """Every job that ever ran and every configured tier, hottest first.
+    """Every job that ever ran, every configured tier, hottest first, and this node's hit rate
+    (None where it was not read).
 
     ``job_titles`` are the jobs this mirror runs, name -> title in the order they are shown,
     whether they ran yet or not (the composition root passes the jobs' table); ``jobs`` lists
@@ -80,6 +82,7 @@ class MirrorStatus:
 
     jobs: tuple[JobStatus, ...]
     tiers: tuple[TierFill, ...]
+    hits: HitSummary | None = None
     job_titles: Mapping[str, str] = field(default_factory=dict)
 
     def job(self, name: str) -> JobStatus | None:
@@ -87,11 +90,19 @@ class MirrorStatus:
 
 
 def read_status(
-    conn: Connection, node_id: str, tier_limits: Sequence[int], job_titles: Mapping[str, str] = _NO_TITLES
+    conn: Connection,
+    node_id: str,
+    tier_limits: Sequence[int],
+    *,
+    job_titles: Mapping[str, str] = _NO_TITLES,
+    now: float | None = None,
+    with_hits: bool = True,
 ) -> MirrorStatus:
-    """The job history and this node's cache fill, in one read transaction."""
+    """The job history, this node's cache fill and (``with_hits``) its hit rate as of ``now``, in
+    one read transaction."""
+    hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     jobs = read_job_statuses(conn, tuple(job_titles))
-    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), job_titles)
+    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles)
 
 
 def read_job_statuses(conn: Connection, order: Sequence[str] = ()) -> tuple[JobStatus, ...]:
@@ -180,8 +191,9 @@ class StatusReader:
 
     def _read_status(self, conn: Connection, fill: tuple[TierFill, ...] | None) -> MirrorStatus:
         if fill is None:
-            return read_status(conn, self._node_id, self._tier_limits, self._job_titles)
-        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, self._job_titles)
+            return read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles)
+        hits = read_hit_summary(conn, self._node_id, time.time())
+        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, hits, self._job_titles)
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

@@ -111,7 +111,7 @@ def sweep_temp_files(root: Path) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RepoLayout:
-    """Where each kind of index file lives under ``repo_path`` (seed-behaviour §3)."""
+    """Where each kind of index file lives under ``repo_path`` (the layout the README describes)."""
 
     root: Path
 

@@ -226,6 +226,11 @@ class VoteRecorder:
             unlisted=self._unlisted,
         )
 
+    def is_bot(self, user_agent: str) -> bool:
+        """Whether ``user_agent`` names one of ``bots``: the check :meth:`offer` makes, for
+        counters that must leave out what votes leave out (the hit rate)."""
+        return self._is_bot(user_agent)
+
     def _held_by(self, network: str) -> int:
         """How many queued votes ``network`` holds, after giving back the slots the writer freed."""
         released, held = self._released, self._held

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import select, text, update
 
 from pypimirror.cli import format_status
+from pypimirror.db import Database
+from pypimirror.hitrate import summarize_hits
 from pypimirror.jobs.registry import JOBS
-from pypimirror.queries import JobRun
+from pypimirror.queries import HitCount, JobRun
+from pypimirror.schema import schema_version
 from pypimirror.status import JobStatus, MirrorStatus
 
 EXAMPLE = Path(__file__).parent.parent / "conf" / "config.example.yaml"
@@ -87,3 +91,30 @@ def test_status_shows_each_job_of_the_table_that_never_ran_and_the_history_of_th
     assert "counts:        fetched=3" in text
     nothing = format_status(MirrorStatus(jobs=(), tiers=()), None, [], node_id="node-a", now=1100.0)
     assert nothing.startswith("jobs:\n  none has run yet\n")
+
+
+def test_status_shows_the_hit_rate_of_24_hours_and_7_days() -> None:
+    now = 1_796_292_000.0
+    counts = [HitCount(int(now), "local", 3, 3 * 2**30), HitCount(int(now) - 2 * 86400, "redirect", 1, 2**30)]
+    text = format_status(MirrorStatus((), (), summarize_hits(counts, now)), None, [], node_id="n1", now=now)
+    assert "hit rate (node n1; downloads served from the cache, of all it answered):\n" in text
+    assert "  last 24 h: requests 100.0 % of 3, bytes 100.0 % of 3.0 GiB\n" in text
+    assert "  last 7 d : requests 75.0 % of 4, bytes 75.0 % of 4.0 GiB\n" in text
+    empty = format_status(MirrorStatus((), (), summarize_hits([], now)), None, [], node_id="n1", now=now)
+    assert "  last 24 h: no downloads\n" in empty
+
+
+def test_status_of_a_database_from_before_the_hit_counters_says_so_and_leaves_it_alone(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text("repo_path: repo\nupstream:\n  pypi_url: https://example.org\n"
+                      "  packages_url: https://files.example.org/packages\ncache:\n  size_limit: 1g\n")
+    url = f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}"
+    with Database.open(url) as db, db.begin() as conn:  # as the previous release left it
+        conn.execute(text("DROP TABLE hit_counters"))
+        conn.execute(update(schema_version).values(version=2))
+    result = run_cli("status", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)\n" in result.stdout
+    with Database(url) as db, db.connect() as conn:
+        assert conn.execute(select(schema_version.c.version)).scalar_one() == 2

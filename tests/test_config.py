@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import operator
 import re
 import socket
+import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,18 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+import pypimirror.configreader
 from pypimirror import __version__
-from pypimirror.config import (
-    Config,
-    IPModeRule,
-    Schedule,
-    Tier,
-    format_duration,
-    load_config,
-    parse_config,
-    parse_duration,
-    parse_size,
-)
+from pypimirror.config import Config, IPModeRule, Schedule, SyncConfig, Tier
+from pypimirror.configreader import load_config, parse_config
+from pypimirror.configvalues import format_duration, parse_duration, parse_size
 from pypimirror.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "conf" / "config.example.yaml"
@@ -320,6 +315,48 @@ def test_unknown_key_is_refused_naming_path_and_nearest_key(data: object, proble
     assert problems[0].startswith(problem)
 
 
+def _sections() -> list[tuple[object, str, type[Any]]]:
+    """A tree with an unknown key ``zzz`` in each section of the model, its key path and its dataclass."""
+    hints = typing.get_type_hints(Config)
+    nested = [name for name, hint in hints.items() if dataclasses.is_dataclass(hint)]
+    assert {"database", "upstream", "cache", "serve"} <= set(nested)  # the walk does find the sections
+    return [
+        (make_data(zzz=1), "zzz", Config),
+        *[(make_data(**{name: {"zzz": 1}}), f"{name}.zzz", hints[name]) for name in nested],
+        (make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy", "zzz": 1}]}), "ip_modes.rules[0].zzz",
+         IPModeRule),
+        (make_data(cache={"size_limit": None, "tiers": [{"path": "/t", "size_limit": 1, "zzz": 1}]}),
+         "cache.tiers[0].zzz", Tier),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "path", "model"), _sections())
+def test_each_section_accepts_exactly_its_dataclass_fields(data: object, path: str, model: type[Any]) -> None:
+    keys = [field.metadata.get("key", field.name) for field in dataclasses.fields(model)]
+    assert problems_of(data) == [f"{path}: unknown key (expected one of: {', '.join(keys)})"]
+
+
+def test_a_rule_is_written_with_cidr_for_its_network_field() -> None:
+    rules = parse(make_data(ip_modes={"rules": [{"cidr": "10.0.0.0/8", "mode": "proxy"}]})).ip_modes.rules
+    assert rules == (IPModeRule(network=ipaddress.ip_network("10.0.0.0/8"), mode="proxy"),)
+    assert problems_of(make_data(ip_modes={"rules": [{"network": "10.0.0.0/8", "mode": "proxy"}]})) == [
+        "ip_modes.rules[0].network: unknown key (expected one of: cidr, mode)",
+        "ip_modes.rules[0].cidr: required key is missing",
+    ]
+
+
+def test_a_model_field_without_a_parser_fails_every_parse_instead_of_being_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class GrownSyncConfig(SyncConfig):
+        new_key: int = 1
+
+    monkeypatch.setattr(pypimirror.configreader, "SyncConfig", GrownSyncConfig)
+    with pytest.raises(TypeError, match=r"^GrownSyncConfig: keys without a parser \['new_key'\]"):
+        parse(MINIMAL)
+
+
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
@@ -499,7 +536,7 @@ def test_the_audit_s_bad_values_are_all_reported_at_once() -> None:
         sync={"user_agent": "pypimirror\r\nX: y"},
     )
     assert [problem.split(":")[0] for problem in problems_of(data)] == [
-        "shutdown_grace", "cache.tiers[0].path", "cache.min_vote_count", "sync.user_agent",
+        "shutdown_grace", "cache.min_vote_count", "cache.tiers[0].path", "sync.user_agent",
     ]
 
 
@@ -591,6 +628,15 @@ def test_tiers_replace_size_limit_as_the_budget() -> None:
 def test_empty_tiers_list_means_the_single_implicit_tier() -> None:
     config = parse(make_data(cache={"tiers": [], "size_limit": "1g"}))
     assert config.cache.tiers == (Tier(path=Path("/srv/pypimirror/packages"), size_limit=GiB),)
+    assert config.cache.tier_roots == (Path("/srv/pypimirror/packages"),)
+    assert config.cache.tier_limits == (GiB,)
+
+
+def test_tier_roots_and_limits_follow_the_tiers_hottest_first() -> None:
+    tiers = [{"path": "/ssd", "size_limit": "2g"}, {"path": "/hdd", "size_limit": "1g"}]
+    cache = parse(make_data(cache={"size_limit": None, "tiers": tiers})).cache
+    assert cache.tier_roots == (Path("/ssd"), Path("/hdd"))
+    assert cache.tier_limits == (2 * GiB, GiB)
 
 
 @pytest.mark.parametrize(
@@ -672,6 +718,11 @@ def test_upstream_urls_lose_trailing_slashes_and_redirect_url_can_differ() -> No
     assert config.upstream.pypi_url == "https://example.org"
     assert config.upstream.packages_url == "https://files.example.org/packages"
     assert config.upstream.redirect_url == "http://cdn.example.org/packages"
+
+
+def test_a_package_file_url_is_its_path_percent_encoded_under_packages_url() -> None:
+    config = parse(make_data(upstream={"packages_url": "https://files.example.org/packages//"}))
+    assert config.upstream.file_url("ab/cd/h/x+1.0.tar.gz") == "https://files.example.org/packages/ab/cd/h/x%2B1.0.tar.gz"
 
 
 @pytest.mark.parametrize(

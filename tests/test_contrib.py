@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 import yaml
 from fakeindex import FakeIndex
-from mirrorprocess import free_port
+from mirrorprocess import free_port, request, running_server, stop_server, sync_once, write_config
+from prometheus_client.parser import text_string_to_metric_families
 
-from pypimirror.config import load_config, parse_config
+from pypimirror.configreader import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRIB = REPO / "contrib"
@@ -360,3 +361,53 @@ def test_contrib_names_no_host_but_example_org_and_loopback() -> None:
         if path.is_file():
             hosts.update(re.findall(r"\b(?:[a-z0-9-]+\.)+(?:org|com|net|io|dev)\b", path.read_text()))
     assert hosts and all(host == "example.org" or host.endswith(".example.org") for host in hosts), hosts
+
+
+# -- the Grafana dashboard --------------------------------------------------------------------------
+
+DASHBOARD = CONTRIB / "grafana" / "pypimirror-dashboard.json"
+METRIC_NAME = re.compile(r"\bpypimirror_[a-z0-9_]+\b")
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if isinstance(variable.get("query"), dict):
+            queries.append(variable["query"]["query"])
+    return queries
+
+
+def test_dashboard_panels_each_query_our_metrics_and_cover_what_an_operator_watches() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "pypimirror"
+    panels = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert panels and len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in panels:
+        assert panel["title"] and panel["targets"], panel["title"]
+        assert all(METRIC_NAME.search(target["expr"]) for target in panel["targets"]), panel["title"]
+    named = {name for query in dashboard_queries() for name in METRIC_NAME.findall(query)}
+    assert {
+        "pypimirror_file_requests_total", "pypimirror_file_bytes_total",  # hit rate, bytes by source
+        "pypimirror_cache_tier_bytes", "pypimirror_cache_tier_limit_bytes",  # tier fill
+        "pypimirror_vote_queue_depth", "pypimirror_votes_dropped_total",  # vote queue and drops
+        "pypimirror_job_last_duration_seconds", "pypimirror_job_failures_since_success",  # jobs
+    } <= named
+
+
+def test_every_metric_the_dashboard_names_is_in_a_running_mirrors_metrics(fake_index: FakeIndex,
+                                                                          tmp_path: Path) -> None:
+    fake_index.add_project("demo", ["1.0"])
+    config = write_config(tmp_path, fake_index)
+    sync_once(config)  # job history and tier figures come from the database
+    wheel = next(dist for dist in fake_index.files("demo") if dist.filename.endswith(".whl"))
+    with running_server(config, tmp_path / "serve.err") as (process, port):
+        assert request(port, "/pypi/simple/demo/")[0] == 200
+        assert request(port, "/pypi" + wheel.path)[0] == 302
+        status, _, body = request(port, "/metrics")
+        stop_server(process, tmp_path / "serve.err")
+    assert status == 200
+    # Sample names carry the suffixes Prometheus stores (_total, _bucket, _sum, _count): a query must use those.
+    exported = {sample.name for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+    named = {name for query in dashboard_queries() for name in METRIC_NAME.findall(query)}
+    assert named - exported == set()

@@ -259,6 +259,29 @@ def test_every_sqlite_connection_is_configured(tmp_path: Path, pragma: str, expe
             assert conn.exec_driver_sql(f"PRAGMA {pragma}").scalar() == expected
 
 
+def test_the_file_check_keeps_the_write_lock_of_an_open_transaction(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it: a check
+    that opened and closed the database file let another process write under our transaction."""
+    path = tmp_path / "db.sqlite"
+    other_writer = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+        "try:\n"
+        "    conn.execute('BEGIN IMMEDIATE')\n"
+        "except sqlite3.OperationalError as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    print('got the write lock')\n"
+    )
+    with Database.open(f"sqlite:///{path}") as db, db.begin() as conn:
+        conn.execute(select(votes)).all()
+        for _ in range(3):  # what every later transaction of any thread does first
+            assert db._file_guard is not None and db._file_guard.problem() is None
+        answer = subprocess.run([sys.executable, "-c", other_writer, str(path)], capture_output=True,
+                                text=True, timeout=60, check=True).stdout
+    assert answer.strip() == "database is locked"
+
+
 def test_sqlite_write_transaction_holds_the_write_lock_from_its_start(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     with Database.open(f"sqlite:///{path}") as db:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pypimirror.config import parse_config
+from pypimirror.configreader import parse_config
 from pypimirror.healthcheck import health_url
 
 BASE: dict[str, Any] = {

@@ -6,8 +6,9 @@ import html
 
 import pytest
 
-from pypimirror.queries import JobRun
+from pypimirror.hitrate import summarize_hits
 from pypimirror.infopage import InfoPage, is_valid_host, public_origin, render_info_page
+from pypimirror.queries import HitCount, JobRun
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -130,3 +131,21 @@ def test_an_unreadable_database_is_said_on_the_page():
     text = render_info_page(make_page(status=None, status_error="the database cannot be read")).decode()
     assert "unavailable: the database cannot be read" in text
     assert "pip install --index-url" in text
+
+
+def test_the_hit_rate_of_24_hours_and_7_days_is_shown_with_the_chart():
+    now = 1_796_292_000.0  # 2026-12-03 10:00 UTC
+    hits = summarize_hits([HitCount(int(now), "local", 3, 3 * 2**20), HitCount(int(now) - 3 * 86400, "redirect", 1,
+                                                                                  2**20)], now)
+    status = MirrorStatus(jobs=(), tiers=(), hits=hits)
+    text = render_info_page(make_page(status=status, now=now)).decode()
+    assert ('<tr id="hits-day"><th>Last 24 hours</th><td>3</td><td>100.0 %</td><td>3.0 MiB</td>'
+            "<td>100.0 %</td></tr>") in text
+    assert ('<tr id="hits-week"><th>Last 7 days</th><td>4</td><td>75.0 %</td><td>4.0 MiB</td>'
+            "<td>75.0 %</td></tr>") in text
+    assert text.index('<section id="hit-rate">') < text.index('<svg id="hit-chart"') < text.index('id="hit-days"')
+
+
+def test_without_hit_figures_the_page_has_no_hit_rate_section():
+    assert 'id="hit-rate"' not in render_info_page(make_page()).decode()
+    assert 'id="hit-rate"' not in render_info_page(make_page(status=None, status_error="down")).decode()

@@ -188,3 +188,19 @@ def test_workers_counters_are_summed_and_a_dead_workers_gauges_leave_the_sum(tmp
     assert value(both_alive_then_one, "pypimirror_page_cache_bytes") == 500  # only the live worker's
     assert value(after_both_died, "pypimirror_http_requests_total", route="simple_project", status="200") == 7
     assert after_both_died.get(("pypimirror_page_cache_bytes", ()), 0) == 0
+
+
+def test_downloads_are_counted_by_outcome_from_the_hit_counters_totals():
+    metrics = Metrics()
+    zero = samples(metrics.render())
+    for outcome in ("local", "redirect", "proxy"):  # present from the first scrape
+        assert value(zero, "pypimirror_file_requests_total", outcome=outcome) == 0
+        assert value(zero, "pypimirror_file_bytes_total", outcome=outcome) == 0
+    metrics.refresh(votes=None, pages=None, hits={"local": (3, 300), "redirect": (1, 0), "proxy": (0, 0)})
+    metrics.refresh(votes=None, pages=None, hits={"local": (4, 350), "redirect": (2, 900), "proxy": (1, 7)})
+    found = samples(metrics.render())
+    assert value(found, "pypimirror_file_requests_total", outcome="local") == 4
+    assert value(found, "pypimirror_file_bytes_total", outcome="local") == 350
+    assert value(found, "pypimirror_file_requests_total", outcome="redirect") == 2
+    assert value(found, "pypimirror_file_bytes_total", outcome="redirect") == 900
+    assert value(found, "pypimirror_file_requests_total", outcome="proxy") == 1

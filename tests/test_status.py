@@ -47,7 +47,7 @@ def test_job_history_names_the_newest_run_the_newest_success_and_failures_since(
     record_run(database, "a_later_job", 50.0, "failed")
     record_run(database, "a_gone_job", 60.0, "ok")
     titles = {"index_sync": "Index sync", "a_new_job": "Never ran yet", "cache": "Cache management"}
-    status = read(database, lambda conn: read_status(conn, "node-a", [1000], titles))
+    status = read(database, lambda conn: read_status(conn, "node-a", [1000], job_titles=titles))
     assert [job.name for job in status.jobs] == ["index_sync", "cache", "a_gone_job", "a_later_job"]
     assert status.job_titles == titles
     sync = status.job("index_sync")

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 from fakeindex import FakeIndex
-from mirrorprocess import request, running_server, stop_server, write_config
+from mirrorprocess import request, running_server, stop_server, sync_once, write_config
 
 pytestmark = pytest.mark.e2e
 
 IDLE_S = 1.0
-MISSING_FILE = f"/pypi/packages/ab/cd/{'ef' * 30}/missing-1.0-py3-none-any.whl"
 
 
 def test_headers_sent_byte_by_byte_are_cut_off_after_timeouts_idle_and_block_nobody(
@@ -48,13 +47,15 @@ def test_headers_sent_byte_by_byte_are_cut_off_after_timeouts_idle_and_block_nob
 def test_a_database_file_deleted_while_serving_fails_healthz_and_serving_goes_on(
     fake_index: FakeIndex, tmp_path: Path
 ) -> None:
+    wheel = fake_index.add_project("voted").releases["1.0"].files[0]
     config = write_config(tmp_path, fake_index)
+    sync_once(config)  # a stored page lists the wheel, so a GET of it is a vote worth storing
     log = tmp_path / "serve.log"
     with running_server(config, log) as (process, port):
         assert request(port, "/healthz")[::2] == (200, b"ok\n")
         (tmp_path / "repo" / "pypi-mirror.db").unlink()
         for _ in range(3):
-            assert request(port, MISSING_FILE)[0] == 302  # a vote, which must not be written anywhere
+            assert request(port, "/pypi" + wheel.path)[0] == 302  # a vote, which must not be written anywhere
             assert request(port, "/healthz")[::2] == (503, b"database: the file was deleted while in use\n")
         status, _, page = request(port, "/pypi/")
         assert status == 200 and b"the database cannot be read" in page

@@ -24,7 +24,7 @@ from mirrorprocess import stop_server as stop
 from sqlalchemy import select
 
 from pypimirror.app import ServeError, serve_forever
-from pypimirror.config import load_config
+from pypimirror.configreader import load_config
 from pypimirror.db import Database
 from pypimirror.schema import votes
 

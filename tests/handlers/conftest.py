@@ -24,7 +24,8 @@ from tornado.web import Application
 
 from pypimirror.accesslog import AccessEntry
 from pypimirror.app import Services, make_app
-from pypimirror.config import Config, parse_config
+from pypimirror.config import Config
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.jobs.registry import JOBS
 from pypimirror.pagecache import DEFAULT_REVALIDATE_AFTER_S, PageCache

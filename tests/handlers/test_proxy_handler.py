@@ -446,3 +446,13 @@ async def test_a_relay_takes_its_high_water_from_the_budget_and_gives_it_back(
 ) -> None:
     assert (await fetch(mirror_path(wheel))).body == wheel.content
     assert (services.buffers.in_use, services.buffers.squeezed) == (0, 0)
+
+
+@pytest.mark.gen_test
+async def test_a_proxied_download_counts_in_the_hit_rate_as_proxy_with_its_bytes(
+    fetch: Fetch, wheel: BuiltDist, services: Services
+) -> None:
+    assert (await fetch(mirror_path(wheel))).code == 200
+    assert (await fetch(mirror_path(wheel, ".metadata"))).code == 200  # not a download
+    counts, _ = services.hits.take()
+    assert [(c.outcome, c.requests, c.bytes) for c in counts] == [("proxy", 1, wheel.size)]

@@ -29,7 +29,8 @@ from pypimirror.jobs.index_sync import run_index_sync
 from tornado.httpclient import AsyncHTTPClient
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config, parse_config
+from pypimirror.config import Config
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.queries import Vote
 from pypimirror.storage import TEMP_MARKER
@@ -527,7 +528,7 @@ async def test_promotion_and_demotion_cross_filesystems_intact(mirror: Mirror, s
 
 KILLED_RUN = """
 import asyncio, json, sys
-from pypimirror.config import parse_config
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.jobs.cache import run_cache
 from pypimirror.upstream import UpstreamClient, UpstreamSettings, configure_curl_client

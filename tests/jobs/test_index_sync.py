@@ -21,7 +21,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 from tornado.httpclient import AsyncHTTPClient
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config, parse_config
+from pypimirror.config import Config
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.errors import MalformedUpstreamError, StorageError, UpstreamError
 from pypimirror.jobs.index_sync import WRITE_FAILURES_IN_A_ROW, IndexSyncReport, Writer, plan_index_sync, run_index_sync

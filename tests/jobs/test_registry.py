@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pypimirror import queries as dbq
-from pypimirror.config import Schedule, ScheduleConfig, parse_config
+from pypimirror.config import Schedule, ScheduleConfig
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.errors import UnknownJobError
 from pypimirror.jobs.cache import CacheReport

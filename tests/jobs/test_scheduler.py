@@ -19,7 +19,8 @@ from fakeindex import FakeIndex
 from tornado.httpclient import AsyncHTTPClient
 
 from pypimirror import queries as dbq
-from pypimirror.config import Schedule, ScheduleConfig, parse_config
+from pypimirror.config import Schedule, ScheduleConfig
+from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, UnknownJobError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
