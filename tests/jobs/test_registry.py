@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pypimirror import queries as dbq
-from pypimirror.config import Schedule, ScheduleConfig
+from pypimirror.config import Config, Schedule, ScheduleConfig
 from pypimirror.configreader import parse_config
 from pypimirror.db import Database
 from pypimirror.errors import UnknownJobError
@@ -22,6 +22,12 @@ async def never_run(_context: object, _stop: asyncio.Event) -> CacheReport:
     raise AssertionError("not run in these tests")
 
 
+def make_config(tmp_path: Path, **sections: object) -> Config:
+    upstream = {"pypi_url": "http://127.0.0.1:9/pypi", "packages_url": "http://127.0.0.1:9/packages"}
+    data = {"repo_path": str(tmp_path / "repo"), "upstream": upstream, "cache": {"size_limit": "1g"}, **sections}
+    return parse_config(data, base_dir=tmp_path)
+
+
 def spec(name: str, follow_up: str | None = None) -> JobSpec[CacheReport]:
     return JobSpec(name=name, title=name.title(), schedule=lambda config: config.cache, run=never_run,
                    follow_up=follow_up)
@@ -32,6 +38,12 @@ def test_the_table_holds_the_index_sync_then_the_cache_with_their_titles_and_sch
     assert dict(JOBS.titles()) == {"index_sync": "Index sync", "cache": "Cache management"}
     configured = ScheduleConfig(index_sync=Schedule(cron="0 * * * *"), cache=Schedule(cron="30 * * * *"))
     assert [job.schedule(configured) for job in JOBS] == [configured.index_sync, configured.cache]
+
+
+def test_each_job_reads_its_schedule_from_its_own_key_of_the_configuration(tmp_path: Path) -> None:
+    config = make_config(tmp_path, schedule={"index_sync": "*/15 * * * *", "cache": "5m", "jitter": "0s"})
+    assert {job.name: job.schedule(config.schedule).to_text() for job in JOBS} == {
+        "index_sync": "*/15 * * * *", "cache": "5m"}
 
 
 def test_an_unknown_job_name_is_an_error_that_names_the_jobs() -> None:
@@ -78,14 +90,7 @@ def test_a_pass_stops_after_a_failed_interrupted_or_missing_index_sync_but_not_a
 async def test_running_an_unknown_job_fails_before_taking_the_lease_and_records_nothing(
     tmp_path: Path, database: Database
 ) -> None:
-    config = parse_config(
-        {
-            "repo_path": str(tmp_path / "repo"),
-            "upstream": {"pypi_url": "http://127.0.0.1:9/pypi", "packages_url": "http://127.0.0.1:9/packages"},
-            "cache": {"size_limit": "1g"},
-        },
-        base_dir=tmp_path,
-    )
+    config = make_config(tmp_path)
     jobs = SyncJobs(config, database, job_client(config))
     with pytest.raises(UnknownJobError, match="unknown job 'nope'"):
         await jobs.run("nope", asyncio.Event())
