@@ -2,8 +2,9 @@
 
 The scheduler, ``pypimirror sync --once``, ``pypimirror status`` and the info page iterate
 over :data:`JOBS` instead of naming jobs, so adding a job is one new module with its function,
-one :class:`JobSpec` in :data:`JOBS`, and its schedule key under ``schedule`` in the
-configuration. A name the table does not hold is an
+one :class:`JobSpec` in :data:`JOBS`, and its schedule key: a ``Schedule`` field of
+:class:`~pypimirror.config.ScheduleConfig` (read from ``schedule.<name>`` like the others) and
+its line in ``conf/config.example.yaml``. A name the table does not hold is an
 :class:`~pypimirror.errors.UnknownJobError`, never another job.
 
 A *pass* runs every job once, in table order: the scheduler's first pass (``run_on_start``)
