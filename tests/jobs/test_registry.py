@@ -15,7 +15,8 @@ from pypimirror.errors import UnknownJobError
 from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
 from pypimirror.jobs.registry import CACHE, INDEX_SYNC, JOBS, JobSpec, JobTable
-from pypimirror.jobs.scheduler import SyncJobs, job_client
+from pypimirror.jobs.scheduler import SyncJobs
+from pypimirror.upstream import UpstreamClient, UpstreamSettings
 
 
 async def never_run(_context: object, _stop: asyncio.Event) -> CacheReport:
@@ -91,7 +92,7 @@ async def test_running_an_unknown_job_fails_before_taking_the_lease_and_records_
     tmp_path: Path, database: Database
 ) -> None:
     config = make_config(tmp_path)
-    jobs = SyncJobs(config, database, job_client(config))
+    jobs = SyncJobs(config, database, UpstreamClient(UpstreamSettings("t", None, 5, 5)))
     with pytest.raises(UnknownJobError, match="unknown job 'nope'"):
         await jobs.run("nope", asyncio.Event())
     with database.connect() as conn:
