@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 from packaging.utils import NormalizedName, canonicalize_name
 
-from pypimirror.db import Database, store_serials
+from pypimirror.db import Database
+from pypimirror.queries import store_serials
 from pypimirror.pages import (
     DistFile,
     ProjectPage,

@@ -318,7 +318,7 @@ def root_child(config_file: str, body_file: str) -> None:
     the removals, and ``_write_root_pages`` rebuilds the root. The plan stays alive to the end,
     as in ``execute``. Module functions are wrapped to time each step.
     """
-    from pypimirror import db as dbq
+    from pypimirror import queries as dbq
     from pypimirror import listing as listing_module
     from pypimirror.configreader import load_config
     from pypimirror.db import Database

@@ -49,9 +49,9 @@ from pypimirror.accesslog import AccessEntry, NullAccessLog
 from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPAddress, network_prefix, resolve_client_ip
 from pypimirror.config import IPNetwork
-from pypimirror.db import HitOutcome
 from pypimirror.httpdate import parse_http_date
 from pypimirror.metrics import Metrics, ServedKind
+from pypimirror.queries import HitOutcome
 
 logger = logging.getLogger(__name__)
 

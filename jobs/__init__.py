@@ -1,1 +1,1 @@
-"""Jobs: index sync and cache management, plain coroutines blind to the scheduler."""
+"""Jobs: plain coroutines blind to the scheduler, listed with their schedules in :mod:`pypimirror.jobs.registry`."""

@@ -36,7 +36,7 @@ from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, pla
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.db import Database
 from pypimirror.inventory import (

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from pypimirror.jobs.cache_plan import CachePlan, Download, Eviction, Move
-from sqlalchemy import Connection
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.db import Database
 from pypimirror.errors import IntegrityError, StorageError, UpstreamError
@@ -143,7 +142,7 @@ class _Executor:
                     if move.file.metadata_size is not None and outcome.metadata_size is None:
                         lost.append(move.file.metadata_path)
             if rows or lost:
-                await self.db.run(partial(_record_moves, node_id=self.config.node_id, rows=rows, lost=lost))
+                await self.db.run(partial(dbq.record_moves, node_id=self.config.node_id, rows=rows, lost=lost))
 
     async def download(self) -> None:
         queue = iter(self.plan.downloads)
@@ -186,7 +185,10 @@ class _Executor:
                 self.stats.downloaded += 1
                 self.stats.downloaded_bytes += stored.bytes
                 rows = list(disk_rows({stored.path: stored}))
-                await self.db.run(partial(_record_download, node_id=self.config.node_id, rows=rows, path=stored.path))
+                await self.db.run(partial(
+                    dbq.record_download, node_id=self.config.node_id, rows=rows, path=stored.path,
+                    checked_at=int(time.time()),
+                ))
 
     def _count_failure(self, download: Download, exc: Exception) -> None:
         if self.stop.is_set() and not isinstance(exc, IntegrityError):
@@ -446,15 +448,3 @@ def _temp_beside(final: Path) -> Path:
     """A temp name in the same directory that phase A recognises (and removes after a crash)."""
     # Shortened so the temp name stays within the 255 bytes a file name may have.
     return final.with_name(f".{final.name[:200]}{TEMP_MARKER}{secrets.token_hex(6)}")
-
-
-def _record_download(conn: Connection, node_id: str, rows: list[tuple[str, int, int]], path: str) -> None:
-    """The downloaded file's rows; its sha256 was just checked, so its next check can wait."""
-    dbq.upsert_local_files(conn, node_id, rows)
-    dbq.store_file_checks(conn, node_id, [path], int(time.time()))
-
-
-def _record_moves(conn: Connection, node_id: str, rows: list[tuple[str, int, int]], lost: list[str]) -> None:
-    dbq.upsert_local_files(conn, node_id, rows)
-    if lost:
-        dbq.delete_local_files(conn, node_id, lost)

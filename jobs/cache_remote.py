@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pypimirror.jobs.cache_plan import RemoteFile
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.db import Database
 from pypimirror.errors import UpstreamError

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.db import Database
 from pypimirror.inventory import LocalFile, disk_rows, remove_file

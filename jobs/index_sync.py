@@ -42,7 +42,7 @@ from urllib.parse import urljoin
 
 from packaging.utils import NormalizedName
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.db import Database
 from pypimirror.errors import (

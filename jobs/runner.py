@@ -9,7 +9,7 @@ lease that expires after ``lease_ttl`` seconds, after which the next runner proc
 
 from __future__ import annotations
 
-__all__ = ["LEASE_NAME", "JobReport", "run_job"]
+__all__ = ["JobReport", "run_job"]
 
 import asyncio
 import logging
@@ -20,14 +20,13 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection
 
-from pypimirror import db as dbq
-from pypimirror.db import Database, JobOutcome
+from pypimirror import queries as dbq
+from pypimirror.db import Database
 from pypimirror.errors import JobLockedError
+from pypimirror.queries import JobOutcome
 
 logger = logging.getLogger(__name__)
 
-#: One lease covers every job that changes the mirror's files (index sync and cache).
-LEASE_NAME = "sync"
 LEASE_TTL_SECONDS = 120.0
 
 
@@ -105,11 +104,11 @@ def _acquire(
     make the cron job after a crash fail for no reason when this node can see that the
     holder's process is gone.
     """
-    acquired, lease = dbq.acquire_lease(conn, LEASE_NAME, holder, now, lease_ttl)
+    acquired, lease = dbq.acquire_lease(conn, dbq.SYNC_LEASE, holder, now, lease_ttl)
     if not acquired and _is_dead_local_holder(lease.holder, node_id):
         logger.warning("taking over the sync lease of %s, whose process is gone", lease.holder)
-        dbq.release_lease(conn, LEASE_NAME, lease.holder)
-        acquired, lease = dbq.acquire_lease(conn, LEASE_NAME, holder, now, lease_ttl)
+        dbq.release_lease(conn, dbq.SYNC_LEASE, lease.holder)
+        acquired, lease = dbq.acquire_lease(conn, dbq.SYNC_LEASE, holder, now, lease_ttl)
     return acquired, lease
 
 
@@ -143,7 +142,7 @@ async def _finish(
 
     def finish(conn: Connection) -> None:
         dbq.finish_job_run(conn, run_id, clock(), outcome, counts, error)
-        dbq.release_lease(conn, LEASE_NAME, holder)
+        dbq.release_lease(conn, dbq.SYNC_LEASE, holder)
 
     await asyncio.shield(db.run(finish))
 
@@ -159,7 +158,7 @@ async def _keep_lease(
         await asyncio.sleep(lease_ttl / 3)
         try:
             held = await db.run(
-                lambda conn: dbq.renew_lease(conn, LEASE_NAME, holder, clock(), lease_ttl)
+                lambda conn: dbq.renew_lease(conn, dbq.SYNC_LEASE, holder, clock(), lease_ttl)
             )
         except Exception as exc:  # the job's own DB calls report the outage; keep trying
             logger.warning("cannot renew the sync lease: %s", exc)

@@ -1,15 +1,16 @@
 """The embedded scheduler: the mirror's jobs on their schedules, one at a time, stoppable safely.
 
 :class:`JobScheduler` runs APScheduler 3's ``AsyncIOScheduler`` on the running loop (the
-server's, or ``pypimirror sync``'s) with the jobs ``index_sync`` and ``cache`` of
-``schedule.*``. What it promises:
+server's, or ``pypimirror sync``'s) with every job of the table
+(:data:`~pypimirror.jobs.registry.JOBS`) on its schedule of ``schedule.*``. What it promises:
 
 * A job never overlaps itself (``max_instances=1``, missed runs coalesced into one), nor the
-  other job of this process (one lock), nor a run of another process or host: each run takes
+  other jobs of this process (one lock), nor a run of another process or host: each run takes
   the sync lease through :func:`~pypimirror.jobs.runner.run_job`, and a run that finds the
   lease held is logged and skipped.
-* A cache run follows every index sync that changed anything. With ``run_on_start`` the first
-  pass is what ``sync --once`` does: an index sync, then a cache run.
+* A job's follow-up runs right after a run that calls for it (a cache run after an index sync
+  that changed anything). With ``run_on_start`` the first pass is what ``sync --once`` does:
+  every job once, in table order, until one does not end well.
 * Stopping sets every running job's stop event and waits up to the grace period for it to
   reach a safe point; only a job still running after that is cancelled. Either way its run is
   on record and its lease released, so the next start resumes cleanly.
@@ -40,9 +41,8 @@ from pypimirror.config import Config, Schedule, ScheduleConfig
 from pypimirror.cron import make_trigger
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, PyPIMirrorError
-from pypimirror.jobs.cache import CacheReport, run_cache
-from pypimirror.jobs.index_sync import IndexSyncReport, run_index_sync
-from pypimirror.jobs.runner import LEASE_TTL_SECONDS, run_job
+from pypimirror.jobs.registry import JOBS, JobContext, JobTable
+from pypimirror.jobs.runner import LEASE_TTL_SECONDS, JobReport, run_job
 from pypimirror.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -56,42 +56,33 @@ _CRON_MISFIRE_GRACE_S = 15 * 60
 
 
 class Jobs(Protocol):
-    """What the scheduler runs; :class:`SyncJobs` in production."""
+    """What the scheduler runs: a job of the table by name; :class:`SyncJobs` in production."""
 
-    async def index_sync(self, stop: asyncio.Event) -> IndexSyncReport: ...
-
-    async def cache(self, stop: asyncio.Event) -> CacheReport: ...
+    async def run(self, name: str, stop: asyncio.Event) -> JobReport: ...
 
 
 @dataclass(frozen=True, slots=True)
 class SyncJobs:
-    """The two jobs bound to their dependencies; each run holds the sync lease and is on record.
+    """The table's jobs bound to their dependencies; each run holds the sync lease and is on record.
 
-    ``sync --once`` and the scheduler call the same methods. Both raise
-    :class:`~pypimirror.errors.JobLockedError` when another runner holds the lease.
+    ``sync --once`` and the scheduler call the same method. It raises
+    :class:`~pypimirror.errors.JobLockedError` when another runner holds the lease, and
+    :class:`~pypimirror.errors.UnknownJobError` (before taking it) for a name not in ``table``.
     """
 
     config: Config
     db: Database
     client: UpstreamClient
     lease_ttl: float = LEASE_TTL_SECONDS
+    table: JobTable = JOBS
 
-    async def index_sync(self, stop: asyncio.Event) -> IndexSyncReport:
+    async def run(self, name: str, stop: asyncio.Event) -> JobReport:
+        job = self.table.named(name)
         return await run_job(
             self.db,
-            job="index_sync",
+            job=job.name,
             node_id=self.config.node_id,
-            body=lambda: run_index_sync(self.config, self.db, self.client, stop=stop),
-            stop=stop,
-            lease_ttl=self.lease_ttl,
-        )
-
-    async def cache(self, stop: asyncio.Event) -> CacheReport:
-        return await run_job(
-            self.db,
-            job="cache",
-            node_id=self.config.node_id,
-            body=lambda: run_cache(self.config, self.db, self.client, stop=stop),
+            body=lambda: job.run(JobContext(self.config, self.db, self.client), stop),
             stop=stop,
             lease_ttl=self.lease_ttl,
         )
@@ -104,7 +95,7 @@ class SyncJobs:
 
 
 class JobScheduler:
-    """``index_sync`` and ``cache`` on their schedules, on the running loop.
+    """The jobs of ``table`` on their schedules, on the running loop.
 
     Call :meth:`start` inside the running loop (APScheduler binds the loop there), then
     :meth:`request_stop` and :meth:`close` to end it. ``clock`` is monotonic time.
@@ -115,10 +106,12 @@ class JobScheduler:
         jobs: Jobs,
         schedule: ScheduleConfig,
         *,
+        table: JobTable = JOBS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._jobs = jobs
         self._schedule = schedule
+        self._table = table
         self._clock = clock
         self._scheduler = AsyncIOScheduler(
             job_defaults={"max_instances": 1, "coalesce": True},
@@ -137,21 +130,22 @@ class JobScheduler:
         return len(self._tasks)
 
     def start(self) -> None:
-        """Add the jobs and start firing them; with ``run_on_start`` an index sync and a cache run begin now."""
-        for name, schedule in (("index_sync", self._schedule.index_sync), ("cache", self._schedule.cache)):
+        """Add the jobs and start firing them; with ``run_on_start`` the first pass begins now."""
+        for spec in self._table:
+            schedule = spec.schedule(self._schedule)
             grace = None if schedule.interval is not None else _CRON_MISFIRE_GRACE_S
             self._scheduler.add_job(
                 self._run_scheduled,
                 make_trigger(interval=schedule.interval, cron=schedule.cron, jitter=self._schedule.jitter),
-                args=(name,),
-                id=name,
-                name=name,
+                args=(spec.name,),
+                id=spec.name,
+                name=spec.name,
                 misfire_grace_time=grace,
             )
         self._scheduler.start()
         for job in self._scheduler.get_jobs():
-            logger.info("scheduler: %s %s, next at %s", job.id, _describe(getattr(self._schedule, job.id)),
-                        _local_time(job.next_run_time))
+            schedule = self._table.named(job.id).schedule(self._schedule)
+            logger.info("scheduler: %s %s, next at %s", job.id, _describe(schedule), _local_time(job.next_run_time))
         if self._schedule.run_on_start:
             task = asyncio.ensure_future(self._run_start_pass())
             self._tasks.add(task)
@@ -191,15 +185,15 @@ class JobScheduler:
     # -- the runs ---------------------------------------------------------------------
 
     async def _run_start_pass(self) -> None:
-        """What ``sync --once`` does: an index sync, then a cache run unless it failed or stopped."""
+        """What ``sync --once`` does: every job once, in table order, until one does not end well."""
         with self._tracked("the first pass"):
             async with self._turn:
-                report = await self._run("index_sync")
-                if isinstance(report, IndexSyncReport) and not report.interrupted:
-                    await self._run("cache")
+                for spec in self._table:
+                    if spec.ends_pass(await self._run(spec.name)):
+                        return
 
     async def _run_scheduled(self, job: str) -> None:
-        """APScheduler's entry point: wait for this process's other job, then run ``job``.
+        """APScheduler's entry point: wait for this process's other jobs, then run ``job`` and its follow-ups.
 
         A run that waited while the same job ran (a cache run after an index sync, say) has
         nothing left to do and is skipped.
@@ -210,12 +204,14 @@ class JobScheduler:
                 if self._last_started.get(job, -math.inf) >= due:
                     logger.info("%s: skipped: it ran while this run waited for its turn", job)
                     return
+                spec = self._table.named(job)
                 report = await self._run(job)
-                if isinstance(report, IndexSyncReport) and report.changed and not report.interrupted:
-                    logger.info("index_sync changed the index; cache management follows")
-                    await self._run("cache")
+                while report is not None and spec.follow_up is not None and spec.needs_follow_up(report):
+                    logger.info("%s: its run calls for %s, which follows", spec.name, spec.follow_up)
+                    spec = self._table.named(spec.follow_up)
+                    report = await self._run(spec.name)
 
-    async def _run(self, job: str) -> IndexSyncReport | CacheReport | None:
+    async def _run(self, job: str) -> JobReport | None:
         """One run of ``job`` with its own stop event; failures are logged here, at the job boundary."""
         if self._stopping:
             return None
@@ -224,7 +220,7 @@ class JobScheduler:
         before = self._last_started.get(job)
         self._last_started[job] = self._clock()
         try:
-            return await (self._jobs.index_sync(stop) if job == "index_sync" else self._jobs.cache(stop))
+            return await self._jobs.run(job, stop)
         except JobLockedError as exc:
             logger.warning("%s: skipped: %s", job, exc)
             _restore(self._last_started, job, before)

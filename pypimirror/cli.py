@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,20 +28,21 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from pypimirror import __version__
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.app import upstream_client
 from pypimirror.config import Config
 from pypimirror.configreader import load_config
-from pypimirror.db import Database, JobRun, Lease
+from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
 from pypimirror.healthcheck import check_health
 from pypimirror.hitchart import format_rate
 from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
-from pypimirror.jobs.runner import LEASE_NAME
+from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.lifecycle import StopSignals, serve_forever
+from pypimirror.queries import JobRun, Lease
 from pypimirror.schema import hit_counters
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.upstream import configure_curl_client
@@ -152,12 +154,12 @@ def _stop_signals() -> StopSignals:
 
 
 async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
-    """Index sync then cache management, each under the lease; or, dry, just the cache plan.
+    """One pass: every job of the table in order, each under the lease; or, dry, just the cache plan.
 
-    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). Cache
-    management does not run after an index sync that failed or was interrupted: it would plan
-    from an index the sync did not finish. A failed one (too many projects failed, or its pages
-    could not be written) exits 2, like any other error.
+    SIGINT/SIGTERM stop the run at the next safe point (or the wait for the lease). No job runs
+    after one that was interrupted (exit 1) or reported a failure that blocks the pass, such as
+    an index sync whose pages could not be written or too many of whose projects failed: that
+    exits 2, like any other error. A pass whose every job ran but not all ok exits 1.
     """
     db = await _open_for_jobs(config)
     signals = _stop_signals()
@@ -170,18 +172,19 @@ async def _sync_once(config: Config, *, dry_run: bool, wait: bool) -> int:
                 return EXIT_FAILED
             sys.stdout.write(format_plan(report.plan) + "\n")
             return EXIT_OK
-        synced = await _when_lease_free(lambda: jobs.index_sync(stop), wait=wait, stop=stop)
-        if synced is None or (not synced.ok and synced.interrupted):
-            return EXIT_FAILED
-        if synced.failed is not None:
-            print(f"pypimirror: error: index sync failed: {synced.failed}", file=sys.stderr)
-            return EXIT_ERROR
-        cached = await _when_lease_free(lambda: jobs.cache(stop), wait=wait, stop=stop)
-        if cached is None:
-            return EXIT_FAILED
+        all_ok = True
+        for spec in JOBS:
+            ran = await _when_lease_free(partial(jobs.run, spec.name, stop), wait=wait, stop=stop)
+            if ran is None or ran.interrupted:
+                return EXIT_FAILED
+            failure = spec.blocking_failure(ran)
+            if failure is not None:
+                print(f"pypimirror: error: {spec.title.lower()} failed: {failure}", file=sys.stderr)
+                return EXIT_ERROR
+            all_ok = all_ok and ran.ok
     finally:
         await asyncio.to_thread(db.dispose)
-    return EXIT_OK if synced.ok and cached.ok else EXIT_FAILED
+    return EXIT_OK if all_ok else EXIT_FAILED
 
 
 async def _when_lease_free(
@@ -235,8 +238,10 @@ def _status(config: Config) -> int:
         with db.connect() as conn:
             # A database of an older release (status never upgrades it) has no hit counters yet.
             with_hits = inspect(conn).has_table(hit_counters.name)
-            status = read_status(conn, config.node_id, config.cache.tier_limits, with_hits=with_hits)
-            lease = dbq.read_lease(conn, LEASE_NAME)
+            status = read_status(
+                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits
+            )
+            lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
         db.dispose()
     sys.stdout.write(format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time()))
@@ -259,10 +264,14 @@ def _open_existing_database(url: str) -> Database:
 def format_status(
     status: MirrorStatus, lease: Lease | None, tier_paths: Sequence[Path], *, node_id: str, now: float
 ) -> str:
-    """The status as an operator reads it: one block per job, one line per tier, the hit rate, the lease."""
+    """The status as an operator reads it: one block per job, one line per tier, the hit rate, the lease.
+
+    A job of the table that never ran is one line saying so.
+    """
     lines = ["jobs:"]
-    if not status.jobs:
+    if not status.jobs and not status.job_titles:
         lines.append("  none has run yet")
+    lines.extend(f"  {name}: never ran" for name in status.job_titles if status.job(name) is None)
     for job in status.jobs:
         lines.append(f"  {job.name}:")
         lines.append(f"    last run:      {_describe_run(job.last_run, now)}")

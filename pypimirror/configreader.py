@@ -28,7 +28,7 @@ import difflib
 import logging
 import os
 from collections.abc import Callable, Collection, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, get_args
@@ -471,12 +471,11 @@ def _read_timeouts(reader: _Reader, data: object) -> TimeoutsConfig:
 
 
 def _read_schedule(reader: _Reader, data: object) -> ScheduleConfig:
+    # Every job's key is a Schedule, read alike: a new job's key needs no line here.
     parsers: dict[str, _Parser] = {
-        "index_sync": _parse_schedule,
-        "cache": _parse_schedule,
-        "jitter": duration_parser(_MAX_JITTER),
-        "run_on_start": parse_bool,
+        f.name: _parse_schedule for f in fields(ScheduleConfig) if isinstance(f.default, Schedule)
     }
+    parsers.update(jitter=duration_parser(_MAX_JITTER), run_on_start=parse_bool)
     return reader.build(data, "schedule", ScheduleConfig, parsers)
 
 

@@ -20,7 +20,8 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     ├── LockfileError(path, entry, reason) a lockfile or one entry of it cannot be read
     ├── PinTargetError(value, reason)    a --platform or --python value that is not one
     ├── TraceInputError(source)          a popularity list or the stored pages cannot feed a trace
-    └── JobLockedError(holder)           another runner holds the sync lease
+    ├── JobLockedError(holder)           another runner holds the sync lease
+    └── UnknownJobError(name, known)     a job name that is not in the jobs' table
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "StorageError",
     "SyncRefusedError",
     "TraceInputError",
+    "UnknownJobError",
     "UnsafePathError",
     "UpstreamError",
     "UpstreamStatusError",
@@ -189,3 +191,12 @@ class JobLockedError(PyPIMirrorError):
         self.holder = holder
         self.expires_at = expires_at
         super().__init__(f"another sync holds the lease: {holder} (expires at {expires_at:.0f})")
+
+
+class UnknownJobError(PyPIMirrorError, LookupError):
+    """A job name that no entry of the jobs' table has; ``known`` are the names it has."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown job {name!r}; the jobs are: {', '.join(known)}")

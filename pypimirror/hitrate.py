@@ -44,9 +44,10 @@ from typing import get_args
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from pypimirror.db import Database, HitCount, HitOutcome, add_hit_counts, load_hit_counts
+from pypimirror.db import Database
 from pypimirror.errors import DatabaseError
 from pypimirror.listedfiles import ListedFiles
+from pypimirror.queries import HitCount, HitOutcome, add_hit_counts, load_hit_counts
 
 logger = logging.getLogger(__name__)
 

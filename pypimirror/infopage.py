@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 
 from pypimirror.config import IPMode
-from pypimirror.db import JobRun
 from pypimirror.hitchart import format_rate, render_hit_chart
+from pypimirror.queries import JobRun
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ _HOST_RE = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\]
 _MAX_HOST_LENGTH = 260
 _MAX_ERROR_LENGTH = 500
 _MAX_COUNTS = 10
-_JOB_TITLES = {"index_sync": "Index sync", "cache": "Cache management"}
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -183,11 +182,12 @@ def _status_section(page: InfoPage) -> str:
         reason = page.status_error or "unknown error"
         rows.append(f'<tr><th>Jobs and cache</th><td class="failed">unavailable: {e(reason)}</td></tr>')
         return _status_table(rows, "")
-    for name in ("index_sync", "cache"):
+    titles = page.status.job_titles
+    for name, title in titles.items():
         if page.status.job(name) is None:
-            rows.append(f'<tr><th>{e(_JOB_TITLES[name])}</th><td class="muted">never ran</td></tr>')
+            rows.append(f'<tr><th>{e(title)}</th><td class="muted">never ran</td></tr>')
     for job in page.status.jobs:
-        rows.append(_job_row(job, page.now))
+        rows.append(_job_row(job, titles.get(job.name, job.name), page.now))
     return _status_table(rows, _tiers_table(page.status.tiers))
 
 
@@ -202,7 +202,7 @@ def _status_table(rows: list[str], after: str) -> str:
 </section>"""
 
 
-def _job_row(job: JobStatus, now: float) -> str:
+def _job_row(job: JobStatus, title: str, now: float) -> str:
     e = _escape
     last = job.last_run
     outcome = last.outcome or "running"
@@ -226,7 +226,6 @@ def _job_row(job: JobStatus, now: float) -> str:
             parts.append("<br>no successful run yet")
         if job.failures_since_success:
             parts.append(f"({job.failures_since_success} failed since)")
-    title = _JOB_TITLES.get(job.name, job.name)
     return f'<tr id="job-{e(job.name)}"><th>{e(title)}</th><td>{" ".join(parts)}</td></tr>'
 
 

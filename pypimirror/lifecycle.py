@@ -46,6 +46,7 @@ from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError
 from pypimirror.handlers.base import InFlight
 from pypimirror.hitrate import HitCounter, HitFlusher, listed_sizes
+from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
@@ -302,7 +303,10 @@ def _describe(worker: _Worker | None) -> str:
 
 
 def _status_reader(config: Config, db: Database) -> StatusReader:
-    return StatusReader(db, node_id=config.node_id, tier_limits=config.cache.tier_limits, repo_path=config.repo_path)
+    return StatusReader(
+        db, node_id=config.node_id, tier_limits=config.cache.tier_limits, repo_path=config.repo_path,
+        job_titles=JOBS.titles(),
+    )
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:

@@ -44,8 +44,8 @@ from prometheus_client.registry import Collector
 
 from pypimirror.acceptor import ConnectionStats
 from pypimirror.buffers import BufferStats
-from pypimirror.db import HitOutcome
 from pypimirror.pagecache import PageCacheStats
+from pypimirror.queries import HitOutcome
 from pypimirror.status import MirrorStatus
 from pypimirror.votes import VoteStats
 

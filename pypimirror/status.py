@@ -14,8 +14,6 @@ __all__ = [
     "MirrorStatus",
     "StatusReader",
     "TierFill",
-    "count_failures_since",
-    "last_finished_job_run",
     "read_job_statuses",
     "read_status",
     "read_tier_fill",
@@ -25,22 +23,30 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from types import MappingProxyType
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
-from pypimirror.db import Database, JobOutcome, JobRun, last_job_run, read_schema_version
+from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.hitrate import HitSummary, read_hit_summary
-from pypimirror.schema import job_runs, local_files
+from pypimirror.queries import (
+    JobRun,
+    count_failures_since,
+    job_names,
+    last_finished_job_run,
+    last_job_run,
+    read_schema_version,
+    tier_usage,
+)
 
 logger = logging.getLogger(__name__)
 
-# Jobs shown first, in this order; any other job recorded in job_runs follows by name.
-_JOB_ORDER = ("index_sync", "cache")
+_NO_TITLES: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,30 +72,43 @@ class TierFill:
 
 @dataclass(frozen=True, slots=True)
 class MirrorStatus:
-    """Every job that ever ran (index_sync and cache first), every configured tier, hottest first,
-    and this node's hit rate (None where it was not read)."""
+    """Every job that ever ran, every configured tier, hottest first, and this node's hit rate
+    (None where it was not read).
+
+    ``job_titles`` are the jobs this mirror runs, name -> title in the order they are shown,
+    whether they ran yet or not (the composition root passes the jobs' table); ``jobs`` lists
+    those first, in that order, then any other job on record by name.
+    """
 
     jobs: tuple[JobStatus, ...]
     tiers: tuple[TierFill, ...]
     hits: HitSummary | None = None
+    job_titles: Mapping[str, str] = field(default_factory=dict)
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
 
 
 def read_status(
-    conn: Connection, node_id: str, tier_limits: Sequence[int], *, now: float | None = None, with_hits: bool = True
+    conn: Connection,
+    node_id: str,
+    tier_limits: Sequence[int],
+    *,
+    job_titles: Mapping[str, str] = _NO_TITLES,
+    now: float | None = None,
+    with_hits: bool = True,
 ) -> MirrorStatus:
     """The job history, this node's cache fill and (``with_hits``) its hit rate as of ``now``, in
     one read transaction."""
     hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
-    return MirrorStatus(read_job_statuses(conn), read_tier_fill(conn, node_id, tier_limits), hits)
+    jobs = read_job_statuses(conn, tuple(job_titles))
+    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles)
 
 
-def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
-    """Every job in ``job_runs``: index_sync and cache first, then the others by name."""
-    names = [name for (name,) in conn.execute(select(job_runs.c.job).distinct())]
-    names.sort(key=lambda name: (_JOB_ORDER.index(name) if name in _JOB_ORDER else len(_JOB_ORDER), name))
+def read_job_statuses(conn: Connection, order: Sequence[str] = ()) -> tuple[JobStatus, ...]:
+    """Every job in ``job_runs``: those of ``order`` first, in that order, then the others by name."""
+    names = job_names(conn)
+    names.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
     statuses = []
     for name in names:
         last = last_job_run(conn, name)
@@ -108,29 +127,9 @@ def read_job_statuses(conn: Connection) -> tuple[JobStatus, ...]:
     return tuple(statuses)
 
 
-def last_finished_job_run(conn: Connection, job: str) -> JobRun | None:
-    """The newest run of ``job`` that has ended, whatever its outcome."""
-    runs = [run for outcome in get_args(JobOutcome) if (run := last_job_run(conn, job, outcome)) is not None]
-    return max(runs, key=lambda run: (run.started_at, run.id), default=None)
-
-
-def count_failures_since(conn: Connection, job: str, since: float | None) -> int:
-    """Runs of ``job`` that failed or were interrupted and started after ``since`` (None: ever)."""
-    query = select(func.count()).where(job_runs.c.job == job, job_runs.c.outcome.in_(("failed", "interrupted")))
-    if since is not None:
-        query = query.where(job_runs.c.started_at > since)
-    count: int = conn.execute(query).scalar_one()
-    return count
-
-
 def read_tier_fill(conn: Connection, node_id: str, tier_limits: Sequence[int]) -> tuple[TierFill, ...]:
     """Files and bytes per configured tier of this node; a tier it holds nothing in shows zeros."""
-    query = (
-        select(local_files.c.tier, func.count(), func.coalesce(func.sum(local_files.c.size), 0))
-        .where(local_files.c.node_id == node_id)
-        .group_by(local_files.c.tier)
-    )
-    found = {tier: (int(files), int(size)) for tier, files, size in conn.execute(query)}
+    found = tier_usage(conn, node_id)
     return tuple(
         TierFill(index, *found.get(index, (0, 0)), limit=limit) for index, limit in enumerate(tier_limits)
     )
@@ -151,6 +150,7 @@ class StatusReader:
         node_id: str,
         tier_limits: Sequence[int],
         repo_path: Path,
+        job_titles: Mapping[str, str] = _NO_TITLES,
         max_age: float = 5.0,
         fill_max_age: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -159,6 +159,7 @@ class StatusReader:
         self._node_id = node_id
         self._tier_limits = tuple(tier_limits)
         self._repo_path = repo_path
+        self._job_titles = job_titles
         self._max_age = max_age
         self._fill_max_age = fill_max_age
         self._clock = clock
@@ -190,8 +191,9 @@ class StatusReader:
 
     def _read_status(self, conn: Connection, fill: tuple[TierFill, ...] | None) -> MirrorStatus:
         if fill is None:
-            return read_status(conn, self._node_id, self._tier_limits)
-        return MirrorStatus(read_job_statuses(conn), fill, read_hit_summary(conn, self._node_id, time.time()))
+            return read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles)
+        hits = read_hit_summary(conn, self._node_id, time.time())
+        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, hits, self._job_titles)
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

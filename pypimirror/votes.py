@@ -32,7 +32,8 @@ from datetime import timedelta
 from sqlalchemy import exc as sa_exc
 
 from pypimirror.bots import BotMatcher
-from pypimirror.db import Database, Vote, record_votes
+from pypimirror.db import Database
+from pypimirror.queries import Vote, record_votes
 from pypimirror.errors import DatabaseError
 
 logger = logging.getLogger(__name__)

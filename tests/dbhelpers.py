@@ -22,7 +22,8 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from pypimirror.db import Database, Vote, record_votes
+from pypimirror.db import Database
+from pypimirror.queries import Vote, record_votes
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"

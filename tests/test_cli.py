@@ -12,10 +12,12 @@ import yaml
 from sqlalchemy import select, text, update
 
 from pypimirror.cli import format_status
-from pypimirror.db import Database, HitCount
+from pypimirror.db import Database
 from pypimirror.hitrate import summarize_hits
+from pypimirror.jobs.registry import JOBS
+from pypimirror.queries import HitCount, JobRun
 from pypimirror.schema import schema_version
-from pypimirror.status import MirrorStatus
+from pypimirror.status import JobStatus, MirrorStatus
 
 EXAMPLE = Path(__file__).parent.parent / "conf" / "config.example.yaml"
 
@@ -79,6 +81,16 @@ def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, content: str |
     assert lines[0].startswith("pypimirror: error: ")
     assert expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_status_shows_each_job_of_the_table_that_never_ran_and_the_history_of_those_that_did() -> None:
+    ran = JobRun(1, "index_sync", "node-a", 1000.0, 1060.0, "ok", {"fetched": 3}, None)
+    status = MirrorStatus(jobs=(JobStatus("index_sync", ran, ran, ran, 0),), tiers=(), job_titles=JOBS.titles())
+    text = format_status(status, None, [], node_id="node-a", now=1100.0)
+    assert text.startswith("jobs:\n  cache: never ran\n  index_sync:\n    last run:      ok")
+    assert "counts:        fetched=3" in text
+    nothing = format_status(MirrorStatus(jobs=(), tiers=()), None, [], node_id="node-a", now=1100.0)
+    assert nothing.startswith("jobs:\n  none has run yet\n")
 
 
 def test_status_shows_the_hit_rate_of_24_hours_and_7_days() -> None:

@@ -24,8 +24,9 @@ from packaging.utils import NormalizedName
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy import exc as sa_exc
 
-from pypimirror.db import (
-    Database,
+from pypimirror.db import Database
+from pypimirror.errors import DatabaseError, DatabaseFileError
+from pypimirror.queries import (
     JobOutcome,
     Lease,
     Vote,
@@ -44,6 +45,8 @@ from pypimirror.db import (
     load_serials,
     read_lease,
     read_schema_version,
+    record_download,
+    record_moves,
     record_votes,
     release_lease,
     renew_lease,
@@ -54,7 +57,6 @@ from pypimirror.db import (
     store_serials,
     upsert_local_files,
 )
-from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.schema import SCHEMA_VERSION, file_checks, schema_version, votes
 from pypimirror.sqlitefile import SQLITE_HEADER
 
@@ -371,6 +373,25 @@ def test_local_files_are_kept_per_node(database: Database) -> None:
     assert read(database, lambda c: load_local_files(c, "node-a")) == {"x.whl": (11, 1)}
     assert read(database, lambda c: load_local_files(c, "node-b")) == {"x.whl": (10, 1)}
     assert read(database, lambda c: load_local_files(c, "node-c")) == {}
+
+
+def test_moves_record_the_new_tiers_and_forget_what_was_lost_in_one_transaction(database: Database) -> None:
+    write(database, lambda c: upsert_local_files(c, "n", [("a", 10, 0), ("a.metadata", 1, 0), ("b", 20, 0)]))
+    write(database, lambda c: upsert_local_files(c, "other", [("a.metadata", 1, 0)]))
+    write(database, lambda c: record_moves(c, "n", [("a", 10, 1), ("b", 20, 1)], ["a.metadata"]))
+    assert read(database, lambda c: load_local_files(c, "n")) == {"a": (10, 1), "b": (20, 1)}
+    write(database, lambda c: record_moves(c, "n", [("b", 20, 0)], []))
+    assert read(database, lambda c: load_local_files(c, "n")) == {"a": (10, 1), "b": (20, 0)}
+    assert read(database, lambda c: load_local_files(c, "other")) == {"a.metadata": (1, 0)}
+
+
+def test_a_recorded_download_is_cached_and_counts_as_checked_when_it_came(database: Database) -> None:
+    write(database, lambda c: upsert_local_files(c, "n", [("old", 7, 0)]))
+    write(database, lambda c: store_file_checks(c, "n", ["old"], 100))
+    write(database, lambda c: record_download(c, "n", [("x", 5, 1), ("x.metadata", 1, 1)], "x", 500))
+    assert read(database, lambda c: load_local_files(c, "n")) == {"old": (7, 0), "x": (5, 1), "x.metadata": (1, 1)}
+    # a file never checked would come first; "x" comes after "old", checked at 100, as checked at 500
+    assert read(database, lambda c: least_checked_files(c, "n", 10**6, 1, ".metadata")) == [("old", 7), ("x", 5)]
 
 
 def test_load_remote_sizes_returns_fresh_answers_with_none_for_404(database: Database) -> None:

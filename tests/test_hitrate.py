@@ -11,7 +11,8 @@ import pytest
 from packaging.utils import NormalizedName
 from sqlalchemy import select, text, update
 
-from pypimirror.db import Database, HitCount, add_hit_counts, load_hit_counts, load_serials, store_serials
+from pypimirror.db import Database
+from pypimirror.queries import HitCount, add_hit_counts, load_hit_counts, load_serials, store_serials
 from pypimirror.errors import DatabaseError
 from pypimirror.hitrate import (
     DAY_S,

@@ -6,9 +6,9 @@ import html
 
 import pytest
 
-from pypimirror.db import HitCount, JobRun
 from pypimirror.hitrate import summarize_hits
 from pypimirror.infopage import InfoPage, is_valid_host, public_origin, render_info_page
+from pypimirror.queries import HitCount, JobRun
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -69,7 +69,8 @@ def make_page(**changes: object) -> InfoPage:
         "miss_url": "https://files.example.org/packages",
         "now": 2100.0,
         "status": MirrorStatus(jobs=(JobStatus("index_sync", failed, failed, ok, 1),),
-                               tiers=(TierFill(0, 12, 3 * 2**30, 10 * 2**30),)),
+                               tiers=(TierFill(0, 12, 3 * 2**30, 10 * 2**30),),
+                               job_titles={"index_sync": "Index sync", "cache": "Cache management"}),
     }
     values.update(changes)
     return InfoPage(**values)  # type: ignore[arg-type]
@@ -100,6 +101,17 @@ def test_the_page_shows_the_client_mode_last_sync_and_cache_fill():
     assert "last success 1970-01-01 00:17:40 UTC" in text and "(1 failed since)" in text
     assert "Cache management</th><td class=\"muted\">never ran" in text
     assert "<td>1</td><td>12</td><td>3.0 GiB</td><td>10.0 GiB</td><td>30%</td>" in text
+
+
+def test_jobs_of_the_table_show_their_titles_and_a_job_only_on_record_its_name():
+    ran = JobRun(3, "old_job", "node", 1000.0, 1060.0, "ok", {}, None)
+    status = MirrorStatus(jobs=(JobStatus("new_job", ran, ran, ran, 0), JobStatus("old_job", ran, ran, ran, 0)),
+                          tiers=(), job_titles={"new_job": f"New {SCRIPT}", "never_job": "Never run"})
+    text = render_info_page(make_page(status=status)).decode()
+    assert f'<tr id="job-new_job"><th>New {html.escape(SCRIPT)}</th>' in text
+    assert '<tr id="job-old_job"><th>old_job</th>' in text
+    assert 'Never run</th><td class="muted">never ran' in text
+    assert "Cache management" not in text
 
 
 def test_proxy_mode_names_the_packages_url():

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pypimirror.acceptor import ConnectionStats
 from pypimirror.buffers import BufferStats
-from pypimirror.db import JobRun
+from pypimirror.queries import JobRun
 from pypimirror.metrics import CONTENT_TYPE, Metrics
 from pypimirror.pagecache import PageCacheStats
 from pypimirror.status import JobStatus, MirrorStatus, TierFill

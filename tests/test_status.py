@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import Connection
 
-from pypimirror.db import Database, finish_job_run, start_job_run, upsert_local_files
+from pypimirror.db import Database
+from pypimirror.queries import finish_job_run, start_job_run, upsert_local_files
 from pypimirror.status import MirrorStatus, StatusReader, read_status
 
 T = TypeVar("T")
@@ -44,8 +45,11 @@ def test_job_history_names_the_newest_run_the_newest_success_and_failures_since(
     record_run(database, "index_sync", 400.0, None)  # running now
     record_run(database, "cache", 150.0, "ok", took=50.0)
     record_run(database, "a_later_job", 50.0, "failed")
-    status = read(database, lambda conn: read_status(conn, "node-a", [1000]))
-    assert [job.name for job in status.jobs] == ["index_sync", "cache", "a_later_job"]
+    record_run(database, "a_gone_job", 60.0, "ok")
+    titles = {"index_sync": "Index sync", "a_new_job": "Never ran yet", "cache": "Cache management"}
+    status = read(database, lambda conn: read_status(conn, "node-a", [1000], job_titles=titles))
+    assert [job.name for job in status.jobs] == ["index_sync", "cache", "a_gone_job", "a_later_job"]
+    assert status.job_titles == titles
     sync = status.job("index_sync")
     assert sync is not None
     assert sync.last_run.started_at == 400.0 and sync.last_run.outcome is None
@@ -150,14 +154,17 @@ async def test_a_hung_database_times_out_and_checks_do_not_pile_up(tmp_path: Pat
 @pytest.mark.gen_test
 async def test_the_tier_fill_is_kept_longer_than_the_job_history(database: Database, tmp_path: Path):
     clock = Clock()
-    reader = StatusReader(database, node_id="node-a", tier_limits=[1000], repo_path=tmp_path, max_age=5,
-                          fill_max_age=30, clock=clock)
+    titles = {"cache": "Cache management", "index_sync": "Index sync"}
+    reader = StatusReader(database, node_id="node-a", tier_limits=[1000], repo_path=tmp_path, job_titles=titles,
+                          max_age=5, fill_max_age=30, clock=clock)
     assert (await reader.snapshot()).tiers[0].files == 0
     with database.begin() as conn:
         upsert_local_files(conn, "node-a", [("a/x.whl", 100, 0)])
     record_run(database, "index_sync", 100.0, "ok")
+    record_run(database, "cache", 90.0, "ok")
     clock.now = 10.0
     status = await reader.snapshot()
-    assert [job.name for job in status.jobs] == ["index_sync"] and status.tiers[0].files == 0
+    assert [job.name for job in status.jobs] == ["cache", "index_sync"] and status.tiers[0].files == 0
+    assert status.job_titles == titles
     clock.now = 30.0
     assert (await reader.snapshot()).tiers[0].files == 1

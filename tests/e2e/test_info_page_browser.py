@@ -22,7 +22,8 @@ import pytest
 import yaml
 from fakeindex import FakeIndex
 
-from pypimirror.db import Database, finish_job_run, start_job_run
+from pypimirror.db import Database
+from pypimirror.queries import finish_job_run, start_job_run
 
 pytestmark = pytest.mark.e2e
 

@@ -27,8 +27,9 @@ from dbhelpers import PG_ADMIN, postgres_database
 from fakeindex import FakeIndex
 from mirrorprocess import PREFIX, request, run_cli, write_config
 
-from pypimirror import db as dbq
-from pypimirror.db import Database, JobRun
+from pypimirror import queries as dbq
+from pypimirror.db import Database
+from pypimirror.queries import JobRun
 from pypimirror.schema import votes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]

@@ -18,10 +18,11 @@ import pytest
 from fakeindex import FakeIndex
 from mirrorprocess import PREFIX, request, run_cli, write_config
 
-from pypimirror import db as dbq
-from pypimirror.db import Database, JobRun, Lease
+from pypimirror import queries as dbq
+from pypimirror.db import Database
 from pypimirror.errors import DatabaseError
-from pypimirror.jobs.runner import LEASE_NAME
+from pypimirror.queries import SYNC_LEASE as LEASE_NAME
+from pypimirror.queries import JobRun, Lease
 from pypimirror.storage import TEMP_MARKER
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from fakeindex import FakeIndex
 from installers import pip_install, uv_executable, uv_pip_install
 from mirrorprocess import wait_for
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.db import Database
 from pypimirror.storage import TEMP_MARKER
 

@@ -27,6 +27,7 @@ from pypimirror.app import Services, make_app
 from pypimirror.config import Config
 from pypimirror.configreader import parse_config
 from pypimirror.db import Database
+from pypimirror.jobs.registry import JOBS
 from pypimirror.pagecache import DEFAULT_REVALIDATE_AFTER_S, PageCache
 from pypimirror.pages import (
     DistFile,
@@ -139,7 +140,7 @@ def services_with_status(
     """Services with a StatusReader on a real database, for the info page, /healthz and /metrics."""
     limits = [tier.size_limit for tier in mirror_config.cache.tiers]
     status = StatusReader(database, node_id=mirror_config.node_id, tier_limits=limits,
-                          repo_path=mirror_config.repo_path, max_age=0)
+                          repo_path=mirror_config.repo_path, job_titles=JOBS.titles(), max_age=0)
     return Services(pages=pages, votes=votes, access_log=access_log, status=status)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pypimirror.app import Services
-from pypimirror.db import HitCount
+from pypimirror.queries import HitCount
 from pypimirror.hitrate import HitCounter
 from pypimirror.pagecache import PageCache
 

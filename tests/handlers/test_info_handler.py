@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pypimirror.app import Services
-from pypimirror.db import finish_job_run, start_job_run, upsert_local_files
+from pypimirror.queries import finish_job_run, start_job_run, upsert_local_files
 
 SCRIPT = "<script>document.title='pwned'</script>"
 
@@ -106,6 +106,8 @@ async def test_the_last_sync_and_the_cache_fill_come_from_the_database(fetch, da
     assert "error: project &lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;: malformed" in text
     assert "no successful run yet" in text and "<script" not in text
     assert "<td>1</td><td>1</td><td>3.0 MiB</td><td>1.0 GiB</td><td>0%</td>" in text
+    assert '<tr id="job-index_sync"><th>Index sync</th>' in text  # titles from the jobs' table
+    assert 'Cache management</th><td class="muted">never ran' in text
 
 
 @pytest.mark.parametrize("database", ["unreachable"], indirect=True)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from prometheus_client.parser import text_string_to_metric_families
 
 from pypimirror.app import Services
-from pypimirror.db import finish_job_run, start_job_run
+from pypimirror.queries import finish_job_run, start_job_run
 from pypimirror.handlers.base import NotFoundHandler, route_label
 from pypimirror.handlers.files import PackageFileHandler
 from pypimirror.handlers.jsonapi import JsonApiHandler

@@ -28,10 +28,11 @@ from pypimirror.jobs.cache import CacheReport, format_plan, run_cache
 from pypimirror.jobs.index_sync import run_index_sync
 from tornado.httpclient import AsyncHTTPClient
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.configreader import parse_config
-from pypimirror.db import Database, Vote
+from pypimirror.db import Database
+from pypimirror.queries import Vote
 from pypimirror.storage import TEMP_MARKER
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
 

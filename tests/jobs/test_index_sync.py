@@ -20,7 +20,7 @@ from readonly import read_only
 from packaging.utils import NormalizedName, canonicalize_name
 from tornado.httpclient import AsyncHTTPClient
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.config import Config
 from pypimirror.configreader import parse_config
 from pypimirror.db import Database

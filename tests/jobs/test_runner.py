@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.db import Database
 from pypimirror.errors import JobLockedError
-from pypimirror.jobs.runner import LEASE_NAME, run_job
+from pypimirror.jobs.runner import run_job
 
 
 @dataclass
@@ -37,7 +37,7 @@ def database(tmp_path: Path) -> Iterator[Database]:
 
 def take_lease(db: Database, holder: str, ttl: float = 600) -> None:
     with db.begin() as conn:
-        acquired, _ = dbq.acquire_lease(conn, LEASE_NAME, holder, 1e9, ttl)
+        acquired, _ = dbq.acquire_lease(conn, dbq.SYNC_LEASE, holder, 1e9, ttl)
     assert acquired
 
 
@@ -52,7 +52,7 @@ async def test_a_run_is_recorded_and_its_lease_released(database: Database) -> N
     assert report.ok
     with database.connect() as conn:
         run = dbq.last_job_run(conn, "index_sync")
-        assert dbq.read_lease(conn, LEASE_NAME) is None
+        assert dbq.read_lease(conn, dbq.SYNC_LEASE) is None
     assert run is not None and run.outcome == "ok" and run.counts == {"done": 1}
 
 
@@ -65,7 +65,7 @@ async def test_a_failing_job_is_recorded_with_its_error(database: Database) -> N
         await run_job(database, job="cache", node_id="n1", body=failing, stop=asyncio.Event())
     with database.connect() as conn:
         run = dbq.last_job_run(conn, "cache")
-        assert dbq.read_lease(conn, LEASE_NAME) is None
+        assert dbq.read_lease(conn, dbq.SYNC_LEASE) is None
     assert run is not None and run.outcome == "failed" and run.error == "RuntimeError: boom"
 
 

@@ -18,15 +18,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from fakeindex import FakeIndex
 from tornado.httpclient import AsyncHTTPClient
 
-from pypimirror import db as dbq
+from pypimirror import queries as dbq
 from pypimirror.app import upstream_client
 from pypimirror.config import Schedule, ScheduleConfig
 from pypimirror.configreader import parse_config
 from pypimirror.db import Database
-from pypimirror.errors import JobLockedError, UpstreamUnavailable
+from pypimirror.errors import JobLockedError, UnknownJobError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
-from pypimirror.jobs.runner import LEASE_NAME
+from pypimirror.jobs.registry import JOBS, JobSpec, JobTable
+from pypimirror.jobs.runner import JobReport
 from pypimirror.cron import crontab_day_of_week, make_trigger
 from pypimirror.jobs.scheduler import JobScheduler, SyncJobs
 
@@ -128,15 +129,17 @@ class FakeJobs:
     ignore_stop: bool = False
     locked_by: str | None = None
     failure: Exception | None = None
+    sync_failed: str | None = None
     runs: list[Run] = field(default_factory=list)
 
-    async def index_sync(self, stop: asyncio.Event) -> IndexSyncReport:
-        report = IndexSyncReport(listed=1, fetched=1 if self.changed else 0)
-        report.interrupted = await self._work("index_sync", stop)
-        return report
-
-    async def cache(self, stop: asyncio.Event) -> CacheReport:
-        return CacheReport(limits=(1,), interrupted=await self._work("cache", stop))
+    async def run(self, name: str, stop: asyncio.Event) -> JobReport:
+        if name == "index_sync":
+            report = IndexSyncReport(listed=1, fetched=1 if self.changed else 0, failed=self.sync_failed)
+            report.interrupted = await self._work(name, stop)
+            return report
+        if name == "cache":
+            return CacheReport(limits=(1,), interrupted=await self._work(name, stop))
+        raise UnknownJobError(name, ("index_sync", "cache"))
 
     async def _work(self, job: str, stop: asyncio.Event) -> bool:
         if self.locked_by is not None:
@@ -220,6 +223,45 @@ async def test_no_cache_run_follows_an_index_sync_that_changed_nothing() -> None
     finally:
         await scheduler.close(grace=2)
     assert set(jobs.names()) == {"index_sync"}
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_the_first_pass_stops_after_an_index_sync_that_failed() -> None:
+    jobs = FakeJobs(changed=True, sync_failed="3 of 3 projects failed")
+    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY))
+    scheduler.start()
+    try:
+        await wait_until(lambda: scheduler.running_jobs == 0 and len(jobs.runs) == 1)
+    finally:
+        await scheduler.close(grace=2)
+    assert jobs.names() == ["index_sync"]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_job_added_to_the_table_runs_on_its_schedule_and_is_followed_as_its_entry_says() -> None:
+    # A job beside the cache, on a schedule key of its own (here index_sync's), followed by the cache.
+    async def run_extra(_context: object, _stop: asyncio.Event) -> CacheReport:
+        raise AssertionError("TableJobs runs the jobs here")
+
+    extra: JobSpec[CacheReport] = JobSpec(
+        name="extra", title="Extra", schedule=lambda config: config.index_sync, run=run_extra,
+        follow_up="cache", needs_follow_up=lambda report: report.ok,
+    )
+    runs: list[str] = []
+
+    class TableJobs:
+        async def run(self, name: str, stop: asyncio.Event) -> JobReport:
+            runs.append(name)
+            return CacheReport(limits=(1,)) if name == "extra" else await FakeJobs(changed=False).run(name, stop)
+
+    table = JobTable((extra, JOBS.named("cache")))
+    scheduler = JobScheduler(TableJobs(), schedule(index_sync=FAST, cache=HOURLY, run_on_start=False), table=table)
+    scheduler.start()
+    try:
+        await wait_until(lambda: len(runs) >= 4)
+    finally:
+        await scheduler.close(grace=2)
+    assert runs[:4] == ["extra", "cache", "extra", "cache"]
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -338,7 +380,7 @@ async def test_a_lease_left_by_a_dead_runner_elsewhere_expires_and_the_next_run_
         base_dir=tmp_path,
     )
     with database.begin() as conn:  # a runner on another host died 1 s into its 2 s lease
-        dbq.acquire_lease(conn, LEASE_NAME, "other-host/4242/index_sync", time.time() - 1, 2.0)
+        dbq.acquire_lease(conn, dbq.SYNC_LEASE, "other-host/4242/index_sync", time.time() - 1, 2.0)
     scheduler = JobScheduler(SyncJobs(config, database, upstream_client(config, attempts=config.sync.retry)), schedule(cache=HOURLY))
     with caplog.at_level(logging.WARNING, logger="pypimirror.jobs.scheduler"):
         scheduler.start()
@@ -354,6 +396,6 @@ async def test_a_lease_left_by_a_dead_runner_elsewhere_expires_and_the_next_run_
         finally:
             await scheduler.close(grace=5)
     with database.connect() as conn:
-        assert dbq.read_lease(conn, LEASE_NAME) is None
+        assert dbq.read_lease(conn, dbq.SYNC_LEASE) is None
         runs = dbq.latest_job_runs(conn)
     assert all(run.node_id == "this-node" and run.finished_at is not None for run in runs)
