@@ -23,6 +23,7 @@ __all__ = [
     "ListedFile",
     "ListedFiles",
     "NotLoaded",
+    "files_on_this_mirror",
     "iter_listed_files",
     "lookup_listed_files",
     "project_of",
@@ -45,7 +46,7 @@ from typing import Final, Literal
 from packaging.utils import NormalizedName, canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from pypimirror.errors import MalformedUpstreamError, UnsafePathError
-from pypimirror.pagemodel import parse_simple_project_json
+from pypimirror.pagemodel import DistFile, ProjectPage, parse_simple_project_json
 from pypimirror.pkgpath import parse_package_path
 from pypimirror.storage import RepoLayout, is_normalized_project_name
 
@@ -168,18 +169,24 @@ def _read_page(page_path: Path, name: NormalizedName, prefix: str) -> tuple[_Pag
     except MalformedUpstreamError as exc:
         logger.warning("cannot read the stored page of %s: %s", name, exc)
         return key, {}
-    base = prefix.rstrip("/") + "/packages/"
     files: dict[str, ListedFile] = {}
+    for path, dist in files_on_this_mirror(page, prefix):
+        metadata = dist.core_metadata if isinstance(dist.core_metadata, str) else None
+        files[path] = ListedFile(path, dist.size, dist.sha256, metadata)
+    return key, files
+
+
+def files_on_this_mirror(page: ProjectPage, prefix: str) -> Iterator[tuple[str, DistFile]]:
+    """Each file of a stored page whose URL points at ``{prefix}/packages/``, with its package
+    path; files linked elsewhere (or by a path that is not a package path) are not ours."""
+    base = prefix.rstrip("/") + "/packages/"
     for dist in page.files:
         if not dist.url.startswith(base):
             continue
         try:
-            path = parse_package_path(dist.url[len(base) :]).relpath
+            yield parse_package_path(dist.url[len(base) :]).relpath, dist
         except UnsafePathError:
             continue
-        metadata = dist.core_metadata if isinstance(dist.core_metadata, str) else None
-        files[path] = ListedFile(path, dist.size, dist.sha256, metadata)
-    return key, files
 
 
 @dataclass(slots=True)

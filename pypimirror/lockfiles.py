@@ -12,19 +12,7 @@ index file (VCS, paths, the locked project itself) are listed as skipped with th
 
 from __future__ import annotations
 
-__all__ = [
-    "FileEntry",
-    "LockEntry",
-    "Lockfile",
-    "LockfileKind",
-    "LockfileProblem",
-    "SkippedEntry",
-    "VersionPin",
-    "detect_kind_by_name",
-    "filename_from_location",
-    "read_lockfile",
-    "select_files_for_pin",
-]
+__all__ = ["detect_kind_by_name", "filename_from_location", "read_lockfile"]
 
 import logging
 import re
@@ -39,7 +27,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from .errors import LockfileError
 from .lockmodel import FileEntry, LockEntry, Lockfile, LockfileKind, LockfileProblem, SkippedEntry, VersionPin
-from .pinselect import marker_may_apply, parse_platforms, parse_pythons, select_files_for_pin
+from .pinselect import marker_may_apply, parse_platforms, parse_pythons
 from .requirementslock import first_line, parse_requirements, read_text
 
 logger = logging.getLogger(__name__)
@@ -197,20 +185,36 @@ def _read_uv(document: dict[str, object], collector: _Collector) -> None:
         if local is not None:
             collector.skipped.append(SkippedEntry(project, f"{local}, not an index file", f"{collector.shown}: {where}"))
             continue
-        sdist, wheels = package.get("sdist"), package.get("wheels", [])
-        files = ([("sdist", sdist)] if sdist is not None else []) + \
-            ([("wheel", wheel) for wheel in wheels] if isinstance(wheels, list) else [("wheels", wheels)])
+        files = _distributions(package)
         if not files:
             collector.problem(where, "no sdist or wheels listed")
         for kind, item in files:
             if not isinstance(item, dict):
                 collector.problem(f"{where}: {kind}", "is not a table")
                 continue
-            url = item.get("url") if isinstance(item.get("url"), str) else None
-            location = url or item.get("path")
-            filename = item.get("filename") if isinstance(item.get("filename"), str) else None
-            filename = filename or (filename_from_location(location) if isinstance(location, str) else None)
+            url, filename = _url_and_filename(item, "filename")
             collector.add_file(project, release, where, kind, filename, url, _split_hash(item.get("hash")))
+
+
+def _distributions(package: dict[str, object]) -> list[tuple[str, object]]:
+    """A locked package's ``sdist`` and ``wheels`` entries, each with its kind (uv.lock, pylock)."""
+    sdist, wheels = package.get("sdist"), package.get("wheels", [])
+    files: list[tuple[str, object]] = [("sdist", sdist)] if sdist is not None else []
+    if isinstance(wheels, list):
+        files += [("wheel", wheel) for wheel in wheels]
+    else:
+        files.append(("wheels", wheels))
+    return files
+
+
+def _url_and_filename(item: dict[str, object], name_key: str) -> tuple[str | None, str | None]:
+    """A file entry's URL (if given) and file name: its ``name_key``, else its URL's or path's last part."""
+    given = item.get("url")
+    url = given if isinstance(given, str) else None
+    location = url or item.get("path")
+    named = item.get(name_key)
+    filename = named if isinstance(named, str) else None
+    return url, filename or (filename_from_location(location) if isinstance(location, str) else None)
 
 
 def _check_major(value: object, newest: int, collector: _Collector, key: str, what: str) -> None:
@@ -235,19 +239,14 @@ def _read_pylock(document: dict[str, object], collector: _Collector) -> None:
         if local is not None:
             collector.skipped.append(SkippedEntry(project, f"{local}, not an index file", located))
             continue
-        sdist, wheels = package.get("sdist"), package.get("wheels", [])
-        files = ([("sdist", sdist)] if sdist is not None else []) + \
-            ([("wheel", wheel) for wheel in wheels] if isinstance(wheels, list) else [("wheels", wheels)])
+        files = _distributions(package)
         if not files:
             collector.problem(where, "no sdist, wheels, archive, directory or vcs")
         for kind, item in files:
             if not isinstance(item, dict):
                 collector.problem(f"{where}: {kind}", "is not a table")
                 continue
-            url = item.get("url") if isinstance(item.get("url"), str) else None
-            location = url or item.get("path")
-            filename = item.get("name") if isinstance(item.get("name"), str) else None
-            filename = filename or (filename_from_location(location) if isinstance(location, str) else None)
+            url, filename = _url_and_filename(item, "name")
             hashes = item.get("hashes")
             digests = {str(k).lower(): v for k, v in hashes.items()} if isinstance(hashes, dict) else None
             collector.add_file(project, release, where, kind, filename, url, digests)

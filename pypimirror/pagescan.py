@@ -18,9 +18,9 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName
 
-from pypimirror.errors import MalformedUpstreamError, UnsafePathError
+from pypimirror.errors import MalformedUpstreamError
+from pypimirror.listedfiles import files_on_this_mirror
 from pypimirror.pagemodel import parse_simple_project_json
-from pypimirror.pkgpath import parse_package_path
 from pypimirror.storage import RepoLayout, is_normalized_project_name
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ def scan_listed_files(repo_path: Path, prefix: str) -> dict[str, ListedFile]:
     served by this mirror and are left out. A path two pages list is kept from the first.
     """
     layout = RepoLayout(repo_path)
-    base = prefix.rstrip("/") + "/packages/"
     files: dict[str, ListedFile] = {}
     unreadable = 0
     for name in _project_names(layout.simple_dir):
@@ -69,13 +68,7 @@ def scan_listed_files(repo_path: Path, prefix: str) -> dict[str, ListedFile]:
         # scan of a whole index holds a million files in far less memory.
         versions: dict[str, str] = {}
         times: dict[str, float] = {}
-        for dist in page.files:
-            if not dist.url.startswith(base):
-                continue
-            try:
-                path = parse_package_path(dist.url[len(base) :]).relpath
-            except UnsafePathError:
-                continue
+        for path, dist in files_on_this_mirror(page, prefix):
             if path in files:
                 continue
             version = None if dist.version is None else versions.setdefault(dist.version, dist.version)

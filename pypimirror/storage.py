@@ -14,6 +14,7 @@ __all__ = [
     "TEMP_MARKER",
     "RepoLayout",
     "atomic_write",
+    "atomic_writer",
     "is_normalized_project_name",
     "is_temp_name",
     "remove_path",
@@ -25,8 +26,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from packaging.utils import NormalizedName
 
@@ -52,14 +56,22 @@ def atomic_write(path: Path, data: bytes) -> None:
     atomic), are fsynced, and replace the target. On any failure the temp file is removed
     and the old content of ``path`` stays untouched.
     """
+    with atomic_writer(path) as handle:
+        handle.write(data)
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """:func:`atomic_write` for content written in pieces (a file too large to hold in memory):
+    what the block writes replaces ``path`` once the block ends without an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)
+        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide the file from the other users
         os.replace(temp_name, path)
     except BaseException:
         try:

@@ -30,9 +30,7 @@ import gzip
 import itertools
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,7 +46,7 @@ from packaging.version import InvalidVersion, Version
 
 from pypimirror.errors import StorageError, TraceInputError
 from pypimirror.pagescan import ListedFile
-from pypimirror.storage import TEMP_MARKER
+from pypimirror.storage import atomic_writer
 from pypimirror.wheelplatform import PLATFORM_CLASSES, parse_python_version, python_fit, tag_platform_classes
 
 logger = logging.getLogger(__name__)
@@ -493,24 +491,11 @@ def _stamp(moment: int) -> str:
 @contextmanager
 def _atomic_output(out: Path) -> Iterator[IO[bytes]]:
     """A file that replaces ``out`` only once written whole, gzipped when ``out`` ends in ``.gz``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{out.name}{TEMP_MARKER}", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if out.name.endswith(".gz"):
-                # mtime=0 and no name: the same seed gives the same bytes, compressed or not. Level 1:
-                # log lines compress well even so, and the writer stays fast.
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as packed:
-                    yield cast(IO[bytes], packed)
-            else:
-                yield raw
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide the trace from other users, as atomic_write avoids
-        os.replace(temp_name, out)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_writer(out) as raw:
+        if out.name.endswith(".gz"):
+            # mtime=0 and no name: the same seed gives the same bytes, compressed or not. Level 1:
+            # log lines compress well even so, and the writer stays fast.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as packed:
+                yield cast(IO[bytes], packed)
+        else:
+            yield raw

@@ -11,14 +11,8 @@ from installers import uv_executable
 from lockfilesamples import SAMPLE_INDEX_URL, add_sample_projects, generate_samples
 
 from pypimirror.errors import LockfileError, PinTargetError, PyPIMirrorError
-from pypimirror.lockfiles import (
-    FileEntry,
-    Lockfile,
-    SkippedEntry,
-    detect_kind_by_name,
-    filename_from_location,
-    read_lockfile,
-)
+from pypimirror.lockfiles import detect_kind_by_name, filename_from_location, read_lockfile
+from pypimirror.lockmodel import FileEntry, Lockfile, SkippedEntry
 
 SAMPLES = Path(__file__).parent / "data" / "lockfiles"
 # What the sample project locks to (pkg-b 1.0 exists on the index but is not the newest).

@@ -7,7 +7,8 @@ from packaging.markers import InvalidMarker
 from packaging.utils import canonicalize_name
 
 from pypimirror.errors import PinTargetError
-from pypimirror.lockfiles import VersionPin, select_files_for_pin
+from pypimirror.lockmodel import VersionPin
+from pypimirror.pinselect import select_files_for_pin
 from pypimirror.pinselect import marker_may_apply, parse_platforms, parse_pythons
 
 PIN = VersionPin(canonicalize_name("foo"), "2.0", None, "requirements.txt: line 1")

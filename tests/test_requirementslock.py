@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pypimirror.lockfiles import FileEntry, Lockfile, VersionPin, read_lockfile
+from pypimirror.lockfiles import read_lockfile
+from pypimirror.lockmodel import FileEntry, Lockfile, VersionPin
 
 SAMPLES = Path(__file__).parent / "data" / "lockfiles"
 SHA_A = "a" * 64
