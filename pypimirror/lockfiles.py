@@ -185,26 +185,36 @@ def _read_uv(document: dict[str, object], collector: _Collector) -> None:
         if local is not None:
             collector.skipped.append(SkippedEntry(project, f"{local}, not an index file", f"{collector.shown}: {where}"))
             continue
-        files = _distributions(package)
-        if not files:
-            collector.problem(where, "no sdist or wheels listed")
-        for kind, item in files:
-            if not isinstance(item, dict):
-                collector.problem(f"{where}: {kind}", "is not a table")
-                continue
-            url, filename = _url_and_filename(item, "filename")
-            collector.add_file(project, release, where, kind, filename, url, _split_hash(item.get("hash")))
+        _add_distributions(collector, package, (project, release, where), name_key="filename",
+                           digests_of=lambda item: _split_hash(item.get("hash")), missing="no sdist or wheels listed")
 
 
-def _distributions(package: dict[str, object]) -> list[tuple[str, object]]:
-    """A locked package's ``sdist`` and ``wheels`` entries, each with its kind (uv.lock, pylock)."""
+def _add_distributions(
+    collector: _Collector,
+    package: dict[str, object],
+    head: tuple[NormalizedName, str | None, str],
+    *,
+    name_key: str,
+    digests_of: Callable[[dict[str, object]], dict[str, str] | None],
+    missing: str,
+) -> None:
+    """Add a locked package's ``sdist`` and ``wheels`` entries (uv.lock and pylock.toml share
+    that shape; they differ in the key of a file's name and in how hashes are written)."""
+    project, release, where = head
     sdist, wheels = package.get("sdist"), package.get("wheels", [])
     files: list[tuple[str, object]] = [("sdist", sdist)] if sdist is not None else []
     if isinstance(wheels, list):
         files += [("wheel", wheel) for wheel in wheels]
     else:
         files.append(("wheels", wheels))
-    return files
+    if not files:
+        collector.problem(where, missing)
+    for kind, item in files:
+        if not isinstance(item, dict):
+            collector.problem(f"{where}: {kind}", "is not a table")
+            continue
+        url, filename = _url_and_filename(item, name_key)
+        collector.add_file(project, release, where, kind, filename, url, digests_of(item))
 
 
 def _url_and_filename(item: dict[str, object], name_key: str) -> tuple[str | None, str | None]:
@@ -239,17 +249,13 @@ def _read_pylock(document: dict[str, object], collector: _Collector) -> None:
         if local is not None:
             collector.skipped.append(SkippedEntry(project, f"{local}, not an index file", located))
             continue
-        files = _distributions(package)
-        if not files:
-            collector.problem(where, "no sdist, wheels, archive, directory or vcs")
-        for kind, item in files:
-            if not isinstance(item, dict):
-                collector.problem(f"{where}: {kind}", "is not a table")
-                continue
-            url, filename = _url_and_filename(item, "name")
-            hashes = item.get("hashes")
-            digests = {str(k).lower(): v for k, v in hashes.items()} if isinstance(hashes, dict) else None
-            collector.add_file(project, release, where, kind, filename, url, digests)
+        _add_distributions(collector, package, (project, release, where), name_key="name",
+                           digests_of=_pylock_hashes, missing="no sdist, wheels, archive, directory or vcs")
+
+
+def _pylock_hashes(item: dict[str, object]) -> dict[str, str] | None:
+    hashes = item.get("hashes")
+    return {str(k).lower(): v for k, v in hashes.items()} if isinstance(hashes, dict) else None
 
 
 def _read_poetry(document: dict[str, object], collector: _Collector) -> None:
