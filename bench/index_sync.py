@@ -204,7 +204,7 @@ class RootFixture:
 
 
 def make_names(count: int, rng: random.Random) -> list[str]:
-    """Distinct normalized names of 3-25 characters, half with a hyphen (as in perf-anchors)."""
+    """Distinct normalized names of 3-25 characters, half with a hyphen."""
     alphabet = string.ascii_lowercase + string.digits
     names: set[str] = set()
     while len(names) < count:

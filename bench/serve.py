@@ -2,7 +2,7 @@
 
 Why: the mirror's own logic (negotiation, path checks, tier lookup, votes) should cost almost
 nothing on top of Tornado, and its cached-file path should come close to nginx's sendfile.
-The method is the one of ``shared/spec/perf-anchors.md``: every server runs at once on its
+The method: every server runs at once on its
 own port, idle unless targeted; each (workload, connections) cell runs on every server in
 turn, the order rotating each round; figures are medians over rounds. Targets:
 

@@ -5,7 +5,7 @@ most of a second core's worth of requests. The performance anchors measured x1.5
 Tornado (2 cores shared with wrk), so the target is **>= 1.6x the req/s of one worker** on the
 hot project page (PEP 691 JSON, served from the page cache).
 
-Method (as ``shared/spec/perf-anchors.md``): both servers run at once on their own ports, idle
+Method: both servers run at once on their own ports, idle
 unless targeted, over the same repository (``bench/_serve_fixture.py``); every connection count
 runs on both in turn, the order rotating each round; the ratio is the median of the per-round
 ratios. After the load the script reads each worker's CPU time from ``/proc`` to show that

@@ -55,7 +55,7 @@ class DistSpec:
 
 @dataclass(frozen=True)  # no slots: the cached digests live in the instance __dict__
 class BuiltDist:
-    """One distribution file with its digests and its path on the files host (index-standards §4.5)."""
+    """One distribution file with its digests and its path on the files host (``ab/cd/<hash>/<file>``)."""
 
     filename: str
     content: bytes = field(repr=False)

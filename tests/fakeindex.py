@@ -1,8 +1,8 @@
 """A fake upstream package index: a real Tornado server on 127.0.0.1 that answers like PyPI.
 
 Why it exists: the mirror's sync, proxy and cache code, and real pip and uv, must run against
-answers shaped like the public index's (index-standards §2.4–2.6 simple pages, §2.8 ``.metadata``,
-§3 JSON API, §4.1 XML-RPC, §4.2 ``X-PyPI-Last-Serial``, §4.5 file layout), failures included.
+answers shaped like the public index's (PEP 503/691 simple pages, PEP 658 ``.metadata``, the
+JSON API, XML-RPC, ``X-PyPI-Last-Serial``, the ``ab/cd/<hash>/<file>`` layout), failures included.
 
 What it promises:
 
@@ -170,7 +170,7 @@ class _Fault:
 
 
 def choose_page_type(accept: str | None) -> str:
-    """The Content-Type PyPI's simple API answers an ``Accept`` header with (index-standards §2.2).
+    """The Content-Type PyPI's simple API answers an ``Accept`` header with (PEP 691's negotiation).
 
     The highest quality wins, ties go to the server's order (text/html first), and a header that
     accepts none of the types still gets text/html: PyPI never answers 406.
@@ -280,7 +280,7 @@ def render_root_html(listing: list[tuple[str, int]]) -> bytes:
 
 
 def render_project_json(project: FakeProject, files_base: str, serial: int) -> bytes:
-    """The PEP 691 project page as PyPI sends it (index-standards §2.6)."""
+    """The PEP 691 project page as PyPI sends it."""
     offered = _offered_files(project)
     files = [
         {

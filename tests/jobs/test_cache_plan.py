@@ -1,5 +1,5 @@
 """The cache plan is pure: scores, first-fit assignment, and an order of steps that never
-puts a tier over its limit (seed-behaviour §12 items 12–13, PRODUCT §6)."""
+puts a tier over its limit, even when an earlier step failed."""
 
 from __future__ import annotations
 
