@@ -189,6 +189,13 @@ def files_on_this_mirror(page: ProjectPage, prefix: str) -> Iterator[tuple[str, 
             continue
 
 
+@dataclass(frozen=True, slots=True)
+class _Unread:
+    """A project whose listing must be checked against its page file (or read) for an answer."""
+
+    name: NormalizedName
+
+
 @dataclass(slots=True)
 class _Listing:
     """One project's files as read from its page, and until when they are used unchecked."""
@@ -245,12 +252,10 @@ class ListedFiles:
 
     async def lookup(self, path: str) -> ListedFile | None:
         """The page's entry for ``path``, None if no stored page lists it; reads in a thread."""
-        found = self.get_fresh(path)
-        if found is not NOT_LOADED:
+        found = self._held_or_project(path)
+        if not isinstance(found, _Unread):
             return found
-        name = project_of(path)
-        assert name is not None, "get_fresh answers for a path that names no project"
-        listing = self._current(name)
+        name, listing = found.name, self._current(found.name)
         if listing is None:
             loading = self._loading.get(name)
             if loading is None:  # one read per project, however many requests wait for it
@@ -261,16 +266,23 @@ class ListedFiles:
 
     def lookup_blocking(self, path: str) -> ListedFile | None:
         """:meth:`lookup` for a worker thread: the page is read right here when needed."""
+        found = self._held_or_project(path)
+        if not isinstance(found, _Unread):
+            return found
+        listing = self._current(found.name)
+        if listing is None:
+            listing = self._read(found.name)
+            self._store(found.name, listing)
+        return listing.files.get(path)
+
+    def _held_or_project(self, path: str) -> ListedFile | None | _Unread:
+        """:meth:`get_fresh`'s answer, or the project whose page must be looked at for ``path``."""
         found = self.get_fresh(path)
         if found is not NOT_LOADED:
             return found
         name = project_of(path)
         assert name is not None, "get_fresh answers for a path that names no project"
-        listing = self._current(name)
-        if listing is None:
-            listing = self._read(name)
-            self._store(name, listing)
-        return listing.files.get(path)
+        return _Unread(name)
 
     def is_new_mismatch(self, path: str, size: int) -> bool:
         """True the first time a held file of ``path`` is seen with a ``size`` its page does not
