@@ -29,7 +29,7 @@ from functools import partial
 from typing import TypeVar
 
 from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan
-from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache, vote_floor
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 
 from pypimirror import db as dbq
@@ -253,7 +253,8 @@ class _CacheRun:
     async def _plan(self, inventory: Inventory) -> CachePlan:
         cache = self.config.cache
         since = self.now - int(cache.vote_window.total_seconds())
-        popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, cache.min_vote_count))
+        floor = vote_floor(cache.policy, cache.min_vote_count)
+        popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
         wanted_paths = sorted(path for path in votes if path not in inventory.files)
@@ -265,7 +266,10 @@ class _CacheRun:
             "cache: phase B: %d popular files, %d not cached, %d of them can be downloaded",
             len(votes), len(wanted_paths), len(wanted.files),
         )
-        return await asyncio.to_thread(plan_cache, inventory.files, wanted.files, votes, self.limits)
+        return await asyncio.to_thread(
+            partial(plan_cache, policy=cache.policy, min_vote_count=cache.min_vote_count),
+            inventory.files, wanted.files, votes, self.limits,
+        )
 
     # -- E: cleanup ----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 __all__ = [
     "SCORE_MULTIPLIER",
     "SCORE_SIZE_FLOOR",
+    "SIZE_AWARE_OVERHEAD",
+    "SIZE_AWARE_RETENTION",
     "CachePlan",
     "Candidate",
     "Download",
@@ -26,12 +28,16 @@ __all__ = [
     "rank_candidates",
     "schedule_moves",
     "score",
+    "size_aware_score",
+    "vote_floor",
 ]
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from pypimirror.config import CachePolicy
 from pypimirror.inventory import LocalFile
 
 logger = logging.getLogger(__name__)
@@ -56,9 +62,12 @@ class RemoteFile:
         return self.size + (self.metadata_size or 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A file competing for room: cached (``local``) or wanted (``remote``), never both."""
+class Candidate(NamedTuple):
+    """A file competing for room: cached (``local``) or wanted (``remote``), never both.
+
+    A named tuple rather than a dataclass: a run (and the simulator, hourly) builds one per
+    cached and wanted file, and a tuple is several times cheaper to create.
+    """
 
     path: str
     votes: int
@@ -123,18 +132,68 @@ def score(votes: int, size: int) -> float:
     return votes / (max(size, SCORE_SIZE_FLOOR) + 1) * SCORE_MULTIPLIER
 
 
+#: The default policy's per-file cost in bytes added to a file's size: a request for a tiny
+#: file is worth a little more than its bytes (a connection, a round trip), not unboundedly more.
+SIZE_AWARE_OVERHEAD = 64 * 1024
+#: The default policy's bonus for a file already cached: a newcomer must score this much better
+#: to displace it, so files at the margin are not evicted and fetched again every run.
+SIZE_AWARE_RETENTION = 1.5
+
+
+def size_aware_score(votes: int, size: int) -> float:
+    """The default policy's score: distinct networks per MiB (plus a small per-file cost).
+
+    A 300 MB wheel voted by two networks scores far below a 100 kB one voted by two, so a
+    small budget holds the many small popular files instead of a few large ones.
+    """
+    return votes / (size + SIZE_AWARE_OVERHEAD) * SCORE_MULTIPLIER
+
+
+def vote_floor(policy: CachePolicy, min_vote_count: int) -> int:
+    """The fewest distinct voting networks that make a file a candidate at all.
+
+    The seed keeps ``min_vote_count`` as a hard threshold. The default policy considers every
+    voted file, but ranks those below ``min_vote_count`` after all others, so they only take
+    room the budget has left over: the threshold adapts to the room.
+    """
+    return min_vote_count if policy == "seed" else 1
+
+
 def rank_candidates(
-    local: Iterable[LocalFile], remote: Iterable[RemoteFile], votes: Mapping[str, int]
+    local: Iterable[LocalFile],
+    remote: Iterable[RemoteFile],
+    votes: Mapping[str, int],
+    *,
+    policy: CachePolicy = "seed",
+    min_vote_count: int = 1,
 ) -> list[Candidate]:
-    """Every candidate, best first: score, then votes, then smaller size, then path."""
-    candidates = [
-        Candidate(f.path, votes.get(f.path, 0), f.size, f.bytes, score(votes.get(f.path, 0), f.size), local=f)
-        for f in local
-    ]
-    candidates.extend(
-        Candidate(f.path, votes[f.path], f.size, f.bytes, score(votes[f.path], f.size), remote=f) for f in remote
-    )
-    candidates.sort(key=lambda c: (-c.score, -c.votes, c.size, c.path))
+    """Every candidate, best first.
+
+    ``seed``: score, then votes, then smaller size, then path. ``default``: files with at least
+    ``min_vote_count`` votes first, then by :func:`size_aware_score` (cached files with
+    :data:`SIZE_AWARE_RETENTION`), votes, smaller size and path.
+    """
+    if policy == "seed":
+        candidates = [
+            Candidate(f.path, votes.get(f.path, 0), f.size, f.bytes, score(votes.get(f.path, 0), f.size), local=f)
+            for f in local
+        ]
+        candidates.extend(
+            Candidate(f.path, votes[f.path], f.size, f.bytes, score(votes[f.path], f.size), remote=f)
+            for f in remote
+        )
+        candidates.sort(key=lambda c: (-c.score, -c.votes, c.size, c.path))
+        return candidates
+    candidates = []
+    for f in local:
+        n = votes.get(f.path, 0)
+        candidates.append(
+            Candidate(f.path, n, f.size, f.bytes, size_aware_score(n, f.bytes) * SIZE_AWARE_RETENTION, local=f)
+        )
+    for r in remote:
+        n = votes[r.path]
+        candidates.append(Candidate(r.path, n, r.size, r.bytes, size_aware_score(n, r.bytes), remote=r))
+    candidates.sort(key=lambda c: (c.votes < min_vote_count, -c.score, -c.votes, c.size, c.path))
     return candidates
 
 
@@ -142,6 +201,15 @@ def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list
     """First fit, in the candidates' order: the hottest tier with room, else -1 (not kept)."""
     remaining = list(limits)
     assigned: list[int] = []
+    if len(remaining) == 1:  # the common case, without a search per candidate
+        room = remaining[0]
+        for candidate in candidates:
+            if candidate.bytes <= room:
+                room -= candidate.bytes
+                assigned.append(0)
+            else:
+                assigned.append(-1)
+        return assigned
     for candidate in candidates:
         tier = next((t for t, room in enumerate(remaining) if room >= candidate.bytes), -1)
         if tier >= 0:
@@ -182,13 +250,19 @@ def plan_cache(
     remote: Iterable[RemoteFile],
     votes: Mapping[str, int],
     limits: Sequence[int],
+    *,
+    policy: CachePolicy = "seed",
+    min_vote_count: int = 1,
 ) -> CachePlan:
     """The plan that makes the tiers hold the best files that fit (see the module docstring).
 
-    ``votes`` maps a path to its distinct voting networks; ``remote`` holds the wanted files
-    not cached yet, already filtered (listed, verifiable, within ``filesize_limit``).
+    ``votes`` maps a path to its distinct voting networks (the files with at least
+    :func:`vote_floor` of them); ``remote`` holds the wanted files not cached yet, already
+    filtered (listed, verifiable, within ``filesize_limit``). ``policy`` and ``min_vote_count``
+    are ``cache.policy`` and ``cache.min_vote_count``: they choose the ranking
+    (:func:`rank_candidates`).
     """
-    candidates = rank_candidates(local.values(), remote, votes)
+    candidates = rank_candidates(local.values(), remote, votes, policy=policy, min_vote_count=min_vote_count)
     assigned = assign_tiers(candidates, limits)
     used_before = [0] * len(limits)
     for f in local.values():

@@ -12,7 +12,9 @@ reading the file: whether paths exist is checked by whoever uses them.
 from __future__ import annotations
 
 __all__ = [
+    "CACHE_POLICIES",
     "CacheConfig",
+    "CachePolicy",
     "Config",
     "DatabaseConfig",
     "IPMode",
@@ -87,12 +89,14 @@ logger = logging.getLogger(__name__)
 
 Listing = Literal["simple-json", "xmlrpc"]
 LogFormat = Literal["mirror-json", "combined"]
+CachePolicy = Literal["seed", "default"]
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound=str)
 
 _LISTINGS: tuple[Listing, ...] = ("simple-json", "xmlrpc")
 _LOG_FORMATS: tuple[LogFormat, ...] = ("mirror-json", "combined")
+CACHE_POLICIES: tuple[CachePolicy, ...] = ("seed", "default")
 _DEFAULT_BOTS = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
 _HOURLY = timedelta(hours=1)
 _DEFAULT_LISTEN = ":8080"
@@ -168,6 +172,7 @@ class CacheConfig:
     vote_window: timedelta = timedelta(days=7)
     dedup_window: timedelta = timedelta(minutes=5)
     size_db_ttl: timedelta = timedelta(days=2)
+    policy: CachePolicy = "seed"
     tiers: tuple[Tier, ...]
 
 
@@ -516,6 +521,7 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         "vote_window",
         "dedup_window",
         "size_db_ttl",
+        "policy",
         "tiers",
     )
     section = reader.section(data, path, keys)
@@ -540,6 +546,7 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         vote_window=reader.get(section, path, "vote_window", parse_positive_duration, defaults.vote_window),
         dedup_window=reader.get(section, path, "dedup_window", parse_duration, defaults.dedup_window),
         size_db_ttl=reader.get(section, path, "size_db_ttl", parse_duration, defaults.size_db_ttl),
+        policy=reader.get(section, path, "policy", choice_parser(CACHE_POLICIES), defaults.policy),
     )
 
 
