@@ -16,6 +16,7 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     │   ├── UnsafePathError(path)        a request path that must never touch the disk
     │   └── IntegrityError(path, expected, actual)
     ├── SyncRefusedError                 a sync step refused to run (e.g. too many removals)
+    ├── TraceInputError(source)          a popularity list or the stored pages cannot feed a trace
     └── JobLockedError(holder)           another runner holds the sync lease
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "StaleSerialError",
     "StorageError",
     "SyncRefusedError",
+    "TraceInputError",
     "UnsafePathError",
     "UpstreamError",
     "UpstreamStatusError",
@@ -134,6 +136,17 @@ class IntegrityError(StorageError):
 
 class SyncRefusedError(PyPIMirrorError):
     """A sync step refused to run because its input looks wrong (it would lose data)."""
+
+
+class TraceInputError(PyPIMirrorError):
+    """An input of a synthetic trace (a popularity list, the stored pages) cannot be used.
+
+    ``source`` names the input (a file, with its line where one is at fault).
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
 
 
 class JobLockedError(PyPIMirrorError):

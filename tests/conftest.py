@@ -15,6 +15,9 @@ from tornado.platform.asyncio import AsyncIOLoop
 # Test helpers (the fake upstream index) live beside the tests; with --import-mode=importlib
 # the tests folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).parent))
+# Builders shared with the benchmarks (a synthetic stored-pages repository) live in bench/;
+# appended, so nothing there can shadow a test helper or an installed module.
+sys.path.append(str(Path(__file__).parent.parent / "bench"))
 
 from dbhelpers import postgres_database  # noqa: E402
 from fakeindex import FakeIndex, running_fake_index  # noqa: E402
