@@ -35,6 +35,7 @@ __all__ = [
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple
 
 from pypimirror.config import CachePolicy
@@ -78,8 +79,7 @@ class Candidate(NamedTuple):
     remote: RemoteFile | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Eviction:
+class Eviction(NamedTuple):
     file: LocalFile
     score: float
 
@@ -95,8 +95,7 @@ class Move:
         return self.target < self.file.tier
 
 
-@dataclass(frozen=True, slots=True)
-class Download:
+class Download(NamedTuple):
     file: RemoteFile
     tier: int
     score: float
@@ -121,6 +120,9 @@ class CachePlan:
     kept: int
     deferred: int
     unplaced: int
+
+
+_PATH, _SIZE, _VOTES, _SCORE = (attrgetter(name) for name in ("path", "size", "votes", "score"))
 
 
 def score(votes: int, size: int) -> float:
@@ -182,19 +184,35 @@ def rank_candidates(
             Candidate(f.path, votes[f.path], f.size, f.bytes, score(votes[f.path], f.size), remote=f)
             for f in remote
         )
-        candidates.sort(key=lambda c: (-c.score, -c.votes, c.size, c.path))
+        _sort_best_first(candidates)
         return candidates
-    candidates = []
-    for f in local:
-        n = votes.get(f.path, 0)
-        candidates.append(
-            Candidate(f.path, n, f.size, f.bytes, size_aware_score(n, f.bytes) * SIZE_AWARE_RETENTION, local=f)
-        )
-    for r in remote:
-        n = votes[r.path]
-        candidates.append(Candidate(r.path, n, r.size, r.bytes, size_aware_score(n, r.bytes), remote=r))
-    candidates.sort(key=lambda c: (c.votes < min_vote_count, -c.score, -c.votes, c.size, c.path))
-    return candidates
+    retained = SIZE_AWARE_RETENTION
+    candidates = [
+        Candidate(f.path, n, f.size, f.bytes, size_aware_score(n, f.bytes) * retained, f)
+        for f in local
+        for n in (votes.get(f.path, 0),)
+    ]
+    candidates.extend(
+        Candidate(r.path, n, r.size, r.bytes, size_aware_score(n, r.bytes), None, r)
+        for r in remote
+        for n in (votes[r.path],)
+    )
+    _sort_best_first(candidates)
+    # Stable: within each part the order above stays.
+    return [c for c in candidates if c.votes >= min_vote_count] + [c for c in candidates if c.votes < min_vote_count]
+
+
+def _sort_best_first(candidates: list[Candidate]) -> None:
+    """Sort by score, then votes (both descending), then smaller size, then path.
+
+    Four stable sorts on one field each, least significant first, give the order of one sort
+    on the tuple ``(-score, -votes, size, path)`` at a fraction of its cost: no key tuple is
+    built per candidate, and the C-level field getters do the work.
+    """
+    candidates.sort(key=_PATH)
+    candidates.sort(key=_SIZE)
+    candidates.sort(key=_VOTES, reverse=True)
+    candidates.sort(key=_SCORE, reverse=True)
 
 
 def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list[int]:
