@@ -29,7 +29,7 @@ from functools import partial
 from typing import TypeVar
 
 from pypimirror.jobs.cache_apply import ApplyStats, TierFill, apply_plan
-from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache, vote_floor
+from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, lowers_threshold, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 
 from pypimirror import db as dbq
@@ -187,7 +187,9 @@ class _CacheRun:
         report.files = len(inventory.files)
         report.tier_bytes, report.tier_files = fill.bytes, fill.files
         if not self.stop.is_set():
-            plan = await self._timed("b", self._plan(inventory))
+            plan = await self._timed("b", self._plan(inventory, self.config.cache.min_vote_count))
+            if lowers_threshold(self.config.cache.policy, self.config.cache.min_vote_count, plan):
+                plan = await self._timed("b2", self._plan(inventory, 1))
             del inventory  # the plan holds what it needs; a million entries are worth freeing
             report.plan, report.blocked_moves, report.unplaced = plan, len(plan.blocked), plan.unplaced
             logger.info(
@@ -250,10 +252,10 @@ class _CacheRun:
 
     # -- B and C: popular files, then the plan -------------------------------------------------
 
-    async def _plan(self, inventory: Inventory) -> CachePlan:
+    async def _plan(self, inventory: Inventory, floor: int) -> CachePlan:
+        """The plan over the files with at least ``floor`` voting networks."""
         cache = self.config.cache
         since = self.now - int(cache.vote_window.total_seconds())
-        floor = vote_floor(cache.policy, cache.min_vote_count)
         popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
         votes = popular_votes(popular)
         self.report.popular = len(votes)

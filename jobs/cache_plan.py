@@ -28,8 +28,8 @@ __all__ = [
     "rank_candidates",
     "schedule_moves",
     "score",
+    "lowers_threshold",
     "size_aware_score",
-    "vote_floor",
 ]
 
 import logging
@@ -151,14 +151,15 @@ def size_aware_score(votes: int, size: int) -> float:
     return votes / (size + SIZE_AWARE_OVERHEAD) * SCORE_MULTIPLIER
 
 
-def vote_floor(policy: CachePolicy, min_vote_count: int) -> int:
-    """The fewest distinct voting networks that make a file a candidate at all.
+def lowers_threshold(policy: CachePolicy, min_vote_count: int, plan: CachePlan) -> bool:
+    """Whether a run planned with ``min_vote_count`` should plan again counting every voted file.
 
-    The seed keeps ``min_vote_count`` as a hard threshold. The default policy considers every
-    voted file, but ranks those below ``min_vote_count`` after all others, so they only take
-    room the budget has left over: the threshold adapts to the room.
+    The seed's threshold is fixed. The default policy's adapts to the room: when every file
+    with ``min_vote_count`` votes got its place (none deferred, none unplaced), the budget has
+    room left, and files with fewer votes may take it, ranked after all the others (see
+    :func:`rank_candidates`). The cache job and the simulator both decide with this function.
     """
-    return min_vote_count if policy == "seed" else 1
+    return policy == "default" and min_vote_count > 1 and plan.unplaced == 0 and plan.deferred == 0
 
 
 def rank_candidates(
@@ -275,7 +276,7 @@ def plan_cache(
     """The plan that makes the tiers hold the best files that fit (see the module docstring).
 
     ``votes`` maps a path to its distinct voting networks (the files with at least
-    :func:`vote_floor` of them); ``remote`` holds the wanted files not cached yet, already
+    ``min_vote_count`` of them, or every voted file, see :func:`lowers_threshold`); ``remote`` holds the wanted files not cached yet, already
     filtered (listed, verifiable, within ``filesize_limit``). ``policy`` and ``min_vote_count``
     are ``cache.policy`` and ``cache.min_vote_count``: they choose the ranking
     (:func:`rank_candidates`).

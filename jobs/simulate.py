@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
-from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, plan_cache, vote_floor
+from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, lowers_threshold, plan_cache
 
 from pypimirror.clientip import network_prefix
 from pypimirror.config import CacheConfig, CachePolicy, Schedule
@@ -334,42 +334,118 @@ def _replay_planners(
     """One pass over the trace: votes as the server records them, the planner at each instant.
 
     The cache changes only at planning instants, so the hits of the requests between two
-    instants are counted per file, once per state, when the interval ends.
+    instants are counted per file, once per state, when the interval ends. Each state plans as
+    the cache job does: over the files with ``min_vote_count`` votes, and once more over every
+    voted file when :func:`~pypimirror.jobs.cache_plan.lowers_threshold` says so.
     """
-    times, files, nets, sizes, paths = trace.times, trace.files, trace.nets, trace.sizes, trace.paths
-    networks = max(trace.networks, 1)
+    times, files, sizes, paths = trace.times, trace.files, trace.sizes, trace.paths
+    min_votes = cache.min_vote_count
     window = int(cache.vote_window.total_seconds())
-    dedup = max(int(cache.dedup_window.total_seconds()), 1)
-    floors = {state.policy: vote_floor(state.policy, cache.min_vote_count) for state in states}
+    votes = _Votes(trace, cache)
     fid_of = {path: fid for fid, path in enumerate(paths)}
     too_large = cache.filesize_limit
     remote = [RemoteFile(path, size, "") for path, size in zip(paths, sizes, strict=True)]
-    last: dict[int, int] = {}  # file * networks + network -> time of its last counted vote
-    count: dict[int, int] = {}  # file -> networks with a counted vote inside the window
-    voted_keys: deque[int] = deque()
-    voted_times: deque[int] = deque()
-    total = len(files)
+    eligible = [too_large is None or size <= too_large for size in sizes]
+    instants = list(planning_times(schedule, times[0], times[-1]))
     start = 0
-    for instant in planning_times(schedule, times[0], times[-1]):
+    for number, instant in enumerate(instants, start=1):
         end = _first_at_or_after(times, instant, start)
-        _count_votes(files, nets, times, start, end, networks, dedup, last, count, voted_keys, voted_times)
+        votes.count(start, end)
         _settle(files, sizes, start, end, states)
         start = end
-        _expire(instant - window, networks, last, count, voted_keys, voted_times)
+        votes.expire(instant - window)
+        popular = {min_votes: votes.popular(min_votes)}
         for state in states:
-            state_floor = floors[state.policy]
-            votes = {paths[f]: n for f, n in count.items() if n >= state_floor}
-            held = state.held
-            wanted = [
-                remote[f] for f, n in count.items()
-                if n >= state_floor and not held[f] and (too_large is None or sizes[f] <= too_large)
-            ]
-            plan = plan_cache(
-                state.local, wanted, votes, state.limits, policy=state.policy, min_vote_count=cache.min_vote_count
-            )
+            floor = min_votes
+            while True:
+                if floor not in popular:
+                    popular[floor] = votes.popular(floor)
+                voted = popular[floor]
+                held = state.held
+                wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
+                by_path = {paths[f]: n for f, n in voted.items()}
+                plan = plan_cache(
+                    state.local, wanted, by_path, state.limits, policy=state.policy, min_vote_count=min_votes
+                )
+                if floor == 1 or not lowers_threshold(state.policy, min_votes, plan):
+                    break
+                floor = 1
             _apply(state, plan, fid_of)
-    _count_votes(files, nets, times, start, total, networks, dedup, last, count, voted_keys, voted_times)
-    _settle(files, sizes, start, total, states)
+        if number % 24 == 0:
+            logger.info("simulate: planned %d of %d instants", number, len(instants))
+    votes.count(start, len(files))
+    _settle(files, sizes, start, len(files), states)
+
+
+class _Votes:
+    """The votes of the trace so far, kept as the vote recorder and the database keep them.
+
+    Per (file, network) the time of its last counted vote: a vote less than ``dedup_window``
+    after it is not counted (nor is its time), exactly like :func:`pypimirror.db.record_votes`.
+    Per file the number of networks whose last counted vote is inside ``vote_window``, and the
+    set of files with at least ``min_vote_count`` of them, both kept up to date.
+    """
+
+    def __init__(self, trace: CompactTrace, cache: CacheConfig) -> None:
+        self.trace = trace
+        self.networks = max(trace.networks, 1)
+        self.dedup = max(int(cache.dedup_window.total_seconds()), 1)
+        self.min_votes = cache.min_vote_count
+        self.last: dict[int, int] = {}  # file * networks + network -> time of its last counted vote
+        self.per_file: dict[int, int] = {}  # file -> networks with a counted vote in the window
+        self.popular_files: set[int] = set()  # files with at least min_votes of them
+        self.keys: deque[int] = deque()  # the counted votes in time order: (file, network) key
+        self.times: deque[int] = deque()  # ... and time
+
+    def count(self, start: int, end: int) -> None:
+        """Record the votes of requests ``start:end`` (requests without a network cast none)."""
+        files, nets, times = self.trace.files, self.trace.nets, self.trace.times
+        networks, dedup, min_votes = self.networks, self.dedup, self.min_votes
+        last, per_file, popular = self.last, self.per_file, self.popular_files
+        add_key, add_time = self.keys.append, self.times.append
+        for i in range(start, end):
+            net = nets[i]
+            if net < 0:
+                continue
+            fid = files[i]
+            t = times[i]
+            key = fid * networks + net
+            previous = last.get(key)
+            if previous is None:
+                n = per_file.get(fid, 0) + 1
+                per_file[fid] = n
+                if n == min_votes:
+                    popular.add(fid)
+            elif previous > t - dedup:
+                continue
+            last[key] = t
+            add_key(key)
+            add_time(t)
+
+    def expire(self, since: int) -> None:
+        """Forget votes older than ``since``: a network whose newest vote is older stops counting."""
+        keys, times, last, per_file = self.keys, self.times, self.last, self.per_file
+        networks, min_votes, popular = self.networks, self.min_votes, self.popular_files
+        while times and times[0] < since:
+            t = times.popleft()
+            key = keys.popleft()
+            if last.get(key) == t:
+                del last[key]
+                fid = key // networks
+                n = per_file[fid] - 1
+                if n:
+                    per_file[fid] = n
+                else:
+                    del per_file[fid]
+                if n == min_votes - 1:
+                    popular.discard(fid)
+
+    def popular(self, floor: int) -> dict[int, int]:
+        """File -> voting networks, for the files with at least ``floor`` of them."""
+        per_file = self.per_file
+        if floor == self.min_votes:
+            return {f: per_file[f] for f in self.popular_files}
+        return {f: n for f, n in per_file.items() if n >= floor}
 
 
 def _first_at_or_after(times: array[int], instant: int, start: int) -> int:
@@ -382,64 +458,6 @@ def _first_at_or_after(times: array[int], instant: int, start: int) -> int:
         else:
             hi = mid
     return lo
-
-
-def _count_votes(
-    files: array[int],
-    nets: array[int],
-    times: array[int],
-    start: int,
-    end: int,
-    networks: int,
-    dedup: int,
-    last: dict[int, int],
-    count: dict[int, int],
-    voted_keys: deque[int],
-    voted_times: deque[int],
-) -> None:
-    """Record the votes of requests ``start:end`` as the vote recorder and the database would.
-
-    A vote for a (file, network) whose last counted vote is less than ``dedup`` seconds old is
-    not counted (nor is its time), exactly like :func:`pypimirror.db.record_votes`.
-    """
-    add_key, add_time = voted_keys.append, voted_times.append
-    for i in range(start, end):
-        net = nets[i]
-        if net < 0:
-            continue
-        fid = files[i]
-        t = times[i]
-        key = fid * networks + net
-        previous = last.get(key)
-        if previous is None:
-            count[fid] = count.get(fid, 0) + 1
-        elif previous > t - dedup:
-            continue
-        last[key] = t
-        add_key(key)
-        add_time(t)
-
-
-def _expire(
-    since: int,
-    networks: int,
-    last: dict[int, int],
-    count: dict[int, int],
-    voted_keys: deque[int],
-    voted_times: deque[int],
-) -> None:
-    """Forget the votes older than ``since``: a network whose newest vote is older stops counting."""
-    while voted_times and voted_times[0] < since:
-        t = voted_times.popleft()
-        key = voted_keys.popleft()
-        if last.get(key) == t:
-            del last[key]
-            fid = key // networks
-            left = count[fid] - 1
-            if left:
-                count[fid] = left
-            else:
-                del count[fid]
 
 
 def _settle(files: array[int], sizes: list[int], start: int, end: int, states: Sequence[_PlannerState]) -> None:
