@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "SCORE_MULTIPLIER",
     "SCORE_SIZE_FLOOR",
+    "ROOM_SHARE",
     "SIZE_AWARE_OVERHEAD",
     "SIZE_AWARE_RETENTION",
     "CachePlan",
@@ -142,6 +143,10 @@ SIZE_AWARE_OVERHEAD = 64 * 1024
 SIZE_AWARE_RETENTION = 1.5
 
 
+#: The default policy lowers its threshold when a plan leaves more than this share of the budget free.
+ROOM_SHARE = 0.05
+
+
 def size_aware_score(votes: int, size: int) -> float:
     """The default policy's score: distinct networks per MiB (plus a small per-file cost).
 
@@ -154,12 +159,15 @@ def size_aware_score(votes: int, size: int) -> float:
 def lowers_threshold(policy: CachePolicy, min_vote_count: int, plan: CachePlan) -> bool:
     """Whether a run planned with ``min_vote_count`` should plan again counting every voted file.
 
-    The seed's threshold is fixed. The default policy's adapts to the room: when every file
-    with ``min_vote_count`` votes got its place (none deferred, none unplaced), the budget has
-    room left, and files with fewer votes may take it, ranked after all the others (see
+    The seed's threshold is fixed. The default policy's adapts to the room: when the files
+    with ``min_vote_count`` votes leave more than :data:`ROOM_SHARE` of the budget free, files
+    with fewer votes may take that room, ranked after all the others (see
     :func:`rank_candidates`). The cache job and the simulator both decide with this function.
     """
-    return policy == "default" and min_vote_count > 1 and plan.unplaced == 0 and plan.deferred == 0
+    if policy != "default" or min_vote_count <= 1:
+        return False
+    total = sum(plan.limits)
+    return total - sum(plan.used_after) > total * ROOM_SHARE
 
 
 def rank_candidates(

@@ -34,24 +34,23 @@ Planner at t0+1h, votes: A 2 (net1, net2), C 3, B 1, D 1.
 - seed (only files with >= 2 votes; below 2 GiB the score is the votes): C, then A.
   2 MB: C does not fit, A does -> {A}. 4 MB: C then A -> {A, C}.
 - default (by votes per (size + 64 KiB)): A 2/1.066M > C 3/3.066M. 2 MB: A, then C does not
-  fit, so the budget has no room and the threshold stays -> {A}. 4 MB: A and C both fit, so
-  the planner runs again over every voted file: A, C, then D 1/0.566M and B 1/1.066M, which no
-  longer fit -> {A, C}.
+  fit; half the budget is free (more than 5 %), so the planner runs again over every voted
+  file: A, C, then D 1/0.566M (fits) and B 1/1.066M (does not) -> {A, D}. 4 MB: A and C fill
+  the budget, the threshold stays -> {A, C}.
 
-Hour 1 (r9–r13): seed 2M hits r9 (1); seed 4M r9, r10, r13 (3); default 2M r9 (1);
+Hour 1 (r9–r13): seed 2M hits r9 (1); seed 4M r9, r10, r13 (3); default 2M r9, r11 (2);
 default 4M r9, r10, r13 (3).
 
 Planner at t0+2h, votes: A 3, B 2, C 4, D 2.
 
 - seed 2 MB: C (no room), A, then B and D tie on votes: smaller first, D -> {A, D}, downloads D.
   seed 4 MB: C, A -> {A, C}, no change.
-- default 2 MB (cached files count 1.5 times): A 3/1.066M*1.5, D 2/0.566M, B, C -> {A, D},
-  downloads D.
+- default 2 MB (cached files count 1.5 times): D 2/0.566M*1.5, A 3/1.066M*1.5, B, C -> {D, A}.
   default 4 MB: A (cached, 4.2e-6), D (3.5e-6), C (cached, 2.0e-6), B (1.9e-6): A, D, C does
   not fit in the 2.5 MB left, B does -> {A, D, B}; C is evicted, D and B downloaded.
 
 Hour 2 (r14–r17): seed 2M hits r15, r17 (total 3); seed 4M r14, r17 (total 5);
-default 2M r15, r17 (total 3); default 4M r15, r16, r17 (total 6).
+default 2M r15, r17 (total 4); default 4M r15, r16, r17 (total 6).
 
 Upstream: seed 2M A + D = 1.5 MB; seed 4M A + C = 4 MB; default 2M A + D = 1.5 MB;
 default 4M A + C, then D + B = 5.5 MB.
@@ -143,7 +142,7 @@ def test_hand_made_trace_gives_the_hand_computed_hits_for_every_policy() -> None
     hits = {key: r.hits for key, r in results.items()}
     assert hits == {
         ("seed", 2 * MB): 3, ("seed", 4 * MB): 5,
-        ("default", 2 * MB): 3, ("default", 4 * MB): 6,
+        ("default", 2 * MB): 4, ("default", 4 * MB): 6,
         ("lru", 2 * MB): 5, ("lru", 4 * MB): 5,
         ("static-greedy", 2 * MB): 8, ("static-greedy", 4 * MB): 11,
     }
