@@ -148,7 +148,8 @@ def compact_trace(requests: Iterable[RequestLike], listed: Mapping[str, ListedLi
     """Pack ``requests`` (in time order) for replay; files ``listed`` does not hold are counted apart."""
     trace = CompactTrace()
     file_ids: dict[str, int] = {}
-    net_ids: dict[str, int] = {}
+    net_ids: dict[str, int] = {}  # client address -> network number
+    prefixes: dict[str, int] = {}  # network prefix -> network number
     unlisted: set[str] = set()
     times, files, nets = trace.times, trace.files, trace.nets
     paths, sizes = trace.paths, trace.sizes
@@ -167,29 +168,22 @@ def compact_trace(requests: Iterable[RequestLike], listed: Mapping[str, ListedLi
         client = request.client
         net = net_ids.get(client)
         if net is None:
-            net = net_ids[client] = _network_id(client, net_ids)
+            net = net_ids[client] = _network_id(client, prefixes)
         times.append(int(request.time))
         files.append(fid)
         nets.append(net)
-    trace.networks = len({v for k, v in net_ids.items() if not k.startswith("\0")} - {-1})
+    trace.networks = len(prefixes)
     trace.unlisted_files = len(unlisted)
     return trace
 
 
-def _network_id(client: str, ids: dict[str, int]) -> int:
-    """The number of ``client``'s vote network (one per /24 or /48), -1 if it is no address.
-
-    Networks are numbered through ``ids`` too, under a key no address can be (``"\\0" + prefix``).
-    """
+def _network_id(client: str, prefixes: dict[str, int]) -> int:
+    """The number of ``client``'s vote network (one per /24 or /48, numbered in ``prefixes``), -1 if it is no address."""
     try:
         prefix = network_prefix(ipaddress.ip_address(client.strip()))
     except ValueError:
         return -1
-    key = "\0" + prefix
-    net = ids.get(key)
-    if net is None:
-        net = ids[key] = sum(1 for k in ids if k.startswith("\0"))
-    return net
+    return prefixes.setdefault(prefix, len(prefixes))
 
 
 def tier_budgets(budget: int, limits: Sequence[int]) -> list[int]:
