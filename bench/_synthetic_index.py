@@ -8,7 +8,8 @@ stores), with:
 * versions per project drawn heavy-tailed (most have a handful, some dozens), released over
   ``history_days`` before ``end_time``; a share of the projects (``recent_release_share``)
   releases its newest version in the last ``recent_days``, so a trace ending at ``end_time``
-  sees releases happen;
+  sees releases happen; the most popular projects (the first names) have more releases,
+  release more recently and ship binary and huge wheels more often;
 * pure-Python projects (one ``py3-none-any`` wheel and an sdist per version) and binary ones
   (CPython wheels for five consecutive Python versions, by the release's age, on up to six
   platforms, some built as ``abi3``, and an sdist);
@@ -101,13 +102,22 @@ def write_synthetic_index(
     binary_share: float = 0.3,
     abi3_share: float = 0.2,
     huge_share: float = 0.01,
+    popular_count: int = 1000,
+    popular_median_versions: float = 25.0,
+    popular_recent_release_share: float = 0.7,
+    popular_binary_share: float = 0.4,
+    popular_huge_share: float = 0.04,
     write_html: bool = False,
 ) -> SyntheticIndex:
     """Write one stored ``index.v1_json`` page per name under ``repo_path/simple/``.
 
-    File URLs point at this mirror's ``{prefix}/packages/`` as after a sync. ``write_html``
-    also writes the two HTML variants (only a server needs them; the scans read the JSON).
-    Names are normalized; duplicates after normalization are written once.
+    ``names`` come most popular first (as a popularity list orders them): the first
+    ``popular_count`` get the ``popular_*`` shape, since the projects most downloaded are also
+    the ones that release most often, have the longest histories and ship the biggest binary
+    wheels (GPU and machine-learning libraries are among them). File URLs point at this
+    mirror's ``{prefix}/packages/`` as after a sync. ``write_html`` also writes the two HTML
+    variants (only a server needs them; the scans read the JSON). Names are normalized;
+    duplicates after normalization are written once.
     """
     rng = random.Random(seed)
     layout = RepoLayout(repo_path)
@@ -120,18 +130,19 @@ def write_synthetic_index(
         if name in seen:
             continue
         seen.add(name)
+        popular = len(seen) <= popular_count
         page = _project_page(
             rng,
             name,
             end_time=end_time,
             history_s=history_days * DAY_S,
             recent_s=recent_days * DAY_S,
-            recent_release_share=recent_release_share,
-            median_versions=median_versions,
+            recent_release_share=popular_recent_release_share if popular else recent_release_share,
+            median_versions=popular_median_versions if popular else median_versions,
             max_versions=max_versions,
-            binary=rng.random() < binary_share,
+            binary=rng.random() < (popular_binary_share if popular else binary_share),
             abi3=rng.random() < abi3_share,
-            huge=rng.random() < huge_share,
+            huge=rng.random() < (popular_huge_share if popular else huge_share),
         )
         atomic_write(layout.project_page(name, "index.v1_json"), render_project_json(page, url_for=url_for))
         if write_html:
@@ -162,8 +173,10 @@ def _project_page(
     newest = end_time - (rng.uniform(0, recent_s) if rng.random() < recent_release_share else rng.uniform(recent_s, history_s / 3))
     oldest = newest - rng.uniform(0.2, 1.0) * (history_s - (end_time - newest)) if count > 1 else newest
     times = sorted([oldest, newest] + [rng.uniform(oldest, newest) for _ in range(count - 2)])[:count]
-    # Most wheels 10 KB-2 MB (median ~150 KB); a huge project's in the 50-500 MB range.
-    base = rng.uniform(50 * _MB, 500 * _MB) if huge else min(40 * _MB, max(10 * _KB, rng.lognormvariate(math.log(150 * _KB), 1.3)))
+    # Most wheels 10 KB-2 MB: pure ones around 100 KB, compiled ones around 700 KB with a tail
+    # into tens of MB (numerical libraries); a huge project's in the 50-500 MB range.
+    median = 700 * _KB if binary else 100 * _KB
+    base = rng.uniform(50 * _MB, 500 * _MB) if huge else min(40 * _MB, max(10 * _KB, rng.lognormvariate(math.log(median), 1.3)))
     files: list[DistFile] = []
     major, minor = rng.randint(0, 3), 0
     dist_name = name.replace("-", "_")

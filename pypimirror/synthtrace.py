@@ -46,7 +46,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from pypimirror.errors import TraceInputError
+from pypimirror.errors import StorageError, TraceInputError
 from pypimirror.pagescan import ListedFile
 from pypimirror.storage import TEMP_MARKER
 from pypimirror.wheelplatform import PLATFORM_CLASSES, parse_python_version, python_fit, tag_platform_classes
@@ -158,18 +158,17 @@ class SyntheticSummary:
 class _Project:
     """One project's files grouped by release, and which releases exist at the current time."""
 
-    __slots__ = ("_next_upload", "_pending", "available", "choices", "newest_upload", "releases", "tail_files")
+    __slots__ = ("_next_upload", "_pending", "available", "choices", "newest_upload", "tail_files")
 
     def __init__(self, files: list[tuple[float, int, ListedFile]]) -> None:
         by_version: dict[str | None, list[tuple[float, int, ListedFile]]] = {}
         for item in files:
             by_version.setdefault(item[2].version, []).append(item)
-        # (first upload, preference key, file indices): the newest final release is preferred.
-        self.releases = sorted(
+        # (first upload, preference key, file indices), not yet uploaded at the current time, oldest first.
+        self._pending = sorted(
             (min(u for u, _, _ in group), _release_key(version), [index for _, index, _ in group])
             for version, group in by_version.items()
         )
-        self._pending = list(self.releases)  # not yet uploaded at the current time, oldest first
         self._next_upload = self._pending[0][0] if self._pending else math.inf
         self.available: list[tuple[float, tuple[int, Version, str], list[int]]] = []
         self.newest_upload = -math.inf
@@ -235,6 +234,7 @@ class _Generator:
         self.rank_weights: dict[int, list[float]] = {}
         self.ramp_s = model.release_ramp_hours * _HOUR_S
         self.wheel_tags: dict[int, tuple[frozenset[str], frozenset[Tag]]] = {}
+        self._files_by_upload: list[tuple[float, int]] | None = None  # built when first needed (rarely)
 
     def draw(self, now: float) -> tuple[int, bool]:
         """(file index, whether it is a one-off) of one download at ``now``."""
@@ -258,7 +258,15 @@ class _Generator:
             available = bisect.bisect(tail, (now, math.inf))
             if available:
                 return tail[rng.randrange(available)][1]
-        return rng.randrange(len(self.files))  # nothing was uploaded yet where we looked
+        # Projects with nothing uploaded yet were drawn again and again: any file that exists.
+        if self._files_by_upload is None:
+            self._files_by_upload = sorted(
+                (listed.upload_time if listed.upload_time is not None else -math.inf, index)
+                for index, listed in enumerate(self.files)
+            )
+        by_upload = self._files_by_upload
+        available = bisect.bisect(by_upload, (now, math.inf))
+        return by_upload[rng.randrange(available) if available else 0][1]
 
     def _file_of(self, project: _Project, now: float) -> int:
         rng = self.rng
@@ -304,7 +312,7 @@ class _Generator:
 
         The wheel built most specifically for it (platform-specific before pure, then a build
         for its Python before abi3 before ``py3``); else the sdist; else (nothing fits, as for a
-        Windows-only project on Linux) the release's first file, so every draw is a download.
+        Windows-only project on Linux) the release's first file by name, so every draw is a download.
         """
         sdist = next((i for i in indices if not self.files[i].filename.endswith(".whl")), None)
         if platform == "sdist":
@@ -366,9 +374,10 @@ def write_synthetic_trace(
     ``popularity`` the downloads per project (:func:`~pypimirror.popularity.read_popularity_csv`); only projects with
     stored pages are used. The window ends at ``end_time``, by default at the UTC midnight
     after the newest upload the pages list (so the releases of the last ``days`` fall inside
-    it). Raises ValueError for a knob out of range and
+    it). Raises ValueError for a knob out of range,
     :class:`~pypimirror.errors.TraceInputError` when no listed file or no popular project
-    with a page is there to draw from.
+    with a page is there to draw from, and :class:`~pypimirror.errors.StorageError` when
+    ``out`` cannot be written (an older file there is then left as it was).
     """
     model = model or SyntheticModel()
     model.check()
@@ -388,11 +397,15 @@ def write_synthetic_trace(
     downloaded = bytearray(len(files))
     networks_used = bytearray(model.networks)
     counts = {"tail": 0, "metadata": 0}
-    with _atomic_output(out) as handle:
-        for hour_start, count in zip(
-            range(int(start_time), int(end_time), _HOUR_S), _hourly_counts(requests, start_time, days, model), strict=True
-        ):
-            handle.write(_hour_lines(generator, hour_start, count, downloaded, networks_used, counts).encode("ascii"))
+    hours = zip(
+        range(int(start_time), int(end_time), _HOUR_S), _hourly_counts(requests, start_time, days, model), strict=True
+    )
+    try:
+        with _atomic_output(out) as handle:
+            for hour_start, count in hours:
+                handle.write(_hour_lines(generator, hour_start, count, downloaded, networks_used, counts).encode("ascii"))
+    except OSError as exc:
+        raise StorageError(f"cannot write the trace {str(out)!r}: {exc.strerror or exc}") from exc
     distinct = [index for index, flag in enumerate(downloaded) if flag]
     summary = SyntheticSummary(
         requests=requests,
@@ -485,13 +498,15 @@ def _atomic_output(out: Path) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as raw:
             if out.name.endswith(".gz"):
-                # mtime=0: the same seed gives the same bytes, compressed or not.
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as packed:
+                # mtime=0 and no name: the same seed gives the same bytes, compressed or not. Level 1:
+                # log lines compress well even so, and the writer stays fast.
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as packed:
                     yield cast(IO[bytes], packed)
             else:
                 yield raw
             raw.flush()
             os.fsync(raw.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide the trace from other users, as atomic_write avoids
         os.replace(temp_name, out)
     except BaseException:
         try:

@@ -23,9 +23,10 @@ escaped by the loggers as ``\\xHH``, are restored and re-encoded before the chec
 
 Files are read in the order given, each assumed in time order; gzip is recognised by its magic
 bytes. ``auto`` picks a file's format from its first line that parses in either. Speed matters
-(an operator may replay a month, tens of millions of lines): one precompiled regex or one
-``json.loads`` per line, timestamps parsed once per distinct second, and the checks ordered so
-the common line takes the fewest steps.
+(an operator may replay a month, tens of millions of lines): the usual line is split at its
+quotes and only short pieces go through a regex (a whole-line regex or ``json.loads`` is the
+fallback for unusual lines), User-Agents are unescaped and timestamps converted once per
+distinct value, and the checks are ordered so the common line takes the fewest steps.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import gzip
 import io
 import json
 import logging
+import operator
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -71,19 +73,21 @@ _COMBINED_RE: Final = re.compile(
 _HEAD_RE: Final = re.compile(_HEAD)
 _STATUS_RE: Final = re.compile(r" (\d{3}) \S+ ")
 _LAST_STATUS_RE: Final = re.compile(r" (\d{3}) \S+\s*")
-# The mirror's own mirror-json line, keys in the order it writes them (see accesslog.py).
-_JSON_STRING: Final = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
-_MIRROR_JSON_RE: Final = re.compile(
-    r'\{"time":"([^"\\]*)","method":'
-    + _JSON_STRING
-    + ',"path":'
-    + _JSON_STRING
-    + r',"status":(\d{1,3}),"bytes":\d+,"duration_ms":\d+,"client_ip":'
-    + _JSON_STRING
-    + ',"user_agent":'
-    + _JSON_STRING
-    + r',"referer":"[^"\\]*(?:\\.[^"\\]*)*","proxied":"[01]"\}\s*'
-)
+# The mirror's own mirror-json line, keys in the order it writes them (see accesslog.py), is
+# read without a JSON parser: split at its first 25 quotes (inside a JSON string every quote is
+# escaped, so up to the User-Agent each one is a delimiter), then the key after the User-Agent
+# is searched from the end and a regex checks the short rest. The User-Agent itself, long and
+# full of escaped quotes, is decoded once per distinct value. Anything else goes through json.
+_JSON_SPLITS: Final = 25
+_JSON_SKELETON: Final = operator.itemgetter(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 15, 17, 19, 20, 22, 23, 24)
+_JSON_EXPECTED: Final = (
+    "{", "time", ":", ",", "method", ":", ",", "path", ":", ",", "status", "bytes", "duration_ms",
+    "client_ip", ":", ",", "user_agent", ":",
+)  # fmt: skip
+_JSON_NUMBER_RE: Final = re.compile(r":\d+,")
+_JSON_REFERER_KEY: Final = '","referer":"'
+_JSON_TAIL_RE: Final = re.compile(r'","referer":"[^"\\]*(?:\\.[^"\\]*)*","proxied":"[01]"\}\s*')
+_JSON_CONTENT_RE: Final = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*')
 # Distinct escaped User-Agents whose decoding is remembered; the cache starts afresh when full.
 _DECODED_CACHED: Final = 1024
 _ESCAPE_RE: Final = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)", re.DOTALL)
@@ -95,12 +99,12 @@ _MONTHS: Final = {
     )
 }
 _PACKAGES: Final = "/packages/"
+# Malformed lines shown in the log, per reader; the rest are only counted.
+_SHOWN_MALFORMED: Final = 5
 # Characters quote() must leave alone when re-encoding a decoded path: the separators only, so
 # any other character (a decoded '%' included) is encoded once more and then decoded once by
 # parse_package_path, exactly as the server decoded the original.
 _QUOTE_SAFE: Final = "/"
-# A decoded path that encoding would leave unchanged (the usual case), so quote() is skipped.
-_PLAIN_TARGET_RE: Final = re.compile(r"[A-Za-z0-9._~+/-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +177,21 @@ class TraceReader:
             yield from self._read_file(path)
 
     def _read_file(self, path: Path) -> Iterator[TraceRequest]:
+        """The requests of one file; its malformed lines are logged (the first few) and summed up."""
         stats = self.stats
-        before = stats.lines
+        lines_before, skipped_before = stats.lines, stats.skipped_lines
         try:
             with _open_text(path) as lines:
-                yield from self._requests(lines)
+                yield from self._requests(path, lines)
         except (OSError, EOFError, zlib.error) as exc:
-            line = stats.lines - before
+            line = stats.lines - lines_before
             raise StorageError(f"cannot read log {str(path)!r} after {line} lines: {exc}") from exc
-        logger.debug("read %d lines of %s", stats.lines - before, path)
+        read, skipped = stats.lines - lines_before, stats.skipped_lines - skipped_before
+        if skipped:
+            logger.warning("%s: %d of %d lines did not parse and were skipped", path, skipped, read)
+        logger.debug("read %d lines of %s", read, path)
 
-    def _requests(self, lines: IO[str]) -> Iterator[TraceRequest]:
+    def _requests(self, path: Path, lines: IO[str]) -> Iterator[TraceRequest]:
         """The requests of one open file; the hot loop of a replay."""
         stats = self.stats
         candidates = self._candidates()
@@ -192,6 +200,7 @@ class TraceReader:
         marker = self._marker
         marker_length = len(marker)
         is_bot = self._is_bot
+        lines_before = stats.lines
         for text in lines:
             stats.lines += 1
             if parse is not None:
@@ -205,6 +214,9 @@ class TraceReader:
                         break
             if line is None:
                 stats.skipped_lines += 1
+                if stats.skipped_lines <= _SHOWN_MALFORMED:
+                    number = stats.lines - lines_before
+                    logger.warning("%s: line %d does not parse, skipped: %.200r", path, number, text)
                 continue
             time, client, method, target, status, user_agent = line
             if not target.startswith(marker):
@@ -398,15 +410,26 @@ class _MirrorJsonParser:
         self._decoded: dict[str, str] = {}  # escaped JSON string -> its text (User-Agents repeat)
 
     def parse(self, text: str) -> _Line | None:
-        match = _MIRROR_JSON_RE.fullmatch(text)
-        if match is None:
+        parts = text.split('"', _JSON_SPLITS)
+        if len(parts) <= _JSON_SPLITS or _JSON_SKELETON(parts) != _JSON_EXPECTED:
+            return self._parse_json(text)  # another key order, or not ours
+        stamp, method, path, status, client, rest = parts[3], parts[7], parts[11], parts[14], parts[21], parts[25]
+        if (
+            "\\" in stamp or "\\" in method or "\\" in path or "\\" in client
+            or len(status) != 5 or not status[1:4].isdigit() or status[4] != ","
+            or _JSON_NUMBER_RE.fullmatch(parts[16]) is None or _JSON_NUMBER_RE.fullmatch(parts[18]) is None
+        ):  # fmt: skip
             return self._parse_json(text)
-        stamp, method, path, status, client, user_agent = match.groups()
-        if "\\" in path or "\\" in method or "\\" in client:
+        end = rest.rfind(_JSON_REFERER_KEY)
+        if end == -1 or _JSON_TAIL_RE.fullmatch(rest, end) is None:
             return self._parse_json(text)
-        if "\\" in user_agent:
-            user_agent = self._decode(user_agent)
-        return self._line(stamp, client, method, path, int(status), user_agent)
+        user_agent = rest[:end]
+        if "\\" in user_agent or '"' in user_agent:
+            decoded = self._decode(user_agent)
+            if decoded is None:
+                return None
+            user_agent = decoded
+        return self._line(stamp, client, method, path, int(status[1:4]), user_agent)
 
     def _parse_json(self, text: str) -> _Line | None:
         if not text.startswith("{"):
@@ -440,15 +463,21 @@ class _MirrorJsonParser:
             if parsed is None:
                 return None
             self._stamp, self._time = stamp, parsed
-        if _PLAIN_TARGET_RE.fullmatch(path) is None:
+        if "%" in path or "?" in path or " " in path or not path.isascii():
             # The mirror logs decoded paths: encode them again, so they are decoded only once.
             path = quote(path, safe=_QUOTE_SAFE, errors="surrogateescape")
         return (self._time, client, method, path, status, user_agent)
 
-    def _decode(self, escaped: str) -> str:
+    def _decode(self, escaped: str) -> str | None:
+        """A JSON string's content decoded, or None if it is not valid JSON string content."""
         decoded = self._decoded.get(escaped)
         if decoded is None:
-            decoded = json.loads(f'"{escaped}"')
+            if _JSON_CONTENT_RE.fullmatch(escaped) is None:
+                return None
+            try:
+                decoded = json.loads(f'"{escaped}"')
+            except ValueError:  # a bad escape such as \q
+                return None
             if len(self._decoded) >= _DECODED_CACHED:
                 self._decoded.clear()
             self._decoded[escaped] = decoded

@@ -11,7 +11,7 @@ import pytest
 from _synthetic_index import popularity_csv_text, synthetic_project_names, write_synthetic_index, zipf_popularity
 from packaging.utils import NormalizedName
 
-from pypimirror.errors import TraceInputError
+from pypimirror.errors import StorageError, TraceInputError
 from pypimirror.pagescan import ListedFile, scan_listed_files
 from pypimirror.popularity import read_popularity_csv
 from pypimirror.synthtrace import SyntheticModel, SyntheticSummary, write_synthetic_trace
@@ -91,6 +91,7 @@ def test_the_trace_reads_back_in_time_order_inside_its_window(tmp_path: Path) ->
     assert summary.distinct_files == len({r.path for r in trace})
     assert summary.distinct_bytes == sum(LISTED[p].size for p in {r.path for r in trace})
     assert (summary.projects, summary.missing_projects) == (3, 1)
+    assert (tmp_path / "trace.log").stat().st_mode & 0o777 == 0o644
 
 
 def test_the_same_seed_writes_the_same_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
@@ -185,6 +186,18 @@ def test_one_off_requests_never_ask_for_files_before_their_upload(tmp_path: Path
     assert all(uploaded is not None and uploaded <= r.time for uploaded, r in zip(uploads, trace, strict=True))
 
 
+def test_a_popular_project_not_yet_released_gives_its_downloads_to_files_that_exist(tmp_path: Path) -> None:
+    late = listed_file("late", "1.0", "late-1.0.tar.gz", END + 10 * DAY)
+    early = listed_file("early", "1.0", "early-1.0.tar.gz", END - 10 * DAY)
+    out = tmp_path / "trace.log"
+    summary = write_synthetic_trace(
+        out, listed={late.path: late, early.path: early}, popularity={NormalizedName("late"): 1},
+        days=2, requests=200, seed=1, model=SyntheticModel(tail_share=0.0), end_time=END,
+    )
+    assert {r.path for r in TraceReader([out])} == {early.path}
+    assert summary.tail_requests == 200
+
+
 def test_clients_come_from_thousands_of_networks_a_few_of_them_busy(tmp_path: Path) -> None:
     summary, trace = synthesize(tmp_path / "trace.log", networks=3000)
     networks = collections.Counter(r.client.rpartition(".")[0] for r in trace)
@@ -261,6 +274,15 @@ def test_no_listed_files_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
         write_synthetic_trace(out, listed={}, popularity=POPULARITY, days=1, requests=10, seed=1)
     assert out.read_text() == "an older trace\n"
     assert [p.name for p in tmp_path.iterdir()] == ["trace.log"]
+
+
+def test_an_output_that_cannot_be_written_is_a_storage_error_leaving_no_temp_file(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(StorageError, match="cannot write the trace .*taken"):
+        write_synthetic_trace(taken, listed=LISTED, popularity=POPULARITY, days=1, requests=10, seed=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    assert list(taken.iterdir()) == []
 
 
 def test_a_popularity_list_without_any_stored_project_is_an_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,11 +202,32 @@ def test_malformed_lines_are_counted_and_skipped_and_reading_goes_on(tmp_path: P
         format_mirror_json(entry()).replace('"status":200', '"status":"200"'),
         format_mirror_json(entry()).replace("2026-01-01T00:00:00Z", "yesterday"),
         "[1, 2, 3]",
+        format_mirror_json(entry(user_agent="pip/24")).replace("pip/24", "pip\\q"),  # a bad escape
+        format_mirror_json(entry(user_agent="pip/24")).replace("pip/24", 'pip"24'),  # a bare quote
         good,
+        # Whatever a User-Agent holds, escaped, cannot be taken for the fields after it.
+        format_mirror_json(entry(user_agent='x","referer":"y","proxied":"0"}', time=NEW_YEAR_2026 + 1)),
     ]
     requests, stats = read([write(tmp_path / "access.log", lines)], log_format="mirror-json")
-    assert len(requests) == 2
-    assert (stats.lines, stats.skipped_lines) == (8, 6)
+    assert [r.time for r in requests] == [NEW_YEAR_2026, NEW_YEAR_2026, NEW_YEAR_2026 + 1]
+    assert (stats.lines, stats.skipped_lines) == (11, 8)
+
+
+def test_the_first_malformed_lines_are_logged_with_file_and_line_then_a_count_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = nginx(f"GET /pypi/packages/{WHEEL} HTTP/1.1")
+    first = write(tmp_path / "first.log", [good, "garbage one", good])
+    second = write(tmp_path / "second.log", [f"garbage {n}" for n in range(2, 9)] + [good])
+    with caplog.at_level(logging.WARNING, logger="pypimirror.trace"):
+        _, stats = read([first, second], log_format="combined")
+    assert stats.skipped_lines == 8
+    shown = [r.getMessage() for r in caplog.records if "does not parse" in r.getMessage()]
+    assert shown[0] == f"{first}: line 2 does not parse, skipped: 'garbage one\\n'"
+    assert shown[1].startswith(f"{second}: line 1 does not parse")
+    assert len(shown) == 5
+    assert f"{first}: 1 of 3 lines did not parse and were skipped" in caplog.text
+    assert f"{second}: 7 of 8 lines did not parse and were skipped" in caplog.text
 
 
 def test_malformed_combined_lines_are_counted_and_skipped(tmp_path: Path) -> None:
