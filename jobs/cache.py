@@ -32,7 +32,7 @@ from functools import partial
 from typing import TypeVar
 
 from pypimirror.jobs.cache_apply import ApplyStats, LiveFill, apply_plan, probe_tier
-from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, lowers_threshold, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
@@ -220,7 +220,9 @@ class _CacheRun:
         if not self.dry_run:
             await self._probe_tiers()
         if not self.stop.is_set():
-            plan = await self._timed("b", self._plan(inventory))
+            plan = await self._timed("b", self._plan(inventory, self.config.cache.min_vote_count))
+            if lowers_threshold(self.config.cache.policy, self.config.cache.min_vote_count, plan):
+                plan = await self._timed("b2", self._plan(inventory, 1))
             del inventory  # the plan holds what it needs; a million entries are worth freeing
             report.plan, report.blocked_moves, report.unplaced = plan, len(plan.blocked), plan.unplaced
             logger.info(
@@ -294,10 +296,11 @@ class _CacheRun:
 
     # -- B and C: popular files, then the plan -------------------------------------------------
 
-    async def _plan(self, inventory: Inventory) -> CachePlan:
+    async def _plan(self, inventory: Inventory, floor: int) -> CachePlan:
+        """The plan over the files with at least ``floor`` voting networks."""
         cache = self.config.cache
         since = self.now - int(cache.vote_window.total_seconds())
-        popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, cache.min_vote_count))
+        popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
         wanted_paths = sorted(path for path in votes if path not in inventory.files)
@@ -309,7 +312,10 @@ class _CacheRun:
             "cache: phase B: %d popular files, %d not cached, %d of them can be downloaded",
             len(votes), len(wanted_paths), len(wanted.files),
         )
-        return await asyncio.to_thread(plan_cache, inventory.files, wanted.files, votes, self.limits)
+        return await asyncio.to_thread(
+            partial(plan_cache, policy=cache.policy, min_vote_count=cache.min_vote_count),
+            inventory.files, wanted.files, votes, self.limits,
+        )
 
     # -- E: cleanup ----------------------------------------------------------------------------
 

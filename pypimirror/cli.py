@@ -41,10 +41,19 @@ from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.jobs.cache_plan import format_bytes
 from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, scheduling
+from pypimirror.jobs.simulate import POLICIES
+from pypimirror.jobs.simulate_command import (
+    SimulateArgumentError,
+    parse_budgets,
+    parse_policies,
+    run_simulation,
+    write_synthetic_log,
+)
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
 from pypimirror.schema import hit_counters
 from pypimirror.status import MirrorStatus, read_status
+from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
 
 logger = logging.getLogger(__name__)
@@ -116,7 +125,51 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     add_command("status", "show the last job runs, the cache fill per tier, the hit rate and the sync lease holder")
     add_command("healthcheck", "ask the running server's /healthz; exit 0 when it answers ok, else 1 (containers)")
+    _add_simulate_arguments(
+        add_command("simulate", "replay access logs against cache policies at several budgets, or write a synthetic log")
+    )
     return parser
+
+
+def _add_simulate_arguments(simulate: argparse.ArgumentParser) -> None:
+    replay = simulate.add_argument_group("replay")
+    replay.add_argument("--log", action="append", type=Path, default=[], metavar="FILE",
+                        help="access log, plain or gzipped, in time order (repeat for several)")
+    replay.add_argument("--log-format", choices=LOG_FORMATS, default="auto", help="(default: auto)")
+    replay.add_argument("--path-prefix", metavar="P", help="URL prefix of the logged mirror (default: prefix)")
+    replay.add_argument("--budgets", metavar="SIZES", help="comma-separated cache sizes, e.g. 500m,2g,10g")
+    replay.add_argument("--policies", default=",".join(POLICIES), metavar="NAMES",
+                        help=f"comma-separated, of {', '.join(POLICIES)} (default: all)")
+    replay.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    replay.add_argument("--plot", type=Path, metavar="OUT", help="also plot hit rate by budget (.svg, or .png with matplotlib)")
+    synthetic = simulate.add_argument_group("synthetic log")
+    synthetic.add_argument("--synthetic", type=int, metavar="DAYS", help="write a synthetic log of DAYS days instead")
+    synthetic.add_argument("--requests", type=int, metavar="N", help="downloads in the synthetic log")
+    synthetic.add_argument("--popularity", type=Path, metavar="CSV", help="downloads per project (project,download_count)")
+    synthetic.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    synthetic.add_argument("--write-log", type=Path, metavar="OUT", help="where the synthetic log goes")
+
+
+def _simulate(config: Config, args: argparse.Namespace) -> int:
+    """``simulate``: a synthetic log with ``--synthetic``, else a replay of ``--log`` files."""
+    if args.synthetic is not None:
+        missing = [flag for flag, value in (("--requests", args.requests), ("--popularity", args.popularity),
+                                            ("--write-log", args.write_log)) if value is None]
+        if missing or args.log:
+            raise SimulateArgumentError(
+                "--synthetic needs " + ", ".join(missing) if missing else "--synthetic writes a log; it takes no --log"
+            )
+        write_synthetic_log(config, days=args.synthetic, requests=args.requests, popularity=args.popularity,
+                            seed=args.seed, out=args.write_log, stdout=sys.stdout)
+        return EXIT_OK
+    if not args.log or args.budgets is None:
+        raise SimulateArgumentError("simulate needs --log FILE and --budgets (or --synthetic DAYS to write a log)")
+    run_simulation(
+        config, logs=args.log, log_format=args.log_format, path_prefix=args.path_prefix,
+        budgets=parse_budgets(args.budgets), policies=parse_policies(args.policies),
+        json_out=args.json, plot_out=args.plot, stdout=sys.stdout,
+    )
+    return EXIT_OK
 
 
 def _check_config(config: Config) -> int:
@@ -378,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(config)
         if args.command == "healthcheck":
             return _healthcheck(config)
+        if args.command == "simulate":
+            return _simulate(config, args)
         raise AssertionError(f"unhandled command {args.command!r}")
     except JobLockedError as exc:
         print(f"pypimirror: error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "CacheConfig",
+    "CachePolicy",
     "Config",
     "DatabaseConfig",
     "IPMode",
@@ -50,6 +51,7 @@ from pypimirror.urlmask import mask_url
 
 Listing = Literal["simple-json", "xmlrpc"]
 LogFormat = Literal["mirror-json", "combined"]
+CachePolicy = Literal["seed", "default"]
 
 LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
 _HOURLY = timedelta(hours=1)
@@ -136,6 +138,9 @@ class CacheConfig:
     size_db_ttl: timedelta = timedelta(days=2)
     #: Bytes of cached files re-hashed per run, least recently verified first (0: sizes only).
     verify_bytes_per_run: int = 4 * 1024**3
+    #: How files are ranked for the cache: ``seed`` (distinct networks, as the original mirror) or
+    #: ``default`` (networks per byte, see docs/cache-policy.md).
+    policy: CachePolicy = "seed"
     tiers: tuple[Tier, ...]
 
     @property

@@ -40,6 +40,7 @@ from pypimirror.acceptor import MAX_CONNECTIONS
 from pypimirror.config import (
     LOG_TO_STDOUT,
     CacheConfig,
+    CachePolicy,
     Config,
     DatabaseConfig,
     IPModeRule,
@@ -422,6 +423,7 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         "dedup_window": duration_parser(_MAX_WINDOW),
         "size_db_ttl": duration_parser(_MAX_WINDOW),
         "verify_bytes_per_run": parse_size,
+        "policy": choice_parser(get_args(CachePolicy)),
     }
     section, values = reader.read(data, path, CacheConfig, parsers, custom=("tiers",))
     tiers = _read_tiers(reader, section.get("tiers"), repo_path)

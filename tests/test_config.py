@@ -1121,3 +1121,10 @@ def test_example_config_names_no_real_public_host() -> None:
     example = yaml.safe_load(EXAMPLE.read_text())
     assert example["upstream"]["pypi_url"] == "https://example.org"
     assert example["upstream"]["packages_url"] == "https://files.example.org/packages"
+
+
+def test_cache_policy_is_seed_unless_set_and_refuses_unknown_names() -> None:
+    assert parse(make_data()).cache.policy == "seed"
+    assert parse(make_data(cache={"size_limit": "1g", "policy": "default"})).cache.policy == "default"
+    [problem] = problems_of(make_data(cache={"size_limit": "1g", "policy": "lru"}))
+    assert problem == "cache.policy: 'lru' is not one of seed, default"

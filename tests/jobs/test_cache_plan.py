@@ -14,6 +14,7 @@ from pypimirror.jobs.cache_plan import (
     assign_tiers,
     format_bytes,
     format_plan,
+    lowers_threshold,
     plan_cache,
     rank_candidates,
     schedule_moves,
@@ -273,3 +274,34 @@ def test_is_package_relpath_agrees_with_the_request_gate(relpath: str, expected:
     except UnsafePathError:
         gate = False
     assert gate is expected
+
+
+def test_default_policy_keeps_hundreds_of_small_popular_files_before_one_large_wheel() -> None:
+    # A 300 MB wheel voted by 5 networks against 300 wheels of 1 MB voted by 2 each, 300 MB of
+    # room: the seed (votes only below 2 GiB) takes the large wheel and then no small file
+    # fits; the default policy (votes per byte) takes the 300 small files.
+    large = RemoteFile(path("large-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"), 300 * 10**6, "00" * 32)
+    small = [RemoteFile(path(f"small{i}-1.0-py3-none-any.whl"), 10**6, "00" * 32) for i in range(300)]
+    votes = {large.path: 5, **{f.path: 2 for f in small}}
+    seed = plan_cache({}, [large, *small], votes, [300 * 10**6], policy="seed", min_vote_count=2)
+    default = plan_cache({}, [large, *small], votes, [300 * 10**6], policy="default", min_vote_count=2)
+    assert [d.file.path for d in seed.downloads] == [large.path]
+    assert {d.file.path for d in default.downloads} == {f.path for f in small}
+
+
+def test_default_policy_lowers_its_threshold_only_when_the_budget_has_room() -> None:
+    one = RemoteFile(path("one-1.0-py3-none-any.whl"), 100, "00" * 32)
+    full = plan_cache({}, [one], {one.path: 2}, [100], policy="default", min_vote_count=2)
+    roomy = plan_cache({}, [one], {one.path: 2}, [1000], policy="default", min_vote_count=2)
+    assert not lowers_threshold("default", 2, full)
+    assert lowers_threshold("default", 2, roomy)
+    assert not lowers_threshold("seed", 2, roomy)  # the seed's threshold is fixed
+    assert not lowers_threshold("default", 1, roomy)  # nothing lower to go to
+
+
+def test_default_policy_ranks_files_below_the_threshold_after_all_others() -> None:
+    rare = RemoteFile(path("rare-1.0-py3-none-any.whl"), 10, "00" * 32)  # tiny: the best score
+    common = RemoteFile(path("common-1.0-py3-none-any.whl"), 10**6, "00" * 32)
+    ranked = rank_candidates([], [rare, common], {rare.path: 1, common.path: 3}, policy="default", min_vote_count=2)
+    assert [c.path for c in ranked] == [common.path, rare.path]
+    assert ranked[1].score > ranked[0].score

@@ -1,0 +1,487 @@
+"""Replay a trace of file requests against cache policies at several budgets, in simulated time.
+
+Operators size a disk before buying it, and a policy change must prove itself before it
+ships: both need the hit rate a policy would have reached on real traffic. The trace is first
+packed into arrays (:func:`compact_trace`: file and client-network numbers, whole-second
+times), then every policy replays it:
+
+- ``seed`` and ``default`` are the production planner itself (:func:`~pypimirror.jobs.cache_plan.plan_cache`
+  with ``cache.policy`` set to that name), run at each firing of ``schedule.cache`` over the
+  votes recorded so far: one per file and client network (IPv4 /24, IPv6 /48) per
+  ``dedup_window``, counted as distinct networks within ``vote_window``, ``min_vote_count``,
+  ``filesize_limit``, the tiers in order. What a plan downloads is held from its instant on.
+  The budget under test replaces the tiers' limits: each tier gets the budget's share that
+  its configured limit has of all tiers' limits (one tier gets the whole budget).
+- ``lru`` stores every missed file at its request and evicts the least recently requested
+  files until it fits; a file larger than the budget is never stored.
+- ``static-greedy`` knows the whole trace: files by requests per byte, descending (ties:
+  smaller, then path), taken first-fit while they fit, held from the first request on. It is
+  the best a static cache can do, the bar the others are measured against.
+
+A hit is a request for a file the cache holds at that moment. Upstream bytes are the bytes the
+cache itself fetched (each download of ``seed``/``default``, each insertion of ``lru``, each
+chosen file once for ``static-greedy``); misses served by redirect or proxy are not counted,
+as in 302 mode they never cross the mirror's upstream link. Files the stored pages do not
+list are counted apart and left out of every figure.
+
+The votes are kept once for all planner runs, in memory (no database): per (file, network)
+the time of its last counted vote, per file its number of networks within the window.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PLANNER_POLICIES",
+    "POLICIES",
+    "CompactTrace",
+    "PolicyResult",
+    "compact_trace",
+    "planning_times",
+    "simulate",
+    "tier_budgets",
+]
+
+import ipaddress
+import logging
+from array import array
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, lowers_threshold, plan_cache
+
+from pypimirror.clientip import network_prefix
+from pypimirror.config import CacheConfig, CachePolicy, Schedule
+from pypimirror.cron import make_trigger
+from pypimirror.inventory import LocalFile
+
+logger = logging.getLogger(__name__)
+
+PLANNER_POLICIES: tuple[CachePolicy, ...] = ("seed", "default")
+POLICIES: tuple[str, ...] = (*PLANNER_POLICIES, "lru", "static-greedy")
+
+
+class RequestLike(Protocol):
+    """One request of a trace: when (epoch seconds), from which client address, for which file."""
+
+    @property
+    def time(self) -> float: ...
+
+    @property
+    def client(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+class ListedLike(Protocol):
+    """A file the stored pages list: its path under ``packages/`` and its size."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+@dataclass(slots=True)
+class CompactTrace:
+    """The listed requests as parallel arrays, in time order, and what was left out.
+
+    ``files[i]`` is an index into ``paths``/``sizes``, ``nets[i]`` numbers the client network,
+    ``times[i]`` is whole seconds. Requests from a client whose address does not parse count
+    (they are downloads) but cast no vote, as in the server (``nets[i]`` is -1).
+    """
+
+    paths: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    times: array[int] = field(default_factory=lambda: array("q"))
+    files: array[int] = field(default_factory=lambda: array("l"))
+    nets: array[int] = field(default_factory=lambda: array("l"))
+    networks: int = 0
+    unlisted_requests: int = 0
+    unlisted_files: int = 0
+
+    @property
+    def requests(self) -> int:
+        return len(self.files)
+
+    @property
+    def distinct_files(self) -> int:
+        """Listed files requested at least once."""
+        return len(self.paths)
+
+    @property
+    def distinct_bytes(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def requested_bytes(self) -> int:
+        sizes = self.sizes
+        return sum(sizes[f] for f in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """One policy at one budget: requests and bytes, served from the cache and fetched for it."""
+
+    policy: str
+    budget: int
+    requests: int
+    hits: int
+    requested_bytes: int
+    hit_bytes: int
+    upstream_bytes: int
+
+    @property
+    def request_hit_rate(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+    @property
+    def byte_hit_rate(self) -> float:
+        return self.hit_bytes / self.requested_bytes if self.requested_bytes else 0.0
+
+
+def compact_trace(requests: Iterable[RequestLike], listed: Mapping[str, ListedLike]) -> CompactTrace:
+    """Pack ``requests`` (in time order) for replay; files ``listed`` does not hold are counted apart."""
+    trace = CompactTrace()
+    file_ids: dict[str, int] = {}
+    net_ids: dict[str, int] = {}  # client address -> network number
+    prefixes: dict[str, int] = {}  # network prefix -> network number
+    unlisted: set[str] = set()
+    times, files, nets = trace.times, trace.files, trace.nets
+    paths, sizes = trace.paths, trace.sizes
+    for request in requests:
+        path = request.path
+        fid = file_ids.get(path)
+        if fid is None:
+            entry = listed.get(path)
+            if entry is None:
+                trace.unlisted_requests += 1
+                unlisted.add(path)
+                continue
+            fid = file_ids[path] = len(paths)
+            paths.append(path)
+            sizes.append(entry.size)
+        client = request.client
+        net = net_ids.get(client)
+        if net is None:
+            net = net_ids[client] = _network_id(client, prefixes)
+        times.append(int(request.time))
+        files.append(fid)
+        nets.append(net)
+    trace.networks = len(prefixes)
+    trace.unlisted_files = len(unlisted)
+    return trace
+
+
+def _network_id(client: str, prefixes: dict[str, int]) -> int:
+    """The number of ``client``'s vote network (one per /24 or /48, numbered in ``prefixes``), -1 if it is no address."""
+    try:
+        prefix = network_prefix(ipaddress.ip_address(client.strip()))
+    except ValueError:
+        return -1
+    return prefixes.setdefault(prefix, len(prefixes))
+
+
+def tier_budgets(budget: int, limits: Sequence[int]) -> list[int]:
+    """``budget`` spread over the tiers in proportion to their configured limits.
+
+    The last tier gets what rounding leaves, so the parts add up to ``budget``; tiers that all
+    have limit 0 share it equally.
+    """
+    total = sum(limits)
+    weights = list(limits) if total > 0 else [1] * len(limits)
+    total = sum(weights)
+    parts = [budget * w // total for w in weights[:-1]]
+    parts.append(budget - sum(parts))
+    return parts
+
+
+def planning_times(schedule: Schedule, start: int, end: int) -> Iterator[int]:
+    """The instants the cache job runs between ``start`` and ``end``: at start, then on schedule.
+
+    An interval fires every ``interval`` after ``start`` (as the scheduler's ``run_on_start``
+    followed by its interval trigger); a cron expression at its firing times (UTC), without
+    jitter.
+    """
+    yield start
+    if schedule.interval is not None:
+        step = max(int(schedule.interval.total_seconds()), 1)
+        moment = start + step
+        while moment <= end:
+            yield moment
+            moment += step
+        return
+    trigger = make_trigger(cron=schedule.cron)
+    previous: datetime | None = None
+    now = datetime.fromtimestamp(start, timezone.utc)
+    while True:
+        fire = trigger.get_next_fire_time(previous, now)
+        if fire is None or fire.timestamp() > end:
+            return
+        moment = int(fire.timestamp())
+        if moment > start:
+            yield moment
+        previous = fire
+        now = datetime.fromtimestamp(moment + 1, timezone.utc)
+
+
+def simulate(
+    trace: CompactTrace,
+    budgets: Sequence[int],
+    policies: Sequence[str],
+    *,
+    cache: CacheConfig,
+    schedule: Schedule,
+) -> list[PolicyResult]:
+    """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policies {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
+    requested = trace.requested_bytes
+    results: dict[tuple[str, int], PolicyResult] = {}
+    planners = [p for p in PLANNER_POLICIES if p in policies]
+    if planners and trace.requests:
+        states = [
+            _PlannerState(policy, budget, tier_budgets(budget, [t.size_limit for t in cache.tiers]), trace)
+            for budget in budgets
+            for policy in planners
+        ]
+        _replay_planners(trace, states, cache, schedule)
+        for state in states:
+            results[(state.policy, state.budget)] = state.result(trace.requests, requested)
+    for budget in budgets:
+        if "lru" in policies:
+            hits, hit_bytes, upstream = _replay_lru(trace, budget)
+            results[("lru", budget)] = PolicyResult("lru", budget, trace.requests, hits, requested, hit_bytes, upstream)
+        if "static-greedy" in policies:
+            hits, hit_bytes, upstream = _static_greedy(trace, budget)
+            results[("static-greedy", budget)] = PolicyResult(
+                "static-greedy", budget, trace.requests, hits, requested, hit_bytes, upstream
+            )
+        for policy in planners:
+            results.setdefault((policy, budget), PolicyResult(policy, budget, 0, 0, 0, 0, 0))
+    return [results[(policy, budget)] for budget in budgets for policy in policies]
+
+
+def _replay_lru(trace: CompactTrace, budget: int) -> tuple[int, int, int]:
+    """Hits, hit bytes and inserted bytes of an LRU cache of ``budget`` bytes."""
+    sizes = trace.sizes
+    held: OrderedDict[int, None] = OrderedDict()
+    used = hits = hit_bytes = upstream = 0
+    move_to_end, popitem = held.move_to_end, held.popitem
+    for fid in trace.files:
+        if fid in held:
+            move_to_end(fid)
+            hits += 1
+            hit_bytes += sizes[fid]
+            continue
+        size = sizes[fid]
+        if size > budget:
+            continue
+        held[fid] = None
+        used += size
+        upstream += size
+        while used > budget:
+            used -= sizes[popitem(last=False)[0]]
+    return hits, hit_bytes, upstream
+
+
+def _static_greedy(trace: CompactTrace, budget: int) -> tuple[int, int, int]:
+    """Hits, hit bytes and stored bytes of the best static choice by requests per byte."""
+    counts = Counter(trace.files)
+    sizes, paths = trace.sizes, trace.paths
+    order = sorted(counts, key=lambda f: (-counts[f] / max(sizes[f], 1), sizes[f], paths[f]))
+    room = budget
+    hits = hit_bytes = stored = 0
+    for fid in order:
+        size = sizes[fid]
+        if size <= room:
+            room -= size
+            stored += size
+            hits += counts[fid]
+            hit_bytes += counts[fid] * size
+    return hits, hit_bytes, stored
+
+
+class _PlannerState:
+    """What one planner policy at one budget holds, and its counters."""
+
+    def __init__(self, policy: CachePolicy, budget: int, limits: list[int], trace: CompactTrace) -> None:
+        self.policy = policy
+        self.budget = budget
+        self.limits = limits
+        self.local: dict[str, LocalFile] = {}
+        self.held = bytearray(trace.distinct_files)
+        self.hits = self.hit_bytes = self.upstream = 0
+
+    def result(self, requests: int, requested: int) -> PolicyResult:
+        return PolicyResult(self.policy, self.budget, requests, self.hits, requested, self.hit_bytes, self.upstream)
+
+
+def _replay_planners(
+    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule
+) -> None:
+    """One pass over the trace: votes as the server records them, the planner at each instant.
+
+    The cache changes only at planning instants, so the hits of the requests between two
+    instants are counted per file, once per state, when the interval ends. Each state plans as
+    the cache job does: over the files with ``min_vote_count`` votes, and once more over every
+    voted file when :func:`~pypimirror.jobs.cache_plan.lowers_threshold` says so.
+    """
+    times, files, sizes, paths = trace.times, trace.files, trace.sizes, trace.paths
+    min_votes = cache.min_vote_count
+    window = int(cache.vote_window.total_seconds())
+    votes = _Votes(trace, cache)
+    fid_of = {path: fid for fid, path in enumerate(paths)}
+    too_large = cache.filesize_limit
+    remote = [RemoteFile(path, size, "") for path, size in zip(paths, sizes, strict=True)]
+    eligible = [too_large is None or size <= too_large for size in sizes]
+    instants = list(planning_times(schedule, times[0], times[-1]))
+    start = 0
+    for number, instant in enumerate(instants, start=1):
+        end = _first_at_or_after(times, instant, start)
+        votes.count(start, end)
+        _settle(files, sizes, start, end, states)
+        start = end
+        votes.expire(instant - window)
+        popular = {min_votes: votes.popular(min_votes)}
+        for state in states:
+            floor = min_votes
+            while True:
+                if floor not in popular:
+                    popular[floor] = votes.popular(floor)
+                voted = popular[floor]
+                held = state.held
+                wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
+                by_path = {paths[f]: n for f, n in voted.items()}
+                plan = plan_cache(
+                    state.local, wanted, by_path, state.limits, policy=state.policy, min_vote_count=min_votes
+                )
+                if floor == 1 or not lowers_threshold(state.policy, min_votes, plan):
+                    break
+                floor = 1
+            _apply(state, plan, fid_of)
+        if number % 24 == 0:
+            logger.info("simulate: planned %d of %d instants", number, len(instants))
+    votes.count(start, len(files))
+    _settle(files, sizes, start, len(files), states)
+
+
+class _Votes:
+    """The votes of the trace so far, kept as the vote recorder and the database keep them.
+
+    Per (file, network) the time of its last counted vote: a vote less than ``dedup_window``
+    after it is not counted (nor is its time), exactly like :func:`pypimirror.db.record_votes`.
+    Per file the number of networks whose last counted vote is inside ``vote_window``, and the
+    set of files with at least ``min_vote_count`` of them, both kept up to date.
+    """
+
+    def __init__(self, trace: CompactTrace, cache: CacheConfig) -> None:
+        self.trace = trace
+        self.networks = max(trace.networks, 1)
+        self.dedup = max(int(cache.dedup_window.total_seconds()), 1)
+        self.min_votes = cache.min_vote_count
+        self.last: dict[int, int] = {}  # file * networks + network -> time of its last counted vote
+        self.per_file: dict[int, int] = {}  # file -> networks with a counted vote in the window
+        self.popular_files: set[int] = set()  # files with at least min_votes of them
+        self.keys: deque[int] = deque()  # the counted votes in time order: (file, network) key
+        self.times: deque[int] = deque()  # ... and time
+
+    def count(self, start: int, end: int) -> None:
+        """Record the votes of requests ``start:end`` (requests without a network cast none)."""
+        files, nets, times = self.trace.files, self.trace.nets, self.trace.times
+        networks, dedup, min_votes = self.networks, self.dedup, self.min_votes
+        last, per_file, popular = self.last, self.per_file, self.popular_files
+        add_key, add_time = self.keys.append, self.times.append
+        for i in range(start, end):
+            net = nets[i]
+            if net < 0:
+                continue
+            fid = files[i]
+            t = times[i]
+            key = fid * networks + net
+            previous = last.get(key)
+            if previous is None:
+                n = per_file.get(fid, 0) + 1
+                per_file[fid] = n
+                if n == min_votes:
+                    popular.add(fid)
+            elif previous > t - dedup:
+                continue
+            last[key] = t
+            add_key(key)
+            add_time(t)
+
+    def expire(self, since: int) -> None:
+        """Forget votes older than ``since``: a network whose newest vote is older stops counting."""
+        keys, times, last, per_file = self.keys, self.times, self.last, self.per_file
+        networks, min_votes, popular = self.networks, self.min_votes, self.popular_files
+        while times and times[0] < since:
+            t = times.popleft()
+            key = keys.popleft()
+            if last.get(key) == t:
+                del last[key]
+                fid = key // networks
+                n = per_file[fid] - 1
+                if n:
+                    per_file[fid] = n
+                else:
+                    del per_file[fid]
+                if n == min_votes - 1:
+                    popular.discard(fid)
+
+    def popular(self, floor: int) -> dict[int, int]:
+        """File -> voting networks, for the files with at least ``floor`` of them."""
+        per_file = self.per_file
+        if floor == self.min_votes:
+            return {f: per_file[f] for f in self.popular_files}
+        return {f: n for f, n in per_file.items() if n >= floor}
+
+
+def _first_at_or_after(times: array[int], instant: int, start: int) -> int:
+    """The first index from ``start`` whose time is ``instant`` or later (binary search)."""
+    lo, hi = start, len(times)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if times[mid] < instant:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _settle(files: array[int], sizes: list[int], start: int, end: int, states: Sequence[_PlannerState]) -> None:
+    """Count the hits of requests ``start:end``, during which no state's cache changed."""
+    if start >= end:
+        return
+    requested = Counter(files[start:end])
+    for state in states:
+        held = state.held
+        hits = hit_bytes = 0
+        for fid, n in requested.items():
+            if held[fid]:
+                hits += n
+                hit_bytes += n * sizes[fid]
+        state.hits += hits
+        state.hit_bytes += hit_bytes
+
+
+def _apply(state: _PlannerState, plan: CachePlan, fid_of: Mapping[str, int]) -> None:
+    """Carry out a plan in the simulated tiers: evictions, moves, downloads (counted upstream)."""
+    local, held = state.local, state.held
+    for eviction in plan.evictions:
+        path = eviction.file.path
+        del local[path]
+        held[fid_of[path]] = 0
+    for move in plan.moves:
+        f = move.file
+        local[f.path] = LocalFile(f.path, move.target, f.size)
+    for download in plan.downloads:
+        r = download.file
+        local[r.path] = LocalFile(r.path, download.tier, r.size)
+        held[fid_of[r.path]] = 1
+        state.upstream += r.size
