@@ -210,7 +210,9 @@ class _CacheRun:
         inventory = await self._timed("a", self._inventory())
         if not self.dry_run and not self.stop.is_set():
             report.verify = await self._timed("v", verify_cache(
-                inventory.files, config=self.config, db=self.db, roots=self.roots, now=self.now, stop=self.stop
+                inventory.files, budget=self.config.cache.verify_bytes_per_run, node_id=self.config.node_id,
+                repo_path=self.config.repo_path, prefix=self.config.prefix, db=self.db, roots=self.roots,
+                now=self.now, stop=self.stop,
             ))
         fill = LiveFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
         for local in inventory.files.values():
@@ -231,7 +233,8 @@ class _CacheRun:
             )
             if not self.dry_run and not self.stop.is_set():
                 report.applied, fill = await self._timed("d", apply_plan(
-                    plan, config=self.config, db=self.db, client=self.client, stop=self.stop, fill=fill,
+                    plan, node_id=self.config.node_id, roots=self.roots, sync=self.config.sync,
+                    upstream=self.config.upstream, db=self.db, client=self.client, stop=self.stop, fill=fill,
                     unwritable=report.unwritable,
                 ))
                 report.tier_bytes, report.tier_files = fill.bytes, fill.files
@@ -305,7 +308,9 @@ class _CacheRun:
         self.report.popular = len(votes)
         wanted_paths = sorted(path for path in votes if path not in inventory.files)
         wanted = await resolve_wanted(
-            wanted_paths, config=self.config, db=self.db, client=self.client, now=self.now, dry_run=self.dry_run
+            wanted_paths, cache=cache, sync=self.config.sync, upstream=self.config.upstream,
+            repo_path=self.config.repo_path, prefix=self.config.prefix, db=self.db, client=self.client,
+            now=self.now, dry_run=self.dry_run,
         )
         self.report.wanted = wanted
         logger.info(

@@ -34,7 +34,7 @@ from typing import TypeVar
 from pypimirror.jobs.cache_plan import CachePlan, Download, Eviction, Move
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config
+from pypimirror.config import SyncConfig, UpstreamConfig
 from pypimirror.db import Database
 from pypimirror.errors import IntegrityError, StorageError, UpstreamError
 from pypimirror.inventory import LocalFile, disk_rows, prune_empty_dirs, remove_file
@@ -91,7 +91,9 @@ class ApplyStats:
 @dataclass(slots=True)
 class _Executor:
     plan: CachePlan
-    config: Config
+    node_id: str
+    sync: SyncConfig
+    upstream: UpstreamConfig
     db: Database
     client: UpstreamClient
     roots: tuple[Path, ...]
@@ -117,7 +119,7 @@ class _Executor:
                 gone.extend(path for path, _, _ in disk_rows({local.path: local}))
                 logger.debug("cache: evicted %s from tier %d (score %.6g)", local.path, local.tier, eviction.score)
             if gone:
-                await self.db.run(partial(dbq.delete_local_files, node_id=self.config.node_id, paths=gone))
+                await self.db.run(partial(dbq.delete_local_files, node_id=self.node_id, paths=gone))
 
     async def move(self) -> None:
         for chunk in _chunks(self.plan.moves):
@@ -142,13 +144,13 @@ class _Executor:
                     if move.file.metadata_size is not None and outcome.metadata_size is None:
                         lost.append(move.file.metadata_path)
             if rows or lost:
-                await self.db.run(partial(dbq.record_moves, node_id=self.config.node_id, rows=rows, lost=lost))
+                await self.db.run(partial(dbq.record_moves, node_id=self.node_id, rows=rows, lost=lost))
 
     async def download(self) -> None:
         queue = iter(self.plan.downloads)
         workers = [
             asyncio.ensure_future(self._download_worker(queue))
-            for _ in range(max(1, min(self.config.sync.concurrent_downloads, len(self.plan.downloads))))
+            for _ in range(max(1, min(self.sync.concurrent_downloads, len(self.plan.downloads))))
         ]
         try:
             await asyncio.gather(*workers)
@@ -157,7 +159,7 @@ class _Executor:
                 worker.cancel()
 
     async def _download_worker(self, queue: Iterator[Download]) -> None:
-        threshold = self.config.sync.download_error_threshold
+        threshold = self.sync.download_error_threshold
         for download in queue:
             if self.stop.is_set():
                 return
@@ -186,7 +188,7 @@ class _Executor:
                 self.stats.downloaded_bytes += stored.bytes
                 rows = list(disk_rows({stored.path: stored}))
                 await self.db.run(partial(
-                    dbq.record_download, node_id=self.config.node_id, rows=rows, path=stored.path,
+                    dbq.record_download, node_id=self.node_id, rows=rows, path=stored.path,
                     checked_at=int(time.time()),
                 ))
 
@@ -208,7 +210,7 @@ class _Executor:
         try:
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
             result = await self.client.download_to(
-                self.config.upstream.file_url(remote.path),
+                self.upstream.file_url(remote.path),
                 temp,
                 size=remote.size,
                 sha256=remote.sha256,
@@ -220,7 +222,7 @@ class _Executor:
                 metadata_temp = _temp_beside(metadata_final)
                 try:
                     metadata = await self.client.download_to(
-                        self.config.upstream.file_url(remote.path + METADATA_SUFFIX), metadata_temp,
+                        self.upstream.file_url(remote.path + METADATA_SUFFIX), metadata_temp,
                         size=remote.metadata_size, sha256=remote.metadata_sha256, cancel=self.stop,
                     )
                     commits.append((metadata_temp, metadata_final, metadata))
@@ -241,7 +243,10 @@ class _Executor:
 async def apply_plan(
     plan: CachePlan,
     *,
-    config: Config,
+    node_id: str,
+    roots: tuple[Path, ...],
+    sync: SyncConfig,
+    upstream: UpstreamConfig,
     db: Database,
     client: UpstreamClient,
     stop: asyncio.Event,
@@ -251,11 +256,13 @@ async def apply_plan(
     """Evictions, then moves, then downloads (see the module docstring); ``stop`` ends it early.
 
     ``fill`` is the tiers' content before the plan; the returned one is after it. Steps that
-    would change one of the ``unwritable`` tiers are left out (counted).
+    would change one of the ``unwritable`` tiers are left out (counted). Files go to and come
+    from the tier directories ``roots`` and are recorded under ``node_id``; ``sync`` gives the
+    download concurrency and error threshold, ``upstream`` the file URLs.
     """
     stats = ApplyStats()
     plan = _without_tiers(plan, unwritable, stats)
-    executor = _Executor(plan, config, db, client, config.cache.tier_roots, stop, fill, stats)
+    executor = _Executor(plan, node_id, sync, upstream, db, client, roots, stop, fill, stats)
     await executor.evict()
     await executor.move()
     await executor.download()

@@ -20,11 +20,13 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 
 from pypimirror.jobs.cache_plan import RemoteFile
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config
+from pypimirror.config import CacheConfig, SyncConfig, UpstreamConfig
 from pypimirror.db import Database
 from pypimirror.errors import UpstreamError
 from pypimirror.inventory import is_package_relpath
@@ -50,16 +52,25 @@ class WantedFiles:
 async def resolve_wanted(
     paths: Sequence[str],
     *,
-    config: Config,
+    cache: CacheConfig,
+    sync: SyncConfig,
+    upstream: UpstreamConfig,
+    repo_path: Path,
+    prefix: str,
     db: Database,
     client: UpstreamClient,
     now: int,
     dry_run: bool,
 ) -> WantedFiles:
-    """The wanted (popular, not cached) ``paths`` that can be downloaded and verified."""
+    """The wanted (popular, not cached) ``paths`` that can be downloaded and verified.
+
+    The pages are read from the repository at ``repo_path`` (served under ``prefix``);
+    ``cache`` gives the file size limit and how long a HEAD answer is kept, ``sync`` the
+    HEAD concurrency and ``upstream`` the URLs asked.
+    """
     result = WantedFiles()
-    indexed = await asyncio.to_thread(lookup_listed_files, config.repo_path, config.prefix, paths)
-    limit = config.cache.filesize_limit
+    indexed = await asyncio.to_thread(lookup_listed_files, repo_path, prefix, paths)
+    limit = cache.filesize_limit
     usable: list[ListedFile] = []
     for path in paths:
         entry = indexed.get(path)
@@ -77,7 +88,8 @@ async def resolve_wanted(
             "neither is downloaded", result.unlisted, result.unverifiable,
         )
     sizes = await _metadata_sizes(
-        [e.path + METADATA_SUFFIX for e in usable if e.metadata_sha256], config, db, client, now, dry_run, result
+        [e.path + METADATA_SUFFIX for e in usable if e.metadata_sha256],
+        cache.size_db_ttl, sync, upstream, db, client, now, dry_run, result,
     )
     for entry in usable:
         metadata_sha256 = entry.metadata_sha256
@@ -96,20 +108,25 @@ async def resolve_wanted(
 
 async def _metadata_sizes(
     paths: Sequence[str],
-    config: Config,
+    ttl: timedelta,
+    sync: SyncConfig,
+    upstream: UpstreamConfig,
     db: Database,
     client: UpstreamClient,
     now: int,
     dry_run: bool,
     result: WantedFiles,
 ) -> dict[str, int | None]:
-    """Size of each metadata path (None: upstream 404); paths whose HEAD failed are absent."""
-    fresh_since = now - int(config.cache.size_db_ttl.total_seconds())
+    """Size of each metadata path (None: upstream 404); paths whose HEAD failed are absent.
+
+    A size stored less than ``ttl`` ago is taken as it is; the others are asked of the upstream.
+    """
+    fresh_since = now - int(ttl.total_seconds())
     known = await db.run_read(lambda conn: dbq.load_remote_sizes(conn, paths, fresh_since))
     unknown = [p for p in paths if p not in known]
     if not unknown:
         return known
-    answers = await _head_all(unknown, config, client)
+    answers = await _head_all(unknown, sync, upstream, client)
     result.heads = len(unknown)
     result.head_errors = len(unknown) - len(answers)
     if answers and not dry_run:
@@ -118,15 +135,17 @@ async def _metadata_sizes(
     return {**known, **answers}
 
 
-async def _head_all(paths: Sequence[str], config: Config, client: UpstreamClient) -> dict[str, int | None]:
+async def _head_all(
+    paths: Sequence[str], sync: SyncConfig, upstream: UpstreamConfig, client: UpstreamClient
+) -> dict[str, int | None]:
     """HEAD every path, ``sync.concurrent_downloads`` at a time; failures are logged and left out."""
-    gate = asyncio.Semaphore(max(1, config.sync.concurrent_downloads))
+    gate = asyncio.Semaphore(max(1, sync.concurrent_downloads))
     answers: dict[str, int | None] = {}
 
     async def head(path: str) -> None:
         async with gate:
             try:
-                response = await client.head(config.upstream.file_url(path))
+                response = await client.head(upstream.file_url(path))
             except UpstreamError as exc:
                 logger.warning("cache: cannot learn the size of %s: %s", path, exc)
                 return

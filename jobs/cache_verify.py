@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config
 from pypimirror.db import Database
 from pypimirror.inventory import LocalFile, disk_rows, remove_file
 from pypimirror.listedfiles import iter_listed_files
@@ -49,22 +48,28 @@ class VerifyStats:
 async def verify_cache(
     files: MutableMapping[str, LocalFile],
     *,
-    config: Config,
+    budget: int,
+    node_id: str,
+    repo_path: Path,
+    prefix: str,
     db: Database,
     roots: Sequence[Path],
     now: int,
     stop: asyncio.Event,
 ) -> VerifyStats:
-    """Check ``files`` (phase A's inventory) and evict, from disk, database and ``files``, those that differ."""
+    """Check ``files`` (phase A's inventory) and evict, from disk, database and ``files``, those that differ.
+
+    Sizes are compared with the pages of the repository at ``repo_path`` (served under
+    ``prefix``); at most ``budget`` bytes of the least recently checked files are hashed.
+    """
     stats = VerifyStats()
-    budget, node = config.cache.verify_bytes_per_run, config.node_id
     due: list[tuple[str, int]] = []
     if budget > 0:
         due = await db.run_read(partial(
-            dbq.least_checked_files, node_id=node, budget=budget, min_cost=MIN_FILE_COST, skip_suffix=METADATA_SUFFIX
+            dbq.least_checked_files, node_id=node_id, budget=budget, min_cost=MIN_FILE_COST, skip_suffix=METADATA_SUFFIX
         ))
     wrong_sizes, digests = await asyncio.to_thread(
-        _compare_sizes, config.repo_path, config.prefix, files, {path for path, _ in due}
+        _compare_sizes, repo_path, prefix, files, {path for path, _ in due}
     )
     bad: dict[str, LocalFile] = {}
     for path, page_size in wrong_sizes:
@@ -93,9 +98,9 @@ async def verify_cache(
                     path, cached.tier, digest, sha256,
                 )
         if checked:
-            await db.run(partial(dbq.store_file_checks, node_id=node, paths=checked, checked_at=now))
+            await db.run(partial(dbq.store_file_checks, node_id=node_id, paths=checked, checked_at=now))
     if bad:
-        await _evict(files, list(bad.values()), db, roots, node, stats)
+        await _evict(files, list(bad.values()), db, roots, node_id, stats)
     return stats
 
 
