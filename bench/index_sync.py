@@ -323,6 +323,7 @@ def root_child(config_file: str, body_file: str) -> None:
     from pypimirror.configreader import load_config
     from pypimirror.db import Database
     from pypimirror.jobs import index_sync
+    from pypimirror.storage import atomic_write
 
     recorder = _Recorder()
     for module, attr, label in [
@@ -341,7 +342,11 @@ def root_child(config_file: str, body_file: str) -> None:
 
     async def run_phases(db: Database) -> dict[str, int]:
         client: Any = _FileListingClient(Path(body_file))
-        run = index_sync._IndexSyncRun(config, db, client, asyncio.Event(), time.monotonic, asyncio.sleep)
+        run = index_sync._IndexSyncRun(
+            sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
+            db=db, client=client, stop=asyncio.Event(), clock=time.monotonic, sleep=asyncio.sleep,
+            write=atomic_write,
+        )
         plan = await recorder.phase("plan (_plan)", run._plan())
         fetched = [(name, listed.display_name, listed.serial) for name, listed in plan.fetch]
         await recorder.phase("store fetched serials", db.run(lambda conn: dbq.store_serials(conn, fetched)))

@@ -43,7 +43,7 @@ from urllib.parse import urljoin
 from packaging.utils import NormalizedName
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config
+from pypimirror.config import Config, SyncConfig, UpstreamConfig
 from pypimirror.db import Database
 from pypimirror.errors import (
     MalformedUpstreamError,
@@ -210,16 +210,27 @@ async def run_index_sync(
     is changed then). Per-project failures are counted in the report and retried by the next
     run; failures of the run as a whole are its report's ``failed``.
     """
-    run = _IndexSyncRun(config, db, client, stop or asyncio.Event(), clock, sleep, write)
+    run = _IndexSyncRun(
+        sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
+        db=db, client=client, stop=stop or asyncio.Event(), clock=clock, sleep=sleep, write=write,
+    )
     return await run.execute()
 
 
 class _IndexSyncRun:
-    """The state of one run: its plan, its progress and the serials waiting to be stored."""
+    """The state of one run: its plan, its progress and the serials waiting to be stored.
+
+    It is given only the settings a sync reads (``sync``, ``upstream``, the repository at
+    ``repo_path`` and the ``prefix`` its pages link under), not the whole configuration.
+    """
 
     def __init__(
         self,
-        config: Config,
+        *,
+        sync: SyncConfig,
+        upstream: UpstreamConfig,
+        repo_path: Path,
+        prefix: str,
         db: Database,
         client: UpstreamClient,
         stop: asyncio.Event,
@@ -227,14 +238,16 @@ class _IndexSyncRun:
         sleep: Callable[[float], Awaitable[None]],
         write: Writer,
     ) -> None:
-        self.config = config
+        self.sync = sync
+        self.upstream = upstream
+        self.prefix = prefix
         self.db = db
         self.client = client
         self.stop = stop
         self.clock = clock
         self.sleep = sleep
         self.write = write
-        self.layout = RepoLayout(config.repo_path)
+        self.layout = RepoLayout(repo_path)
         self.report = IndexSyncReport()
         self.pending_serials: list[tuple[NormalizedName, str, int]] = []
         self.last_flush = clock()
@@ -263,7 +276,7 @@ class _IndexSyncRun:
         listing) and are retried next run; most projects failing means the upstream, the
         network or the disk is broken, which an operator must see as a failed run.
         """
-        report, share = self.report, self.config.sync.max_error_share
+        report, share = self.report, self.sync.max_error_share
         tried = report.fetched + report.removed + report.errors
         if report.failed is not None or not report.errors or report.errors <= share * tried:
             return
@@ -280,7 +293,7 @@ class _IndexSyncRun:
         For all of PyPI the listing and the serials take ~300 MB; they live only in this
         frame, so neither the fetches nor the root pages that follow hold them.
         """
-        upstream = self.config.upstream
+        upstream = self.upstream
         listing = await fetch_listing(self.client, upstream.pypi_url, upstream.listing)
         listing = _drop_invalid_names(listing)
         self.report.listed = len(listing)
@@ -307,7 +320,7 @@ class _IndexSyncRun:
         progress = asyncio.ensure_future(self._log_progress(len(todo), started))
         workers = [
             asyncio.ensure_future(self._worker(queue))
-            for _ in range(min(self.config.sync.concurrent_downloads, max(len(todo), 1)))
+            for _ in range(min(self.sync.concurrent_downloads, max(len(todo), 1)))
         ]
         try:
             await asyncio.gather(*workers)
@@ -369,11 +382,11 @@ class _IndexSyncRun:
         self, name: NormalizedName, listed: ListedProject
     ) -> tuple[RenderedProject, int]:
         """Fetch, check and render one project; returns the files and the serial to store."""
-        attempts = self.config.sync.retry
+        attempts = self.sync.retry
         for attempt in range(1, attempts + 1):
             simple, document = await asyncio.gather(
-                self._get(f"{self.config.upstream.pypi_url}/simple/{name}/", SIMPLE_JSON),
-                self._get(f"{self.config.upstream.pypi_url}/pypi/{name}/json", "application/json"),
+                self._get(f"{self.upstream.pypi_url}/simple/{name}/", SIMPLE_JSON),
+                self._get(f"{self.upstream.pypi_url}/pypi/{name}/json", "application/json"),
             )
             page, page_url = _choose_page(name, listed, simple, document)
             got = _served_serial(page, document)
@@ -399,7 +412,7 @@ class _IndexSyncRun:
             absolute = urljoin(page_url, url)
             return rewrite_file_url(absolute, packages_url=upstream.packages_url, prefix=prefix)
 
-        upstream, prefix = self.config.upstream, self.config.prefix
+        upstream, prefix = self.upstream, self.prefix
         html = render_project_html(page, url_for=url_for, repository_meta=True)
         pages = {
             "index.html": html,
@@ -430,7 +443,7 @@ class _IndexSyncRun:
     # -- removals and the root ----------------------------------------------------------
 
     async def _remove(self, names: tuple[NormalizedName, ...]) -> None:
-        limit = self.config.sync.max_deletions
+        limit = self.sync.max_deletions
         if len(names) > limit:
             reason = (
                 f"{len(names)} projects are gone from the upstream listing, more than "
@@ -456,7 +469,7 @@ class _IndexSyncRun:
         # Two steps, so the dict of all serials is gone before the pages are rendered.
         projects = await asyncio.to_thread(_root_entries, await self.db.run(dbq.load_serials))
         try:
-            await asyncio.to_thread(_write_root, self.layout, projects, self.config.prefix, self.write)
+            await asyncio.to_thread(_write_root, self.layout, projects, self.prefix, self.write)
         except OSError as exc:
             reason = f"cannot write the root pages: {_describe_os_error(exc)}"
             if self.report.failed is not None:  # the same storage failure, already reported
