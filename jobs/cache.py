@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 from pypimirror.jobs.cache_apply import ApplyStats, LiveFill, apply_plan, probe_tier
@@ -37,7 +38,7 @@ from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wan
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
 from pypimirror import queries as dbq
-from pypimirror.config import Config
+from pypimirror.config import CacheConfig, Config, SyncConfig, UpstreamConfig
 from pypimirror.db import Database
 from pypimirror.inventory import (
     Inventory,
@@ -187,22 +188,45 @@ async def run_cache(
     changed then) and :class:`~pypimirror.errors.DatabaseError` when the database fails.
     Download failures are counted in the report, not raised.
     """
-    run = _CacheRun(config, db, client, stop or asyncio.Event(), dry_run, int(clock()))
+    run = _CacheRun(
+        cache=config.cache, sync=config.sync, upstream=config.upstream, node_id=config.node_id,
+        repo_path=config.repo_path, prefix=config.prefix, db=db, client=client, stop=stop or asyncio.Event(),
+        dry_run=dry_run, now=int(clock()),
+    )
     return await run.execute()
 
 
 class _CacheRun:
+    """One run's state; it holds the settings its phases read, not the whole configuration."""
+
     def __init__(
-        self, config: Config, db: Database, client: UpstreamClient, stop: asyncio.Event, dry_run: bool, now: int
+        self,
+        *,
+        cache: CacheConfig,
+        sync: SyncConfig,
+        upstream: UpstreamConfig,
+        node_id: str,
+        repo_path: Path,
+        prefix: str,
+        db: Database,
+        client: UpstreamClient,
+        stop: asyncio.Event,
+        dry_run: bool,
+        now: int,
     ) -> None:
-        self.config = config
+        self.cache = cache
+        self.sync = sync
+        self.upstream = upstream
+        self.node_id = node_id
+        self.repo_path = repo_path
+        self.prefix = prefix
         self.db = db
         self.client = client
         self.stop = stop
         self.dry_run = dry_run
         self.now = now
-        self.roots = config.cache.tier_roots
-        self.limits = config.cache.tier_limits
+        self.roots = cache.tier_roots
+        self.limits = cache.tier_limits
         self.report = CacheReport(self.limits, dry_run=dry_run)
 
     async def execute(self) -> CacheReport:
@@ -210,8 +234,8 @@ class _CacheRun:
         inventory = await self._timed("a", self._inventory())
         if not self.dry_run and not self.stop.is_set():
             report.verify = await self._timed("v", verify_cache(
-                inventory.files, budget=self.config.cache.verify_bytes_per_run, node_id=self.config.node_id,
-                repo_path=self.config.repo_path, prefix=self.config.prefix, db=self.db, roots=self.roots,
+                inventory.files, budget=self.cache.verify_bytes_per_run, node_id=self.node_id,
+                repo_path=self.repo_path, prefix=self.prefix, db=self.db, roots=self.roots,
                 now=self.now, stop=self.stop,
             ))
         fill = LiveFill(inventory.tier_bytes(len(self.limits)), [0] * len(self.limits))
@@ -222,8 +246,8 @@ class _CacheRun:
         if not self.dry_run:
             await self._probe_tiers()
         if not self.stop.is_set():
-            plan = await self._timed("b", self._plan(inventory, self.config.cache.min_vote_count))
-            if lowers_threshold(self.config.cache.policy, self.config.cache.min_vote_count, plan):
+            plan = await self._timed("b", self._plan(inventory, self.cache.min_vote_count))
+            if lowers_threshold(self.cache.policy, self.cache.min_vote_count, plan):
                 plan = await self._timed("b2", self._plan(inventory, 1))
             del inventory  # the plan holds what it needs; a million entries are worth freeing
             report.plan, report.blocked_moves, report.unplaced = plan, len(plan.blocked), plan.unplaced
@@ -233,8 +257,8 @@ class _CacheRun:
             )
             if not self.dry_run and not self.stop.is_set():
                 report.applied, fill = await self._timed("d", apply_plan(
-                    plan, node_id=self.config.node_id, roots=self.roots, sync=self.config.sync,
-                    upstream=self.config.upstream, db=self.db, client=self.client, stop=self.stop, fill=fill,
+                    plan, node_id=self.node_id, roots=self.roots, sync=self.sync,
+                    upstream=self.upstream, db=self.db, client=self.client, stop=self.stop, fill=fill,
                     unwritable=report.unwritable,
                 ))
                 report.tier_bytes, report.tier_files = fill.bytes, fill.files
@@ -257,7 +281,7 @@ class _CacheRun:
         scans = [await asyncio.to_thread(scan_tier, root, tier) for tier, root in enumerate(self.roots)]
         inventory = await asyncio.to_thread(reconcile_tiers, scans)
         del scans
-        node = self.config.node_id
+        node = self.node_id
         stored = await self.db.run_read(lambda conn: dbq.load_local_files(conn, node))
         upserts, stale = await asyncio.to_thread(diff_rows, inventory.files, stored)
         del stored
@@ -301,15 +325,15 @@ class _CacheRun:
 
     async def _plan(self, inventory: Inventory, floor: int) -> CachePlan:
         """The plan over the files with at least ``floor`` voting networks."""
-        cache = self.config.cache
+        cache = self.cache
         since = self.now - int(cache.vote_window.total_seconds())
         popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
         wanted_paths = sorted(path for path in votes if path not in inventory.files)
         wanted = await resolve_wanted(
-            wanted_paths, cache=cache, sync=self.config.sync, upstream=self.config.upstream,
-            repo_path=self.config.repo_path, prefix=self.config.prefix, db=self.db, client=self.client,
+            wanted_paths, cache=cache, sync=self.sync, upstream=self.upstream,
+            repo_path=self.repo_path, prefix=self.prefix, db=self.db, client=self.client,
             now=self.now, dry_run=self.dry_run,
         )
         self.report.wanted = wanted
@@ -325,14 +349,14 @@ class _CacheRun:
     # -- E: cleanup ----------------------------------------------------------------------------
 
     async def _cleanup(self) -> None:
-        cache = self.config.cache
+        cache = self.cache
         votes_before = self.now - int(cache.vote_window.total_seconds())
         sizes_before = self.now - int(cache.size_db_ttl.total_seconds())
         self.report.votes_deleted = await self.db.run(lambda conn: dbq.delete_votes_before(conn, votes_before))
         self.report.sizes_deleted = await self.db.run(
             lambda conn: dbq.delete_remote_sizes_before(conn, sizes_before)
         )
-        await self.db.run(partial(dbq.delete_file_checks, node_id=self.config.node_id))
+        await self.db.run(partial(dbq.delete_file_checks, node_id=self.node_id))
         logger.info(
             "cache: phase E: forgot %d old votes and %d expired size answers",
             self.report.votes_deleted, self.report.sizes_deleted,
