@@ -17,7 +17,7 @@ __all__ = ["detect_kind_by_name", "filename_from_location", "read_lockfile"]
 import logging
 import re
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -149,16 +149,18 @@ def _tables(document: dict[str, object], key: str, shown: str) -> list[dict[str,
     return value
 
 
-def _package_head(package: dict[str, object], number: int, collector: _Collector,
-                  key: str) -> tuple[NormalizedName, str | None, str] | None:
-    """(project, version, where) of a package table, or None (a problem) when it has no name."""
-    name, version = package.get("name"), package.get("version")
-    if not isinstance(name, str) or not name:
-        collector.problem(f"{key} #{number}", "no name")
-        return None
-    version = version if isinstance(version, str) else None
-    where = f"package {name!r}" + (f" {version}" if version else "")
-    return canonicalize_name(name), version, where
+def _packages(document: dict[str, object], key: str,
+              collector: _Collector) -> Iterator[tuple[dict[str, object], NormalizedName, str | None, str]]:
+    """Each package table under ``key`` with its (project, version, where); a table without a
+    name is reported as a problem and left out."""
+    for number, package in enumerate(_tables(document, key, collector.shown), start=1):
+        name, version = package.get("name"), package.get("version")
+        if not isinstance(name, str) or not name:
+            collector.problem(f"{key} #{number}", "no name")
+            continue
+        version = version if isinstance(version, str) else None
+        where = f"package {name!r}" + (f" {version}" if version else "")
+        yield package, canonicalize_name(name), version, where
 
 
 def _split_hash(value: object) -> dict[str, str] | None:
@@ -174,11 +176,7 @@ def _read_uv(document: dict[str, object], collector: _Collector) -> None:
     if isinstance(version, int) and version > _UV_LOCK_VERSION:
         raise LockfileError(collector.shown, "version", f"uv.lock version {version} is newer than this reader "
                             f"understands ({_UV_LOCK_VERSION})")
-    for number, package in enumerate(_tables(document, "package", collector.shown), start=1):
-        head = _package_head(package, number, collector, "package")
-        if head is None:
-            continue
-        project, release, where = head
+    for package, project, release, where in _packages(document, "package", collector):
         source = package.get("source")
         local = next((reason for kind, reason in _UV_LOCAL_SOURCES.items()
                       if isinstance(source, dict) and kind in source), None)
@@ -235,11 +233,7 @@ def _check_major(value: object, newest: int, collector: _Collector, key: str, wh
 
 def _read_pylock(document: dict[str, object], collector: _Collector) -> None:
     _check_major(document.get("lock-version"), _PYLOCK_MAJOR, collector, "lock-version", "lock-version")
-    for number, package in enumerate(_tables(document, "packages", collector.shown), start=1):
-        head = _package_head(package, number, collector, "packages")
-        if head is None:
-            continue
-        project, release, where = head
+    for package, project, release, where in _packages(document, "packages", collector):
         located = f"{collector.shown}: {where}"
         if collector.marker_excludes(package.get("marker"), project, located):
             continue
@@ -265,11 +259,7 @@ def _read_poetry(document: dict[str, object], collector: _Collector) -> None:
     # Before lock-version 2.0 poetry kept the files apart, in [metadata.files] by package name.
     old_files = metadata.get("files")
     old_files = {canonicalize_name(str(k)): v for k, v in old_files.items()} if isinstance(old_files, dict) else {}
-    for number, package in enumerate(_tables(document, "package", collector.shown), start=1):
-        head = _package_head(package, number, collector, "package")
-        if head is None:
-            continue
-        project, release, where = head
+    for package, project, release, where in _packages(document, "package", collector):
         located = f"{collector.shown}: {where}"
         source = package.get("source")
         source_type = source.get("type") if isinstance(source, dict) else None
