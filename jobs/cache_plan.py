@@ -185,28 +185,25 @@ def rank_candidates(
     :data:`SIZE_AWARE_RETENTION`), votes, smaller size and path.
     """
     if policy == "seed":
-        candidates = [
-            Candidate(f.path, votes.get(f.path, 0), f.size, f.bytes, score(votes.get(f.path, 0), f.size), local=f)
-            for f in local
-        ]
-        candidates.extend(
-            Candidate(f.path, votes[f.path], f.size, f.bytes, score(votes[f.path], f.size), remote=f)
-            for f in remote
-        )
-        _sort_best_first(candidates)
-        return candidates
-    retained = SIZE_AWARE_RETENTION
+        def score_of(n: int, f: LocalFile | RemoteFile, cached: bool) -> float:
+            return score(n, f.size)
+    else:
+        def score_of(n: int, f: LocalFile | RemoteFile, cached: bool) -> float:
+            return size_aware_score(n, f.bytes) * (SIZE_AWARE_RETENTION if cached else 1.0)
+
     candidates = [
-        Candidate(f.path, n, f.size, f.bytes, size_aware_score(n, f.bytes) * retained, f)
+        Candidate(f.path, n, f.size, f.bytes, score_of(n, f, True), f)
         for f in local
         for n in (votes.get(f.path, 0),)
     ]
     candidates.extend(
-        Candidate(r.path, n, r.size, r.bytes, size_aware_score(n, r.bytes), None, r)
+        Candidate(r.path, n, r.size, r.bytes, score_of(n, r, False), None, r)
         for r in remote
         for n in (votes[r.path],)
     )
     _sort_best_first(candidates)
+    if policy == "seed":
+        return candidates
     # Stable: within each part the order above stays.
     return [c for c in candidates if c.votes >= min_vote_count] + [c for c in candidates if c.votes < min_vote_count]
 
