@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from pypimirror.jobs.cache_apply import ApplyStats, LiveFill, apply_plan, probe_tier
-from pypimirror.jobs.cache_plan import CachePlan, format_bytes, format_plan, lowers_threshold, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, format_plan, lowers_threshold, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
 from pypimirror import queries as dbq
+from pypimirror.byteunits import format_bytes
 from pypimirror.config import CacheConfig, Config, SyncConfig, UpstreamConfig
 from pypimirror.db import Database
 from pypimirror.inventory import (

@@ -23,7 +23,6 @@ __all__ = [
     "Move",
     "RemoteFile",
     "assign_tiers",
-    "format_bytes",
     "format_plan",
     "plan_cache",
     "rank_candidates",
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import NamedTuple
 
+from pypimirror.byteunits import format_bytes
 from pypimirror.config import CachePolicy
 from pypimirror.inventory import LocalFile
 
@@ -398,15 +398,3 @@ def format_plan(plan: CachePlan) -> str:
         for d in plan.downloads
     )
     return "\n".join(lines) + "\n"
-
-
-def format_bytes(n: int) -> str:
-    """``n`` bytes in binary units with one decimal: 1536 -> '1.5 KiB'."""
-    if abs(n) < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if abs(value) < 1024:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1024:.1f} TiB"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from pypimirror.jobs.cache_plan import format_bytes
+from pypimirror.byteunits import format_bytes
 from pypimirror.jobs.simulate import CompactTrace, PolicyResult
 
 from pypimirror.errors import StorageError

@@ -38,7 +38,7 @@ from pypimirror.healthcheck import check_health
 from pypimirror.hitchart import format_rate
 from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
-from pypimirror.jobs.cache_plan import format_bytes
+from pypimirror.byteunits import format_bytes
 from pypimirror.jobs.registry import JOBS
 from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.jobs.simulate import POLICIES

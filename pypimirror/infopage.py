@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from pypimirror.byteunits import format_bytes
 from pypimirror.config import IPMode
 from pypimirror.hitchart import format_rate, render_hit_chart
 from pypimirror.queries import JobRun
@@ -29,7 +30,6 @@ _HOST_RE = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\]
 _MAX_HOST_LENGTH = 260
 _MAX_ERROR_LENGTH = 500
 _MAX_COUNTS = 10
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +235,8 @@ def _tiers_table(tiers: tuple[TierFill, ...]) -> str:
     for tier in tiers:
         share = f"{tier.bytes / tier.limit:.0%}" if tier.limit else "–"
         rows.append(
-            f"<tr><td>{tier.index + 1}</td><td>{tier.files:,}</td><td>{e(_format_bytes(tier.bytes))}</td>"
-            f"<td>{e(_format_bytes(tier.limit))}</td><td>{share}</td></tr>"
+            f"<tr><td>{tier.index + 1}</td><td>{tier.files:,}</td><td>{e(format_bytes(tier.bytes))}</td>"
+            f"<td>{e(format_bytes(tier.limit))}</td><td>{share}</td></tr>"
         )
     joined = "\n".join(rows)
     return f"""<h3>Cache fill</h3>
@@ -256,7 +256,7 @@ def _hits_section(page: InfoPage) -> str:
     for key, title, window in (("day", "Last 24 hours", hits.last_day), ("week", "Last 7 days", hits.last_week)):
         rows.append(
             f'<tr id="hits-{key}"><th>{title}</th><td>{window.requests:,}</td>'
-            f"<td>{e(format_rate(window.request_rate))}</td><td>{e(_format_bytes(window.bytes))}</td>"
+            f"<td>{e(format_rate(window.request_rate))}</td><td>{e(format_bytes(window.bytes))}</td>"
             f"<td>{e(format_rate(window.byte_rate))}</td></tr>"
         )
     joined = "\n".join(rows)
@@ -309,14 +309,6 @@ def _format_duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
-def _format_bytes(size: int) -> str:
-    """``size`` in the largest binary unit that keeps it at least 1 (``3.0 GiB``)."""
-    if size < 1024:
-        return f"{size} B"
-    exponent = min((size.bit_length() - 1) // 10, len(_UNITS) - 1)
-    return f"{size / 1024**exponent:.1f} {_UNITS[exponent]}"
 
 
 def _format_counts(run: JobRun) -> str:

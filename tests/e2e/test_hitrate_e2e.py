@@ -14,7 +14,7 @@ from mirrorprocess import PREFIX, request, run_cli, running_server, stop_server,
 from prometheus_client.parser import text_string_to_metric_families
 
 from pypimirror.hitchart import format_rate
-from pypimirror.jobs.cache_plan import format_bytes
+from pypimirror.byteunits import format_bytes
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,6 @@ from pypimirror.jobs.cache_plan import (
     Move,
     RemoteFile,
     assign_tiers,
-    format_bytes,
     format_plan,
     lowers_threshold,
     plan_cache,
@@ -210,13 +209,6 @@ def test_format_plan_lists_every_step_and_each_tier() -> None:
     assert f"demote   {path('c.whl')} tier 0 -> 1" in text
     assert f"promote  {path('a.whl')} tier 1 -> 0" in text
     assert f"download {path('e.whl')} to tier 1 (60 B" in text
-
-
-@pytest.mark.parametrize(
-    ("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * GiB, "5.0 GiB"), (3 * 1024 * GiB, "3.0 TiB")]
-)
-def test_format_bytes(n: int, text: str) -> None:
-    assert format_bytes(n) == text
 
 
 # -- reconciling tier walks (pure part of phase A) ------------------------------------------
