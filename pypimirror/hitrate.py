@@ -78,7 +78,7 @@ def _no_sizes(_paths: Sequence[str]) -> Mapping[str, int]:
 
 
 def listed_sizes(listed: ListedFiles) -> SizeLookup:
-    """Sizes as the stored pages list them, through ``listed`` (used by the flusher alone)."""
+    """Sizes as the stored pages list them, through ``listed``'s :meth:`~ListedFiles.lookup_blocking`."""
 
     def sizes(paths: Sequence[str]) -> dict[str, int]:
         found = {}

@@ -257,7 +257,7 @@ async def _serve(
             access_log.start()
             stack.callback(access_log.close)
             signals.reopen_log = access_log.reopen
-            listed = ListedFiles(config.repo_path, config.prefix)  # the vote writer's own (one thread each)
+            listed = ListedFiles(config.repo_path, config.prefix)  # the worker threads' (the IOLoop has its own)
             votes = VoteRecorder(
                 db, dedup_window=config.cache.dedup_window, queue_size=config.votes.queue_size, bots=config.votes.bots,
                 is_listed=lambda path: listed.lookup_blocking(path) is not None,
@@ -266,8 +266,7 @@ async def _serve(
             drain_s = max(config.shutdown_grace.total_seconds(), _MIN_VOTE_DRAIN_S)
             stack.push_async_callback(asyncio.to_thread, votes.close, drain_s)
             hits = HitCounter(is_bot=votes.is_bot)
-            hit_sizes = listed_sizes(ListedFiles(config.repo_path, config.prefix))  # the flusher's own
-            flusher = HitFlusher(hits, db, config.node_id, sizes=hit_sizes)
+            flusher = HitFlusher(hits, db, config.node_id, sizes=listed_sizes(listed))
             flusher.start()
             stack.push_async_callback(flusher.close)  # after the last request, before the database closes
             services = Services(

@@ -36,6 +36,7 @@ import functools
 import logging
 import os
 import re
+import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -212,8 +213,10 @@ class _Listing:
 class ListedFiles:
     """Each project's listed files, in memory while its page file is unchanged (module docstring).
 
-    Meant for one thread: the IOLoop uses :meth:`get_fresh` and :meth:`lookup`, a worker thread
-    (the vote writer) :meth:`lookup_blocking`; each has its own instance. ``max_files`` bounds
+    The IOLoop uses :meth:`get_fresh` and :meth:`lookup` of an instance of its own, lock-free on
+    the request path. Worker threads (the vote writer, the hit counters' flusher) share another
+    through :meth:`lookup_blocking`, which takes a lock, so a page both need is read once.
+    ``max_files`` bounds
     the files held (a project with no page counts as one); the least recently used projects
     go first, but the one just read is always kept, however large.
     """
@@ -236,6 +239,7 @@ class ListedFiles:
         self._held = 0
         self._loading: dict[NormalizedName, asyncio.Future[_Listing]] = {}
         self._mismatches: set[tuple[str, int]] = set()
+        self._blocking = threading.Lock()  # lookup_blocking's callers are threads of their own
 
     def get_fresh(self, path: str) -> ListedFile | None | Literal[NotLoaded.TOKEN]:
         """The page's entry for ``path`` (None: no page lists it) when memory holds its project
@@ -265,15 +269,16 @@ class ListedFiles:
         return listing.files.get(path)
 
     def lookup_blocking(self, path: str) -> ListedFile | None:
-        """:meth:`lookup` for a worker thread: the page is read right here when needed."""
-        found = self._held_or_project(path)
-        if not isinstance(found, _Unread):
-            return found
-        listing = self._current(found.name)
-        if listing is None:
-            listing = self._read(found.name)
-            self._store(found.name, listing)
-        return listing.files.get(path)
+        """:meth:`lookup` for worker threads: the page is read right here when needed."""
+        with self._blocking:
+            found = self._held_or_project(path)
+            if not isinstance(found, _Unread):
+                return found
+            listing = self._current(found.name)
+            if listing is None:
+                listing = self._read(found.name)
+                self._store(found.name, listing)
+            return listing.files.get(path)
 
     def _held_or_project(self, path: str) -> ListedFile | None | _Unread:
         """:meth:`get_fresh`'s answer, or the project whose page must be looked at for ``path``."""

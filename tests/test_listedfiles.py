@@ -165,6 +165,29 @@ async def test_concurrent_lookups_of_a_cold_project_read_its_page_once(tmp_path:
     assert reads[0] != "MainThread"  # read in a worker thread, never on the loop's
 
 
+def test_worker_threads_sharing_blocking_lookups_read_a_cold_page_once(tmp_path: Path) -> None:
+    """The vote writer and the hit counters' flusher share one instance from their own threads."""
+    page = write_page(tmp_path, "demo", *(dist(f"demo-1.{n}-py3-none-any.whl", n) for n in range(50)))
+    listed = ListedFiles(tmp_path, PREFIX, clock=Clock())
+    paths = [relpath(f"demo-1.{n}-py3-none-any.whl") for n in range(50)]
+    start = threading.Barrier(8)
+    found: list[int] = []
+
+    def look_up_all() -> None:
+        start.wait()
+        found.extend(entry.size for path in paths if (entry := listed.lookup_blocking(path)) is not None)
+
+    reads: list[str] = []
+    with _PageReads(str(page), reads):
+        threads = [threading.Thread(target=look_up_all) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert sorted(found) == sorted(list(range(50)) * 8)
+    assert len(reads) == 1
+
+
 def test_memory_is_bounded_by_files_and_least_recently_used_projects_go_first(tmp_path: Path) -> None:
     for name in ("alpha", "beta", "gamma"):
         write_page(tmp_path, name, *(dist(f"{name}-1.{n}-py3-none-any.whl", n) for n in range(3)))
