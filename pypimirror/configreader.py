@@ -85,6 +85,7 @@ from pypimirror.configvalues import (
 )
 from pypimirror.cron import make_trigger
 from pypimirror.errors import ConfigError, ConfigProblem
+from pypimirror.storage import RepoLayout
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -392,7 +393,8 @@ def _check_files(reader: _Reader, config: Config) -> None:
 
 def _page_dirs(repo: Path) -> tuple[Path, Path]:
     """The directories under repo_path that the index sync owns."""
-    return repo / "simple", repo / "json"
+    layout = RepoLayout(repo)
+    return layout.simple_dir, layout.json_dir
 
 
 def _resolved(path: Path) -> Path:
