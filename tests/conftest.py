@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +18,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 # appended, so nothing there can shadow a test helper or an installed module.
 sys.path.append(str(Path(__file__).parent.parent / "bench"))
 
+from cleanenv import scrub_environ  # noqa: E402
 from dbhelpers import postgres_database  # noqa: E402
 from fakeindex import FakeIndex, running_fake_index  # noqa: E402
 
 from pypimirror.db import Database  # noqa: E402
 from pypimirror.upstream import configure_curl_client  # noqa: E402
 
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
-
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No proxy or PYPIMIRROR_* variable of the developer's shell leaks into a test."""
-    for name in list(os.environ):
-        if name.lower() in _PROXY_VARIABLES or name.startswith("PYPIMIRROR_"):
-            monkeypatch.delenv(name, raising=False)
+    scrub_environ(monkeypatch)
 
 
 @pytest.fixture
