@@ -52,7 +52,7 @@ from pypimirror.jobs.simulate_command import (
 )
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
-from pypimirror.schema import hit_counters
+from pypimirror.schema import hit_counters, pinned_sets
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
@@ -400,8 +400,10 @@ def _status(config: Config) -> int:
         with db.connect() as conn:
             # A database of an older release (status never upgrades it) has no hit counters yet.
             with_hits = inspect(conn).has_table(hit_counters.name)
+            with_pins = inspect(conn).has_table(pinned_sets.name)
             status = read_status(
-                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits
+                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits,
+                with_pins=with_pins,
             )
             lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
@@ -457,6 +459,8 @@ def format_status(
             lines.append(f"  {title}: {_describe_hits(window)}")
     else:
         lines.append("hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)")
+    lines.append(f"pinned sets (node {node_id}):")
+    lines.append(format_pinned_sets(status.pinned, indent="  ").rstrip("\n"))
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
 
