@@ -524,8 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sync" and not args.once and (args.wait or args.dry_run):
         parser.error("--wait and --dry-run need --once")
+    # ``pin`` prints what it did; its log would only repeat it (``-v`` shows it all).
+    quiet = args.command == "pin"
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
