@@ -317,7 +317,7 @@ def _pinned_candidates(
     A cached pinned file that fits nowhere stays in its tier (its room is taken, never below 0);
     a missing one gets no tier.
     """
-    files = [*local.values(), *remote.values()]
+    files: list[LocalFile | RemoteFile] = [*local.values(), *remote.values()]
     placement = place_pinned(((f.path, f.bytes) for f in files), limits)
     room = list(placement.room)
     candidates: list[Candidate] = []
