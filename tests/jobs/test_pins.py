@@ -345,3 +345,16 @@ async def test_a_removed_set_s_files_become_ordinary_candidates(mirror: Mirror) 
     cached = mirror.cached()
     assert kept in cached and popular in cached
     assert not (pinned - {kept}) & cached.keys(), "unvoted files of the removed set were evicted"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_set_whose_largest_file_fits_no_single_tier_is_refused_saying_so(mirror: Mirror, tmp_path: Path) -> None:
+    await mirror.sync_index()
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("pkg-a==1.0\n")
+    wheel, sdist = listed(mirror, "pkg_a-1.0-py3-none-any.whl"), listed(mirror, "pkg_a-1.0.tar.gz")
+    half = (wheel.size + sdist.size + 1) // 2
+    mirror.limits = [half, half]  # enough in all, but the wheel is larger than either tier
+    with pytest.raises(PinnedSetError, match=r"but pkg_a-1\.0-py3-none-any\.whl fits in no single tier; "
+                                             r"nothing was pinned or evicted$"):
+        mirror.pin("ci", requirements)
