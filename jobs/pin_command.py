@@ -83,6 +83,7 @@ def add_pinned_set(
         return result  # nothing to store: the caller reports the entries not found
     limits = config.cache.tier_limits
     with db.begin() as conn:
+        pinqueries.lock_pinned_sets(conn)
         others = pinqueries.load_pinned_files(conn, except_set=name)
         together = {**others, **resolution.files}
         placement = place_pinned(((f.path, f.size) for f in together.values()), limits)

@@ -8,12 +8,14 @@ Each is a plain ``fn(conn, ...)`` run in the caller's transaction, like :mod:`py
 from __future__ import annotations
 
 __all__ = [
+    "PINS_LOCK_KEY",
     "PinnedFile",
     "PinnedSet",
     "PinnedSetSummary",
     "delete_pinned_set",
     "load_pinned_files",
     "load_pinned_set",
+    "lock_pinned_sets",
     "pinned_set_summaries",
     "store_pinned_set",
 ]
@@ -22,9 +24,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, text
 
 from pypimirror.schema import local_files, pinned_files, pinned_sets
+
+
+#: Arbitrary key of the PostgreSQL advisory lock that serialises changes to the pinned sets.
+PINS_LOCK_KEY = 0x7069_6E73  # "pins"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,14 @@ class PinnedSetSummary:
     files: int
     bytes: int
     local: int
+
+
+def lock_pinned_sets(conn: Connection) -> None:
+    """Hold the pinned sets for the rest of the transaction, so a check of the budget and the
+    store that follows it cannot interleave with another ``pin add``. SQLite's write
+    transactions (``BEGIN IMMEDIATE``) are serialised already; PostgreSQL takes an advisory lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PINS_LOCK_KEY})
 
 
 def store_pinned_set(

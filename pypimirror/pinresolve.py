@@ -52,15 +52,16 @@ class Resolution:
 
 @dataclass(slots=True)
 class _Pages:
-    """Each project's stored page, read once for all the lockfiles' entries."""
+    """Each project's stored page (its files by filename), read once for all the lockfiles' entries."""
 
     layout: RepoLayout
     prefix: str
-    read: dict[NormalizedName, list[ListedFile]] = field(default_factory=dict)
+    read: dict[NormalizedName, dict[str, ListedFile]] = field(default_factory=dict)
 
-    def files(self, project: NormalizedName) -> list[ListedFile]:
+    def files(self, project: NormalizedName) -> dict[str, ListedFile]:
         if project not in self.read:
-            self.read[project] = list(read_listed_files(self.layout, project, self.prefix).values())
+            listed = read_listed_files(self.layout, project, self.prefix).values()
+            self.read[project] = {f.path.rpartition("/")[2]: f for f in listed}
         return self.read[project]
 
 
@@ -93,25 +94,22 @@ def resolve_lockfiles(
                 resolution.unpinned.append(Unpinned(entry.where, found))
                 continue
             for file in found:
-                assert file.sha256 is not None  # _usable: only files with a sha256 are found
+                assert file.sha256 is not None  # only files with a sha256 are ever found
                 resolution.files[file.path] = PinnedFile(file.path, file.size, file.sha256)
     return resolution
 
 
-def _filename(file: ListedFile) -> str:
-    return file.path.rpartition("/")[2]
-
-
-def _find_file(entry: FileEntry, listed: list[ListedFile]) -> list[ListedFile] | str:
+def _find_file(entry: FileEntry, listed: dict[str, ListedFile]) -> list[ListedFile] | str:
     """The page's file with the entry's filename and sha256, or why there is none."""
     if entry.filename is None:  # a requirements --hash: the digest alone, among the pinned version's files
-        of_version = [f for f in listed if _version_of(_filename(f)) == _parsed(entry.version)]
+        version = _parsed(entry.version)
+        of_version = [f for name, f in listed.items() if _version_of(name) == version]
         match = [f for f in of_version if f.sha256 == entry.sha256]
         if match:
             return match[:1]
         return (f"no file of {entry.project} {entry.version} on the stored page has sha256 {entry.sha256}"
                 if of_version else f"the stored page lists no file of {entry.project} {entry.version}")
-    named = next((f for f in listed if _filename(f) == entry.filename), None)
+    named = listed.get(entry.filename)
     if named is None:
         return f"{entry.filename} is not listed on the stored page of {entry.project}"
     if named.sha256 is None:
@@ -121,13 +119,13 @@ def _find_file(entry: FileEntry, listed: list[ListedFile]) -> list[ListedFile] |
     return [named]
 
 
-def _find_release(pin: VersionPin, listed: list[ListedFile], platforms: Sequence[str],
+def _find_release(pin: VersionPin, listed: dict[str, ListedFile], platforms: Sequence[str],
                   pythons: Sequence[str]) -> list[ListedFile] | str:
     """The files of a ``name==version`` pin, narrowed by platform and Python, or why there are none."""
-    by_name = {_filename(f): f for f in listed if f.sha256 is not None}
-    chosen = select_files_for_pin(pin, [(name, f.sha256 or "") for name, f in by_name.items()], platforms, pythons)
+    verifiable = [(name, f.sha256) for name, f in listed.items() if f.sha256 is not None]
+    chosen = select_files_for_pin(pin, verifiable, platforms, pythons)
     if chosen:
-        return [by_name[name] for name, _ in chosen]
+        return [listed[name] for name, _ in chosen]
     narrowed = " for the given platforms and Pythons" if platforms or pythons else ""
     return f"the stored page lists no file of {pin.project}=={pin.version} with a sha256{narrowed}"
 

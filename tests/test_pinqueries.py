@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from dbhelpers import postgres_database
+from sqlalchemy import text
+
 from pypimirror import pinqueries
 from pypimirror import queries as dbq
 from pypimirror.db import Database
@@ -67,3 +71,16 @@ def test_an_empty_set_list_and_a_set_of_no_local_files(database: Database) -> No
     with database.connect() as conn:
         [summary] = pinqueries.pinned_set_summaries(conn, "node-a")
     assert (summary.files, summary.bytes, summary.local) == (1, 100, 0)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_second_pin_add_waits_for_the_first_to_commit() -> None:
+    try_lock = text("SELECT pg_try_advisory_xact_lock(:key)")
+    with postgres_database() as url, Database(url) as db:
+        db.create_schema()
+        with db.begin() as first:
+            pinqueries.lock_pinned_sets(first)
+            with db.begin() as second:
+                assert second.execute(try_lock, {"key": pinqueries.PINS_LOCK_KEY}).scalar() is False
+        with db.begin() as later:
+            assert later.execute(try_lock, {"key": pinqueries.PINS_LOCK_KEY}).scalar() is True
