@@ -7,12 +7,16 @@ A. inventory: walk every tier; the disk wins over the database (rows are correct
    a tier that cannot be written now is reported and left as it is for the rest of the run;
 A2. verify: cached files whose size or sha256 differs from their page are evicted
    (:mod:`~pypimirror.jobs.cache_verify`);
-B. popular files: distinct client networks within ``vote_window``, and what the stored index
-   pages say about the ones not cached (:mod:`pypimirror.jobs.cache_remote`);
-C./D. score, assign and execute (:mod:`~pypimirror.jobs.cache_plan`, then
+B. popular files: distinct client networks within ``vote_window``, the pinned sets' files, and
+   what the stored index pages say about the ones not cached (:mod:`pypimirror.jobs.cache_remote`);
+C./D. place the pinned files, score and assign the others, and execute
+   (:mod:`~pypimirror.jobs.cache_plan`, then
    :mod:`~pypimirror.jobs.cache_apply`): space is freed before anything arrives, so no tier is
    ever over its limit, and only verified downloads are kept;
 E. cleanup: votes older than the window and expired size answers.
+
+Pinned files are never evicted: a budget smaller than the pinned sets fails the run (after the
+other files made what room they could), it does not drop a pinned file.
 
 A run stopped at any point, even by kill -9, leaves no partial file under a final name, and
 the next phase A makes the database agree with the disk. ``dry_run`` only plans: it writes,
@@ -37,6 +41,7 @@ from pypimirror.jobs.cache_plan import CachePlan, format_plan, lowers_threshold,
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
+from pypimirror import pinqueries
 from pypimirror import queries as dbq
 from pypimirror.byteunits import format_bytes
 from pypimirror.config import CacheConfig, Config, SyncConfig, UpstreamConfig
@@ -85,15 +90,28 @@ class CacheReport:
     unwritable: dict[int, str] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     plan: CachePlan | None = None
+    #: Pinned files the plan holds or fetches, the bytes all pinned files need, and the bytes
+    #: of those no tier had room for (the budget is below the pinned sets: the run fails).
+    pinned: int = 0
+    pinned_bytes: int = 0
+    pinned_short: int = 0
 
     @property
     def ok(self) -> bool:
-        """Finished, every tier writable, and the download error threshold was not reached."""
-        return not self.interrupted and not self.applied.threshold_reached and not self.unwritable
+        """Finished, every tier writable, the download error threshold not reached, and every
+        pinned file had room."""
+        return (not self.interrupted and not self.applied.threshold_reached and not self.unwritable
+                and not self.pinned_short)
 
     @property
     def failure_reason(self) -> str | None:
         reasons = [f"tier {tier} not writable ({reason}); skipped" for tier, reason in self.unwritable.items()]
+        if self.pinned_short:
+            reasons.append(
+                f"the pinned sets need {format_bytes(self.pinned_bytes)}, {format_bytes(self.pinned_short)} more "
+                f"than the tiers ({format_bytes(sum(self.limits))}) have room for: raise cache.tiers size_limit "
+                "or remove a pinned set; no pinned file was evicted"
+            )
         if self.applied.threshold_reached:
             reasons.append(f"download error threshold reached ({self.applied.download_errors} failed downloads)")
         return "; ".join(reasons) or None
@@ -130,6 +148,9 @@ class CacheReport:
             "unwritable_tiers": len(self.unwritable),
             "skipped_unwritable": applied.skipped_unwritable,
             "unplaced": self.unplaced,
+            "pinned": self.pinned,
+            "pinned_bytes": self.pinned_bytes,
+            "pinned_short": self.pinned_short,
             "temp_removed": self.temp_removed,
             "duplicates_removed": self.duplicates_removed,
             "orphans_removed": self.orphans_removed,
@@ -169,6 +190,8 @@ class CacheReport:
             text += " (interrupted)"
         if applied.threshold_reached:
             text += " (download error threshold reached)"
+        if self.pinned_short:
+            text += f" (pinned sets over the budget by {format_bytes(self.pinned_short)})"
         for tier, reason in self.unwritable.items():
             text += f" (tier {tier} not writable, skipped: {reason})"
         return text
@@ -252,6 +275,9 @@ class _CacheRun:
                 plan = await self._timed("b2", self._plan(inventory, 1))
             del inventory  # the plan holds what it needs; a million entries are worth freeing
             report.plan, report.blocked_moves, report.unplaced = plan, len(plan.blocked), plan.unplaced
+            report.pinned, report.pinned_bytes, report.pinned_short = plan.pinned, plan.pinned_bytes, plan.pinned_short
+            if plan.pinned_short:
+                logger.error("cache: %s", report.failure_reason)
             logger.info(
                 "cache: plan: %d evictions, %d moves (%d blocked), %d downloads",
                 len(plan.evictions), len(plan.moves), len(plan.blocked), len(plan.downloads),
@@ -325,17 +351,18 @@ class _CacheRun:
     # -- B and C: popular files, then the plan -------------------------------------------------
 
     async def _plan(self, inventory: Inventory, floor: int) -> CachePlan:
-        """The plan over the files with at least ``floor`` voting networks."""
+        """The plan over the pinned files and the files with at least ``floor`` voting networks."""
         cache = self.cache
         since = self.now - int(cache.vote_window.total_seconds())
         popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
+        pinned = frozenset(await self.db.run_read(pinqueries.load_pinned_files))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
-        wanted_paths = sorted(path for path in votes if path not in inventory.files)
+        wanted_paths = sorted(path for path in votes.keys() | pinned if path not in inventory.files)
         wanted = await resolve_wanted(
             wanted_paths, cache=cache, sync=self.sync, upstream=self.upstream,
             repo_path=self.repo_path, prefix=self.prefix, db=self.db, client=self.client,
-            now=self.now, dry_run=self.dry_run,
+            now=self.now, dry_run=self.dry_run, pinned=pinned,
         )
         self.report.wanted = wanted
         logger.info(
@@ -343,7 +370,7 @@ class _CacheRun:
             len(votes), len(wanted_paths), len(wanted.files),
         )
         return await asyncio.to_thread(
-            partial(plan_cache, policy=cache.policy, min_vote_count=cache.min_vote_count),
+            partial(plan_cache, policy=cache.policy, min_vote_count=cache.min_vote_count, pinned=pinned),
             inventory.files, wanted.files, votes, self.limits,
         )
 

@@ -1,6 +1,9 @@
 """Cache planning, pure: which files each tier should hold, and the order that gets them there.
 
-:func:`plan_cache` scores every cached and every wanted file, assigns them first-fit to the
+Pinned files (the pinned sets' files) are placed before anything is scored
+(:func:`place_pinned`): each goes to the hottest tier with room, and is never evicted; the
+files the votes ask for share only the room they leave.
+:func:`plan_cache` scores every other cached and wanted file, assigns them first-fit to the
 tiers (hottest first), and returns a :class:`CachePlan` whose steps, run in order, never put a
 tier over its limit: evictions first, then moves (a move waits until its target has room;
 moves that can never get room, such as a swap between two full tiers, are left out, and
@@ -21,6 +24,7 @@ __all__ = [
     "Download",
     "Eviction",
     "Move",
+    "PinnedPlacement",
     "RemoteFile",
     "assign_tiers",
     "format_plan",
@@ -29,11 +33,13 @@ __all__ = [
     "schedule_moves",
     "score",
     "lowers_threshold",
+    "place_pinned",
     "size_aware_score",
 ]
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import NamedTuple
@@ -108,7 +114,10 @@ class CachePlan:
 
     ``blocked`` moves are not carried out (no order of steps makes room for them);
     ``deferred`` counts wanted files that got a tier but no room because of them, and
-    ``unplaced`` those that fit in no tier at all.
+    ``unplaced`` those that fit in no tier at all. ``pinned`` counts the pinned files the plan
+    holds or fetches, ``pinned_bytes`` what they all need, and ``pinned_short`` the bytes of
+    those that fit in no tier (the budget is smaller than the pinned sets: a cached one stays
+    where it is, a missing one is not fetched).
     """
 
     limits: tuple[int, ...]
@@ -121,6 +130,9 @@ class CachePlan:
     kept: int
     deferred: int
     unplaced: int
+    pinned: int = 0
+    pinned_bytes: int = 0
+    pinned_short: int = 0
 
 
 _PATH, _SIZE, _VOTES, _SCORE = (attrgetter(name) for name in ("path", "size", "votes", "score"))
@@ -269,6 +281,62 @@ def schedule_moves(
     return ordered, pending
 
 
+@dataclass(frozen=True, slots=True)
+class PinnedPlacement:
+    """Where the pinned files go: each placed path's tier, the room left per tier, and the paths
+    that fit nowhere."""
+
+    tiers: Mapping[str, int]
+    room: tuple[int, ...]
+    unplaced: tuple[str, ...]
+
+
+def place_pinned(files: Iterable[tuple[str, int]], limits: Sequence[int]) -> PinnedPlacement:
+    """First fit of the pinned ``(path, bytes)``, largest first (then by path): the hottest tier
+    with room. ``pin add`` checks a new set with this, the cache plan places pins with it."""
+    room = list(limits)
+    tiers: dict[str, int] = {}
+    unplaced: list[str] = []
+    for path, size in sorted(files, key=lambda f: (-f[1], f[0])):
+        tier = next((t for t, free in enumerate(room) if free >= size), -1)
+        if tier < 0:
+            unplaced.append(path)
+            continue
+        room[tier] -= size
+        tiers[path] = tier
+    return PinnedPlacement(tiers, tuple(room), tuple(unplaced))
+
+
+def _pinned_candidates(
+    local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile], votes: Mapping[str, int],
+    limits: Sequence[int],
+) -> tuple[list[Candidate], list[int], list[int], int]:
+    """The pinned files as candidates ranked before all others, their tiers, the room they leave
+    per tier, and the bytes of those that fit nowhere.
+
+    A cached pinned file that fits nowhere stays in its tier (its room is taken, never below 0);
+    a missing one gets no tier.
+    """
+    files: list[LocalFile | RemoteFile] = [*local.values(), *remote.values()]
+    placement = place_pinned(((f.path, f.bytes) for f in files), limits)
+    room = list(placement.room)
+    candidates: list[Candidate] = []
+    tiers: list[int] = []
+    short = 0
+    for f in sorted(files, key=_PATH):
+        tier = placement.tiers.get(f.path, -1)
+        if tier < 0:
+            short += f.bytes
+            if isinstance(f, LocalFile):
+                tier = f.tier
+                room[tier] = max(0, room[tier] - f.bytes)
+        cached = f if isinstance(f, LocalFile) else None
+        wanted = f if isinstance(f, RemoteFile) else None
+        candidates.append(Candidate(f.path, votes.get(f.path, 0), f.size, f.bytes, math.inf, cached, wanted))
+        tiers.append(tier)
+    return candidates, tiers, room, short
+
+
 def plan_cache(
     local: Mapping[str, LocalFile],
     remote: Iterable[RemoteFile],
@@ -277,17 +345,28 @@ def plan_cache(
     *,
     policy: CachePolicy = "seed",
     min_vote_count: int = 1,
+    pinned: Set[str] = frozenset(),
 ) -> CachePlan:
-    """The plan that makes the tiers hold the best files that fit (see the module docstring).
+    """The plan that makes the tiers hold the pinned files, then the best files that fit (see the
+    module docstring).
 
     ``votes`` maps a path to its distinct voting networks (the files with at least
     ``min_vote_count`` of them, or every voted file, see :func:`lowers_threshold`); ``remote`` holds the wanted files not cached yet, already
     filtered (listed, verifiable, within ``filesize_limit``). ``policy`` and ``min_vote_count``
     are ``cache.policy`` and ``cache.min_vote_count``: they choose the ranking
-    (:func:`rank_candidates`).
+    (:func:`rank_candidates`). ``pinned`` are the pinned sets' paths: those in ``local`` or
+    ``remote`` are placed first and never evicted, whatever their votes.
     """
-    candidates = rank_candidates(local.values(), remote, votes, policy=policy, min_vote_count=min_vote_count)
-    assigned = assign_tiers(candidates, limits)
+    remote = list(remote)
+    pinned_local = {path: f for path, f in local.items() if path in pinned}
+    pinned_remote = {r.path: r for r in remote if r.path in pinned}
+    pins, pin_tiers, room, pinned_short = _pinned_candidates(pinned_local, pinned_remote, votes, limits)
+    ranked = rank_candidates(
+        (f for path, f in local.items() if path not in pinned), (r for r in remote if r.path not in pinned),
+        votes, policy=policy, min_vote_count=min_vote_count,
+    )
+    candidates = pins + ranked
+    assigned = pin_tiers + assign_tiers(ranked, room)
     used_before = [0] * len(limits)
     for f in local.values():
         used_before[f.tier] += f.bytes
@@ -311,7 +390,7 @@ def plan_cache(
     fill = list(used_before)
     for eviction in evictions:
         fill[eviction.file.tier] -= eviction.file.bytes
-    ordered, blocked = _schedule_within_limits(moves, evictions, fill, limits)
+    ordered, blocked = _schedule_within_limits(moves, evictions, fill, limits, frozenset(pinned_local))
     for move in ordered:
         fill[move.target] += move.file.bytes
         fill[move.file.tier] -= move.file.bytes
@@ -332,16 +411,20 @@ def plan_cache(
         kept=kept + len(blocked),
         deferred=len(wanted) - len(downloads),
         unplaced=unplaced,
+        pinned=sum(1 for tier in pin_tiers if tier >= 0),
+        pinned_bytes=sum(pin.bytes for pin in pins),
+        pinned_short=pinned_short,
     )
 
 
 def _schedule_within_limits(
-    moves: list[Move], evictions: list[Eviction], fill: list[int], limits: Sequence[int]
+    moves: list[Move], evictions: list[Eviction], fill: list[int], limits: Sequence[int], pinned: Set[str]
 ) -> tuple[list[Move], list[Move]]:
     """Schedule the moves; where blocked moves would leave a tier over its limit, evict instead.
 
     Each blocked move out of an over-full tier becomes an eviction (lowest score first) until
-    that tier fits; the freed room may unblock other moves, so scheduling starts again.
+    that tier fits; the freed room may unblock other moves, so scheduling starts again. A
+    ``pinned`` file is never evicted: its blocked move just waits for a later run.
     ``evictions`` and ``fill`` (bytes after evictions) are updated in place.
     """
     while True:
@@ -353,7 +436,7 @@ def _schedule_within_limits(
         converted: list[Move] = []
         for move in sorted(blocked, key=lambda m: (m.score, m.file.path)):
             tier = move.file.tier
-            if after[tier] > limits[tier]:
+            if after[tier] > limits[tier] and move.file.path not in pinned:
                 after[tier] -= move.file.bytes
                 converted.append(move)
         if not converted:
@@ -375,6 +458,10 @@ def format_plan(plan: CachePlan) -> str:
         f"{len(plan.downloads)} downloads, {plan.kept} files stay, {len(plan.blocked)} moves blocked, "
         f"{plan.deferred} downloads deferred, {plan.unplaced} wanted files fit no tier"
     )
+    if plan.pinned_bytes:
+        summary += f"; pinned files: {format_bytes(plan.pinned_bytes)}"
+        if plan.pinned_short:
+            summary += f", {format_bytes(plan.pinned_short)} of them fit no tier"
     lines = [summary]
     for tier, (limit, before, after) in enumerate(zip(plan.limits, plan.used_before, plan.used_after, strict=True)):
         lines.append(

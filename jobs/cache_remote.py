@@ -18,7 +18,7 @@ __all__ = [
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -61,11 +61,13 @@ async def resolve_wanted(
     client: UpstreamClient,
     now: int,
     dry_run: bool,
+    pinned: Set[str] = frozenset(),
 ) -> WantedFiles:
-    """The wanted (popular, not cached) ``paths`` that can be downloaded and verified.
+    """The wanted (popular or pinned, not cached) ``paths`` that can be downloaded and verified.
 
     The pages are read from the repository at ``repo_path`` (served under ``prefix``);
-    ``cache`` gives the file size limit and how long a HEAD answer is kept, ``sync`` the
+    ``cache`` gives the file size limit (which ``pinned`` paths are not held to: a pinned set
+    asks for exactly its files) and how long a HEAD answer is kept, ``sync`` the
     HEAD concurrency and ``upstream`` the URLs asked.
     """
     result = WantedFiles()
@@ -78,7 +80,7 @@ async def resolve_wanted(
             result.unlisted += 1
         elif entry.sha256 is None:
             result.unverifiable += 1
-        elif limit is not None and entry.size > limit:
+        elif limit is not None and entry.size > limit and path not in pinned:
             result.too_large += 1
         else:
             usable.append(entry)

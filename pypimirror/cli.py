@@ -27,19 +27,20 @@ import yaml
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from pypimirror import __version__
+from pypimirror import __version__, pinqueries
 from pypimirror import queries as dbq
 from pypimirror.app import upstream_client
 from pypimirror.config import Config
 from pypimirror.configreader import load_config
 from pypimirror.db import Database
-from pypimirror.errors import DatabaseError, JobLockedError, PyPIMirrorError, StorageError
+from pypimirror.errors import DatabaseError, JobLockedError, PinnedSetError, PyPIMirrorError, StorageError
 from pypimirror.healthcheck import check_health
 from pypimirror.hitchart import format_rate
 from pypimirror.hitrate import HitWindow
 from pypimirror.jobs.cache import format_plan, run_cache
 from pypimirror.byteunits import format_bytes
-from pypimirror.jobs.registry import JOBS
+from pypimirror.jobs.pin_command import add_pinned_set, format_pinned_set, format_pinned_sets, remove_pinned_set
+from pypimirror.jobs.registry import CACHE, JOBS
 from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.jobs.simulate import POLICIES
 from pypimirror.jobs.simulate_command import (
@@ -51,7 +52,7 @@ from pypimirror.jobs.simulate_command import (
 )
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
-from pypimirror.schema import hit_counters
+from pypimirror.schema import hit_counters, pinned_sets
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
@@ -87,12 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def add_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.add_argument(
-            "-c",
-            "--config",
-            metavar="FILE",
-            help=f"configuration file (default: $PYPIMIRROR_CONFIG, then {DEFAULT_CONFIG})",
-        )
+        _add_config_option(command)
         return command
 
     add_command("check-config", "validate the configuration and print the effective settings")
@@ -128,7 +124,46 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_simulate_arguments(
         add_command("simulate", "replay access logs against cache policies at several budgets, or write a synthetic log")
     )
+    _add_pin_commands(commands.add_parser(
+        "pin", help="keep the files of lockfiles in the cache whatever the votes say (pinned sets)",
+        description="keep the files of lockfiles in the cache whatever the votes say (pinned sets)",
+    ))
     return parser
+
+
+def _add_config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (default: $PYPIMIRROR_CONFIG, then {DEFAULT_CONFIG})",
+    )
+
+
+def _add_pin_commands(pin: argparse.ArgumentParser) -> None:
+    actions = pin.add_subparsers(dest="pin_command", required=True, metavar="ACTION")
+
+    def add_action(name: str, help_text: str) -> argparse.ArgumentParser:
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        _add_config_option(action)
+        return action
+
+    add = add_action("add", "pin the files of lockfiles (uv.lock, pylock.toml, poetry.lock, requirements.txt) "
+                            "as the set NAME, replacing a set of that name")
+    add.add_argument("name", metavar="NAME", help="the set's name")
+    add.add_argument("files", metavar="FILE", nargs="+", type=Path, help="lockfiles whose files the set holds")
+    add.add_argument("--platform", action="extend", nargs="+", default=[], metavar="TAG",
+                     help="narrow name==version pins without hashes to wheels for these platform tags "
+                          "(e.g. manylinux_2_28_x86_64 win_amd64)")
+    add.add_argument("--python", action="extend", nargs="+", default=[], metavar="X.Y",
+                     help="narrow name==version pins and markers to these Python versions (e.g. 3.12)")
+    add.add_argument("--now", action="store_true",
+                     help="run cache management at once to fetch the set's files (else the next cache run does)")
+    add_action("list", "list the pinned sets: files, bytes, how many are local")
+    show = add_action("show", "show one pinned set: where it came from and each of its files")
+    show.add_argument("name", metavar="NAME")
+    remove = add_action("remove", "remove a pinned set; its files become ordinary cache candidates")
+    remove.add_argument("name", metavar="NAME")
 
 
 def _add_simulate_arguments(simulate: argparse.ArgumentParser) -> None:
@@ -281,6 +316,80 @@ async def _sync_scheduled(config: Config) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- pin
+
+
+def _pin(config: Config, args: argparse.Namespace) -> int:
+    """``pin add|list|show|remove``: the pinned sets, stored in the database."""
+    if args.pin_command == "add":
+        return _pin_add(config, args)
+    db = _open_existing_database(config.database.url)
+    try:
+        db.create_schema()  # an older database gets the pinned sets' tables, and nothing else changes
+        if args.pin_command == "remove":
+            remove_pinned_set(db, args.name)
+            print(f"pinned set {args.name!r} removed; its files are ordinary cache candidates again")
+            return EXIT_OK
+        with db.connect() as conn:
+            if args.pin_command == "list":
+                sys.stdout.write(format_pinned_sets(pinqueries.pinned_set_summaries(conn, config.node_id)))
+                return EXIT_OK
+            pinned = pinqueries.load_pinned_set(conn, args.name, config.node_id)
+    finally:
+        db.dispose()
+    if pinned is None:
+        raise PinnedSetError(f"no pinned set named {args.name!r}")
+    sys.stdout.write(format_pinned_set(pinned))
+    return EXIT_OK
+
+
+def _pin_add(config: Config, args: argparse.Namespace) -> int:
+    """Store the set; 0 when every entry was pinned, 1 when some were not (each reported), 2 when none was."""
+    db = Database.open(config.database.url)
+    try:
+        result = add_pinned_set(config, db, args.name, args.files, platforms=args.platform, pythons=args.python,
+                                now=time.time())
+    finally:
+        db.dispose()
+    for note in result.notes:
+        print(f"note: {note}")
+    for skipped in result.skipped:
+        print(f"skipped: {skipped}")
+    for unpinned in result.unpinned:
+        print(f"pypimirror: error: {unpinned}", file=sys.stderr)
+    if not result.files:
+        print(f"pypimirror: error: pinned set {args.name!r}: no entry of {', '.join(map(str, args.files))} is on "
+              "the stored pages; nothing was pinned", file=sys.stderr)
+        return EXIT_ERROR
+    left_out = f"; {len(result.unpinned)} entries not pinned (above)" if result.unpinned else ""
+    print(f"pinned set {args.name!r} {'replaced' if result.replaced else 'stored'}: {result.files} files, "
+          f"{format_bytes(result.bytes)}{left_out}")
+    status = asyncio.run(_fill_pinned_set(config, args.name)) if args.now else EXIT_OK
+    return EXIT_FAILED if result.unpinned else status
+
+
+async def _fill_pinned_set(config: Config, name: str) -> int:
+    """``pin add --now``: one cache run under the lease (every download verified), then how much of the set is local."""
+    db = await _open_for_jobs(config)
+    signals = _stop_signals()
+    try:
+        jobs = SyncJobs(config, db, upstream_client(config, attempts=config.sync.retry))
+        report = await jobs.run(CACHE.name, signals.stop)
+        pinned = await db.run_read(lambda conn: pinqueries.load_pinned_set(conn, name, config.node_id))
+    finally:
+        await asyncio.to_thread(db.dispose)
+    if pinned is None:
+        raise PinnedSetError(f"pinned set {name!r} was removed while the cache ran")
+    local, total = len(pinned.local), len(pinned.files)
+    if local == total:
+        print(f"pinned set {name!r}: all {total} files local")
+        return EXIT_OK
+    why = report.failure_reason or ("interrupted" if report.interrupted else "see the cache run's log")
+    print(f"pypimirror: error: pinned set {name!r}: {local} of {total} files local after the cache run: {why}",
+          file=sys.stderr)
+    return EXIT_FAILED
+
+
 # --------------------------------------------------------------------------- status
 
 
@@ -291,8 +400,10 @@ def _status(config: Config) -> int:
         with db.connect() as conn:
             # A database of an older release (status never upgrades it) has no hit counters yet.
             with_hits = inspect(conn).has_table(hit_counters.name)
+            with_pins = inspect(conn).has_table(pinned_sets.name)
             status = read_status(
-                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits
+                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits,
+                with_pins=with_pins,
             )
             lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
@@ -348,6 +459,8 @@ def format_status(
             lines.append(f"  {title}: {_describe_hits(window)}")
     else:
         lines.append("hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)")
+    lines.append(f"pinned sets (node {node_id}):")
+    lines.append(format_pinned_sets(status.pinned, indent="  ").rstrip("\n"))
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
 
@@ -411,8 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sync" and not args.once and (args.wait or args.dry_run):
         parser.error("--wait and --dry-run need --once")
+    # ``pin`` prints what it did; its log would only repeat it (``-v`` shows it all).
+    quiet = args.command == "pin"
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -433,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _healthcheck(config)
         if args.command == "simulate":
             return _simulate(config, args)
+        if args.command == "pin":
+            return _pin(config, args)
         raise AssertionError(f"unhandled command {args.command!r}")
     except JobLockedError as exc:
         print(f"pypimirror: error: {exc}", file=sys.stderr)

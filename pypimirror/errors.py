@@ -19,6 +19,7 @@ is a bug and keeps its traceback. Errors carry their facts as attributes as well
     ├── SyncRefusedError                 a sync step refused to run (e.g. too many removals)
     ├── LockfileError(path, entry, reason) a lockfile or one entry of it cannot be read
     ├── PinTargetError(value, reason)    a --platform or --python value that is not one
+    ├── PinnedSetError                   a pinned set that cannot be stored (no room, bad name) or found
     ├── TraceInputError(source)          a popularity list or the stored pages cannot feed a trace
     ├── JobLockedError(holder)           another runner holds the sync lease
     └── UnknownJobError(name, known)     a job name that is not in the jobs' table
@@ -36,6 +37,7 @@ __all__ = [
     "LockfileError",
     "MalformedUpstreamError",
     "PinTargetError",
+    "PinnedSetError",
     "PyPIMirrorError",
     "StaleSerialError",
     "StorageError",
@@ -171,6 +173,10 @@ class PinTargetError(PyPIMirrorError):
         self.value = value
         self.reason = reason
         super().__init__(f"{value!r}: {reason}")
+
+
+class PinnedSetError(PyPIMirrorError):
+    """A pinned set cannot be stored (a bad name, nothing to pin, no room) or is not there."""
 
 
 class TraceInputError(PyPIMirrorError):

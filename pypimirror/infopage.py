@@ -100,6 +100,7 @@ def render_info_page(page: InfoPage) -> bytes:
             _client_section(page),
             _status_section(page),
             _hits_section(page),
+            _pinned_section(page),
             _endpoints_section(page),
         ]
     )
@@ -269,6 +270,26 @@ out of all downloads it answered (the others were redirected or proxied to the u
 {joined}
 </table>
 {render_hit_chart(hits.days)}
+</section>"""
+
+
+def _pinned_section(page: InfoPage) -> str:
+    """The pinned sets: files kept whatever the votes say, and how many of them this node holds."""
+    if page.status is None or not page.status.pinned:
+        return ""
+    e = _escape
+    rows = "\n".join(
+        f'<tr id="pinned-{e(s.name)}"><td>{e(s.name)}</td><td>{s.files:,}</td><td>{e(format_bytes(s.bytes))}</td>'
+        f'<td class="{"ok" if s.local == s.files else "running"}">{s.local:,} of {s.files:,}</td></tr>'
+        for s in page.status.pinned
+    )
+    return f"""<section id="pinned-sets">
+<h2>Pinned sets</h2>
+<p>Files of lockfiles kept in the cache whatever the votes say (<code>pypimirror pin</code>).</p>
+<table id="pinned">
+<tr><th>Set</th><th>Files</th><th>Bytes</th><th>Local</th></tr>
+{rows}
+</table>
 </section>"""
 
 

@@ -17,6 +17,8 @@ __all__ = [
     "leases",
     "local_files",
     "metadata",
+    "pinned_files",
+    "pinned_sets",
     "remote_sizes",
     "schema_version",
     "serials",
@@ -49,10 +51,11 @@ from pypimirror.errors import DatabaseError
 logger = logging.getLogger(__name__)
 
 #: Bump when a table changes, and teach :func:`install_schema` to migrate from the old one.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``file_checks``, 2 -> 3
 #: only ``hit_counters``, which ``create_all`` creates like any missing table.
-_MIGRATABLE = frozenset({1, 2})
+#: 3 -> 4 only adds ``pinned_sets`` and ``pinned_files``.
+_MIGRATABLE = frozenset({1, 2, 3})
 
 #: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
 _SCHEMA_LOCK_KEY = 0x7079_7069_6D69  # "pypimi"
@@ -127,6 +130,31 @@ hit_counters = Table(
     Column("requests", BigInteger, nullable=False),
     Column("bytes", BigInteger, nullable=False),
     CheckConstraint("outcome IN ('local', 'redirect', 'proxy')", name="ck_hit_counters_outcome"),
+)
+
+# A pinned set: files one or more lockfiles need, kept in the cache whatever the votes say.
+# ``sources`` are the lockfiles it was made from and ``platforms``/``pythons`` what narrowed them,
+# each a JSON list, kept so ``pin show`` can say where the set came from.
+pinned_sets = Table(
+    "pinned_sets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("sources", Text, nullable=False),
+    Column("platforms", Text, nullable=False),
+    Column("pythons", Text, nullable=False),
+)
+
+# The files of each set by package path (the key of local_files and votes), with the size and
+# sha256 the stored page listed when the set was made. A path may belong to several sets.
+pinned_files = Table(
+    "pinned_files",
+    metadata,
+    Column("set_name", Text, primary_key=True),
+    Column("file_path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Index("ix_pinned_files_file_path", "file_path"),
 )
 
 job_runs = Table(

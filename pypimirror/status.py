@@ -1,7 +1,7 @@
 """What the mirror reports about itself: job history, cache fill, hit rate, health.
 
 The info page, ``/metrics`` and ``/healthz`` show the same facts, read from the database
-(``job_runs``, ``local_files``, ``hit_counters``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
+(``job_runs``, ``local_files``, ``hit_counters``, the pinned sets) and the disk. :func:`read_status` is a plain ``fn(conn)``;
 :class:`StatusReader` runs it off the IOLoop and keeps the answer for a few seconds, so a
 burst of page views or scrapes costs one read. A health check never piles up: while one is
 still waiting for a hung database, the next reports that instead of queueing behind it.
@@ -34,6 +34,7 @@ from sqlalchemy import Connection
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.hitrate import HitSummary, read_hit_summary
+from pypimirror.pinqueries import PinnedSetSummary, pinned_set_summaries
 from pypimirror.queries import (
     JobRun,
     count_failures_since,
@@ -72,8 +73,9 @@ class TierFill:
 
 @dataclass(frozen=True, slots=True)
 class MirrorStatus:
-    """Every job that ever ran, every configured tier, hottest first, and this node's hit rate
-    (None where it was not read).
+    """Every job that ever ran, every configured tier, hottest first, this node's hit rate
+    (None where it was not read) and the pinned sets by name, with how many of their files
+    this node holds.
 
     ``job_titles`` are the jobs this mirror runs, name -> title in the order they are shown,
     whether they ran yet or not (the composition root passes the jobs' table); ``jobs`` lists
@@ -84,6 +86,7 @@ class MirrorStatus:
     tiers: tuple[TierFill, ...]
     hits: HitSummary | None = None
     job_titles: Mapping[str, str] = field(default_factory=dict)
+    pinned: tuple[PinnedSetSummary, ...] = ()
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -97,12 +100,14 @@ def read_status(
     job_titles: Mapping[str, str] = _NO_TITLES,
     now: float | None = None,
     with_hits: bool = True,
+    with_pins: bool = True,
 ) -> MirrorStatus:
-    """The job history, this node's cache fill and (``with_hits``) its hit rate as of ``now``, in
-    one read transaction."""
+    """The job history, this node's cache fill, (``with_hits``) its hit rate as of ``now`` and
+    (``with_pins``) the pinned sets, in one read transaction."""
     hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     jobs = read_job_statuses(conn, tuple(job_titles))
-    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles)
+    pinned = tuple(pinned_set_summaries(conn, node_id)) if with_pins else ()
+    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, pinned)
 
 
 def read_job_statuses(conn: Connection, order: Sequence[str] = ()) -> tuple[JobStatus, ...]:
@@ -193,7 +198,8 @@ class StatusReader:
         if fill is None:
             return read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles)
         hits = read_hit_summary(conn, self._node_id, time.time())
-        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, hits, self._job_titles)
+        pinned = tuple(pinned_set_summaries(conn, self._node_id))
+        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, hits, self._job_titles, pinned)
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

@@ -8,6 +8,7 @@ import pytest
 
 from pypimirror.hitrate import summarize_hits
 from pypimirror.infopage import InfoPage, is_valid_host, public_origin, render_info_page
+from pypimirror.pinqueries import PinnedSetSummary
 from pypimirror.queries import HitCount, JobRun
 from pypimirror.status import JobStatus, MirrorStatus, TierFill
 
@@ -149,3 +150,11 @@ def test_the_hit_rate_of_24_hours_and_7_days_is_shown_with_the_chart():
 def test_without_hit_figures_the_page_has_no_hit_rate_section():
     assert 'id="hit-rate"' not in render_info_page(make_page()).decode()
     assert 'id="hit-rate"' not in render_info_page(make_page(status=None, status_error="down")).decode()
+
+
+def test_the_pinned_sets_are_listed_with_files_bytes_and_how_many_are_local():
+    sets = (PinnedSetSummary("ci", 1000.0, 12, 3 * 2**20, 12), PinnedSetSummary(f"x{SCRIPT}", 1000.0, 4, 2048, 1))
+    text = render_info_page(make_page(status=MirrorStatus(jobs=(), tiers=(), pinned=sets))).decode()
+    assert '<tr id="pinned-ci"><td>ci</td><td>12</td><td>3.0 MiB</td><td class="ok">12 of 12</td></tr>' in text
+    assert '<td class="running">1 of 4</td>' in text and "<script" not in text
+    assert 'id="pinned-sets"' not in render_info_page(make_page()).decode()
