@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakeindex import FakeIndex  # noqa: E402
-from installers import installer_env, uv_executable  # noqa: E402
+from installers import poetry_env, run_tool, uv_executable, uv_project_env  # noqa: E402
 
 __all__ = ["SAMPLE_INDEX_URL", "SAMPLE_PROJECTS", "add_sample_projects", "generate_samples"]
 
@@ -65,13 +64,6 @@ def add_sample_projects(fake: FakeIndex) -> None:
         fake.add_project(name, versions, dependencies=dependencies)
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"{command[:3]} failed ({result.returncode}): {result.stdout}{result.stderr}")
-    return result.stdout
-
-
 def _write_sample(dest: Path, name: str, text: str, fake: FakeIndex) -> None:
     (dest / name).write_text(text.replace(fake.url, SAMPLE_INDEX_URL), encoding="utf-8")
 
@@ -89,21 +81,19 @@ def generate_samples(dest: Path, *, poetry: str | None = None) -> list[str]:
     with FakeIndex() as fake, tempfile.TemporaryDirectory(prefix="lockfile-samples-") as tmp:
         add_sample_projects(fake)
         work = Path(tmp)
-        env = installer_env()
-        env.update(UV_CACHE_DIR=str(work / "uv-cache"), UV_PYTHON=sys.executable, UV_PYTHON_DOWNLOADS="never",
-                   UV_DEFAULT_INDEX=fake.simple_url)
+        env = uv_project_env(fake.simple_url, work / "uv-cache")
         project = work / "uv-project"
         project.mkdir()
         (project / "pyproject.toml").write_text(_PYPROJECT, encoding="utf-8")
-        _run([uv, "lock"], project, env)
+        run_tool([uv, "lock"], project, env)
         _write_sample(dest, "uv.lock", (project / "uv.lock").read_text(encoding="utf-8"), fake)
         written.append("uv.lock")
-        pylock = _run([uv, "export", "--frozen", "--format", "pylock.toml", "--no-header"], project, env)
+        pylock = run_tool([uv, "export", "--frozen", "--format", "pylock.toml", "--no-header"], project, env)
         _write_sample(dest, "pylock.toml", pylock, fake)
         written.append("pylock.toml")
         (project / "requirements.in").write_text("pkg-a\npkg-d==0.3\n", encoding="utf-8")
-        requirements = _run([uv, "pip", "compile", "--universal", "--generate-hashes", "--no-header",
-                             "--python-version", "3.11", "requirements.in"], project, env)
+        requirements = run_tool([uv, "pip", "compile", "--universal", "--generate-hashes", "--no-header",
+                                 "--python-version", "3.11", "requirements.in"], project, env)
         _write_sample(dest, "requirements.txt", requirements, fake)
         written.append("requirements.txt")
         if poetry is not None:
@@ -111,9 +101,7 @@ def generate_samples(dest: Path, *, poetry: str | None = None) -> list[str]:
             poetry_project.mkdir()
             (poetry_project / "pyproject.toml").write_text(
                 _PYPROJECT + _POETRY_SOURCE.format(simple_url=fake.simple_url), encoding="utf-8")
-            poetry_env = dict(env, POETRY_CACHE_DIR=str(work / "poetry-cache"), POETRY_CONFIG_DIR=str(work / "poetry-config"),
-                              POETRY_VIRTUALENVS_CREATE="false", POETRY_NO_INTERACTION="1")
-            _run([poetry, "lock"], poetry_project, poetry_env)
+            run_tool([poetry, "lock"], poetry_project, poetry_env(work))
             _write_sample(dest, "poetry.lock", (poetry_project / "poetry.lock").read_text(encoding="utf-8"), fake)
             written.append("poetry.lock")
     return written
