@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fakedists import BuiltDist
+from fakedists import BuiltDist, dist_name
 from fakeindex import FakeIndex
 
 __all__ = ["ProjectTree", "add_project_tree"]
@@ -49,6 +49,8 @@ _DIRECT = ("web", "cli", "log", "retry", "db")
 class ProjectTree:
     """What a correct lock of the tree holds, to compare against what installers fetch."""
 
+    prefix: str
+    """The start of every project name of the tree."""
     requirements: tuple[str, ...]
     """The application's direct dependencies, as a ``pyproject.toml`` or ``requirements.in`` lists them."""
     locked: dict[str, str]
@@ -59,6 +61,10 @@ class ProjectTree:
     @property
     def files(self) -> tuple[BuiltDist, ...]:
         return tuple(dist for files in self.package_files.values() for dist in files)
+
+    def owns(self, filename: str) -> bool:
+        """Whether ``filename`` (of any version, or its ``.metadata``) is one of the tree's projects'."""
+        return filename.startswith(dist_name(self.prefix) + "_")
 
     @property
     def wheels(self) -> tuple[BuiltDist, ...]:
@@ -74,4 +80,4 @@ def add_project_tree(fake: FakeIndex, prefix: str) -> ProjectTree:
         fake.add_project(name, versions, sdist=sdist, dependencies=[d.format(p=prefix) for d in dependencies])
         locked[name] = _LOCKED.get(suffix, versions[-1])
     package_files = {name: fake.files(name, version) for name, version in locked.items()}
-    return ProjectTree(tuple(f"{prefix}-{suffix}" for suffix in _DIRECT), locked, package_files)
+    return ProjectTree(prefix, tuple(f"{prefix}-{suffix}" for suffix in _DIRECT), locked, package_files)

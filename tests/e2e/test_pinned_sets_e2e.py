@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from cleanenv import scrub_environ
+from fakedists import BuiltDist
 from fakeindex import FakeIndex
 from installers import pip_install, poetry_env, run_tool, uv_executable, uv_pip_install, uv_project_env
 from mirrorprocess import (
@@ -52,8 +53,11 @@ class PinnedMirror:
 
     tmp: Path
     config: Path
+    port: int
     index_url: str
     access_log: Path
+    offline_from: int
+    """The access log's line count when the mirror started serving without its upstream."""
     trees: dict[str, ProjectTree]
     lockfiles: dict[str, Path]
     poetry_missing: str | None
@@ -167,7 +171,7 @@ def pinned_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinnedMi
         sync_once(config)
 
         poetry = poetry_executable()
-        with running_server(config, tmp / "serve-lock.err"):
+        with running_server(config, tmp / "serve-lock.err") as (process, _):
             lockfiles = {
                 "uv-lock": lock_with_uv(tmp, index_url, trees["uv-lock"], "uv-project"),
                 "requirements": compile_requirements(tmp, index_url, trees["requirements"]),
@@ -176,6 +180,7 @@ def pinned_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinnedMi
             }
             if poetry is not None:
                 lockfiles["poetry"] = lock_with_poetry(tmp, index_url, trees["poetry"], poetry)
+            stop_server(process, tmp / "serve-lock.err")  # a clean stop: every access log line complete
 
         for kind, lockfile in lockfiles.items():
             result = pin_add(config, kind, lockfile)
@@ -186,8 +191,10 @@ def pinned_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinnedMi
         fake.stop()
         assert refuses_connections(upstream_url)
         access_log = tmp / "access.log"
+        offline_from = len(log_entries(access_log))
         stack.enter_context(running_server(config, tmp / "serve-offline.err"))
-        yield PinnedMirror(tmp, config, index_url, access_log, trees, lockfiles, None if poetry else _NO_POETRY)
+        yield PinnedMirror(tmp, config, port, index_url, access_log, offline_from, trees, lockfiles,
+                           None if poetry else _NO_POETRY)
 
 
 # --------------------------------------------------------------------------- access log
@@ -197,23 +204,20 @@ def log_entries(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def file_requests_since(mirror: PinnedMirror, start: int, wanted: set[str]) -> list[dict[str, Any]]:
-    """The log's file requests after line ``start``, once every path in ``wanted`` is among them.
+def assert_all_served_locally(mirror: PinnedMirror, tree: ProjectTree) -> None:
+    """Every wheel of the tree was fetched, and every request for a file of the tree's projects
+    since the upstream stopped was answered 200 from the mirror's disk.
 
     The access log is written by a thread of the server, so the lines of a finished install can
     still be on their way: wait for them rather than read once.
     """
-    def file_entries() -> list[dict[str, Any]]:
-        return [e for e in log_entries(mirror.access_log)[start:] if e["path"].startswith(f"{PREFIX}/packages/")]
+    def tree_file_entries() -> list[dict[str, Any]]:
+        return [e for e in log_entries(mirror.access_log)[mirror.offline_from:]
+                if e["path"].startswith(f"{PREFIX}/packages/") and tree.owns(e["path"].rsplit("/", 1)[-1])]
 
-    wait_for(lambda: wanted <= {e["path"] for e in file_entries()}, timeout=30)
-    return file_entries()
-
-
-def assert_all_served_locally(mirror: PinnedMirror, start: int, tree: ProjectTree) -> None:
-    """Every wheel of the tree was fetched, and every file request was answered from the disk."""
-    wanted = {PREFIX + dist.path for dist in tree.wheels}
-    entries = file_requests_since(mirror, start, wanted)
+    fetched = {PREFIX + dist.path for dist in tree.wheels}
+    wait_for(lambda: fetched <= {e["path"] for e in tree_file_entries()}, timeout=30)
+    entries = tree_file_entries()
     not_local = [(e["path"], e["status"]) for e in entries if e["status"] != 200]
     assert not_local == [], "not served from the mirror's disk"
     assert {e["path"] for e in entries} <= {PREFIX + dist.path for dist in tree.files} | {
@@ -229,55 +233,59 @@ def installed_versions(site: Path) -> dict[str, str]:
     return found
 
 
-def sha256_of(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def log_length(mirror: PinnedMirror) -> int:
-    return len(log_entries(mirror.access_log))
-
-
 # --------------------------------------------------------------------------- the tests
 
 
-def test_the_cache_run_fetched_every_locked_file_sdists_included(pinned_mirror: PinnedMirror) -> None:
+def pinned_trees(mirror: PinnedMirror) -> dict[str, tuple[BuiltDist, ...]]:
+    """Each pinned set's name (its lockfile's kind) and the files of the tree its lockfile locked."""
+    return {kind: mirror.trees[kind].files for kind in sorted(mirror.lockfiles)}
+
+
+def test_the_cache_run_fetched_exactly_the_locked_files_sdists_included(pinned_mirror: PinnedMirror) -> None:
     tier = pinned_mirror.tmp / "repo" / "packages"
-    for kind in pinned_mirror.lockfiles:
-        files = pinned_mirror.trees[kind].files
-        assert any(dist.filename.endswith(".tar.gz") for dist in files)
-        not_cached = [dist.filename for dist in files if sha256_of(tier / dist.path.removeprefix("/packages/"))
-                      != dist.sha256]
-        assert not_cached == [], kind
+    expected = {dist.path.removeprefix("/packages/"): dist.sha256
+                for files in pinned_trees(pinned_mirror).values() for dist in files}
+    assert any(path.endswith(".tar.gz") for path in expected)
+    cached = {str(path.relative_to(tier)): hashlib.sha256(path.read_bytes()).hexdigest()
+              for path in tier.rglob("*") if path.is_file() and path.suffix != ".metadata"}
+    assert cached == expected  # no older version, no file of an unpinned tree
     listed = run_cli("pin", "list", "-c", str(pinned_mirror.config))
     assert listed.returncode == 0, listed.stderr
-    files_of = {kind: pinned_mirror.trees[kind].files for kind in pinned_mirror.lockfiles}
     assert listed.stdout.splitlines() == [
         f"{kind}: {len(files)} files, {format_bytes(sum(d.size for d in files))}, {len(files)} of {len(files)} local"
-        for kind, files in sorted(files_of.items())]
+        for kind, files in pinned_trees(pinned_mirror).items()]
+
+
+def test_the_offline_mirror_s_info_page_lists_every_set_as_local(pinned_mirror: PinnedMirror) -> None:
+    status, _, body = request(pinned_mirror.port, f"{PREFIX}/")
+    assert status == 200
+    page = body.decode()
+    for kind, files in pinned_trees(pinned_mirror).items():
+        n = len(files)
+        assert (f'<tr id="pinned-{kind}"><td>{kind}</td><td>{n}</td><td>{format_bytes(sum(d.size for d in files))}'
+                f'</td><td class="ok">{n} of {n}</td></tr>') in page
 
 
 def test_uv_sync_frozen_installs_a_pinned_uv_lock_with_the_upstream_stopped(pinned_mirror: PinnedMirror) -> None:
     mirror = pinned_mirror
     tree = mirror.trees["uv-lock"]
     project = mirror.lockfiles["uv-lock"].parent
-    start = log_length(mirror)
     run_tool([_uv(), "sync", "--frozen"], project, uv_project_env(mirror.index_url, mirror.tmp / "uv-sync-cache"))
     (site,) = (project / ".venv" / "lib").glob("python3.*/site-packages")
     assert installed_versions(site) == tree.locked
-    assert_all_served_locally(mirror, start, tree)
+    assert_all_served_locally(mirror, tree)
 
 
 def test_pip_require_hashes_installs_a_pinned_requirements_txt_with_the_upstream_stopped(
         pinned_mirror: PinnedMirror) -> None:
     mirror = pinned_mirror
     tree = mirror.trees["requirements"]
-    start = log_length(mirror)
     target = mirror.tmp / "pip-target"
     result = pip_install(mirror.index_url, target, "-r", str(mirror.lockfiles["requirements"]),
                          extra=("--require-hashes",))
     assert result.returncode == 0, result.stdout + result.stderr
     assert installed_versions(target) == tree.locked
-    assert_all_served_locally(mirror, start, tree)
+    assert_all_served_locally(mirror, tree)
 
 
 def test_uv_installs_a_pinned_pylock_toml_with_the_upstream_stopped(pinned_mirror: PinnedMirror) -> None:
@@ -285,12 +293,11 @@ def test_uv_installs_a_pinned_pylock_toml_with_the_upstream_stopped(pinned_mirro
     tree = mirror.trees["pylock"]
     pylock = tomllib.loads(mirror.lockfiles["pylock"].read_text(encoding="utf-8"))
     assert {p["name"]: p["version"] for p in pylock["packages"]} == tree.locked
-    start = log_length(mirror)
     target = mirror.tmp / "pylock-target"
     result = uv_pip_install(mirror.index_url, target, "-r", str(mirror.lockfiles["pylock"]))
     assert result.returncode == 0, result.stdout + result.stderr
     assert installed_versions(target) == tree.locked
-    assert_all_served_locally(mirror, start, tree)
+    assert_all_served_locally(mirror, tree)
 
 
 def requirements_from_poetry_lock(lockfile: Path, destination: Path) -> Path:
@@ -308,12 +315,11 @@ def install_poetry_lock(mirror: PinnedMirror, kind: str) -> None:
     lock = tomllib.loads(mirror.lockfiles[kind].read_text(encoding="utf-8"))
     assert {p["name"]: p["version"] for p in lock["package"]} == tree.locked
     requirements = requirements_from_poetry_lock(mirror.lockfiles[kind], mirror.tmp / f"{kind}-requirements.txt")
-    start = log_length(mirror)
     target = mirror.tmp / f"{kind}-target"
     result = pip_install(mirror.index_url, target, "-r", str(requirements), extra=("--require-hashes",))
     assert result.returncode == 0, result.stdout + result.stderr
     assert installed_versions(target) == tree.locked
-    assert_all_served_locally(mirror, start, tree)
+    assert_all_served_locally(mirror, tree)
 
 
 def test_poetry_lock_made_by_poetry_installs_with_the_upstream_stopped(pinned_mirror: PinnedMirror) -> None:
