@@ -473,7 +473,7 @@ def format_plan(plan: CachePlan) -> str:
     )
     lines.extend(
         f"{'promote' if m.is_promotion else 'demote':8} {m.file.path} tier {m.file.tier} -> {m.target} "
-        f"({format_bytes(m.file.bytes)}, score {m.score:.6g})"
+        f"({format_bytes(m.file.bytes)}, {_why(m.score)})"
         for m in plan.moves
     )
     lines.extend(
@@ -481,7 +481,12 @@ def format_plan(plan: CachePlan) -> str:
         for m in plan.blocked
     )
     lines.extend(
-        f"download {d.file.path} to tier {d.tier} ({format_bytes(d.file.bytes)}, score {d.score:.6g})"
+        f"download {d.file.path} to tier {d.tier} ({format_bytes(d.file.bytes)}, {_why(d.score)})"
         for d in plan.downloads
     )
     return "\n".join(lines) + "\n"
+
+
+def _why(score: float) -> str:
+    """A step's reason for people: its score, or that the file is pinned (pins rank above every score)."""
+    return "pinned" if score == math.inf else f"score {score:.6g}"
