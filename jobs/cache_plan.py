@@ -358,11 +358,14 @@ def plan_cache(
     ``remote`` are placed first and never evicted, whatever their votes.
     """
     remote = list(remote)
-    pinned_local = {path: f for path, f in local.items() if path in pinned}
-    pinned_remote = {r.path: r for r in remote if r.path in pinned}
+    # Looked up from the (few) pinned paths, and filtered only when there are pins: a run over a
+    # million cached files without pins pays nothing for them.
+    pinned_local = {path: local[path] for path in pinned if path in local}
+    pinned_remote = {r.path: r for r in remote if r.path in pinned} if pinned else {}
     pins, pin_tiers, room, pinned_short = _pinned_candidates(pinned_local, pinned_remote, votes, limits)
     ranked = rank_candidates(
-        (f for path, f in local.items() if path not in pinned), (r for r in remote if r.path not in pinned),
+        (f for f in local.values() if f.path not in pinned_local) if pinned_local else local.values(),
+        (r for r in remote if r.path not in pinned_remote) if pinned_remote else remote,
         votes, policy=policy, min_vote_count=min_vote_count,
     )
     candidates = pins + ranked
@@ -473,7 +476,7 @@ def format_plan(plan: CachePlan) -> str:
     )
     lines.extend(
         f"{'promote' if m.is_promotion else 'demote':8} {m.file.path} tier {m.file.tier} -> {m.target} "
-        f"({format_bytes(m.file.bytes)}, score {m.score:.6g})"
+        f"({format_bytes(m.file.bytes)}, {_why(m.score)})"
         for m in plan.moves
     )
     lines.extend(
@@ -481,7 +484,12 @@ def format_plan(plan: CachePlan) -> str:
         for m in plan.blocked
     )
     lines.extend(
-        f"download {d.file.path} to tier {d.tier} ({format_bytes(d.file.bytes)}, score {d.score:.6g})"
+        f"download {d.file.path} to tier {d.tier} ({format_bytes(d.file.bytes)}, {_why(d.score)})"
         for d in plan.downloads
     )
     return "\n".join(lines) + "\n"
+
+
+def _why(score: float) -> str:
+    """A step's reason for people: its score, or that the file is pinned (pins rank above every score)."""
+    return "pinned" if score == math.inf else f"score {score:.6g}"

@@ -29,7 +29,6 @@ from pypimirror.errors import PinnedSetError
 from pypimirror.lockfiles import read_lockfile
 from pypimirror.pinqueries import PinnedSet, PinnedSetSummary
 from pypimirror.pinresolve import Unpinned, resolve_lockfiles
-from pypimirror.pinselect import parse_platforms, parse_pythons
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -65,14 +64,13 @@ def add_pinned_set(
     """Read ``lockfiles``, find their files on the stored pages and store them as the set ``name``.
 
     A set of that name is replaced. Raises :class:`~pypimirror.errors.LockfileError` for a
-    lockfile that cannot be read, and :class:`PinnedSetError` for a bad name or a set that does
+    lockfile that cannot be read, :class:`~pypimirror.errors.PinTargetError` for a malformed
+    platform or Python, and :class:`PinnedSetError` for a bad name or a set that does
     not fit the tiers beside the other sets (nothing is stored, nothing evicted). When none of
     the entries is on the stored pages, nothing is stored and ``files`` is 0.
     """
     if not _NAME.match(name):
         raise PinnedSetError(f"pinned set name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
-    parse_platforms(platforms)
-    parse_pythons(pythons)
     read = [read_lockfile(path, platforms=platforms, pythons=pythons) for path in lockfiles]
     resolution = resolve_lockfiles(read, config.repo_path, config.prefix, platforms=platforms, pythons=pythons)
     result = PinAddResult(name, unpinned=resolution.unpinned)

@@ -345,6 +345,7 @@ def _pin(config: Config, args: argparse.Namespace) -> int:
 
 def _pin_add(config: Config, args: argparse.Namespace) -> int:
     """Store the set; 0 when every entry was pinned, 1 when some were not (each reported), 2 when none was."""
+    _prepare_repo(config)  # the default database lives there, even before the first sync
     db = Database.open(config.database.url)
     try:
         result = add_pinned_set(config, db, args.name, args.files, platforms=args.platform, pythons=args.python,

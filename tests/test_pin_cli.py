@@ -173,3 +173,14 @@ def test_a_bad_platform_is_one_line(cli: Cli) -> None:
     refused = cli("pin", "add", "ci", SAMPLES / "uv.lock", "--platform", "Linux x86")
     assert (refused.returncode, refused.stderr.count("\n")) == (2, 1)
     assert "not a platform tag like manylinux_2_28_x86_64" in refused.stderr
+
+
+def test_pin_add_before_the_first_sync_says_every_project_is_not_synced_yet(tmp_path: Path,
+                                                                             fake_index: FakeIndex) -> None:
+    cli = Cli(tmp_path, fake_index)  # no sync: no repo_path, no database, no pages
+    refused = cli("pin", "add", "ci", SAMPLES / "poetry.lock")
+    assert refused.returncode == 2
+    lines = refused.stderr.splitlines()
+    assert len(lines) == len(sample_sha256s("poetry.lock")) + 1 and all("(not on the index this mirror syncs, or not synced yet)" in line
+                                   for line in lines[:-1])
+    assert lines[-1].endswith("is on the stored pages; nothing was pinned")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pypimirror.app import Services
+from pypimirror.pinqueries import PinnedFile, store_pinned_set
 from pypimirror.queries import finish_job_run, start_job_run, upsert_local_files
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -108,6 +109,16 @@ async def test_the_last_sync_and_the_cache_fill_come_from_the_database(fetch, da
     assert "<td>1</td><td>1</td><td>3.0 MiB</td><td>1.0 GiB</td><td>0%</td>" in text
     assert '<tr id="job-index_sync"><th>Index sync</th>' in text  # titles from the jobs' table
     assert 'Cache management</th><td class="muted">never ran' in text
+
+
+@pytest.mark.gen_test
+async def test_the_pinned_sets_come_from_the_database_with_how_many_files_are_local(fetch, database, mirror_config):
+    files = [PinnedFile(f"ab/cd/x/{n}.whl", 2**20, "a" * 64) for n in ("a", "b", "c")]
+    with database.begin() as conn:
+        store_pinned_set(conn, "ci", created_at=1.0, sources=["uv.lock"], platforms=[], pythons=[], files=files)
+        upsert_local_files(conn, mirror_config.node_id, [(files[0].path, 2**20, 0)])
+    text = (await fetch("/pypi/")).body.decode()
+    assert '<tr id="pinned-ci"><td>ci</td><td>3</td><td>3.0 MiB</td><td class="running">1 of 3</td></tr>' in text
 
 
 @pytest.mark.parametrize("database", ["unreachable"], indirect=True)

@@ -63,3 +63,11 @@ def test_without_pins_nothing_changes() -> None:
     votes = {path("a.whl"): 3, path("b.whl"): 1}
     assert plan_cache(files, [], votes, [100]) == plan_cache(files, [], votes, [100], pinned=frozenset())
     assert plan_cache(files, [], votes, [100]).pinned_bytes == 0
+
+
+def test_the_printed_plan_says_which_steps_are_for_pins() -> None:
+    plan = plan_cache({}, [remote("pin.whl", 10), remote("hot.whl", 10)], {path("hot.whl"): 3}, [100],
+                      pinned={path("pin.whl")})
+    text = format_plan(plan)
+    assert f"download {path('pin.whl')} to tier 0 (10 B, pinned)" in text
+    assert f"download {path('hot.whl')} to tier 0 (10 B, score " in text
