@@ -111,7 +111,7 @@ def lock_with_poetry(tmp: Path, index_url: str, tree: ProjectTree, poetry: str) 
     return project / "poetry.lock"
 
 
-def write_poetry_lock(tmp: Path, index_url: str, tree: ProjectTree) -> Path:
+def write_poetry_lock(directory: Path, index_url: str, tree: ProjectTree) -> Path:
     """A ``poetry.lock`` as poetry 2.x writes one for the tree locked through the mirror.
 
     For machines without poetry: the pinning path must still read the format. The shape (one
@@ -127,7 +127,6 @@ def write_poetry_lock(tmp: Path, index_url: str, tree: ProjectTree) -> Path:
             f'python-versions = "*"\ngroups = ["main"]\nfiles = [\n{files},\n]\n\n'
             f'[package.source]\ntype = "legacy"\nurl = "{index_url.rstrip("/")}"\nreference = "mirror"\n')
     blocks.append('[metadata]\nlock-version = "2.1"\npython-versions = ">=3.11"\ncontent-hash = "0"\n')
-    directory = tmp / "poetry-written"
     directory.mkdir()
     path = directory / "poetry.lock"
     path.write_text("\n".join(blocks), encoding="utf-8")
@@ -176,7 +175,7 @@ def pinned_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PinnedMi
                 "uv-lock": lock_with_uv(tmp, index_url, trees["uv-lock"], "uv-project"),
                 "requirements": compile_requirements(tmp, index_url, trees["requirements"]),
                 "pylock": export_pylock(tmp, index_url, trees["pylock"]),
-                "poetry-written": write_poetry_lock(tmp, index_url, trees["poetry-written"]),
+                "poetry-written": write_poetry_lock(tmp / "poetry-written", index_url, trees["poetry-written"]),
             }
             if poetry is not None:
                 lockfiles["poetry"] = lock_with_poetry(tmp, index_url, trees["poetry"], poetry)
@@ -322,9 +321,20 @@ def install_poetry_lock(mirror: PinnedMirror, kind: str) -> None:
     assert_all_served_locally(mirror, tree)
 
 
+def locked_packages(lockfile: Path) -> list[dict[str, Any]]:
+    """What a poetry.lock says each package is and which files it has, in its order."""
+    lock = tomllib.loads(lockfile.read_text(encoding="utf-8"))
+    return [{key: package[key] for key in ("name", "version", "files", "source")} for package in lock["package"]]
+
+
 def test_poetry_lock_made_by_poetry_installs_with_the_upstream_stopped(pinned_mirror: PinnedMirror) -> None:
     if pinned_mirror.poetry_missing is not None:
         pytest.skip(pinned_mirror.poetry_missing)
+    made_by_poetry = pinned_mirror.lockfiles["poetry"]
+    # The lock written where poetry is missing must read as poetry's own for the same tree.
+    written = write_poetry_lock(pinned_mirror.tmp / "poetry-compared", pinned_mirror.index_url,
+                                pinned_mirror.trees["poetry"])
+    assert locked_packages(written) == locked_packages(made_by_poetry)
     install_poetry_lock(pinned_mirror, "poetry")
 
 
