@@ -43,7 +43,7 @@ pytestmark = pytest.mark.e2e
 
 # One tree of projects per lockfile kind (the prefix of its project names).
 TREES = {"uv-lock": "uvl", "requirements": "req", "pylock": "pyl", "poetry": "poe", "poetry-written": "pow"}
-_NO_POETRY = ("poetry is not installed here (it is not part of the test extra; put one on PATH to run this): "
+_NO_POETRY = ("poetry is not installed here (the test extra installs it; put one on PATH or beside this interpreter): "
               "test_written_poetry_lock_installs_with_the_upstream_stopped pins a poetry.lock the test writes")
 
 
@@ -65,7 +65,7 @@ class PinnedMirror:
 
 
 def poetry_executable() -> str | None:
-    """A poetry on PATH or beside this interpreter; it is not part of the test extra."""
+    """A poetry on PATH or beside this interpreter (the test extra installs one there)."""
     return shutil.which("poetry") or shutil.which("poetry", path=os.path.dirname(sys.executable))
 
 
