@@ -34,7 +34,7 @@ __all__ = [
 import json
 import logging
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,7 +221,7 @@ def parse_record(data: object) -> Advisory:
         raise BadRecord("the record has no id")
     modified = _timestamp(data, "modified", required=True)
     assert modified is not None
-    affected = tuple(_parse_affected(entry) for entry in _list(data, "affected") if _is_pypi(entry))
+    affected = _merged(_parse_affected(entry) for entry in _list(data, "affected") if _is_pypi(entry))
     if not affected:
         raise NotPyPI(f"no PyPI package in {advisory_id}")
     summary = data.get("summary") or data.get("details") or ""
@@ -277,6 +277,17 @@ def _parse_affected(entry: Mapping[str, Any]) -> AffectedPackage:
             ranges.append(tuple(sorted(events, key=RangeEvent.sort_key)))
     versions = frozenset(normalize_version(str(version)) for version in _list(entry, "versions"))
     return AffectedPackage(canonicalize_name(name), tuple(ranges), versions)
+
+
+def _merged(packages: Iterable[AffectedPackage]) -> tuple[AffectedPackage, ...]:
+    """One entry per project: a record may list a project in several ``affected`` entries."""
+    by_name: dict[NormalizedName, AffectedPackage] = {}
+    for package in packages:
+        known = by_name.get(package.name)
+        if known is not None:
+            package = AffectedPackage(package.name, known.ranges + package.ranges, known.versions | package.versions)
+        by_name[package.name] = package
+    return tuple(by_name.values())
 
 
 def _timestamp(data: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:

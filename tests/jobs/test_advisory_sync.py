@@ -1,0 +1,163 @@
+"""Advisory sync into a real SQLite file: incremental by ``modified``, and losing nothing on bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from tornado.web import Application, StaticFileHandler
+
+from osvexport import record, write_tree, write_zip
+from pypimirror import advisoryqueries as aq
+from pypimirror.config import Config
+from pypimirror.configreader import parse_config
+from pypimirror.db import Database
+from pypimirror.jobs.advisory_sync import AdvisorySyncReport, run_advisory_sync
+from pypimirror.upstream import UpstreamClient, UpstreamSettings
+
+LATER = "2026-03-01T00:00:00Z"
+
+RECORDS = [
+    record("PYSEC-2026-1", "Alpha", ranges=[{"introduced": "0"}, {"fixed": "1.1"}], aliases=["CVE-2026-0001"],
+           severity=[{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]),
+    record("GHSA-beta-list", "beta", versions=["2.0", "2.1"]),
+    record("PYSEC-2026-3", "gamma", versions=["1.0"], withdrawn="2026-01-05T00:00:00Z"),
+    record("MAL-2026-4", "evil-pkg", versions=["0.1"]),
+]
+
+
+def make_config(tmp_path: Path, source: str | None) -> Config:
+    data: dict[str, Any] = {
+        "repo_path": str(tmp_path / "repo"),
+        "upstream": {"pypi_url": "http://127.0.0.1:9/pypi", "packages_url": "http://127.0.0.1:9/packages"},
+        "cache": {"size_limit": "1g"},
+        "advisories": {"source": source},
+    }
+    return parse_config(data, base_dir=tmp_path)
+
+
+async def no_sleep(_seconds: float) -> None:
+    """Back-off without waiting."""
+
+
+def client() -> UpstreamClient:
+    settings = UpstreamSettings(user_agent="pypimirror-test", proxy=None, connect_timeout=5, stall_timeout=5, attempts=2)
+    return UpstreamClient(settings, sleep=no_sleep)
+
+
+async def sync(tmp_path: Path, database: Database, source: str | Path | None, stop: asyncio.Event | None = None) -> AdvisorySyncReport:
+    config = make_config(tmp_path, None if source is None else str(source))
+    return await run_advisory_sync(config, database, client(), stop=stop or asyncio.Event())
+
+
+def stored(database: Database) -> dict[str, str]:
+    with database.connect() as conn:
+        return aq.load_modified(conn)
+
+
+def applying(database: Database) -> list[tuple[str, str]]:
+    with database.connect() as conn:
+        return [(item.id, item.package.name) for item in aq.applicable_advisories(conn)]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_first_sync_stores_every_pypi_record_and_counts_the_rest(tmp_path: Path, database: Database) -> None:
+    export = write_zip(tmp_path / "all.zip", [*RECORDS, record("GO-1", "mod", ecosystem="Go", versions=["1"])],
+                       extra={"bad.json": b"{"})
+    report = await sync(tmp_path, database, export)
+    assert report.ok and report.failure_reason is None
+    assert report.counts() == {"records": 4, "stored": 4, "unchanged": 0, "skipped": 2, "unreadable": 1,
+                               "bad_records": 0, "other_ecosystem": 1, "corrupt_archives": 0}
+    assert sorted(stored(database)) == ["GHSA-beta-list", "MAL-2026-4", "PYSEC-2026-1", "PYSEC-2026-3"]
+    # The withdrawn record is kept (the API shows it by id) but applies to nothing.
+    assert sorted(applying(database)) == [("GHSA-beta-list", "beta"), ("MAL-2026-4", "evil-pkg"), ("PYSEC-2026-1", "alpha")]
+    with database.connect() as conn:
+        kept = aq.advisory_record(conn, "PYSEC-2026-1")
+        counts = aq.count_advisories(conn)
+        assert aq.advisory_record(conn, "PYSEC-2026-3") is not None
+    assert kept == RECORDS[0]
+    assert counts == aq.AdvisoryCounts(total=4, withdrawn=1, malicious=1)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_sync_stores_only_records_newer_than_stored_and_a_withdrawal_stops_a_record(
+    tmp_path: Path, database: Database
+) -> None:
+    await sync(tmp_path, database, write_tree(tmp_path / "db", RECORDS))
+    again = await sync(tmp_path, database, write_tree(tmp_path / "db", RECORDS))
+    assert (again.stored, again.unchanged) == (0, 4)
+    newer = [
+        record("GHSA-beta-list", "beta", versions=["2.0"], modified=LATER, withdrawn=LATER),
+        record("PYSEC-2026-1", "alpha", versions=["9.9"], modified="2025-01-01T00:00:00Z"),  # older: ignored
+    ]
+    report = await sync(tmp_path, database, write_zip(tmp_path / "newer.zip", newer))
+    assert (report.stored, report.unchanged) == (1, 1)
+    assert stored(database)["GHSA-beta-list"] == "2026-03-01T00:00:00.000000Z"
+    assert sorted(applying(database)) == [("MAL-2026-4", "evil-pkg"), ("PYSEC-2026-1", "alpha")]
+    with database.connect() as conn:
+        (alpha,) = aq.applicable_advisories(conn, "alpha")
+    assert alpha.package.affects("1.0") and not alpha.package.affects("9.9")
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_corrupt_or_missing_export_loses_nothing_already_stored(tmp_path: Path, database: Database) -> None:
+    await sync(tmp_path, database, write_zip(tmp_path / "all.zip", RECORDS))
+    before = stored(database)
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip")
+    report = await sync(tmp_path, database, corrupt)
+    assert report.ok and report.read.corrupt_archives == 1 and report.stored == 0
+    missing = await sync(tmp_path, database, tmp_path / "absent.zip")
+    assert not missing.ok
+    assert missing.failure_reason is not None and "cannot read the advisory source" in missing.failure_reason
+    assert "absent.zip" in missing.failure_reason
+    bad_range = write_zip(tmp_path / "bad.zip", [record("PYSEC-2026-1", "alpha", ranges=[{"introduced": "1.0"}, {"fixed": "one"}], modified=LATER)])
+    report = await sync(tmp_path, database, bad_range)
+    assert report.read.bad_records == 1 and report.stored == 0
+    assert stored(database) == before
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_without_a_source_the_job_does_nothing(tmp_path: Path, database: Database) -> None:
+    report = await sync(tmp_path, database, None)
+    assert report.ok and not report.configured and report.counts()["records"] == 0
+    assert stored(database) == {}
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_stopped_sync_is_interrupted_and_keeps_what_it_stored(tmp_path: Path, database: Database) -> None:
+    stop = asyncio.Event()
+    stop.set()
+    report = await sync(tmp_path, database, write_zip(tmp_path / "all.zip", RECORDS), stop)
+    assert report.interrupted and not report.ok
+    assert stored(database) == {}
+
+
+@pytest.fixture
+def export_server(tmp_path: Path, curl_client: AsyncHTTPClient) -> Iterator[str]:
+    """A loopback HTTP server for the files of ``tmp_path/www``; yields its base URL."""
+    root = tmp_path / "www"
+    root.mkdir()
+    sock, port = bind_unused_port()
+    server = HTTPServer(Application([(r"/(.*)", StaticFileHandler, {"path": str(root)})]))
+    server.add_sockets([sock])
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_url_source_is_downloaded_with_the_upstream_client(tmp_path: Path, database: Database, export_server: str) -> None:
+    write_zip(tmp_path / "www" / "all.zip", RECORDS)
+    report = await sync(tmp_path, database, f"{export_server}/all.zip")
+    assert report.ok and report.stored == 4
+    failed = await sync(tmp_path, database, f"{export_server}/gone.zip")
+    assert not failed.ok and failed.failure_reason is not None
+    assert failed.failure_reason.startswith("cannot download the advisory export") and "404" in failed.failure_reason
+    assert len(stored(database)) == 4
+    assert [path.name for path in (tmp_path / "repo").iterdir() if path.name.startswith(".advisories-")] == []
