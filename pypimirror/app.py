@@ -28,11 +28,13 @@ from pypimirror.handlers.files import PackageFileHandler, VoteSink
 from pypimirror.handlers.info import InfoHandler
 from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
+from pypimirror.handlers.osv import OsvQueryBatchHandler, OsvQueryHandler, OsvVulnHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
 from pypimirror.hitrate import HitCounter
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics
+from pypimirror.osvapi import AdvisoryLookup
 from pypimirror.pagecache import PageCache
 from pypimirror.status import StatusReader
 from pypimirror.storage import RepoLayout
@@ -47,6 +49,7 @@ class Services:
     ``status`` reads the database for the info page, ``/metrics`` and ``/healthz``; an app
     built without one (handler tests of other routes) has none of those routes. ``buffers``
     bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`).
+    ``advisories`` answers the OSV API routes; without it there are none.
     """
 
     pages: PageCache
@@ -57,6 +60,7 @@ class Services:
     status: StatusReader | None = None
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
     hits: HitCounter = field(default_factory=HitCounter)
+    advisories: AdvisoryLookup | None = None
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -93,6 +97,13 @@ def make_app(config: Config, services: Services) -> Application:
         (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/pypi/{name}/json"}),
         (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/{name}/json"}),
     ]
+    if services.advisories is not None:
+        osv = {**base, "advisories": services.advisories}
+        routes += [
+            (rf"{p}/osv/v1/query", OsvQueryHandler, osv),
+            (rf"{p}/osv/v1/querybatch", OsvQueryBatchHandler, osv),
+            (rf"{p}/osv/v1/vulns/([^/]+)", OsvVulnHandler, osv),
+        ]
     if services.status is not None:
         info = {
             **base,

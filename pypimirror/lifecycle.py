@@ -51,6 +51,7 @@ from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
 from pypimirror.pagecache import PageCache
+from pypimirror.osvapi import AdvisoryLookup
 from pypimirror.status import StatusReader
 from pypimirror.upstream import configure_curl_client
 from pypimirror.votes import VoteRecorder
@@ -277,6 +278,7 @@ async def _serve(
                 status=_status_reader(config, db),
                 buffers=BufferBudget(config.serve.buffer_budget // (worker.count if worker is not None else 1)),
                 hits=hits,
+                advisories=AdvisoryLookup(db),
             )
             server = _make_server(make_app(config, services), config, ssl_context)
             stack.callback(_start_metrics_refresh(services, votes, server).stop)

@@ -34,8 +34,9 @@ __all__ = [
 import json
 import logging
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -195,12 +196,13 @@ def _in_range(version: Version, events: Sequence[RangeEvent]) -> bool:
 
 
 def _make_event(kind: str, text: str) -> RangeEvent:
-    if kind not in _EVENT_KINDS:
+    known = next((event_kind for event_kind in _EVENT_KINDS if event_kind == kind), None)
+    if known is None:
         raise BadRecord(f"unknown range event {kind!r}")
-    if kind == "introduced" and text == "0":
-        return RangeEvent("introduced", None)
+    if known == "introduced" and text == "0":
+        return RangeEvent(known, None)
     try:
-        return RangeEvent(kind, Version(text))  # type: ignore[arg-type]
+        return RangeEvent(known, Version(text))
     except InvalidVersion:
         raise BadRecord(f"{kind} version {text!r} is not a PEP 440 version") from None
 
@@ -250,7 +252,7 @@ def _list(data: Mapping[str, Any], key: str) -> list[Any]:
 def _is_pypi(entry: object) -> bool:
     if not isinstance(entry, Mapping) or not isinstance(entry.get("package"), Mapping):
         raise BadRecord("an affected entry has no package")
-    return entry["package"].get("ecosystem") == ECOSYSTEM
+    return bool(entry["package"].get("ecosystem") == ECOSYSTEM)
 
 
 def _parse_affected(entry: Mapping[str, Any]) -> AffectedPackage:
@@ -309,7 +311,7 @@ def _timestamp(data: Mapping[str, Any], key: str, *, required: bool = False) -> 
 # --------------------------------------------------------------------------- an export
 
 
-def read_export(source: Path, stats: ReadStats) -> Iterator[Advisory]:
+def read_export(source: Path, stats: ReadStats) -> Generator[Advisory, None, None]:
     """Every PyPI advisory of the export at ``source``, counting what is skipped in ``stats``.
 
     Blocking (it reads files): run it in a worker thread. Raises ``OSError`` only when
@@ -322,7 +324,7 @@ def read_export(source: Path, stats: ReadStats) -> Iterator[Advisory]:
             if path.suffix == ".zip" and path.is_file():
                 yield from _read_zip(path, stats)
             elif path.suffix in _RECORD_SUFFIXES and path.is_file():
-                yield from _parsed(path.name, lambda path=path: path.read_bytes(), stats)
+                yield from _parsed(path.name, partial(Path.read_bytes, path), stats)
     else:
         source.stat()  # a missing source is the caller's error, not a skipped archive
         yield from _read_zip(source, stats)
@@ -342,7 +344,7 @@ def _read_zip(path: Path, stats: ReadStats) -> Iterator[Advisory]:
             if member.file_size > _MAX_RECORD_BYTES:
                 stats.unreadable += 1
                 continue
-            yield from _parsed(member.filename, lambda member=member: archive.read(member), stats)
+            yield from _parsed(member.filename, partial(archive.read, member), stats)
 
 
 def _parsed(name: str, read: Callable[[], bytes], stats: ReadStats) -> Iterator[Advisory]:
