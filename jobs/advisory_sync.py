@@ -12,6 +12,10 @@ replaced by newer versions of themselves, never deleted (OSV takes a record back
 an export that lost half its files changes nothing but what it still holds newer versions of.
 What is skipped is counted in the run's counts; a source that cannot be read at all fails the
 run (with the reason) without touching the database.
+
+Each run then measures the policy (:mod:`pypimirror.advisorypolicy`) against the stored pages of
+the projects the advisories name: how many files it flags and blocks, kept in the run's counts
+for ``status`` and the info page. With ``advisories.audit`` every affected version is logged too.
 """
 
 from __future__ import annotations
@@ -21,16 +25,22 @@ __all__ = ["AdvisorySyncReport", "run_advisory_sync"]
 import asyncio
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
+from packaging.utils import NormalizedName
+
 from pypimirror import advisoryqueries as aq
+from pypimirror.advisorypolicy import AdvisoryPolicy, VerdictCounts, count_verdicts
 from pypimirror.config import AdvisoriesConfig, Config
 from pypimirror.db import Database
-from pypimirror.errors import PyPIMirrorError
+from pypimirror.errors import MalformedUpstreamError, PyPIMirrorError
 from pypimirror.osv import Advisory, ReadStats, read_export
+from pypimirror.pagemodel import ProjectPage, parse_simple_project_json
+from pypimirror.storage import RepoLayout, is_normalized_project_name
 from pypimirror.upstream import UpstreamClient
 from pypimirror.urlmask import mask_url
 
@@ -52,6 +62,8 @@ class AdvisorySyncReport:
     failed: str | None = None
     #: False when no ``advisories.source`` is configured (the run did nothing).
     configured: bool = True
+    #: Files of the stored pages the policy flags and blocks (what it would, in audit mode).
+    files: VerdictCounts = VerdictCounts()
 
     @property
     def ok(self) -> bool:
@@ -75,6 +87,8 @@ class AdvisorySyncReport:
             "bad_records": self.read.bad_records,
             "other_ecosystem": self.read.other_ecosystem,
             "corrupt_archives": self.read.corrupt_archives,
+            "flagged_files": self.files.flagged,
+            "blocked_files": self.files.blocked,
         }
 
 
@@ -86,17 +100,66 @@ async def run_advisory_sync(
     if settings.source is None:
         return AdvisorySyncReport(configured=False)
     if isinstance(settings.source, Path):
-        return await _sync_from(settings.source, settings, db, stop)
-    with tempfile.TemporaryDirectory(prefix=".advisories-", dir=config.repo_path) as scratch:
+        report = await _sync_from(settings.source, settings, db, stop)
+    else:
+        report = await _download_and_sync(settings.source, config.repo_path, settings, db, client, stop)
+    if not report.interrupted:
+        report.files = await _measure_policy(settings, db, config.repo_path)
+    return report
+
+
+async def _download_and_sync(
+    url: str, repo_path: Path, settings: AdvisoriesConfig, db: Database, client: UpstreamClient, stop: asyncio.Event
+) -> AdvisorySyncReport:
+    with tempfile.TemporaryDirectory(prefix=".advisories-", dir=repo_path) as scratch:
         path = Path(scratch) / "export.zip"
         try:
-            await client.download_to(settings.source, path, cancel=stop)
+            await client.download_to(url, path, cancel=stop)
         except PyPIMirrorError as exc:
             if stop.is_set():
                 return AdvisorySyncReport(interrupted=True)
-            logger.error("advisories: cannot download %s: %s", mask_url(settings.source), exc)
+            logger.error("advisories: cannot download %s: %s", mask_url(url), exc)
             return AdvisorySyncReport(failed=f"cannot download the advisory export: {exc}")
         return await _sync_from(path, settings, db, stop)
+
+
+async def _measure_policy(settings: AdvisoriesConfig, db: Database, repo_path: Path) -> VerdictCounts:
+    """The files the policy flags and blocks today, from the stored advisories and pages."""
+    advisories = await db.run_read(aq.applicable_advisories)
+    policy = AdvisoryPolicy(settings, advisories, datetime.now(UTC).date())
+    counts = await asyncio.to_thread(_count_files, policy, RepoLayout(repo_path), settings.audit)
+    logger.info(
+        "advisories: the %s policy %s %d files and %s %d of them",
+        settings.mode, "would flag" if settings.audit else "flags", counts.flagged,
+        "would block" if settings.audit else "blocks", counts.blocked,
+    )  # fmt: skip
+    return counts
+
+
+def _count_files(policy: AdvisoryPolicy, layout: RepoLayout, audit: bool) -> VerdictCounts:
+    """Blocking: reads the stored pages of the projects the advisories name."""
+    pages = list(_stored_pages(layout, policy.projects))
+    if audit:
+        for page in pages:
+            for version, verdict in sorted(policy.verdicts(page).items()):
+                logger.info(
+                    "advisories (audit): would %s %s %s: %s",
+                    "block" if verdict.blocked else "flag", page.name, version, verdict.reason,
+                )  # fmt: skip
+    return count_verdicts(policy, pages)
+
+
+def _stored_pages(layout: RepoLayout, names: Sequence[NormalizedName]) -> Iterator[ProjectPage]:
+    """The stored page of each project of ``names`` this mirror has (blocking)."""
+    for name in names:
+        if not is_normalized_project_name(name):
+            continue  # advisories may name projects no index could hold
+        try:
+            yield parse_simple_project_json(layout.project_page(name, "index.v1_json").read_bytes())
+        except FileNotFoundError:
+            continue  # no such project on this mirror
+        except (OSError, MalformedUpstreamError) as exc:
+            logger.warning("advisories: cannot read the stored page of %s: %s", name, exc)
 
 
 async def _sync_from(source: Path, settings: AdvisoriesConfig, db: Database, stop: asyncio.Event) -> AdvisorySyncReport:

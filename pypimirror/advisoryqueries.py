@@ -38,6 +38,7 @@ class ApplicableAdvisory:
     """A record that applies (not withdrawn), with what it says about one project."""
 
     id: str
+    aliases: tuple[str, ...]
     summary: str
     modified: str
     package: AffectedPackage
@@ -99,7 +100,10 @@ def _advisory_row(advisory: Advisory) -> dict[str, object]:
 def applicable_advisories(conn: Connection, name: str | None = None) -> list[ApplicableAdvisory]:
     """The records that apply, to project ``name`` (normalized) or, None, to every project."""
     query = (
-        select(advisories.c.id, advisories.c.summary, advisories.c.modified, advisory_packages.c.name, advisory_packages.c.affected)
+        select(
+            advisories.c.id, advisories.c.aliases, advisories.c.summary, advisories.c.modified,
+            advisory_packages.c.name, advisory_packages.c.affected,
+        )
         .join_from(advisory_packages, advisories, advisories.c.id == advisory_packages.c.advisory_id)
         .where(advisories.c.withdrawn.is_(None))
         .order_by(advisory_packages.c.name, advisories.c.id)
@@ -107,7 +111,10 @@ def applicable_advisories(conn: Connection, name: str | None = None) -> list[App
     if name is not None:
         query = query.where(advisory_packages.c.name == name)
     return [
-        ApplicableAdvisory(row.id, row.summary, row.modified, AffectedPackage.from_json(row.name, json.loads(row.affected)))
+        ApplicableAdvisory(
+            row.id, tuple(json.loads(row.aliases)), row.summary, row.modified,
+            AffectedPackage.from_json(row.name, json.loads(row.affected)),
+        )
         for row in conn.execute(query)
     ]
 

@@ -1,8 +1,10 @@
-"""Advisory sync into a real SQLite file: incremental by ``modified``, and losing nothing on bad input."""
+"""Advisory sync into a real SQLite file: incremental by ``modified``, losing nothing on bad input, and
+what ``status`` and the info page then show."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,19 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application, StaticFileHandler
 
+from fakeindex import FakeIndex
 from osvexport import record, write_tree, write_zip
 from pypimirror import advisoryqueries as aq
-from pypimirror.config import Config
+from pypimirror.cli import format_advisory_status
+from pypimirror.config import AdvisoriesConfig, Config
 from pypimirror.configreader import parse_config
 from pypimirror.db import Database
+from pypimirror.infopage import InfoPage, render_info_page
 from pypimirror.jobs.advisory_sync import AdvisorySyncReport, run_advisory_sync
+from pypimirror.jobs.index_sync import run_index_sync
+from pypimirror.jobs.registry import JOBS
+from pypimirror.jobs.scheduler import SyncJobs
+from pypimirror.status import read_status
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
 
 LATER = "2026-03-01T00:00:00Z"
@@ -32,12 +41,12 @@ RECORDS = [
 ]
 
 
-def make_config(tmp_path: Path, source: str | None) -> Config:
+def make_config(tmp_path: Path, source: str | None, upstream: str = "http://127.0.0.1:9", **advisories: Any) -> Config:
     data: dict[str, Any] = {
         "repo_path": str(tmp_path / "repo"),
-        "upstream": {"pypi_url": "http://127.0.0.1:9/pypi", "packages_url": "http://127.0.0.1:9/packages"},
+        "upstream": {"pypi_url": upstream, "packages_url": f"{upstream}/packages"},
         "cache": {"size_limit": "1g"},
-        "advisories": {"source": source},
+        "advisories": {"source": source, **advisories},
     }
     return parse_config(data, base_dir=tmp_path)
 
@@ -73,7 +82,8 @@ async def test_a_first_sync_stores_every_pypi_record_and_counts_the_rest(tmp_pat
     report = await sync(tmp_path, database, export)
     assert report.ok and report.failure_reason is None
     assert report.counts() == {"records": 4, "stored": 4, "unchanged": 0, "skipped": 2, "unreadable": 1,
-                               "bad_records": 0, "other_ecosystem": 1, "corrupt_archives": 0}
+                               "bad_records": 0, "other_ecosystem": 1, "corrupt_archives": 0,
+                               "flagged_files": 0, "blocked_files": 0}
     assert sorted(stored(database)) == ["GHSA-beta-list", "MAL-2026-4", "PYSEC-2026-1", "PYSEC-2026-3"]
     # The withdrawn record is kept (the API shows it by id) but applies to nothing.
     assert sorted(applying(database)) == [("GHSA-beta-list", "beta"), ("MAL-2026-4", "evil-pkg"), ("PYSEC-2026-1", "alpha")]
@@ -161,3 +171,86 @@ async def test_a_url_source_is_downloaded_with_the_upstream_client(tmp_path: Pat
     assert failed.failure_reason.startswith("cannot download the advisory export") and "404" in failed.failure_reason
     assert len(stored(database)) == 4
     assert [path.name for path in (tmp_path / "repo").iterdir() if path.name.startswith(".advisories-")] == []
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(
+    ("mode", "waivers", "flagged", "blocked"),
+    [
+        ("off", [], 0, 0),
+        # alpha 1.0 (2 files), beta 2.0 and 2.1 (4 files), evil-pkg 0.1 (2 files, always blocked)
+        ("flag", [], 8, 2),
+        ("block", [], 8, 8),
+        # A waiver by alias holds until its day has passed; one whose day is over waives nothing.
+        ("flag", [{"id": "CVE-2026-0001", "until": "2999-12-31", "reason": "r"}, {"id": "GHSA-beta-list", "until": "2000-01-01", "reason": "r"}], 6, 2),
+    ],
+)
+async def test_each_run_counts_the_files_the_policy_flags_and_blocks_on_the_stored_pages(
+    tmp_path: Path, database: Database, fake_index: FakeIndex, curl_client: AsyncHTTPClient,
+    caplog: pytest.LogCaptureFixture, mode: str, waivers: list[dict[str, str]], flagged: int, blocked: int,
+) -> None:
+    for name, versions in {"alpha": ["1.0", "1.1"], "beta": ["2.0", "2.1", "2.2"], "gamma": ["1.0"], "evil-pkg": ["0.1"]}.items():
+        fake_index.add_project(name, versions)
+    export = write_zip(tmp_path / "all.zip", RECORDS)
+    config = make_config(tmp_path, str(export), fake_index.url, mode=mode, waivers=waivers, audit=True)
+    assert (await run_index_sync(config, database, client(), sleep=no_sleep)).ok
+    with caplog.at_level(logging.INFO, logger="pypimirror.jobs.advisory_sync"):
+        report = await run_advisory_sync(config, database, client(), stop=asyncio.Event())
+    assert (report.counts()["flagged_files"], report.counts()["blocked_files"]) == (flagged, blocked)
+    if mode == "block":
+        assert "would block evil-pkg 0.1: MAL-2026-4: MAL-2026-4 in evil-pkg" in caplog.text
+        assert "would block alpha 1.0: PYSEC-2026-1: PYSEC-2026-1 in Alpha" in caplog.text
+
+
+# -- status and the info page -------------------------------------------------------------------
+
+STATUS_RECORDS = [
+    record("PYSEC-2026-1", "alpha", ranges=[{"introduced": "0"}, {"fixed": "1.1"}]),
+    record("PYSEC-2026-3", "alpha", versions=["1.1"], withdrawn="2026-01-05T00:00:00Z"),
+    record("MAL-2026-4", "evil-pkg", versions=["0.1"]),
+]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_status_and_info_page_show_count_last_sync_and_files_flagged_and_blocked(
+    tmp_path: Path, database: Database, fake_index: FakeIndex, curl_client: AsyncHTTPClient
+) -> None:
+    fake_index.add_project("alpha", ["1.0", "1.1"])
+    fake_index.add_project("evil-pkg", ["0.1"])
+    config = make_config(tmp_path, str(write_zip(tmp_path / "all.zip", STATUS_RECORDS)), fake_index.url, mode="flag")
+    jobs = SyncJobs(config, database, client())
+    for name in ("index_sync", "advisories"):
+        assert (await jobs.run(name, asyncio.Event())).ok
+    with database.connect() as conn:
+        status = read_status(conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles())
+    assert status.advisory_files() == (4, 2)
+    text = format_advisory_status(status, config.advisories)
+    assert text == (
+        "advisories: 3 stored (1 withdrawn, 1 malicious packages); mode flag\n"
+        "  files at the last sync: 4 flagged, 2 blocked\n"
+    )
+    audit = format_advisory_status(status, AdvisoriesConfig(source=Path("/x"), mode="block", audit=True))
+    assert audit.startswith("advisories: 3 stored (1 withdrawn, 1 malicious packages); mode block (audit: nothing changed)\n")
+    assert "no advisories.source configured" in format_advisory_status(status, AdvisoriesConfig())
+    page = render_info_page(InfoPage(
+        index_url="http://127.0.0.1/pypi/simple/", host="127.0.0.1", scheme="http", prefix="/pypi", client_ip="",
+        mode="302", miss_url="http://127.0.0.1/packages", now=0.0, status=status,
+    )).decode()
+    assert '<td id="advisory-count">3 (1 withdrawn, 1 malicious packages)</td>' in page
+    assert '<td id="advisory-flagged">4</td>' in page and '<td id="advisory-blocked">2</td>' in page
+    assert '<td id="advisory-sync">never</td>' not in page
+    assert "--osv-url http://127.0.0.1/pypi/osv/v1/query" in page
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_before_any_advisory_sync_nothing_is_claimed(tmp_path: Path, database: Database) -> None:
+    config = make_config(tmp_path, None)
+    with database.connect() as conn:
+        status = read_status(conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles())
+    assert status.advisory_files() is None
+    page = render_info_page(InfoPage(
+        index_url="http://127.0.0.1/pypi/simple/", host="127.0.0.1", scheme="http", prefix="/pypi", client_ip="",
+        mode="302", miss_url="http://127.0.0.1/packages", now=0.0, status=status,
+    )).decode()
+    assert '<td id="advisory-count">0 (0 withdrawn, 0 malicious packages)</td>' in page
+    assert '<td id="advisory-sync">never</td>' in page and '<td id="advisory-flagged">–</td>' in page
