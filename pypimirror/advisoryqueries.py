@@ -13,6 +13,7 @@ __all__ = [
     "ApplicableAdvisory",
     "advisory_record",
     "advisory_records",
+    "advisories_version",
     "applicable_advisories",
     "count_advisories",
     "load_modified",
@@ -20,6 +21,7 @@ __all__ = [
 ]
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,13 +69,14 @@ def load_modified(conn: Connection) -> dict[str, str]:
     return {row.id: row.modified for row in conn.execute(select(advisories.c.id, advisories.c.modified))}
 
 
-def store_advisories(conn: Connection, batch: Sequence[Advisory]) -> None:
-    """Add or replace each record of ``batch`` (IDs unique within it) with its packages."""
+def store_advisories(conn: Connection, batch: Sequence[Advisory], *, now: float | None = None) -> None:
+    """Add or replace each record of ``batch`` (IDs unique within it) with its packages, as stored ``now``."""
+    stored_at = time.time() if now is None else now
     for chunk in _chunks(batch):
         ids = [advisory.id for advisory in chunk]
         conn.execute(delete(advisory_packages).where(advisory_packages.c.advisory_id.in_(ids)))
         conn.execute(delete(advisories).where(advisories.c.id.in_(ids)))
-        conn.execute(insert(advisories), [_advisory_row(advisory) for advisory in chunk])
+        conn.execute(insert(advisories), [{**_advisory_row(advisory), "stored_at": stored_at} for advisory in chunk])
         conn.execute(
             insert(advisory_packages),
             [
@@ -133,6 +136,12 @@ def advisory_records(conn: Connection, ids: Sequence[str]) -> list[Mapping[str, 
         query = select(advisories.c.record).where(advisories.c.id.in_(chunk)).order_by(advisories.c.id)
         records.extend(json.loads(text) for text in conn.execute(query).scalars())
     return records
+
+
+def advisories_version(conn: Connection) -> tuple[int, float | None]:
+    """What changes whenever a record is stored: how many there are and when the last was stored."""
+    row = conn.execute(select(func.count(), func.max(advisories.c.stored_at)).select_from(advisories)).one()
+    return int(row[0]), row[1]
 
 
 def count_advisories(conn: Connection) -> AdvisoryCounts:

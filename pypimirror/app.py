@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from tornado.web import Application
 
+from pypimirror.advisorypages import AdvisoryPages
 from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.config import Config, ServeConfig
@@ -49,7 +50,8 @@ class Services:
     ``status`` reads the database for the info page, ``/metrics`` and ``/healthz``; an app
     built without one (handler tests of other routes) has none of those routes. ``buffers``
     bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`).
-    ``advisories`` answers the OSV API routes; without it there are none.
+    ``advisories`` answers the OSV API routes; without it there are none. ``advisory_pages``
+    applies the advisory policy to project pages and files (None: policy off, or audit only).
     """
 
     pages: PageCache
@@ -61,6 +63,7 @@ class Services:
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
     hits: HitCounter = field(default_factory=HitCounter)
     advisories: AdvisoryLookup | None = None
+    advisory_pages: AdvisoryPages | None = None
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -72,7 +75,7 @@ def make_app(config: Config, services: Services) -> Application:
     base = {"context": context}
     ip_modes = IPModeMatcher(config.ip_modes)  # the file handler and the info page must agree
     pages = {**base, "pages": services.pages, "files": PageFiles.of(layout)}
-    files = {
+    files: dict[str, object] = {
         **base,
         "route_base": f"{prefix}/packages/",
         "tiers": TierLookup(config.cache.tier_roots),
@@ -83,12 +86,14 @@ def make_app(config: Config, services: Services) -> Application:
         "votes": services.votes,
         "listed": ListedFiles(config.repo_path, prefix),
         "metrics": services.metrics,
+        "advisories": services.advisory_pages,
     }
+    project_pages = {**pages, "prefix": prefix, "advisories": services.advisory_pages}
     web = {**base, "pypi_url": config.upstream.pypi_url}
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
         (rf"{p}/packages/.*", PackageFileHandler, files),
-        (rf"{p}/simple/([^/]+)(/?)", SimpleProjectHandler, {**pages, "prefix": prefix}),
+        (rf"{p}/simple/([^/]+)(/?)", SimpleProjectHandler, project_pages),
         (rf"{p}/simple", SlashRedirectHandler, {**base, "target": f"{prefix}/simple/"}),
         (rf"{p}/simple/", SimpleRootHandler, pages),
         (rf"{p}/packages", SlashRedirectHandler, {**base, "target": f"{prefix}/packages/"}),

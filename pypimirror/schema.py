@@ -146,6 +146,9 @@ advisories = Table(
     Column("modified", Text, nullable=False),
     Column("withdrawn", Text, nullable=True),  # NULL: the record applies
     Column("record", Text, nullable=False),
+    # When this version of the record was stored (Unix seconds): serving processes reload the
+    # advisories when the newest of these changes.
+    Column("stored_at", Double, nullable=False),
 )
 
 # The projects an advisory names, by normalized name; ``affected`` is a JSON object of the
