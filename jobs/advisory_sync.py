@@ -20,12 +20,13 @@ for ``status`` and the info page. With ``advisories.audit`` every affected versi
 
 from __future__ import annotations
 
-__all__ = ["AdvisorySyncReport", "run_advisory_sync"]
+__all__ = ["AdvisorySyncReport", "measure_policy", "run_advisory_sync"]
 
 import asyncio
+import json
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -37,9 +38,8 @@ from pypimirror import advisoryqueries as aq
 from pypimirror.advisorypolicy import AdvisoryPolicy, VerdictCounts, count_verdicts
 from pypimirror.config import AdvisoriesConfig, Config
 from pypimirror.db import Database
-from pypimirror.errors import MalformedUpstreamError, PyPIMirrorError
+from pypimirror.errors import PyPIMirrorError
 from pypimirror.osv import Advisory, ReadStats, read_export
-from pypimirror.pagemodel import ProjectPage, parse_simple_project_json
 from pypimirror.storage import RepoLayout, is_normalized_project_name
 from pypimirror.upstream import UpstreamClient
 from pypimirror.urlmask import mask_url
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 #: Records stored per transaction: small enough that the writer thread is never held for long.
 BATCH_SIZE = 500
+_SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
 @dataclass(slots=True)
@@ -104,7 +105,7 @@ async def run_advisory_sync(
     else:
         report = await _download_and_sync(settings.source, config.repo_path, settings, db, client, stop)
     if not report.interrupted:
-        report.files = await _measure_policy(settings, db, config.repo_path)
+        report.files = await measure_policy(settings, db, config.repo_path)
     return report
 
 
@@ -123,7 +124,7 @@ async def _download_and_sync(
         return await _sync_from(path, settings, db, stop)
 
 
-async def _measure_policy(settings: AdvisoriesConfig, db: Database, repo_path: Path) -> VerdictCounts:
+async def measure_policy(settings: AdvisoriesConfig, db: Database, repo_path: Path) -> VerdictCounts:
     """The files the policy flags and blocks today, from the stored advisories and pages."""
     advisories = await db.run_read(aq.applicable_advisories)
     policy = AdvisoryPolicy(settings, advisories, datetime.now(UTC).date())
@@ -138,28 +139,59 @@ async def _measure_policy(settings: AdvisoriesConfig, db: Database, repo_path: P
 
 def _count_files(policy: AdvisoryPolicy, layout: RepoLayout, audit: bool) -> VerdictCounts:
     """Blocking: reads the stored pages of the projects the advisories name."""
-    pages = list(_stored_pages(layout, policy.projects))
+    projects = _listed_versions(layout, policy.projects)
     if audit:
-        for page in pages:
-            for version, verdict in sorted(policy.verdicts(page).items()):
-                logger.info(
-                    "advisories (audit): would %s %s %s: %s",
-                    "block" if verdict.blocked else "flag", page.name, version, verdict.reason,
-                )  # fmt: skip
-    return count_verdicts(policy, pages)
+        projects = _logged(policy, projects)
+    return count_verdicts(policy, projects)
 
 
-def _stored_pages(layout: RepoLayout, names: Sequence[NormalizedName]) -> Iterator[ProjectPage]:
-    """The stored page of each project of ``names`` this mirror has (blocking)."""
+def _logged(
+    policy: AdvisoryPolicy, projects: Iterable[tuple[NormalizedName, list[str | None]]]
+) -> Iterator[tuple[NormalizedName, list[str | None]]]:
+    """``projects`` as they are, each affected version logged as what the policy would do."""
+    for name, versions in projects:
+        for version in sorted({version for version in versions if version is not None}):
+            verdict = policy.verdict(name, version)
+            if verdict is not None:
+                action = "block" if verdict.blocked else "flag"
+                logger.info("advisories (audit): would %s %s %s: %s", action, name, version, verdict.reason)
+        yield name, versions
+
+
+def _listed_versions(layout: RepoLayout, names: Sequence[NormalizedName]) -> Iterator[tuple[NormalizedName, list[str | None]]]:
+    """Each named project this mirror has, with the version of each file its stored page lists.
+
+    Only the file names are read, not the whole page model: a mirror's pages list millions of
+    files, and a full parse of each (hashes, tags, URLs) would take minutes.
+    """
     for name in names:
         if not is_normalized_project_name(name):
             continue  # advisories may name projects no index could hold
         try:
-            yield parse_simple_project_json(layout.project_page(name, "index.v1_json").read_bytes())
+            document = json.loads(layout.project_page(name, "index.v1_json").read_bytes())
+            versions = [_version_in_filename(entry["filename"]) for entry in document["files"]]
         except FileNotFoundError:
             continue  # no such project on this mirror
-        except (OSError, MalformedUpstreamError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("advisories: cannot read the stored page of %s: %s", name, exc)
+            continue
+        yield name, versions
+
+
+def _version_in_filename(filename: str) -> str | None:
+    """The version field of a wheel's or an sdist's file name, as written (matching normalizes it).
+
+    The field is found the way the wheel and sdist naming rules place it, without validating the
+    rest of the name: that was done when the page was stored.
+    """
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        return parts[1] if len(parts) in (5, 6) else None
+    for suffix in _SDIST_SUFFIXES:
+        if filename.endswith(suffix):
+            version = filename[: -len(suffix)].rpartition("-")[2]
+            return version or None
+    return None
 
 
 async def _sync_from(source: Path, settings: AdvisoriesConfig, db: Database, stop: asyncio.Event) -> AdvisorySyncReport:

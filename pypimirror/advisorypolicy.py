@@ -26,6 +26,7 @@ from packaging.utils import NormalizedName
 
 from pypimirror.advisoryqueries import ApplicableAdvisory
 from pypimirror.config import AdvisoriesConfig
+from pypimirror.osv import version_key
 from pypimirror.pagemodel import ProjectPage
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ class AdvisoryPolicy:
         """What happens to the files of ``version`` of project ``name``; None: nothing."""
         if self.mode == "off" or version is None:
             return None
-        found = tuple(advisory for advisory in self._by_name.get(name, ()) if advisory.package.affects(version))
+        candidates = self._by_name.get(name)
+        if not candidates:
+            return None
+        key = version_key(version)
+        found = tuple(advisory for advisory in candidates if advisory.package.affects_key(key))
         if not found:
             return None
         return Verdict(found, blocked=self.mode == "block" or any(advisory.is_malicious for advisory in found))
@@ -96,13 +101,20 @@ class AdvisoryPolicy:
         return found
 
 
-def count_verdicts(policy: AdvisoryPolicy, pages: Iterable[ProjectPage]) -> VerdictCounts:
-    """How many files of ``pages`` the policy flags and blocks."""
+def count_verdicts(
+    policy: AdvisoryPolicy, projects: Iterable[tuple[NormalizedName, Iterable[str | None]]]
+) -> VerdictCounts:
+    """How many files the policy flags and blocks, given each project's files as their versions.
+
+    Each distinct version of a project is matched once, however many files it has.
+    """
     flagged = blocked = 0
-    for page in pages:
-        verdicts = policy.verdicts(page)
-        for dist in page.files:
-            verdict = None if dist.version is None else verdicts.get(dist.version)
+    for name, file_versions in projects:
+        verdicts: dict[str | None, Verdict | None] = {}
+        for version in file_versions:
+            if version not in verdicts:
+                verdicts[version] = policy.verdict(name, version)
+            verdict = verdicts[version]
             if verdict is not None:
                 flagged += 1
                 blocked += verdict.blocked

@@ -28,7 +28,9 @@ __all__ = [
     "ReadStats",
     "parse_record",
     "read_export",
+    "VersionKey",
     "normalize_version",
+    "version_key",
 ]
 
 import json
@@ -56,6 +58,8 @@ logger = logging.getLogger(__name__)
 ECOSYSTEM = "PyPI"
 
 EventKind = Literal["introduced", "fixed", "last_affected"]
+#: A version as matching compares it (see :func:`version_key`).
+VersionKey = tuple[str, Version | None]
 _EVENT_KINDS: tuple[EventKind, ...] = ("introduced", "fixed", "last_affected")
 _RECORD_SUFFIXES = (".json", ".yaml", ".yml")
 #: A record bigger than this is not an advisory (the largest real ones are tens of KiB).
@@ -96,15 +100,14 @@ class AffectedPackage:
 
     def affects(self, version: str) -> bool:
         """Whether ``version`` (as a project's page names it) is affected."""
-        if normalize_version(version) in self.versions:
+        return self.affects_key(version_key(version))
+
+    def affects_key(self, key: VersionKey) -> bool:
+        """:meth:`affects` for a version already read by :func:`version_key` (one parse for many records)."""
+        normalized, parsed = key
+        if normalized in self.versions:
             return True
-        if not self.ranges:
-            return False
-        try:
-            parsed = Version(version)
-        except InvalidVersion:
-            return False  # a legacy version lies in no PEP 440 range
-        return any(_in_range(parsed, events) for events in self.ranges)
+        return parsed is not None and any(_in_range(parsed, events) for events in self.ranges)
 
     def to_json(self) -> dict[str, Any]:
         """The ranges and versions as stored in the database (read back by :meth:`from_json`)."""
@@ -169,6 +172,16 @@ class ReadStats:
     @property
     def skipped(self) -> int:
         return self.unreadable + self.bad_records + self.other_ecosystem + self.corrupt_archives
+
+
+def version_key(text: str) -> VersionKey:
+    """``text`` as matching compares it: normalized (:func:`normalize_version`) and parsed (None
+    for a legacy version, which lies in no range)."""
+    try:
+        parsed = Version(text)
+    except InvalidVersion:
+        return text.strip(), None
+    return canonicalize_version(parsed, strip_trailing_zero=True), parsed
 
 
 def normalize_version(text: str) -> str:
