@@ -16,6 +16,9 @@ from installers import installer_env, pip_install, uv_pip_install
 from mirrorprocess import PREFIX, request, running_server, stop_server, sync_once, write_config
 from osvexport import record, write_zip
 
+from pypimirror import queries as dbq
+from pypimirror.db import Database
+
 pytestmark = pytest.mark.e2e
 
 #: Projects of the fake upstream and the advisories about them: a range, an explicit version list
@@ -45,6 +48,16 @@ def test_pip_audit_against_the_mirror_reports_exactly_the_expected_ids_with_the_
     config = write_config(tmp_path, fake_index, advisories={"source": str(export)})
     sync_once(config)
     fake_index.stop()
+    db = Database.open(f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}")
+    try:
+        with db.connect() as conn:
+            runs = list(reversed(dbq.latest_job_runs(conn)))
+    finally:
+        db.dispose()
+    # sync --once: the advisory sync after the index sync, before cache management.
+    assert [run.job for run in runs] == ["index_sync", "advisories", "cache"]
+    assert runs[1].outcome == "ok"
+    assert runs[1].counts["stored"] == 4 and runs[1].counts["unreadable"] == 1 and runs[1].counts["other_ecosystem"] == 1
 
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("alpha==1.0\nbeta==2.1\ngamma==1.0\nevil-pkg==0.1\ndelta==3.0\n")
