@@ -131,10 +131,21 @@ class SimpleProjectHandler(_SimpleHandler):
             include_body=include_body,
         )
 
-    async def _send_flagged(
+    def _send_flagged(
+        self, advisories: AdvisoryPages, name: NormalizedName, variant: PageVariant, *, include_body: bool
+    ) -> Awaitable[None] | None:
+        """The page with the advisory policy applied; at once, like a plain page, when its
+        stored JSON variant is fresh in memory and was rendered flagged already."""
+        source = self.pages.get_fresh(self.files.project_page(name, PageVariant.V1_JSON.value))
+        flagged = advisories.flagged_page_now(source, name, variant) if source is not None else None
+        rep = self.representation_now(flagged) if flagged is not None else None
+        if rep is not None:
+            return self.send_page(rep, content_type=variant.content_type, include_body=include_body)
+        return self._render_and_send(advisories, name, variant, include_body=include_body)
+
+    async def _render_and_send(
         self, advisories: AdvisoryPages, name: NormalizedName, variant: PageVariant, *, include_body: bool
     ) -> None:
-        """The page rendered with the advisory policy applied, from the stored JSON variant."""
         path = self.files.project_page(name, PageVariant.V1_JSON.value)
         try:
             source = await self.pages.get(path, read_simple_json_serial)
