@@ -1,4 +1,5 @@
-"""The ``advisories`` section: source, mode, waivers, audit, and the clear errors for bad values."""
+"""The ``advisories`` section: source, mode, waivers, audit, the clear errors for bad values, and
+whether a serving process applies the policy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import yaml
 
 from pypimirror.config import AdvisoriesConfig, AdvisoryWaiver
 from pypimirror.configreader import parse_config
+from pypimirror.db import Database
+from pypimirror.lifecycle import _advisory_pages
 from test_config import make_data, parse, problems_of
 
 
@@ -76,3 +79,22 @@ def test_the_example_file_shows_the_section(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "conf" / "config.example.yaml"
     data = yaml.safe_load(example.read_text())
     assert parse_config(data, base_dir=tmp_path).advisories == AdvisoriesConfig()
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("section", "applied"),
+    [({"mode": "off"}, False), ({"mode": "block", "audit": True}, False), ({"mode": "flag"}, True)],
+)
+async def test_serving_applies_the_policy_only_when_it_changes_something(
+    tmp_path: Path, section: dict[str, object], applied: bool
+) -> None:
+    config = parse(make_data(repo_path=str(tmp_path), advisories={"source": str(tmp_path / "osv.zip"), **section}))
+    db = Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        pages = await _advisory_pages(config, db)
+    finally:
+        db.dispose()
+    assert (pages is not None) is applied
+    if pages is not None:
+        assert pages.generation == 1  # loaded before the first request
