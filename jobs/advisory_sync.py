@@ -104,7 +104,7 @@ async def run_advisory_sync(
         report = await _sync_from(settings.source, settings, db, stop)
     else:
         report = await _download_and_sync(settings.source, config.repo_path, settings, db, client, stop)
-    if not report.interrupted:
+    if not report.interrupted and settings.mode != "off":  # off: the policy reaches no file
         report.files = await measure_policy(settings, db, config.repo_path)
     return report
 
