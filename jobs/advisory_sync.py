@@ -3,8 +3,8 @@
 The export is read record by record in a worker thread (:func:`pypimirror.osv.read_export`);
 a record is stored when it is new or its ``modified`` time is later than the stored one's, so
 a run over an unchanged export writes nothing. A URL source is first downloaded whole with the
-mirror's upstream client (its proxy, User-Agent and retries) into a temporary file under
-``repo_path``.
+mirror's upstream client, and kept under ``{repo_path}/advisories/``; while the server names the
+same export, a run neither downloads nor reads it (:mod:`.advisory_download`).
 
 Nothing already stored is lost, whatever the export holds: records are only ever added or
 replaced by newer versions of themselves, never deleted (OSV takes a record back by marking it
@@ -25,7 +25,6 @@ __all__ = ["AdvisorySyncReport", "measure_policy", "run_advisory_sync"]
 import asyncio
 import json
 import logging
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from pypimirror.advisorypolicy import AdvisoryPolicy, VerdictCounts, count_verdi
 from pypimirror.config import AdvisoriesConfig, Config
 from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError
+from pypimirror.jobs.advisory_download import fetch_export, remember
 from pypimirror.osv import Advisory, ReadStats, read_export
 from pypimirror.storage import RepoLayout, is_normalized_project_name
 from pypimirror.upstream import UpstreamClient
@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Records stored per transaction: small enough that the writer thread is never held for long.
 BATCH_SIZE = 500
+#: Where a URL source's export is kept between runs, under ``repo_path``.
+DOWNLOAD_DIR = "advisories"
 _SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
@@ -65,6 +67,8 @@ class AdvisorySyncReport:
     configured: bool = True
     #: Files of the stored pages the policy flags and blocks (what it would, in audit mode).
     files: VerdictCounts = VerdictCounts()
+    #: A URL source whose export is the one the last run read whole: nothing was fetched or read.
+    export_unchanged: bool = False
 
     @property
     def ok(self) -> bool:
@@ -90,6 +94,7 @@ class AdvisorySyncReport:
             "corrupt_archives": self.read.corrupt_archives,
             "flagged_files": self.files.flagged,
             "blocked_files": self.files.blocked,
+            "export_unchanged": int(self.export_unchanged),
         }
 
 
@@ -112,16 +117,20 @@ async def run_advisory_sync(
 async def _download_and_sync(
     url: str, repo_path: Path, settings: AdvisoriesConfig, db: Database, client: UpstreamClient, stop: asyncio.Event
 ) -> AdvisorySyncReport:
-    with tempfile.TemporaryDirectory(prefix=".advisories-", dir=repo_path) as scratch:
-        path = Path(scratch) / "export.zip"
-        try:
-            await client.download_to(url, path, cancel=stop)
-        except PyPIMirrorError as exc:
-            if stop.is_set():
-                return AdvisorySyncReport(interrupted=True)
-            logger.error("advisories: cannot download %s: %s", mask_url(url), exc)
-            return AdvisorySyncReport(failed=f"cannot download the advisory export: {exc}")
-        return await _sync_from(path, settings, db, stop)
+    directory = repo_path / DOWNLOAD_DIR
+    try:
+        export = await fetch_export(url, directory, client, stop)
+    except PyPIMirrorError as exc:
+        if stop.is_set():
+            return AdvisorySyncReport(interrupted=True)
+        logger.error("advisories: cannot download %s: %s", mask_url(url), exc)
+        return AdvisorySyncReport(failed=f"cannot download the advisory export: {exc}")
+    if export.unchanged:
+        return AdvisorySyncReport(export_unchanged=True)
+    report = await _sync_from(export.path, settings, db, stop)
+    if report.ok and not report.read.corrupt_archives:
+        await asyncio.to_thread(remember, directory, export)
+    return report
 
 
 async def measure_policy(settings: AdvisoriesConfig, db: Database, repo_path: Path) -> VerdictCounts:

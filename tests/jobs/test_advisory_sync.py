@@ -83,7 +83,7 @@ async def test_a_first_sync_stores_every_pypi_record_and_counts_the_rest(tmp_pat
     assert report.ok and report.failure_reason is None
     assert report.counts() == {"records": 4, "stored": 4, "unchanged": 0, "skipped": 2, "unreadable": 1,
                                "bad_records": 0, "other_ecosystem": 1, "corrupt_archives": 0,
-                               "flagged_files": 0, "blocked_files": 0}
+                               "flagged_files": 0, "blocked_files": 0, "export_unchanged": 0}
     assert sorted(stored(database)) == ["GHSA-beta-list", "MAL-2026-4", "PYSEC-2026-1", "PYSEC-2026-3"]
     # The withdrawn record is kept (the API shows it by id) but applies to nothing.
     assert sorted(applying(database)) == [("GHSA-beta-list", "beta"), ("MAL-2026-4", "evil-pkg"), ("PYSEC-2026-1", "alpha")]
@@ -162,15 +162,36 @@ def export_server(tmp_path: Path, curl_client: AsyncHTTPClient) -> Iterator[str]
 
 
 @pytest.mark.gen_test(timeout=20)
-async def test_a_url_source_is_downloaded_with_the_upstream_client(tmp_path: Path, database: Database, export_server: str) -> None:
-    write_zip(tmp_path / "www" / "all.zip", RECORDS)
+async def test_a_url_source_is_downloaded_with_the_upstream_client_and_not_again_while_unchanged(
+    tmp_path: Path, database: Database, export_server: str
+) -> None:
+    served = write_zip(tmp_path / "www" / "all.zip", RECORDS[:2])
     report = await sync(tmp_path, database, f"{export_server}/all.zip")
-    assert report.ok and report.stored == 4
+    assert report.ok and report.stored == 2 and not report.export_unchanged
+    again = await sync(tmp_path, database, f"{export_server}/all.zip")
+    assert again.ok and again.export_unchanged and again.counts()["records"] == 0
+    write_zip(served, RECORDS)  # the server has a new export (new ETag and length)
+    changed = await sync(tmp_path, database, f"{export_server}/all.zip")
+    assert changed.ok and not changed.export_unchanged and (changed.stored, changed.unchanged) == (2, 2)
     failed = await sync(tmp_path, database, f"{export_server}/gone.zip")
     assert not failed.ok and failed.failure_reason is not None
     assert failed.failure_reason.startswith("cannot download the advisory export") and "404" in failed.failure_reason
     assert len(stored(database)) == 4
-    assert [path.name for path in (tmp_path / "repo").iterdir() if path.name.startswith(".advisories-")] == []
+    kept = tmp_path / "repo" / "advisories"
+    assert sorted(path.name for path in kept.iterdir()) == ["export.json", "export.zip"]
+    assert (kept / "export.zip").read_bytes() == served.read_bytes()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_an_export_that_was_not_read_whole_is_read_again_by_the_next_run(
+    tmp_path: Path, database: Database, export_server: str
+) -> None:
+    served = tmp_path / "www" / "all.zip"
+    served.write_bytes(b"PK\x03\x04 not a zip at all")
+    first = await sync(tmp_path, database, f"{export_server}/all.zip")
+    assert first.ok and first.read.corrupt_archives == 1
+    again = await sync(tmp_path, database, f"{export_server}/all.zip")
+    assert not again.export_unchanged and again.read.corrupt_archives == 1  # fetched and read again
 
 
 @pytest.mark.gen_test(timeout=30)
