@@ -134,26 +134,12 @@ class SimpleProjectHandler(_SimpleHandler):
     def _send_flagged(
         self, advisories: AdvisoryPages, name: NormalizedName, variant: PageVariant, *, include_body: bool
     ) -> Awaitable[None] | None:
-        """The page with the advisory policy applied; at once, like a plain page, when its
-        stored JSON variant is fresh in memory and was rendered flagged already."""
-        source = self.pages.get_fresh(self.files.project_page(name, PageVariant.V1_JSON.value))
-        flagged = advisories.flagged_page_now(source, name, variant) if source is not None else None
-        rep = self.representation_now(flagged) if flagged is not None else None
-        if rep is not None:
-            return self.send_page(rep, content_type=variant.content_type, include_body=include_body)
-        return self._render_and_send(advisories, name, variant, include_body=include_body)
-
-    async def _render_and_send(
-        self, advisories: AdvisoryPages, name: NormalizedName, variant: PageVariant, *, include_body: bool
-    ) -> None:
-        path = self.files.project_page(name, PageVariant.V1_JSON.value)
-        try:
-            source = await self.pages.get(path, read_simple_json_serial)
-        except StorageError as exc:
-            raise page_unreadable(exc) from None
-        if source is None:
-            raise HTTPError(404)
-        page = await advisories.flagged_page(source, name, variant)
-        sending = self.send_page(await self.encode(page), content_type=variant.content_type, include_body=include_body)
-        if sending is not None:
-            await sending
+        """The page with the advisory policy applied, rendered from the stored JSON variant."""
+        return self.send_derived_page(
+            self.files.project_page(name, PageVariant.V1_JSON.value),
+            read_simple_json_serial,
+            lambda source: advisories.flagged_page_now(source, name, variant),
+            lambda source: advisories.flagged_page(source, name, variant),
+            content_type=variant.content_type,
+            include_body=include_body,
+        )

@@ -167,7 +167,9 @@ def _logged(
         yield name, versions
 
 
-def _listed_versions(layout: RepoLayout, names: Sequence[NormalizedName]) -> Iterator[tuple[NormalizedName, list[str | None]]]:
+def _listed_versions(
+    layout: RepoLayout, names: Sequence[NormalizedName]
+) -> Iterator[tuple[NormalizedName, list[str | None]]]:
     """Each named project this mirror has, with the version of each file its stored page lists.
 
     Only the file names are read, not the whole page model: a mirror's pages list millions of
@@ -232,7 +234,9 @@ async def _sync_from(source: Path, settings: AdvisoriesConfig, db: Database, sto
     return report
 
 
-def _next_batch(records: Iterator[Advisory], known: dict[str, str], report: AdvisorySyncReport) -> list[Advisory] | None:
+def _next_batch(
+    records: Iterator[Advisory], known: dict[str, str], report: AdvisorySyncReport
+) -> list[Advisory] | None:
     """Up to :data:`BATCH_SIZE` records newer than stored (blocking: it reads the export); None at the end.
 
     An export may hold two versions of one record (two files of a directory): the later wins,

@@ -5,8 +5,9 @@ served, so a change of advisories (or a waiver running out) needs no sync to sho
 the policy off restores the plain pages at once. For a project some advisory names, the page
 served is rendered from its stored ``index.v1_json`` with :func:`flag_page` applied: every file
 of an affected version yanked (PEP 592) with the advisories as the reason, which resolvers then
-skip unless the version is pinned with ``==``, and pip prints. Every other project is served as
-stored: the only cost on the hot path is one set lookup.
+skip unless the version is pinned with ``==``, and pip prints. Its JSON-API document gets the
+same yanks (:func:`flag_document`). Every other project is served as stored: the only cost on
+the hot path is one set lookup.
 
 :class:`AdvisoryPages` holds the policy of one serving process. :meth:`AdvisoryPages.refresh`
 reloads it when a sync stored new records or the day changed (waivers end at a day's end); each
@@ -17,16 +18,18 @@ valid while the stored page and the generation are the ones they were rendered f
 
 from __future__ import annotations
 
-__all__ = ["AdvisoryPages", "flag_page", "release_of"]
+__all__ = ["JSON_API", "AdvisoryPages", "PageKind", "flag_document", "flag_page", "release_of"]
 
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
+from typing import Any, Final, Literal
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -50,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 #: Rendered pages kept per process; each is one project's page in one variant.
 MAX_RENDERED_PAGES = 2000
+
+#: The JSON-API document of a project, beside the simple page's variants.
+JSON_API: Final = "json-api"
+#: What is rendered flagged: a simple page's variant (from the stored JSON page) or the JSON-API
+#: document (from the stored document).
+PageKind = PageVariant | Literal["json-api"]
 
 
 def flag_page(page: ProjectPage, verdicts: Mapping[str, Verdict]) -> ProjectPage:
@@ -101,7 +110,7 @@ class AdvisoryPages:
         self._policy = AdvisoryPolicy(settings, (), self._today())
         self._projects: frozenset[NormalizedName] = frozenset()
         self._loaded: tuple[tuple[int, float | None], date] | None = None
-        self._rendered: OrderedDict[tuple[NormalizedName, PageVariant], tuple[str, int, CachedPage]] = OrderedDict()
+        self._rendered: OrderedDict[tuple[NormalizedName, PageKind], tuple[str, int, CachedPage]] = OrderedDict()
         #: Bumped whenever the policy is reloaded; a rendered page of another generation is stale.
         self.generation = 0
         # Names the loaded policy in ETags: the same records and day give the same tag in every
@@ -141,29 +150,30 @@ class AdvisoryPages:
         verdict = self._policy.verdict(*release)
         return verdict if verdict is not None and verdict.blocked else None
 
-    def flagged_page_now(self, source: CachedPage, name: NormalizedName, variant: PageVariant) -> CachedPage | None:
+    def flagged_page_now(self, source: CachedPage, name: NormalizedName, kind: PageKind) -> CachedPage | None:
         """The flagged page kept from an earlier render of this very ``source`` and policy; None
         when it must be rendered (:meth:`flagged_page`). Nothing awaited: the hot path."""
-        key = (name, variant)
+        key = (name, kind)
         kept = self._rendered.get(key)
         if kept is None or kept[0] != source.etag or kept[1] != self.generation:
             return None
         self._rendered.move_to_end(key)
         return kept[2]
 
-    async def flagged_page(self, source: CachedPage, name: NormalizedName, variant: PageVariant) -> CachedPage:
-        """The page of ``name`` in ``variant``, flagged, rendered from ``source`` (its stored JSON page).
+    async def flagged_page(self, source: CachedPage, name: NormalizedName, kind: PageKind) -> CachedPage:
+        """``kind`` of ``name``'s pages, flagged, rendered from ``source``: the stored JSON page for
+        a simple page's variant, the stored document for the JSON API.
 
         Rendering runs in a worker thread (a project may list thousands of files); the result
         is kept until the stored page or the policy changes.
         """
-        kept = self.flagged_page_now(source, name, variant)
+        kept = self.flagged_page_now(source, name, kind)
         if kept is not None:
             return kept
         generation, policy = self.generation, self._policy
-        page = await asyncio.to_thread(_render, source, policy, variant, self._tag)
+        page = await asyncio.to_thread(_render, source, name, policy, kind, self._tag)
         if generation == self.generation:
-            key = (name, variant)
+            key = (name, kind)
             self._rendered[key] = (source.etag, generation, page)
             self._rendered.move_to_end(key)
             while len(self._rendered) > self._max_pages:
@@ -171,23 +181,63 @@ class AdvisoryPages:
         return page
 
 
-def _render(source: CachedPage, policy: AdvisoryPolicy, variant: PageVariant, tag: str) -> CachedPage:
+def flag_document(document: dict[str, Any], verdicts: Mapping[str, Verdict]) -> dict[str, Any]:
+    """A JSON-API document with the files of each version in ``verdicts`` yanked (in ``releases``
+    and ``urls``, and ``info`` when it describes such a version), in place; a reason the upstream
+    gave comes first."""
+    releases = document.get("releases")
+    for version, files in releases.items() if isinstance(releases, dict) else ():
+        verdict = verdicts.get(version)
+        if verdict is not None and isinstance(files, list):
+            for entry in files:
+                _yank(entry, verdict)
+    info = document.get("info")
+    info_version = info.get("version") if isinstance(info, dict) else None
+    verdict = verdicts.get(info_version) if isinstance(info_version, str) else None
+    if verdict is not None:
+        _yank(info, verdict)
+        urls = document.get("urls")
+        for entry in urls if isinstance(urls, list) else ():
+            _yank(entry, verdict)
+    return document
+
+
+def _yank(entry: object, verdict: Verdict) -> None:
+    if not isinstance(entry, dict):
+        return
+    own = entry.get("yanked_reason") if entry.get("yanked") else None
+    entry["yanked"] = True
+    entry["yanked_reason"] = f"{own}; {verdict.reason}" if own else verdict.reason
+
+
+def _render(source: CachedPage, name: NormalizedName, policy: AdvisoryPolicy, kind: PageKind, tag: str) -> CachedPage:
     """The flagged page as a page of the cache: its own ETag, the stored page's time and serial."""
-    page = parse_simple_project_json(source.body)
-    flagged = flag_page(page, policy.verdicts(page))
-
-    def keep_url(url: str) -> str:  # the stored page's URLs already point where they should
-        return url
-
-    if variant is PageVariant.V1_JSON:
-        body = render_project_json(flagged, url_for=keep_url)
+    if kind == JSON_API:
+        document = json.loads(source.body)
+        versions = [*document.get("releases", {}), document.get("info", {}).get("version")]
+        verdicts = {
+            version: verdict
+            for version in versions
+            if isinstance(version, str) and (verdict := policy.verdict(name, version)) is not None
+        }
+        body = json.dumps(flag_document(document, verdicts), separators=(",", ":")).encode()
+        suffix = "json-api"
     else:
-        body = render_project_html(flagged, url_for=keep_url, repository_meta=True)
-    etag = f'{source.etag[:-1]}-adv{tag}-{variant.name.lower()}"'
+        page = parse_simple_project_json(source.body)
+        flagged = flag_page(page, policy.verdicts(page))
+
+        def keep_url(url: str) -> str:  # the stored page's URLs already point where they should
+            return url
+
+        if kind is PageVariant.V1_JSON:
+            body = render_project_json(flagged, url_for=keep_url)
+        else:
+            body = render_project_html(flagged, url_for=keep_url, repository_meta=True)
+        suffix = kind.name.lower()
     return CachedPage(
-        path=f"{source.path}#advisories-{variant.value}",
+        path=f"{source.path}#advisories-{suffix}",
         body=body,
-        etag=etag,
+        etag=f'{source.etag[:-1]}-adv{tag}-{suffix}"',
         mtime=source.mtime,
         last_modified=source.last_modified,
         last_serial=source.last_serial,

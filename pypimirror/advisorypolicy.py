@@ -46,7 +46,9 @@ class Verdict:
     @property
     def reason(self) -> str:
         """The yank reason: ``"<ID>: <summary>"`` for each advisory, joined by ``"; "``."""
-        return "; ".join(f"{advisory.id}: {advisory.summary}" if advisory.summary else advisory.id for advisory in self.advisories)
+        return "; ".join(
+            f"{advisory.id}: {advisory.summary}" if advisory.summary else advisory.id for advisory in self.advisories
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ def make_app(config: Config, services: Services) -> Application:
         "advisories": services.advisory_pages,
     }
     project_pages = {**pages, "prefix": prefix, "advisories": services.advisory_pages}
+    documents = {**pages, "advisories": services.advisory_pages}
     web = {**base, "pypi_url": config.upstream.pypi_url}
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
@@ -99,8 +100,8 @@ def make_app(config: Config, services: Services) -> Application:
         (rf"{p}/packages", SlashRedirectHandler, {**base, "target": f"{prefix}/packages/"}),
         (rf"{p}/web", SlashRedirectHandler, {**base, "target": f"{prefix}/web/"}),
         (rf"{p}/web/.*", WebRedirectHandler, {**web, "route_base": f"{prefix}/web/"}),
-        (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/pypi/{name}/json"}),
-        (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/{name}/json"}),
+        (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**documents, "canonical_url": prefix + "/pypi/{name}/json"}),
+        (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**documents, "canonical_url": prefix + "/{name}/json"}),
     ]
     if services.advisories is not None:
         osv = {**base, "advisories": services.advisories}

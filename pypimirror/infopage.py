@@ -258,10 +258,11 @@ def _advisories_section(page: InfoPage) -> str:
     synced = "never" if success is None or success.finished_at is None else _format_time(success.finished_at)
     files = page.status.advisory_files()
     flagged, blocked = ("–", "–") if files is None else (f"{files[0]:,}", f"{files[1]:,}")
+    stored = f"{counts.total:,} ({counts.withdrawn:,} withdrawn, {counts.malicious:,} malicious packages)"
     return f"""<section id="advisories">
 <h2>Advisories</h2>
 <table>
-<tr><th>Stored</th><td id="advisory-count">{counts.total:,} ({counts.withdrawn:,} withdrawn, {counts.malicious:,} malicious packages)</td></tr>
+<tr><th>Stored</th><td id="advisory-count">{stored}</td></tr>
 <tr><th>Last sync</th><td id="advisory-sync">{e(synced)}</td></tr>
 <tr><th>Files flagged</th><td id="advisory-flagged">{flagged}</td></tr>
 <tr><th>Files blocked</th><td id="advisory-blocked">{blocked}</td></tr>

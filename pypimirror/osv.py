@@ -112,7 +112,10 @@ class AffectedPackage:
     def to_json(self) -> dict[str, Any]:
         """The ranges and versions as stored in the database (read back by :meth:`from_json`)."""
         return {
-            "ranges": [[[event.kind, "0" if event.version is None else str(event.version)] for event in events] for events in self.ranges],
+            "ranges": [
+                [[event.kind, "0" if event.version is None else str(event.version)] for event in events]
+                for events in self.ranges
+            ],
             "versions": sorted(self.versions),
         }
 

@@ -25,6 +25,7 @@ from pypimirror.db import Database
 from pypimirror.handlers.files import ADVISORIES_HEADER
 from pypimirror.osv import parse_record
 from pypimirror.pagemodel import DistFile, ProjectPage
+from pypimirror.storage import atomic_write
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC).timestamp()
@@ -33,6 +34,23 @@ RECORDS = [
            aliases=["CVE-2026-0001"]),
     record("MAL-2026-4", "evil-pkg", versions=["0.1"], summary="Malicious code"),
 ]
+
+
+def api_file(filename: str, yanked: bool = False, reason: str | None = None) -> dict[str, Any]:
+    return {"filename": filename, "url": f"http://127.0.0.1:9/packages/{filename}", "yanked": yanked, "yanked_reason": reason}
+
+
+# A JSON-API document as the upstream serves it (only what the policy touches, and a neighbour).
+ALPHA_DOCUMENT = {
+    "info": {"name": "alpha", "version": "1.0", "yanked": False, "yanked_reason": None, "summary": "Alpha"},
+    "last_serial": 7,
+    "releases": {
+        "1.0": [api_file("alpha-1.0.tar.gz", yanked=True, reason="bad upload"), api_file("alpha-1.0-py3-none-any.whl")],
+        "1.1": [api_file("alpha-1.1-py3-none-any.whl")],
+    },
+    "urls": [api_file("alpha-1.0.tar.gz", yanked=True, reason="bad upload"), api_file("alpha-1.0-py3-none-any.whl")],
+    "vulnerabilities": [],
+}
 
 
 def dist(name: str, version: str, digest: str) -> DistFile:
@@ -63,9 +81,12 @@ def advisory_pages(database: Database, settings: AdvisoriesConfig) -> AdvisoryPa
 
 
 @pytest.fixture(name="services")
-def _services(services: Services, database: Database, advisory_pages: AdvisoryPages, write_project: Any) -> Services:
+def _services(
+    services: Services, database: Database, advisory_pages: AdvisoryPages, write_project: Any, layout: Any
+) -> Services:
     for page in (project("alpha", "1.0", "1.1"), project("evil-pkg", "0.1"), project("beta", "1.0")):
         write_project(page)
+    atomic_write(layout.json_document("alpha"), json.dumps(ALPHA_DOCUMENT).encode())
     store(database, *RECORDS)
     return Services(pages=services.pages, votes=services.votes, access_log=services.access_log, advisory_pages=advisory_pages)
 
@@ -96,6 +117,24 @@ async def test_flag_serves_affected_files_as_yanked_with_the_reason_and_leaves_o
     assert beta.body == layout.project_page("beta", "index.v1_json").read_bytes()
     # A malicious package's files are flagged too (and blocked, below).
     assert yanks((await fetch("/pypi/simple/evil-pkg/", headers=JSON)).body) == {"evil_pkg-0.1-py3-none-any.whl": "MAL-2026-4: Malicious code"}
+
+
+@pytest.mark.gen_test
+async def test_flag_yanks_the_same_files_in_the_json_api_document(fetch: Any, advisory_pages: AdvisoryPages) -> None:
+    await advisory_pages.refresh()
+    for path in ("/pypi/pypi/alpha/json", "/pypi/alpha/json"):
+        answer = await fetch(path)
+        assert answer.code == 200 and answer.headers["X-PyPI-Last-Serial"] == "7"
+        document = json.loads(answer.body)
+        reason = "PYSEC-2026-1: Remote code execution"
+        assert [(f["yanked"], f["yanked_reason"]) for f in document["releases"]["1.0"]] == [
+            (True, f"bad upload; {reason}"), (True, reason)]
+        assert [f["yanked"] for f in document["releases"]["1.1"]] == [False]
+        assert (document["info"]["yanked"], document["info"]["yanked_reason"]) == (True, reason)
+        assert [f["yanked_reason"] for f in document["urls"]] == [f"bad upload; {reason}", reason]
+        assert document["info"]["summary"] == "Alpha" and document["vulnerabilities"] == []
+        again = await fetch(path, headers={"If-None-Match": answer.headers["ETag"]})
+        assert again.code == 304
 
 
 def file_path(name: str, version: str, index: int) -> str:
