@@ -52,7 +52,7 @@ from pypimirror.jobs.simulate_command import (
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
 from pypimirror.schema import advisories, hit_counters
-from pypimirror.status import MirrorStatus, read_status
+from pypimirror.status import ADVISORY_JOB, MirrorStatus, read_status
 from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
 
@@ -300,7 +300,7 @@ def _status(config: Config) -> int:
     finally:
         db.dispose()
     text = format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time())
-    sys.stdout.write(text + format_advisory_status(status, config.advisories))
+    sys.stdout.write(text + format_advisory_status(status, config.advisories, now=time.time()))
     return EXIT_OK
 
 
@@ -355,8 +355,8 @@ def format_status(
     return "\n".join(lines) + "\n"
 
 
-def format_advisory_status(status: MirrorStatus, settings: AdvisoriesConfig) -> str:
-    """The advisory lines of ``status``: what is stored, the policy, and the files it reaches."""
+def format_advisory_status(status: MirrorStatus, settings: AdvisoriesConfig, *, now: float) -> str:
+    """The advisory lines of ``status``: what is stored, the policy, the last sync, and the files it reaches."""
     if status.advisories is None:
         return "advisories: not recorded in this database yet (the next serve or sync upgrades its schema)\n"
     counts = status.advisories
@@ -364,10 +364,14 @@ def format_advisory_status(status: MirrorStatus, settings: AdvisoriesConfig) -> 
         f"advisories: {counts.total} stored ({counts.withdrawn} withdrawn, {counts.malicious} malicious packages); "
         f"mode {settings.mode}{' (audit: nothing changed)' if settings.audit else ''}"
     ]
-    files = status.advisory_files()
     if settings.source is None:
         lines.append("  no advisories.source configured: the advisory sync does nothing")
-    elif files is not None:
+        return "\n".join(lines) + "\n"
+    job = status.job(ADVISORY_JOB)
+    success = job.last_success if job is not None else None
+    lines.append("  last successful sync: " + ("never" if success is None else _when(success.started_at, now)))
+    files = status.advisory_files()
+    if files is not None:
         lines.append(f"  files at the last sync: {files[0]} flagged, {files[1]} blocked")
     return "\n".join(lines) + "\n"
 

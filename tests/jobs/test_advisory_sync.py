@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,14 +247,14 @@ async def test_status_and_info_page_show_count_last_sync_and_files_flagged_and_b
     with database.connect() as conn:
         status = read_status(conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles())
     assert status.advisory_files() == (4, 2)
-    text = format_advisory_status(status, config.advisories)
-    assert text == (
-        "advisories: 3 stored (1 withdrawn, 1 malicious packages); mode flag\n"
-        "  files at the last sync: 4 flagged, 2 blocked\n"
-    )
-    audit = format_advisory_status(status, AdvisoriesConfig(source=Path("/x"), mode="block", audit=True))
+    text = format_advisory_status(status, config.advisories, now=time.time())
+    lines = text.splitlines()
+    assert lines[0] == "advisories: 3 stored (1 withdrawn, 1 malicious packages); mode flag"
+    assert re.fullmatch(r"  last successful sync: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(\d+\.\ds ago\)", lines[1]), lines[1]
+    assert lines[2:] == ["  files at the last sync: 4 flagged, 2 blocked"]
+    audit = format_advisory_status(status, AdvisoriesConfig(source=Path("/x"), mode="block", audit=True), now=0.0)
     assert audit.startswith("advisories: 3 stored (1 withdrawn, 1 malicious packages); mode block (audit: nothing changed)\n")
-    assert "no advisories.source configured" in format_advisory_status(status, AdvisoriesConfig())
+    assert "no advisories.source configured" in format_advisory_status(status, AdvisoriesConfig(), now=0.0)
     page = render_info_page(InfoPage(
         index_url="http://127.0.0.1/pypi/simple/", host="127.0.0.1", scheme="http", prefix="/pypi", client_ip="",
         mode="302", miss_url="http://127.0.0.1/packages", now=0.0, status=status,
@@ -269,6 +271,9 @@ async def test_before_any_advisory_sync_nothing_is_claimed(tmp_path: Path, datab
     with database.connect() as conn:
         status = read_status(conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles())
     assert status.advisory_files() is None
+    assert format_advisory_status(status, AdvisoriesConfig(source=Path("/x"), mode="flag"), now=0.0) == (
+        "advisories: 0 stored (0 withdrawn, 0 malicious packages); mode flag\n  last successful sync: never\n"
+    )
     page = render_info_page(InfoPage(
         index_url="http://127.0.0.1/pypi/simple/", host="127.0.0.1", scheme="http", prefix="/pypi", client_ip="",
         mode="302", miss_url="http://127.0.0.1/packages", now=0.0, status=status,
