@@ -21,6 +21,10 @@ it is. The page's files are held in memory (:class:`~pypimirror.listedfiles.List
 the check is a dict lookup for a hot project; a cold one's page is read in a worker thread.
 The listed size also lets proxy mode tell a body the upstream did not frame was cut short.
 
+With the advisory policy on (:mod:`pypimirror.advisorypages`), a GET or HEAD of a distribution
+it blocks is a 403 naming the advisories in the body and in ``X-PyPI-Mirror-Advisories``, and
+is no vote.
+
 Votes: a GET of a distribution file offers one vote (never blocking), whether the file is local,
 redirected or proxied. HEAD does not vote: it is what size probes, link checkers and our own cache job
 send, none of which installs anything. Nor does ``.metadata``: resolvers fetch it for many
@@ -30,7 +34,14 @@ The same downloads, once answered, count in the live hit rate (:mod:`pypimirror.
 
 from __future__ import annotations
 
-__all__ = ["PackageFileHandler", "UnsatisfiableRange", "VoteSink", "content_type_for", "select_range"]
+__all__ = [
+    "ADVISORIES_HEADER",
+    "PackageFileHandler",
+    "UnsatisfiableRange",
+    "VoteSink",
+    "content_type_for",
+    "select_range",
+]
 
 import asyncio
 import errno
@@ -47,6 +58,7 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError
 
+from pypimirror.advisorypages import AdvisoryPages
 from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.errors import UnsafePathError
@@ -61,6 +73,9 @@ from .base import CHUNK_SIZE, ClientGone, RequestContext
 from .proxy import ProxyingHandler
 
 logger = logging.getLogger(__name__)
+
+#: The header of a 403 for a file the advisory policy blocks: the advisories' IDs, comma-separated.
+ADVISORIES_HEADER = "X-PyPI-Mirror-Advisories"
 
 # RFC 3986 pchar plus '/': a decoded package path re-encoded for a Location header.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -156,8 +171,10 @@ class PackageFileHandler(ProxyingHandler):
         upstream: UpstreamClient,
         listed: ListedFiles,
         metrics: Metrics,
+        advisories: AdvisoryPages | None = None,
     ) -> None:
         self.init_base(context)
+        self.advisories = advisories
         self.route_base = route_base
         self.tiers = tiers
         self.redirect_url = redirect_url
@@ -170,13 +187,31 @@ class PackageFileHandler(ProxyingHandler):
 
     def get(self) -> Awaitable[None] | None:
         path = self._package_path()
+        if self._refused_by_advisories(path):
+            return None
         if not path.is_metadata:
             self.download = path.relpath
             self.votes.offer(path.relpath, self.client.network, self.request.headers.get("User-Agent"))
         return self._serve(path, include_body=True)
 
     def head(self) -> Awaitable[None] | None:
-        return self._serve(self._package_path(), include_body=False)
+        path = self._package_path()
+        if self._refused_by_advisories(path):
+            return None
+        return self._serve(path, include_body=False)
+
+    def _refused_by_advisories(self, path: PackagePath) -> bool:
+        """Answer 403 for a distribution the advisory policy blocks (its ``.metadata`` stays readable)."""
+        if self.advisories is None or path.is_metadata:
+            return False
+        verdict = self.advisories.blocked(path.filename)
+        if verdict is None:
+            return False
+        self.set_status(403)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header(ADVISORIES_HEADER, ", ".join(verdict.ids))
+        self.finish(f"403 Forbidden: {path.filename} is blocked by advisories: {verdict.reason}\n")
+        return True
 
     def _package_path(self) -> PackagePath:
         try:

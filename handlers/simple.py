@@ -20,8 +20,10 @@ __all__ = ["SimpleProjectHandler", "SimpleRootHandler"]
 import logging
 from collections.abc import Awaitable
 
+from packaging.utils import NormalizedName
 from tornado.web import HTTPError
 
+from pypimirror.advisorypages import AdvisoryPages
 from pypimirror.errors import StorageError
 from pypimirror.negotiation import PageVariant, choose_variant
 from pypimirror.pagecache import PageCache, SerialReader, read_simple_html_serial, read_simple_json_serial
@@ -88,11 +90,24 @@ class SimpleRootHandler(_SimpleHandler):
 
 
 class SimpleProjectHandler(_SimpleHandler):
-    """``{prefix}/simple/{project}/``: one project's page, in the negotiated variant."""
+    """``{prefix}/simple/{project}/``: one project's page, in the negotiated variant.
 
-    def initialize(self, *, context: RequestContext, pages: PageCache, files: PageFiles, prefix: str) -> None:
+    With ``advisories``, the page of a project an advisory names is served flagged
+    (:mod:`pypimirror.advisorypages`).
+    """
+
+    def initialize(
+        self,
+        *,
+        context: RequestContext,
+        pages: PageCache,
+        files: PageFiles,
+        prefix: str,
+        advisories: AdvisoryPages | None = None,
+    ) -> None:
         self.init_pages(context, pages, files)
         self.prefix = prefix
+        self.advisories = advisories
 
     def get(self, name: str, slash: str) -> Awaitable[None] | None:
         return self._serve(name, slash, include_body=True)
@@ -107,9 +122,24 @@ class SimpleProjectHandler(_SimpleHandler):
             self.redirect_to(f"{self.prefix}/simple/{normalized}/", 301)
             return None
         variant = self.negotiate()
+        if self.advisories is not None and self.advisories.affects(normalized):
+            return self._send_flagged(self.advisories, normalized, variant, include_body=include_body)
         return self.send_stored_page(
             self.files.project_page(normalized, variant.value),
             _SERIAL_READERS[variant],
+            content_type=variant.content_type,
+            include_body=include_body,
+        )
+
+    def _send_flagged(
+        self, advisories: AdvisoryPages, name: NormalizedName, variant: PageVariant, *, include_body: bool
+    ) -> Awaitable[None] | None:
+        """The page with the advisory policy applied, rendered from the stored JSON variant."""
+        return self.send_derived_page(
+            self.files.project_page(name, PageVariant.V1_JSON.value),
+            read_simple_json_serial,
+            lambda source: advisories.flagged_page_now(source, name, variant),
+            lambda source: advisories.flagged_page(source, name, variant),
             content_type=variant.content_type,
             include_body=include_body,
         )

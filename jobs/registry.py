@@ -15,7 +15,7 @@ after it would work on what that job left unsound.
 
 from __future__ import annotations
 
-__all__ = ["CACHE", "INDEX_SYNC", "JOBS", "JobContext", "JobSpec", "JobTable"]
+__all__ = ["ADVISORIES", "CACHE", "INDEX_SYNC", "JOBS", "JobContext", "JobSpec", "JobTable"]
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from pypimirror.config import Config, Schedule, ScheduleConfig
 from pypimirror.db import Database
 from pypimirror.errors import UnknownJobError
+from pypimirror.jobs.advisory_sync import AdvisorySyncReport, run_advisory_sync
 from pypimirror.jobs.cache import CacheReport, run_cache
 from pypimirror.jobs.index_sync import IndexSyncReport, run_index_sync
 from pypimirror.jobs.runner import JobReport
@@ -118,6 +119,10 @@ def _run_index_sync(context: JobContext, stop: asyncio.Event) -> Awaitable[Index
     return run_index_sync(context.config, context.db, context.client, stop=stop)
 
 
+def _run_advisory_sync(context: JobContext, stop: asyncio.Event) -> Awaitable[AdvisorySyncReport]:
+    return run_advisory_sync(context.config, context.db, context.client, stop=stop)
+
+
 def _run_cache(context: JobContext, stop: asyncio.Event) -> Awaitable[CacheReport]:
     return run_cache(context.config, context.db, context.client, stop=stop)
 
@@ -134,6 +139,14 @@ INDEX_SYNC: JobSpec[IndexSyncReport] = JobSpec(
     blocking_failure=lambda report: report.failed,
 )
 
+# A failed advisory sync keeps what is stored, so the cache run after it in a pass goes on.
+ADVISORIES: JobSpec[AdvisorySyncReport] = JobSpec(
+    name="advisories",
+    title="Advisory sync",
+    schedule=lambda schedule: schedule.advisories,
+    run=_run_advisory_sync,
+)
+
 CACHE: JobSpec[CacheReport] = JobSpec(
     name="cache",
     title="Cache management",
@@ -142,4 +155,4 @@ CACHE: JobSpec[CacheReport] = JobSpec(
 )
 
 #: Every job of the mirror, in the order a pass runs them.
-JOBS = JobTable((INDEX_SYNC, CACHE))
+JOBS = JobTable((INDEX_SYNC, ADVISORIES, CACHE))

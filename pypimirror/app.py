@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from tornado.web import Application
 
+from pypimirror.advisorypages import AdvisoryPages
 from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.config import Config, ServeConfig
@@ -28,11 +29,13 @@ from pypimirror.handlers.files import PackageFileHandler, VoteSink
 from pypimirror.handlers.info import InfoHandler
 from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
+from pypimirror.handlers.osv import OsvQueryBatchHandler, OsvQueryHandler, OsvVulnHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
 from pypimirror.hitrate import HitCounter
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics
+from pypimirror.osvapi import AdvisoryLookup
 from pypimirror.pagecache import PageCache
 from pypimirror.status import StatusReader
 from pypimirror.storage import RepoLayout
@@ -47,6 +50,8 @@ class Services:
     ``status`` reads the database for the info page, ``/metrics`` and ``/healthz``; an app
     built without one (handler tests of other routes) has none of those routes. ``buffers``
     bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`).
+    ``advisories`` answers the OSV API routes; without it there are none. ``advisory_pages``
+    applies the advisory policy to project pages and files (None: policy off, or audit only).
     """
 
     pages: PageCache
@@ -57,6 +62,8 @@ class Services:
     status: StatusReader | None = None
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
     hits: HitCounter = field(default_factory=HitCounter)
+    advisories: AdvisoryLookup | None = None
+    advisory_pages: AdvisoryPages | None = None
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -68,7 +75,7 @@ def make_app(config: Config, services: Services) -> Application:
     base = {"context": context}
     ip_modes = IPModeMatcher(config.ip_modes)  # the file handler and the info page must agree
     pages = {**base, "pages": services.pages, "files": PageFiles.of(layout)}
-    files = {
+    files: dict[str, object] = {
         **base,
         "route_base": f"{prefix}/packages/",
         "tiers": TierLookup(config.cache.tier_roots),
@@ -79,20 +86,30 @@ def make_app(config: Config, services: Services) -> Application:
         "votes": services.votes,
         "listed": ListedFiles(config.repo_path, prefix),
         "metrics": services.metrics,
+        "advisories": services.advisory_pages,
     }
+    project_pages = {**pages, "prefix": prefix, "advisories": services.advisory_pages}
+    documents = {**pages, "advisories": services.advisory_pages}
     web = {**base, "pypi_url": config.upstream.pypi_url}
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
         (rf"{p}/packages/.*", PackageFileHandler, files),
-        (rf"{p}/simple/([^/]+)(/?)", SimpleProjectHandler, {**pages, "prefix": prefix}),
+        (rf"{p}/simple/([^/]+)(/?)", SimpleProjectHandler, project_pages),
         (rf"{p}/simple", SlashRedirectHandler, {**base, "target": f"{prefix}/simple/"}),
         (rf"{p}/simple/", SimpleRootHandler, pages),
         (rf"{p}/packages", SlashRedirectHandler, {**base, "target": f"{prefix}/packages/"}),
         (rf"{p}/web", SlashRedirectHandler, {**base, "target": f"{prefix}/web/"}),
         (rf"{p}/web/.*", WebRedirectHandler, {**web, "route_base": f"{prefix}/web/"}),
-        (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/pypi/{name}/json"}),
-        (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/{name}/json"}),
+        (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**documents, "canonical_url": prefix + "/pypi/{name}/json"}),
+        (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**documents, "canonical_url": prefix + "/{name}/json"}),
     ]
+    if services.advisories is not None:
+        osv = {**base, "advisories": services.advisories}
+        routes += [
+            (rf"{p}/osv/v1/query", OsvQueryHandler, osv),
+            (rf"{p}/osv/v1/querybatch", OsvQueryBatchHandler, osv),
+            (rf"{p}/osv/v1/vulns/([^/]+)", OsvVulnHandler, osv),
+        ]
     if services.status is not None:
         info = {
             **base,

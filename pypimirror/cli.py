@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from pypimirror import __version__, pinqueries
 from pypimirror import queries as dbq
 from pypimirror.app import upstream_client
-from pypimirror.config import Config
+from pypimirror.config import AdvisoriesConfig, Config
 from pypimirror.configreader import load_config
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, JobLockedError, PinnedSetError, PyPIMirrorError, StorageError
@@ -52,8 +52,8 @@ from pypimirror.jobs.simulate_command import (
 )
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
-from pypimirror.schema import hit_counters, pinned_sets
-from pypimirror.status import MirrorStatus, read_status
+from pypimirror.schema import advisories, hit_counters, pinned_sets
+from pypimirror.status import ADVISORY_JOB, MirrorStatus, read_status
 from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
 
@@ -402,14 +402,16 @@ def _status(config: Config) -> int:
             # A database of an older release (status never upgrades it) has no hit counters yet.
             with_hits = inspect(conn).has_table(hit_counters.name)
             with_pins = inspect(conn).has_table(pinned_sets.name)
+            with_advisories = inspect(conn).has_table(advisories.name)
             status = read_status(
                 conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits,
-                with_pins=with_pins,
+                with_pins=with_pins, with_advisories=with_advisories,
             )
             lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
         db.dispose()
-    sys.stdout.write(format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time()))
+    text = format_status(status, lease, config.cache.tier_roots, node_id=config.node_id, now=time.time())
+    sys.stdout.write(text + format_advisory_status(status, config.advisories, now=time.time()))
     return EXIT_OK
 
 
@@ -463,6 +465,27 @@ def format_status(
     lines.append(f"pinned sets (node {node_id}):")
     lines.append(format_pinned_sets(status.pinned, indent="  ").rstrip("\n"))
     lines.append("sync lease: " + _describe_lease(lease, now))
+    return "\n".join(lines) + "\n"
+
+
+def format_advisory_status(status: MirrorStatus, settings: AdvisoriesConfig, *, now: float) -> str:
+    """The advisory lines of ``status``: what is stored, the policy, the last sync, and the files it reaches."""
+    if status.advisories is None:
+        return "advisories: not recorded in this database yet (the next serve or sync upgrades its schema)\n"
+    counts = status.advisories
+    lines = [
+        f"advisories: {counts.total} stored ({counts.withdrawn} withdrawn, {counts.malicious} malicious packages); "
+        f"mode {settings.mode}{' (audit: nothing changed)' if settings.audit else ''}"
+    ]
+    if settings.source is None:
+        lines.append("  no advisories.source configured: the advisory sync does nothing")
+        return "\n".join(lines) + "\n"
+    job = status.job(ADVISORY_JOB)
+    success = job.last_success if job is not None else None
+    lines.append("  last successful sync: " + ("never" if success is None else _when(success.started_at, now)))
+    files = status.advisory_files()
+    if files is not None:
+        lines.append(f"  files at the last sync: {files[0]} flagged, {files[1]} blocked")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,9 @@ sizes are ``int`` bytes, durations ``timedelta``, paths absolute, URLs without a
 from __future__ import annotations
 
 __all__ = [
+    "AdvisoriesConfig",
+    "AdvisoryMode",
+    "AdvisoryWaiver",
     "CacheConfig",
     "CachePolicy",
     "Config",
@@ -40,7 +43,7 @@ import dataclasses
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -52,6 +55,7 @@ from pypimirror.urlmask import mask_url
 Listing = Literal["simple-json", "xmlrpc"]
 LogFormat = Literal["mirror-json", "combined"]
 CachePolicy = Literal["seed", "default"]
+AdvisoryMode = Literal["off", "flag", "block"]
 
 LOG_TO_STDOUT: Final = "-"  # log.path that sends the access log to stdout
 _HOURLY = timedelta(hours=1)
@@ -210,6 +214,7 @@ class ScheduleConfig:
     """The embedded scheduler's jobs; ``jitter`` delays each run by a random amount up to it."""
 
     index_sync: Schedule = Schedule(interval=_HOURLY)
+    advisories: Schedule = Schedule(interval=_HOURLY)
     cache: Schedule = Schedule(interval=_HOURLY)
     jitter: timedelta = timedelta(minutes=2)
     run_on_start: bool = True
@@ -221,6 +226,38 @@ class VotesConfig:
 
     queue_size: int = 1000
     bots: tuple[str, ...] = ("bandersnatch", "Googlebot", "bingbot", "YandexBot", "Baiduspider")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdvisoryWaiver:
+    """An advisory the policy ignores until the end of the day ``until`` (UTC), and why."""
+
+    id: str
+    until: date
+    reason: str
+
+    def applies_on(self, day: date) -> bool:
+        return day <= self.until
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdvisoriesConfig:
+    """Where the OSV advisories come from and what the mirror does with them.
+
+    ``source`` is an OSV export: a local path (a zip of OSV JSON records, or a directory of
+    OSV JSON/YAML records), or an http(s) URL of such a zip. None: no advisory sync.
+    ``mode`` ``off`` still keeps the advisories for the OSV API; ``audit`` only logs what the
+    policy would do.
+    """
+
+    source: Path | str | None = None
+    mode: AdvisoryMode = "off"
+    waivers: tuple[AdvisoryWaiver, ...] = ()
+    audit: bool = False
+
+    @property
+    def source_is_url(self) -> bool:
+        return isinstance(self.source, str)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,6 +295,7 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     votes: VotesConfig = VotesConfig()
     serve: ServeConfig = ServeConfig()
+    advisories: AdvisoriesConfig = AdvisoriesConfig()
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -275,6 +313,8 @@ class Config:
         for key in ("pypi_url", "packages_url", "redirect_url", "proxy"):
             url = shown["upstream"][key]
             shown["upstream"][key] = None if url is None else mask_url(url)
+        if self.advisories.source_is_url:
+            shown["advisories"]["source"] = mask_url(str(self.advisories.source))
         return shown
 
 
@@ -288,6 +328,6 @@ def _display_value(value: object) -> Any:
         return [_display_value(item) for item in value]
     if isinstance(value, timedelta):
         return format_duration(value)
-    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
+    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network | date):
         return str(value)
     return value

@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, get_args
 
@@ -39,6 +39,9 @@ from sqlalchemy.engine import make_url
 from pypimirror.acceptor import MAX_CONNECTIONS
 from pypimirror.config import (
     LOG_TO_STDOUT,
+    AdvisoriesConfig,
+    AdvisoryMode,
+    AdvisoryWaiver,
     CacheConfig,
     CachePolicy,
     Config,
@@ -297,6 +300,7 @@ class _Reader:
 #: The top-level keys that hold a section of their own (each read by its ``_read_*`` function).
 _SECTIONS = (
     "database", "upstream", "tls", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
+    "advisories",
 )  # fmt: skip
 
 
@@ -497,6 +501,54 @@ def _read_serve(reader: _Reader, data: object) -> ServeConfig:
     return reader.build(data, "serve", ServeConfig, parsers)
 
 
+def _read_advisories(reader: _Reader, data: object) -> AdvisoriesConfig:
+    """The advisory section; a policy mode other than ``off`` needs a ``source`` to apply."""
+    parsers: dict[str, _Parser] = {
+        "source": _advisory_source_parser(reader),
+        "mode": _parse_advisory_mode,
+        "audit": parse_bool,
+    }
+    section, values = reader.read(data, "advisories", AdvisoriesConfig, parsers, custom=("waivers",))
+    waivers = []
+    waiver_parsers: dict[str, _Parser] = {"id": parse_text, "until": _parse_day, "reason": parse_text}
+    required = dict.fromkeys(("id", "until", "reason"))
+    for waiver_path, raw_waiver in reader.entries(section.get("waivers"), "advisories.waivers"):
+        _, waiver = reader.read(raw_waiver, waiver_path, AdvisoryWaiver, waiver_parsers, required=required)
+        if None not in waiver.values():
+            waivers.append(AdvisoryWaiver(**waiver))
+    if values.get("mode", "off") != "off" and values.get("source") is None and section.get("source") is None:
+        reader.report("advisories.source", f"required when advisories.mode is {values['mode']}")
+    return AdvisoriesConfig(**values, waivers=tuple(waivers))
+
+
+def _advisory_source_parser(reader: _Reader) -> Callable[[object], Path | str]:
+    """An http(s) URL as itself, any other text as a path."""
+
+    def parse(raw: object) -> Path | str:
+        if isinstance(raw, str) and raw.strip().lower().startswith(("http://", "https://")):
+            return parse_http_url(raw)
+        return reader.parse_path(raw)
+
+    return parse
+
+
+def _parse_advisory_mode(raw: object) -> AdvisoryMode:
+    """``off``, ``flag`` or ``block``; YAML 1.1 reads a bare ``off`` as false, which means off too."""
+    return "off" if raw is False else choice_parser(get_args(AdvisoryMode))(raw)
+
+
+def _parse_day(raw: object) -> date:
+    """A calendar day, ``2026-03-31`` (YAML reads it as a date already; a quoted one is text)."""
+    if isinstance(raw, datetime):
+        return raw.date()
+    if isinstance(raw, date):
+        return raw
+    try:
+        return date.fromisoformat(parse_text(raw))
+    except ValueError:
+        raise ValueError(f"{describe_value(raw)} is not a day such as 2026-03-31") from None
+
+
 def _parse_buffer_budget(raw: object) -> int:
     """A size from 1 MiB (one full chunk) to 1 TiB."""
     size = parse_size(raw)
@@ -535,6 +587,7 @@ def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str
         schedule=_read_schedule(reader, top.get("schedule")),
         votes=_read_votes(reader, top.get("votes")),
         serve=_read_serve(reader, top.get("serve")),
+        advisories=_read_advisories(reader, top.get("advisories")),
     )
     _check_files(reader, config)
     if reader.problems:

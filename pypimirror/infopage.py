@@ -21,7 +21,7 @@ from pypimirror.byteunits import format_bytes
 from pypimirror.config import IPMode
 from pypimirror.hitchart import format_rate, render_hit_chart
 from pypimirror.queries import JobRun
-from pypimirror.status import JobStatus, MirrorStatus, TierFill
+from pypimirror.status import ADVISORY_JOB, JobStatus, MirrorStatus, TierFill
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def render_info_page(page: InfoPage) -> bytes:
             _usage_section(page),
             _client_section(page),
             _status_section(page),
+            _advisories_section(page),
             _hits_section(page),
             _pinned_section(page),
             _endpoints_section(page),
@@ -247,6 +248,30 @@ def _tiers_table(tiers: tuple[TierFill, ...]) -> str:
 </table>"""
 
 
+def _advisories_section(page: InfoPage) -> str:
+    """The stored OSV advisories, their last sync, and the files the policy flagged and blocked."""
+    if page.status is None or page.status.advisories is None:
+        return ""
+    e = _escape
+    counts = page.status.advisories
+    job = page.status.job(ADVISORY_JOB)
+    success = job.last_success if job is not None else None
+    synced = "never" if success is None or success.finished_at is None else _format_time(success.finished_at)
+    files = page.status.advisory_files()
+    flagged, blocked = ("–", "–") if files is None else (f"{files[0]:,}", f"{files[1]:,}")
+    stored = f"{counts.total:,} ({counts.withdrawn:,} withdrawn, {counts.malicious:,} malicious packages)"
+    return f"""<section id="advisories">
+<h2>Advisories</h2>
+<table>
+<tr><th>Stored</th><td id="advisory-count">{stored}</td></tr>
+<tr><th>Last sync</th><td id="advisory-sync">{e(synced)}</td></tr>
+<tr><th>Files flagged</th><td id="advisory-flagged">{flagged}</td></tr>
+<tr><th>Files blocked</th><td id="advisory-blocked">{blocked}</td></tr>
+</table>
+<p>Audit with <code>pip-audit -s osv --osv-url {e(page.scheme)}://{e(page.host)}{e(page.prefix)}/osv/v1/query</code></p>
+</section>"""
+
+
 def _hits_section(page: InfoPage) -> str:
     """The request and byte hit rate of the last 24 hours and 7 days, and the chart of the last 7 days."""
     if page.status is None or page.status.hits is None:
@@ -303,6 +328,7 @@ def _endpoints_section(page: InfoPage) -> str:
 <tr><td><code>{p}/packages/…</code></td><td>package files</td></tr>
 <tr><td><code>{p}/pypi/&lt;project&gt;/json</code></td><td>a project's JSON metadata</td></tr>
 <tr><td><code>{p}/web/…</code></td><td>a redirect to the upstream's web pages</td></tr>
+<tr><td><code>{p}/osv/v1/query</code>, <code>{p}/osv/v1/querybatch</code></td><td>OSV API: the stored advisories</td></tr>
 <tr><td><code>/metrics</code>, <code>/healthz</code></td><td>Prometheus metrics; health check</td></tr>
 </table>
 </section>"""

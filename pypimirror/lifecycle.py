@@ -43,7 +43,7 @@ from pypimirror.app import Services, make_app, upstream_client
 from pypimirror.buffers import BufferBudget
 from pypimirror.config import Config, LogConfig, TLSConfig
 from pypimirror.db import Database
-from pypimirror.errors import PyPIMirrorError
+from pypimirror.errors import DatabaseError, PyPIMirrorError
 from pypimirror.handlers.base import InFlight
 from pypimirror.hitrate import HitCounter, HitFlusher, listed_sizes
 from pypimirror.jobs.registry import JOBS
@@ -51,6 +51,8 @@ from pypimirror.jobs.scheduler import SyncJobs, scheduling
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics, enable_multiprocess, mark_process_dead
 from pypimirror.pagecache import PageCache
+from pypimirror.advisorypages import AdvisoryPages
+from pypimirror.osvapi import AdvisoryLookup
 from pypimirror.status import StatusReader
 from pypimirror.upstream import configure_curl_client
 from pypimirror.votes import VoteRecorder
@@ -70,6 +72,8 @@ _MIN_VOTE_DRAIN_S = 10.0
 _REPEAT_WINDOW_S = 1.0
 # How often each process copies its vote and page-cache counters into /metrics.
 _METRICS_REFRESH_MS = 1000
+# How often a serving process looks whether the advisory sync stored new records.
+_ADVISORY_REFRESH_MS = 30_000
 # Upstream transfers running at once (proxied files and jobs); more wait in tornado's queue.
 _MAX_OUTBOUND_TRANSFERS = 100
 
@@ -277,7 +281,11 @@ async def _serve(
                 status=_status_reader(config, db),
                 buffers=BufferBudget(config.serve.buffer_budget // (worker.count if worker is not None else 1)),
                 hits=hits,
+                advisories=AdvisoryLookup(db),
+                advisory_pages=await _advisory_pages(config, db),
             )
+            if services.advisory_pages is not None:
+                stack.callback(_start_advisory_refresh(services.advisory_pages).stop)
             server = _make_server(make_app(config, services), config, ssl_context)
             stack.callback(_start_metrics_refresh(services, votes, server).stop)
             server.add_sockets(sockets)
@@ -306,6 +314,33 @@ def _status_reader(config: Config, db: Database) -> StatusReader:
         db, node_id=config.node_id, tier_limits=config.cache.tier_limits, repo_path=config.repo_path,
         job_titles=JOBS.titles(),
     )
+
+
+async def _advisory_pages(config: Config, db: Database) -> AdvisoryPages | None:
+    """The advisory policy for serving, loaded now; None when it changes nothing (off, or audit)."""
+    settings = config.advisories
+    if settings.mode == "off" or settings.audit:
+        return None
+    pages = AdvisoryPages(db, settings)
+    try:
+        await pages.refresh()
+    except DatabaseError as exc:  # serving goes on; the next refresh tries again
+        logger.error("advisories: cannot load the policy: %s", exc)
+    return pages
+
+
+def _start_advisory_refresh(pages: AdvisoryPages) -> PeriodicCallback:
+    """Reload the advisory policy when a sync stored new records (or a day passed)."""
+
+    async def refresh() -> None:
+        try:
+            await pages.refresh()
+        except DatabaseError as exc:
+            logger.warning("advisories: cannot reload the policy, keeping the loaded one: %s", exc)
+
+    callback = PeriodicCallback(refresh, _ADVISORY_REFRESH_MS)
+    callback.start()
+    return callback
 
 
 def _start_metrics_refresh(services: Services, votes: VoteRecorder, server: CappedHTTPServer) -> PeriodicCallback:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "SCHEMA_VERSION",
+    "advisories",
+    "advisory_packages",
     "file_checks",
     "hit_counters",
     "install_schema",
@@ -54,7 +56,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 4
 #: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``file_checks``, 2 -> 3
 #: only ``hit_counters``, which ``create_all`` creates like any missing table.
-#: 3 -> 4 only adds ``pinned_sets`` and ``pinned_files``.
+#: 3 -> 4 only adds ``pinned_sets``, ``pinned_files``, ``advisories`` and ``advisory_packages``.
 _MIGRATABLE = frozenset({1, 2, 3})
 
 #: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
@@ -155,6 +157,36 @@ pinned_files = Table(
     Column("size", BigInteger, nullable=False),
     Column("sha256", Text, nullable=False),
     Index("ix_pinned_files_file_path", "file_path"),
+)
+
+# One row per OSV advisory record of the PyPI ecosystem; times are fixed-width UTC RFC 3339 text
+# (they compare as text). ``record`` is the record as the export gave it, which the OSV API
+# answers with; aliases and severity are JSON lists.
+advisories = Table(
+    "advisories",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("aliases", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("severity", Text, nullable=False),
+    Column("published", Text, nullable=True),
+    Column("modified", Text, nullable=False),
+    Column("withdrawn", Text, nullable=True),  # NULL: the record applies
+    Column("record", Text, nullable=False),
+    # When this version of the record was stored (Unix seconds): serving processes reload the
+    # advisories when the newest of these changes.
+    Column("stored_at", Double, nullable=False),
+)
+
+# The projects an advisory names, by normalized name; ``affected`` is a JSON object of the
+# ECOSYSTEM ranges (sorted events) and the listed versions (see osv.AffectedPackage.to_json).
+advisory_packages = Table(
+    "advisory_packages",
+    metadata,
+    Column("advisory_id", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("affected", Text, nullable=False),
+    Index("ix_advisory_packages_name", "name"),
 )
 
 job_runs = Table(

@@ -10,6 +10,7 @@ still waiting for a hung database, the next reports that instead of queueing beh
 from __future__ import annotations
 
 __all__ = [
+    "ADVISORY_JOB",
     "JobStatus",
     "MirrorStatus",
     "StatusReader",
@@ -31,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from pypimirror.advisoryqueries import AdvisoryCounts, count_advisories
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
 from pypimirror.hitrate import HitSummary, read_hit_summary
@@ -48,6 +50,8 @@ from pypimirror.queries import (
 logger = logging.getLogger(__name__)
 
 _NO_TITLES: Mapping[str, str] = MappingProxyType({})
+#: The advisory sync's name in ``job_runs`` (its entry in the job table).
+ADVISORY_JOB = "advisories"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,19 @@ class MirrorStatus:
     hits: HitSummary | None = None
     job_titles: Mapping[str, str] = field(default_factory=dict)
     pinned: tuple[PinnedSetSummary, ...] = ()
+    #: The stored advisories (None where not read).
+    advisories: AdvisoryCounts | None = None
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
+
+    def advisory_files(self) -> tuple[int, int] | None:
+        """Files the advisory policy flagged and blocked at its last finished sync; None before one."""
+        job = self.job(ADVISORY_JOB)
+        if job is None or job.last_finished is None or "flagged_files" not in job.last_finished.counts:
+            return None
+        counts = job.last_finished.counts
+        return int(counts["flagged_files"]), int(counts.get("blocked_files", 0))
 
 
 def read_status(
@@ -101,13 +115,18 @@ def read_status(
     now: float | None = None,
     with_hits: bool = True,
     with_pins: bool = True,
+    with_advisories: bool = True,
 ) -> MirrorStatus:
-    """The job history, this node's cache fill, (``with_hits``) its hit rate as of ``now`` and
-    (``with_pins``) the pinned sets, in one read transaction."""
+    """The job history, this node's cache fill, (``with_hits``) its hit rate as of ``now``,
+    (``with_pins``) the pinned sets and (``with_advisories``) the stored advisories, in one read
+    transaction."""
     hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     jobs = read_job_statuses(conn, tuple(job_titles))
     pinned = tuple(pinned_set_summaries(conn, node_id)) if with_pins else ()
-    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, pinned)
+    advisories = count_advisories(conn) if with_advisories else None
+    return MirrorStatus(
+        jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, pinned=pinned, advisories=advisories
+    )
 
 
 def read_job_statuses(conn: Connection, order: Sequence[str] = ()) -> tuple[JobStatus, ...]:
@@ -199,7 +218,8 @@ class StatusReader:
             return read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles)
         hits = read_hit_summary(conn, self._node_id, time.time())
         pinned = tuple(pinned_set_summaries(conn, self._node_id))
-        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, hits, self._job_titles, pinned)
+        jobs = read_job_statuses(conn, tuple(self._job_titles))
+        return MirrorStatus(jobs, fill, hits, self._job_titles, pinned=pinned, advisories=count_advisories(conn))
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

@@ -87,7 +87,7 @@ def test_status_shows_each_job_of_the_table_that_never_ran_and_the_history_of_th
     ran = JobRun(1, "index_sync", "node-a", 1000.0, 1060.0, "ok", {"fetched": 3}, None)
     status = MirrorStatus(jobs=(JobStatus("index_sync", ran, ran, ran, 0),), tiers=(), job_titles=JOBS.titles())
     text = format_status(status, None, [], node_id="node-a", now=1100.0)
-    assert text.startswith("jobs:\n  cache: never ran\n  index_sync:\n    last run:      ok")
+    assert text.startswith("jobs:\n  advisories: never ran\n  cache: never ran\n  index_sync:\n    last run:      ok")
     assert "counts:        fetched=3" in text
     nothing = format_status(MirrorStatus(jobs=(), tiers=()), None, [], node_id="node-a", now=1100.0)
     assert nothing.startswith("jobs:\n  none has run yet\n")

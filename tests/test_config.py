@@ -1092,7 +1092,7 @@ def test_display_dict_masks_passwords_and_uses_plain_values() -> None:
     assert shown["repo_path"] == "/srv/pypimirror"
     assert list(shown) == [
         "listen", "repo_path", "prefix", "node_id", "shutdown_grace", "database", "upstream", "tls",
-        "trusted_proxies", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
+        "trusted_proxies", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve", "advisories",
     ]  # fmt: skip
 
 

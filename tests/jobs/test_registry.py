@@ -34,23 +34,25 @@ def spec(name: str, follow_up: str | None = None) -> JobSpec[CacheReport]:
                    follow_up=follow_up)
 
 
-def test_the_table_holds_the_index_sync_then_the_cache_with_their_titles_and_schedule_keys() -> None:
-    assert JOBS.names == ("index_sync", "cache")
-    assert dict(JOBS.titles()) == {"index_sync": "Index sync", "cache": "Cache management"}
-    configured = ScheduleConfig(index_sync=Schedule(cron="0 * * * *"), cache=Schedule(cron="30 * * * *"))
-    assert [job.schedule(configured) for job in JOBS] == [configured.index_sync, configured.cache]
+def test_the_table_holds_the_index_sync_the_advisory_sync_then_the_cache_with_their_titles_and_schedule_keys() -> None:
+    assert JOBS.names == ("index_sync", "advisories", "cache")
+    assert dict(JOBS.titles()) == {"index_sync": "Index sync", "advisories": "Advisory sync", "cache": "Cache management"}
+    configured = ScheduleConfig(
+        index_sync=Schedule(cron="0 * * * *"), advisories=Schedule(cron="15 * * * *"), cache=Schedule(cron="30 * * * *")
+    )
+    assert [job.schedule(configured) for job in JOBS] == [configured.index_sync, configured.advisories, configured.cache]
 
 
 def test_each_job_reads_its_schedule_from_its_own_key_of_the_configuration(tmp_path: Path) -> None:
-    config = make_config(tmp_path, schedule={"index_sync": "*/15 * * * *", "cache": "5m", "jitter": "0s"})
+    config = make_config(tmp_path, schedule={"index_sync": "*/15 * * * *", "advisories": "6h", "cache": "5m", "jitter": "0s"})
     assert {job.name: job.schedule(config.schedule).to_text() for job in JOBS} == {
-        "index_sync": "*/15 * * * *", "cache": "5m"}
+        "index_sync": "*/15 * * * *", "advisories": "6h", "cache": "5m"}
 
 
 def test_an_unknown_job_name_is_an_error_that_names_the_jobs() -> None:
-    with pytest.raises(UnknownJobError, match=r"unknown job 'cahce'; the jobs are: index_sync, cache") as caught:
+    with pytest.raises(UnknownJobError, match=r"unknown job 'cahce'; the jobs are: index_sync, advisories, cache") as caught:
         JOBS.named("cahce")
-    assert caught.value.known == ("index_sync", "cache")
+    assert caught.value.known == ("index_sync", "advisories", "cache")
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from pypimirror.db import Database
 from pypimirror.errors import JobLockedError, UnknownJobError, UpstreamUnavailable
 from pypimirror.jobs.cache import CacheReport
 from pypimirror.jobs.index_sync import IndexSyncReport
-from pypimirror.jobs.registry import JOBS, JobSpec, JobTable
+from pypimirror.jobs.registry import CACHE, INDEX_SYNC, JOBS, JobSpec, JobTable
 from pypimirror.jobs.runner import JobReport
 from pypimirror.cron import crontab_day_of_week, make_trigger
 from pypimirror.jobs.scheduler import JobScheduler, SyncJobs
@@ -165,6 +165,10 @@ class FakeJobs:
         return [run.job for run in self.runs]
 
 
+#: The pair these tests steer (the table's other jobs have tests of their own).
+INDEX_AND_CACHE = JobTable((INDEX_SYNC, CACHE))
+
+
 def schedule(index_sync: timedelta = FAST, cache: timedelta = FAST, run_on_start: bool = True) -> ScheduleConfig:
     return ScheduleConfig(
         index_sync=Schedule(interval=index_sync),
@@ -191,7 +195,7 @@ async def wait_until(predicate: object, timeout: float = 4.0) -> None:
 @pytest.mark.gen_test(timeout=10)
 async def test_first_pass_is_an_index_sync_then_a_cache_run_and_both_repeat_without_overlap() -> None:
     jobs = FakeJobs(changed=False)
-    scheduler = JobScheduler(jobs, schedule())
+    scheduler = JobScheduler(jobs, schedule(), table=INDEX_AND_CACHE)
     scheduler.start()
     try:
         await wait_until(lambda: jobs.names().count("index_sync") >= 3 and jobs.names().count("cache") >= 3)
@@ -204,7 +208,7 @@ async def test_first_pass_is_an_index_sync_then_a_cache_run_and_both_repeat_with
 @pytest.mark.gen_test(timeout=10)
 async def test_cache_runs_right_after_an_index_sync_that_changed_something() -> None:
     jobs = FakeJobs(changed=True)
-    scheduler = JobScheduler(jobs, schedule(cache=HOURLY, run_on_start=False))
+    scheduler = JobScheduler(jobs, schedule(cache=HOURLY, run_on_start=False), table=INDEX_AND_CACHE)
     scheduler.start()
     try:
         await wait_until(lambda: len(jobs.runs) >= 4)
@@ -216,7 +220,7 @@ async def test_cache_runs_right_after_an_index_sync_that_changed_something() -> 
 @pytest.mark.gen_test(timeout=10)
 async def test_no_cache_run_follows_an_index_sync_that_changed_nothing() -> None:
     jobs = FakeJobs(changed=False)
-    scheduler = JobScheduler(jobs, schedule(cache=HOURLY, run_on_start=False))
+    scheduler = JobScheduler(jobs, schedule(cache=HOURLY, run_on_start=False), table=INDEX_AND_CACHE)
     scheduler.start()
     try:
         await wait_until(lambda: len(jobs.runs) >= 3)
@@ -228,7 +232,7 @@ async def test_no_cache_run_follows_an_index_sync_that_changed_nothing() -> None
 @pytest.mark.gen_test(timeout=10)
 async def test_the_first_pass_stops_after_an_index_sync_that_failed() -> None:
     jobs = FakeJobs(changed=True, sync_failed="3 of 3 projects failed")
-    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY))
+    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY), table=INDEX_AND_CACHE)
     scheduler.start()
     try:
         await wait_until(lambda: scheduler.running_jobs == 0 and len(jobs.runs) == 1)
@@ -269,7 +273,7 @@ async def test_a_run_that_waited_behind_the_same_job_is_skipped(caplog: pytest.L
     # Index sync runs 0.5 s and is followed by a cache run; the cache's own 0.3 s schedule
     # fires meanwhile and must not run the cache a second time right after.
     jobs = FakeJobs(changed=True, duration=0.5)
-    scheduler = JobScheduler(jobs, schedule(index_sync=timedelta(seconds=0.2), run_on_start=False))
+    scheduler = JobScheduler(jobs, schedule(index_sync=timedelta(seconds=0.2), run_on_start=False), table=INDEX_AND_CACHE)
     with caplog.at_level(logging.INFO, logger="pypimirror.jobs.scheduler"):
         scheduler.start()
         try:
@@ -284,7 +288,7 @@ async def test_a_run_that_waited_behind_the_same_job_is_skipped(caplog: pytest.L
 @pytest.mark.gen_test(timeout=10)
 async def test_a_run_that_finds_the_lease_held_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
     jobs = FakeJobs(locked_by="other-host/4242/index_sync")
-    scheduler = JobScheduler(jobs, schedule())
+    scheduler = JobScheduler(jobs, schedule(), table=INDEX_AND_CACHE)
     with caplog.at_level(logging.WARNING, logger="pypimirror.jobs.scheduler"):
         scheduler.start()
         try:
@@ -301,7 +305,7 @@ async def test_a_failing_job_is_logged_in_one_line_and_the_next_run_still_happen
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     jobs = FakeJobs(failure=UpstreamUnavailable("upstream down: connection refused"))
-    scheduler = JobScheduler(jobs, schedule(cache=HOURLY))
+    scheduler = JobScheduler(jobs, schedule(cache=HOURLY), table=INDEX_AND_CACHE)
     with caplog.at_level(logging.ERROR, logger="pypimirror.jobs.scheduler"):
         scheduler.start()
         try:
@@ -316,7 +320,7 @@ async def test_a_failing_job_is_logged_in_one_line_and_the_next_run_still_happen
 @pytest.mark.gen_test(timeout=10)
 async def test_stopping_sets_the_running_jobs_stop_event_and_waits_for_it() -> None:
     jobs = FakeJobs(duration=30)
-    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY))
+    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY), table=INDEX_AND_CACHE)
     scheduler.start()
     await wait_until(lambda: len(jobs.runs) == 1)
     started = time.monotonic()
@@ -332,7 +336,7 @@ async def test_a_job_that_ignores_its_stop_event_is_cancelled_after_the_grace_pe
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     jobs = FakeJobs(duration=30, ignore_stop=True)
-    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY))
+    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY), table=INDEX_AND_CACHE)
     scheduler.start()
     await wait_until(lambda: len(jobs.runs) == 1)
     started = time.monotonic()
@@ -347,7 +351,7 @@ async def test_a_job_that_ignores_its_stop_event_is_cancelled_after_the_grace_pe
 @pytest.mark.gen_test(timeout=10)
 async def test_a_second_signal_cuts_the_wait_short() -> None:
     jobs = FakeJobs(duration=30, ignore_stop=True)
-    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY))
+    scheduler = JobScheduler(jobs, schedule(index_sync=HOURLY, cache=HOURLY), table=INDEX_AND_CACHE)
     scheduler.start()
     await wait_until(lambda: len(jobs.runs) == 1)
     forced = asyncio.Event()
