@@ -697,7 +697,7 @@ class FakeIndex:
             await asyncio.wait(pending, timeout=5)
 
     async def _wait_for_release(self) -> None:
-        """Wait for release() (or the index stopping), for a request that hold() caught."""
+        """Wait for let_go() (or the index stopping), for a request that hold() caught."""
         assert self._stopping is not None and self._released is not None
         stopping = asyncio.ensure_future(self._stopping.wait())
         released = asyncio.ensure_future(self._released.wait())
@@ -935,17 +935,17 @@ class FakeIndex:
         self._add_fault(_Fault("delay", self._path_matcher(path), times, seconds=seconds))
 
     def hold(self, path: PathMatch) -> None:
-        """Hold every matching request until :meth:`release` (stop() lets them go too).
+        """Hold every matching request until :meth:`let_go` (stop() lets them go too).
 
         For tests that need a client of the mirror to be in the middle of its work, however
         long the machine takes to get the test's next step going.
         """
         with self._lock:
             if self._released is not None and self._released.is_set():
-                raise RuntimeError("hold() after release(): this fake holds only once")
+                raise RuntimeError("hold() after let_go(): this fake holds only once")
         self._add_fault(_Fault("hold", self._path_matcher(path), None))
 
-    def release(self) -> None:
+    def let_go(self) -> None:
         """Answer the requests hold() is holding, and every later one at once."""
         with self._lock:
             self._faults = [fault for fault in self._faults if fault.kind != "hold"]

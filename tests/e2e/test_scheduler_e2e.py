@@ -171,7 +171,7 @@ def test_sync_once_beside_the_scheduler_exits_3_or_waits_and_never_runs_concurre
         try:
             wait_until(lambda: "waiting for it to be released" in waited_log.read_text(), timeout=60,
                        what="the waiting sync's message")
-            fake_index.release()
+            fake_index.let_go()
             assert waited.wait(timeout=120) == 0, waited_log.read_text()
         finally:
             if waited.poll() is None:
