@@ -145,7 +145,18 @@ class CacheConfig:
     #: How files are ranked for the cache: ``seed`` (distinct networks, as the original mirror) or
     #: ``default`` (networks per byte, see docs/cache-policy.md).
     policy: CachePolicy = "seed"
+    #: How far back the ``default`` policy counts votes (``seed`` counts within ``vote_window``):
+    #: a month of networks tells a steadily used file's worth better than a week, while the
+    #: size-blind seed rule only lets more large files reach its threshold with it.
+    score_window: timedelta = timedelta(days=30)
     tiers: tuple[Tier, ...]
+
+    @property
+    def counting_window(self) -> timedelta:
+        """How far back votes count under ``policy``, and so how long the cache job keeps them."""
+        if self.policy == "seed":
+            return self.vote_window
+        return max(self.vote_window, self.score_window)
 
     @property
     def tier_roots(self) -> tuple[Path, ...]:

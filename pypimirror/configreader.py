@@ -101,7 +101,7 @@ _T = TypeVar("_T")
 # Upper bounds of durations and counts, far above any sane setting (see configvalues: values
 # that pass must not fail later).
 _MAX_GRACE = timedelta(hours=1)
-_MAX_WINDOW = timedelta(days=366)  # vote_window, dedup_window, size_db_ttl, a schedule's interval
+_MAX_WINDOW = timedelta(days=366)  # vote_window, score_window, dedup_window, size_db_ttl, a schedule's interval
 _MAX_TIMEOUT = timedelta(days=1)
 _MAX_JITTER = timedelta(days=1)
 _MAX_RETRY = 100
@@ -430,6 +430,7 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         "size_db_ttl": duration_parser(_MAX_WINDOW),
         "verify_bytes_per_run": parse_size,
         "policy": choice_parser(get_args(CachePolicy)),
+        "score_window": duration_parser(_MAX_WINDOW, positive=True),
     }
     section, values = reader.read(data, path, CacheConfig, parsers, custom=("tiers",))
     tiers = _read_tiers(reader, section.get("tiers"), repo_path)

@@ -475,6 +475,22 @@ async def test_cleanup_forgets_votes_outside_the_window(mirror: Mirror) -> None:
 
 
 @pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(("policy", "fetched", "deleted"), [("seed", False, 2), ("default", True, 0)])
+async def test_the_policy_s_window_decides_which_votes_count_and_stay(
+    mirror: Mirror, policy: str, fetched: bool, deleted: int
+) -> None:
+    # Votes 20 days old: outside vote_window (7d), inside score_window (30d), which only the
+    # default policy counts in; the cleanup keeps exactly what the policy counts.
+    alpha = wheel(mirror.fake, "alpha")
+    await mirror.sync_index()
+    await mirror.vote(alpha, 2, at=time.time() - 20 * DAY)
+    mirror.cache = {"policy": policy}
+    report = await mirror.run()
+    assert (relpath(alpha) in files_in(mirror.roots[0])) is fetched
+    assert report.counts()["votes_deleted"] == deleted
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_stop_before_the_run_changes_nothing_and_reports_interrupted(mirror: Mirror) -> None:
     alpha = wheel(mirror.fake, "alpha")
     await mirror.sync_index()
