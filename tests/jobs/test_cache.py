@@ -129,6 +129,7 @@ def mirror(tmp_path: Path, fake_index: FakeIndex, database: Database, curl_clien
 
 @pytest.mark.gen_test(timeout=30)
 async def test_popular_files_are_downloaded_verified_into_the_tiers_by_votes(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "seed"}  # the seed's rule, whatever the default policy is
     alpha, beta, gamma = (wheel(mirror.fake, n) for n in ("alpha", "beta", "gamma"))
     mirror.tiers = [(mirror.tmp_path / "t0", cost(alpha) + 100), (mirror.tmp_path / "t1", 10**9)]
     await mirror.sync_index()
@@ -171,6 +172,7 @@ async def test_downloaded_file_gets_the_upstream_last_modified_as_mtime(mirror: 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_many_requests_from_one_network_never_make_a_file_popular(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "seed"}  # the seed's rule, whatever the default policy is
     alpha = wheel(mirror.fake, "alpha")
     await mirror.sync_index()
     now = int(time.time())
@@ -466,6 +468,7 @@ async def test_dry_run_plans_but_changes_nothing(mirror: Mirror) -> None:
 
 @pytest.mark.gen_test(timeout=30)
 async def test_cleanup_forgets_votes_outside_the_window(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "seed"}  # the seed's rule, whatever the default policy is
     await mirror.sync_index()
     await mirror.vote("ab/cd/ef/old-1.0.tar.gz", 3, at=time.time() - 8 * DAY)
     await mirror.vote("ab/cd/ef/new-1.0.tar.gz", 1)
