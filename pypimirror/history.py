@@ -185,7 +185,7 @@ def projects_as_of(engine: Engine, moment: float) -> list[RootEntry]:
         entries: list[RootEntry] = []
         for name, display, serial in conn.execute(select(serials.c.name, serials.c.display_name, serials.c.serial)):
             row = rows.pop(name, None)
-            if row is None or row.created_at is None or row.created_at <= moment:
+            if row is None or _existed(row, moment):
                 entries.append((display, NormalizedName(name), serial))
     entries += ((row.display_name, row.name, 0) for row in rows.values() if row.removed_at is not None and _existed(row, moment))
     entries.sort(key=lambda entry: entry[1])
