@@ -225,7 +225,9 @@ async def run_index_sync(
     run = _IndexSyncRun(
         sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
         db=db, client=client, stop=stop or asyncio.Event(), clock=clock, sleep=sleep, write=write,
-        history=await SyncHistory.open(db, enabled=config.sync.record_history, now=wall_clock),
+        history=await SyncHistory.open(
+            db, RepoLayout(config.repo_path), enabled=config.sync.record_history, now=wall_clock
+        ),
     )
     return await run.execute()
 
@@ -374,7 +376,7 @@ class _IndexSyncRun:
     async def _store(self, name: NormalizedName, display_name: str, rendered: RenderedProject, serial: int) -> None:
         """Record what changed in the history, write the pages, then queue the serial."""
         try:
-            await self.history.before_write(self.layout, rendered.page, rendered.pages[STORED_VARIANT])
+            await self.history.before_write(rendered.page, rendered.pages[STORED_VARIANT])
             if self.halted:
                 return  # recorded, not written: the next run fetches it and records it again
             await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
@@ -492,7 +494,7 @@ class _IndexSyncRun:
             self.report.removal_refused = reason
             return
         try:
-            await self.history.before_remove(self.layout, names)
+            await self.history.before_remove(names)
         except PyPIMirrorError as exc:  # the serials stay, so the next run removes them again
             for name in names:
                 self._project_failed(name, f"cannot record its removal: {exc}")
