@@ -12,7 +12,7 @@ TLS, signals, workers, draining) is :mod:`pypimirror.lifecycle`.
 
 from __future__ import annotations
 
-__all__ = ["Services", "make_app", "upstream_client"]
+__all__ = ["Services", "make_app", "upstream_client", "view_resolver"]
 
 import re
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from pypimirror.handlers.jsonapi import JsonApiHandler
 from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
+from pypimirror.handlers.views import ViewJsonApiHandler, ViewPackageFileHandler, ViewProjectHandler, ViewRootHandler
 from pypimirror.hitrate import HitCounter
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics
@@ -38,6 +39,8 @@ from pypimirror.status import StatusReader
 from pypimirror.storage import RepoLayout
 from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
+from pypimirror.viewpages import ViewPages
+from pypimirror.views import AgePolicy, ViewResolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,9 @@ class Services:
 
     ``status`` reads the database for the info page, ``/metrics`` and ``/healthz``; an app
     built without one (handler tests of other routes) has none of those routes. ``buffers``
-    bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`).
+    bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`). ``views``
+    holds the rendered pages of the views (:mod:`pypimirror.viewpages`); :func:`make_app` makes
+    one when none is given.
     """
 
     pages: PageCache
@@ -57,6 +62,7 @@ class Services:
     status: StatusReader | None = None
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
     hits: HitCounter = field(default_factory=HitCounter)
+    views: ViewPages | None = None
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -81,6 +87,9 @@ def make_app(config: Config, services: Services) -> Application:
         "metrics": services.metrics,
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
+    view_pages = services.views or ViewPages(prefix, config.upstream.packages_url)
+    viewing = {**pages, "views": view_pages, "resolver": view_resolver(config)}
+    v = rf"{p}/\+([^/]+)/([^/]+)"  # a view: its kind and its argument, read by the resolver
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
         (rf"{p}/packages/.*", PackageFileHandler, files),
@@ -92,6 +101,11 @@ def make_app(config: Config, services: Services) -> Application:
         (rf"{p}/web/.*", WebRedirectHandler, {**web, "route_base": f"{prefix}/web/"}),
         (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/pypi/{name}/json"}),
         (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**pages, "canonical_url": prefix + "/{name}/json"}),
+        (rf"{v}/packages/.*", ViewPackageFileHandler, {**files, **viewing, "prefix": prefix}),
+        (rf"{v}/simple/([^/]+)(/?)", ViewProjectHandler, {**viewing, "prefix": prefix}),
+        (rf"{v}/simple(/?)", ViewRootHandler, {**viewing, "prefix": prefix}),
+        (rf"{v}/pypi/([^/]+)/json/?", ViewJsonApiHandler, {**viewing, "canonical_url": prefix + "/{view}/pypi/{name}/json"}),
+        (rf"{v}/([^/]+)/json/?", ViewJsonApiHandler, {**viewing, "canonical_url": prefix + "/{view}/{name}/json"}),
     ]
     if services.status is not None:
         info = {
@@ -116,6 +130,15 @@ def make_app(config: Config, services: Services) -> Application:
             services.access_log, services.metrics, file_handlers=(PackageFileHandler,), hits=services.hits
         ),
     )
+
+
+def view_resolver(config: Config) -> ViewResolver:
+    """The views the URLs may name: every cooldown, and the configured named views."""
+    named = {
+        name: AgePolicy(label=f"+view/{name}", min_age=view.min_age, not_after=view.not_after, exempt=view.exempt)
+        for name, view in config.views.items()
+    }
+    return ViewResolver(named)
 
 
 def upstream_client(config: Config, *, attempts: int) -> UpstreamClient:
