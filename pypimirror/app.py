@@ -89,7 +89,8 @@ def make_app(config: Config, services: Services) -> Application:
     web = {**base, "pypi_url": config.upstream.pypi_url}
     view_pages = services.views or ViewPages(prefix, config.upstream.packages_url)
     viewing = {**pages, "views": view_pages, "resolver": view_resolver(config)}
-    v = rf"{p}/\+([^/]+)/([^/]+)"  # a view: its kind and its argument, read by the resolver
+    # A view: its kind and its argument, read by the resolver; pip sends the '+' as %2B.
+    v = rf"{p}/(?:\+|%2[Bb])([^/]+)/([^/]+)"
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
         (rf"{p}/packages/.*", PackageFileHandler, files),

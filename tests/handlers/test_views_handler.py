@@ -246,6 +246,15 @@ async def test_a_file_coming_of_age_enters_the_view_without_a_sync(fetch, demo, 
 
 
 @pytest.mark.gen_test
+async def test_a_percent_encoded_plus_names_the_same_view(fetch, demo):
+    """pip encodes the '+' of the links it follows."""
+    encoded = await fetch("/pypi/%2Bcooldown/7d/simple/demo/", headers={"Accept": V1_JSON})
+    plain = await fetch("/pypi/+cooldown/7d/simple/demo/", headers={"Accept": V1_JSON})
+    assert (encoded.code, encoded.body) == (200, plain.body)
+    assert (await fetch(f"/pypi/%2bcooldown/7d/packages/{relpath_of(NEW)}")).code == 403
+
+
+@pytest.mark.gen_test
 async def test_names_are_normalized_within_the_view(fetch, demo):
     response = await fetch("/pypi/+cooldown/7d/simple/Demo/?x=1")
     assert (response.code, response.headers["Location"]) == (301, "/pypi/+cooldown/7d/simple/demo/?x=1")
