@@ -251,10 +251,9 @@ class ViewPackageFileHandler(PackageFileHandler):
         filename = dist_relpath.rpartition("/")[2]
         name = project_of(dist_relpath)
         entry = await viewed_project(self.pages, self.files, self.views, view, name) if name is not None else None
-        if entry is None:
-            reason = f"{filename}: no project page of this mirror lists it"
-        else:
-            reason = entry.refusal(dist_relpath, filename, self.prefix)
+        reason = entry.refusal(dist_relpath, filename, self.prefix) if entry is not None else (
+            f"{filename}: no project page of this mirror lists it"
+        )
         if reason is None:
             return True
         self._refuse(view, reason)

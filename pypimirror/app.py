@@ -88,7 +88,8 @@ def make_app(config: Config, services: Services) -> Application:
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
     view_pages = services.views or ViewPages(prefix, config.upstream.packages_url)
-    viewing = {**pages, "views": view_pages, "resolver": view_resolver(config)}
+    resolver = view_resolver(config)
+    viewing = {**pages, "views": view_pages, "resolver": resolver}
     # A view: its kind and its argument, read by the resolver; pip sends the '+' as %2B.
     v = rf"{p}/(?:\+|%2[Bb])([^/]+)/([^/]+)"
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
@@ -116,6 +117,7 @@ def make_app(config: Config, services: Services) -> Application:
             "modes": ip_modes,
             "packages_url": config.upstream.packages_url,
             "redirect_url": config.upstream.redirect_url,
+            "views": tuple((view.label, view.describe()) for view in resolver.named.values()),
         }
         routes += [
             (p, SlashRedirectHandler, {**base, "target": f"{prefix}/"}),

@@ -284,7 +284,7 @@ def view_json_document(body: bytes, page: ProjectPage, url_for: Callable[[str], 
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedUpstreamError(f"the stored JSON-API document of {page.name} does not parse: {exc}") from None
     kept = {dist.filename: dist for dist in page.files}
-    shown: dict[str, list[object]] = {}
+    shown: dict[str, list[dict[str, object]]] = {}
     for version, files in releases.items():
         entries = [_json_api_file(item, kept[item["filename"]], url_for) for item in files
                    if isinstance(item, dict) and item.get("filename") in kept] if isinstance(files, list) else []

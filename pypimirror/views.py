@@ -75,7 +75,7 @@ def parse_age(raw: object) -> timedelta:
     The units are those of the configuration's durations (``d h m s``) plus ``w`` (weeks), as
     the clients' own cooldown settings use them.
     """
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or not raw.strip():
         raise ValueError(f"{raw!r} is not a duration ({_AGE_EXAMPLES})")
     text = raw.strip()
     weeks, rest = 0, text
@@ -178,6 +178,16 @@ class AgePolicy:
     min_age: timedelta | None = None
     not_after: datetime | None = None
     exempt: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """What the view leaves out, in one line (for the info page)."""
+        limits = []
+        if self.min_age is not None:
+            limits.append(f"files uploaded less than {format_duration(self.min_age)} ago")
+        if self.not_after is not None:
+            limits.append(f"files uploaded after {format_moment(self.not_after)}")
+        text = "leaves out " + " and ".join(limits)
+        return text + (f"; exempt: {', '.join(self.exempt)}" if self.exempt else "")
 
     def is_exempt(self, name: NormalizedName) -> bool:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exempt)
