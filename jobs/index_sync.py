@@ -11,6 +11,10 @@ Nothing is ever removed on the strength of a broken listing: an empty, failed or
 listing is an error before any plan is made, and a plan with more removals than
 ``sync.max_deletions`` has its removal step refused.
 
+Before a project's pages are replaced, what changed since the stored page is recorded in the
+index history (:mod:`pypimirror.jobs.sync_history`), and a removal is recorded before the pages
+go; a change that cannot be recorded is its project's error, so its pages wait for the next run.
+
 A page that cannot be written is its project's error, like an upstream failure: counted, logged,
 its serial not stored, so the next run tries again. A write failure that is not about one
 project (a full or read-only filesystem, or every write failing in a row) stops the fetching
@@ -53,6 +57,7 @@ from pypimirror.errors import (
     SyncRefusedError,
     UpstreamStatusError,
 )
+from pypimirror.jobs.sync_history import STORED_VARIANT, SyncHistory
 from pypimirror.listing import Listing, ListedProject, fetch_listing
 from pypimirror.pages import (
     ProjectPage,
@@ -186,11 +191,12 @@ class IndexSyncReport:
 
 @dataclass(frozen=True, slots=True)
 class RenderedProject:
-    """The four files of one project, ready to be written."""
+    """The four files of one project, ready to be written, and the page they render."""
 
     name: NormalizedName
     pages: dict[str, bytes]
     json_document: bytes | None
+    page: ProjectPage
 
 
 async def run_index_sync(
@@ -202,8 +208,11 @@ async def run_index_sync(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     write: Writer = atomic_write,
+    wall_clock: Callable[[], float] = time.time,
 ) -> IndexSyncReport:
     """Run one index sync; ``stop`` being set ends it at the next safe point.
+
+    ``clock`` times the run; ``wall_clock`` dates what the index history records.
 
     Raises an :class:`~pypimirror.errors.UpstreamError` when the listing cannot be read and a
     :class:`~pypimirror.errors.StorageError` when the page directories cannot be read (nothing
@@ -213,6 +222,7 @@ async def run_index_sync(
     run = _IndexSyncRun(
         sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
         db=db, client=client, stop=stop or asyncio.Event(), clock=clock, sleep=sleep, write=write,
+        history=await SyncHistory.open(db, enabled=config.sync.record_history, now=wall_clock),
     )
     return await run.execute()
 
@@ -237,6 +247,7 @@ class _IndexSyncRun:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         write: Writer,
+        history: SyncHistory,
     ) -> None:
         self.sync = sync
         self.upstream = upstream
@@ -247,6 +258,7 @@ class _IndexSyncRun:
         self.clock = clock
         self.sleep = sleep
         self.write = write
+        self.history = history
         self.layout = RepoLayout(repo_path)
         self.report = IndexSyncReport()
         self.pending_serials: list[tuple[NormalizedName, str, int]] = []
@@ -266,6 +278,7 @@ class _IndexSyncRun:
         await self._write_root_pages()
         self.report.interrupted = self.stop.is_set()
         self._judge_errors()
+        await self.history.finish(complete=not self.report.interrupted and self.report.failed is None)
         logger.info("index sync: done: %s", self.report.summary())
         return self.report
 
@@ -338,6 +351,7 @@ class _IndexSyncRun:
                 rendered, serial = await self._fetch_project(name, listed)
                 if self.halted:
                     return  # fetched, not written: its serial stays, so the next run fetches it
+                await self.history.before_write(self.layout, rendered.page, rendered.pages[STORED_VARIANT])
                 await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
             except PyPIMirrorError as exc:
                 self._project_failed(name, str(exc))
@@ -420,7 +434,7 @@ class _IndexSyncRun:
             "index.v1_json": render_project_json(page, url_for=url_for),
         }
         json_document = document.body if document.status == 200 else None
-        return RenderedProject(name, pages, json_document)
+        return RenderedProject(name, pages, json_document, page)
 
     async def _flush_serials(self) -> None:
         rows, self.pending_serials = self.pending_serials, []
@@ -451,6 +465,12 @@ class _IndexSyncRun:
             )
             logger.error("index sync: %s", reason)
             self.report.removal_refused = reason
+            return
+        try:
+            await self.history.before_remove(self.layout, names)
+        except PyPIMirrorError as exc:  # the serials stay, so the next run removes them again
+            for name in names:
+                self._project_failed(name, f"cannot record its removal: {exc}")
             return
         removed: list[NormalizedName] = []
         for name in names:

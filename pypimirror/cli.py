@@ -51,7 +51,7 @@ from pypimirror.jobs.simulate_command import (
 )
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
-from pypimirror.schema import hit_counters
+from pypimirror.schema import hit_counters, history_state
 from pypimirror.status import MirrorStatus, read_status
 from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
@@ -291,8 +291,10 @@ def _status(config: Config) -> int:
         with db.connect() as conn:
             # A database of an older release (status never upgrades it) has no hit counters yet.
             with_hits = inspect(conn).has_table(hit_counters.name)
+            with_history = inspect(conn).has_table(history_state.name)
             status = read_status(
-                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits
+                conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(),
+                with_hits=with_hits, with_history=with_history,
             )
             lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
@@ -348,6 +350,7 @@ def format_status(
             lines.append(f"  {title}: {_describe_hits(window)}")
     else:
         lines.append("hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)")
+    lines.append("index history: " + _describe_history(status.history_since, now))
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
 
@@ -373,6 +376,12 @@ def _format_counts(counts: Mapping[str, object]) -> str:
     """The counts worth reading: non-zero ones, without the per-phase timings and tier sizes shown elsewhere."""
     shown = [f"{key}={value}" for key, value in counts.items() if value and not key.startswith(("phase_", "tier"))]
     return " ".join(shown) or "all zero"
+
+
+def _describe_history(since: float | None, now: float) -> str:
+    if since is None:
+        return "not complete yet (it starts when an index sync with sync.record_history completes)"
+    return f"complete since {_when(since, now)}"
 
 
 def _describe_lease(lease: Lease | None, now: float) -> str:

@@ -167,6 +167,9 @@ class SyncConfig:
     max_deletions: int = 1000
     #: A run in which more than this share of its projects failed is a failed run.
     max_error_share: float = 0.5
+    #: Record the index history (first seen, yanks, removals, status changes) for ``+asof``;
+    #: a run without it ends the history, and the next run with it starts a new one.
+    record_history: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

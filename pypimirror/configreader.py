@@ -454,6 +454,7 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
         "concurrent_downloads": int_parser(1, 256),
         "max_deletions": int_parser(0),
         "max_error_share": parse_share,
+        "record_history": parse_bool,
     }
     return reader.build(data, "sync", SyncConfig, parsers)
 

@@ -218,7 +218,19 @@ def _status_section(page: InfoPage) -> str:
             rows.append(f'<tr><th>{e(title)}</th><td class="muted">never ran</td></tr>')
     for job in page.status.jobs:
         rows.append(_job_row(job, titles.get(job.name, job.name), page.now))
+    rows.append(_history_row(page.status.history_since, page.now))
     return _status_table(rows, _tiers_table(page.status.tiers))
+
+
+def _history_row(since: float | None, now: float) -> str:
+    """Since when the index history (what ``+asof`` views show) is complete."""
+    e = _escape
+    if since is None:
+        text = '<span class="muted">not complete yet: it starts when an index sync completes</span>'
+    else:
+        text = f"complete since {e(_format_time(since))} ({e(_format_age(now - since))} ago)"
+    return f'<tr id="history-since"><th>Index history</th><td>{text}</td></tr>'
+
 
 
 def _status_table(rows: list[str], after: str) -> str:

@@ -1,7 +1,7 @@
-"""What the mirror reports about itself: job history, cache fill, hit rate, health.
+"""What the mirror reports about itself: job history, cache fill, hit rate, index history, health.
 
 The info page, ``/metrics`` and ``/healthz`` show the same facts, read from the database
-(``job_runs``, ``local_files``, ``hit_counters``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
+(``job_runs``, ``local_files``, ``hit_counters``, ``history_state``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
 :class:`StatusReader` runs it off the IOLoop and keeps the answer for a few seconds, so a
 burst of page views or scrapes costs one read. A health check never piles up: while one is
 still waiting for a hung database, the next reports that instead of queueing behind it.
@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
+from pypimirror.historydb import read_history_start
 from pypimirror.hitrate import HitSummary, read_hit_summary
 from pypimirror.queries import (
     JobRun,
@@ -77,13 +78,15 @@ class MirrorStatus:
 
     ``job_titles`` are the jobs this mirror runs, name -> title in the order they are shown,
     whether they ran yet or not (the composition root passes the jobs' table); ``jobs`` lists
-    those first, in that order, then any other job on record by name.
+    those first, in that order, then any other job on record by name. ``history_since`` is since
+    when the index history is complete (None: not yet, or not read).
     """
 
     jobs: tuple[JobStatus, ...]
     tiers: tuple[TierFill, ...]
     hits: HitSummary | None = None
     job_titles: Mapping[str, str] = field(default_factory=dict)
+    history_since: float | None = None
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -97,12 +100,14 @@ def read_status(
     job_titles: Mapping[str, str] = _NO_TITLES,
     now: float | None = None,
     with_hits: bool = True,
+    with_history: bool = True,
 ) -> MirrorStatus:
-    """The job history, this node's cache fill and (``with_hits``) its hit rate as of ``now``, in
-    one read transaction."""
+    """The job history, this node's cache fill, (``with_hits``) its hit rate as of ``now`` and
+    (``with_history``) the start of the index history, in one read transaction."""
     hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     jobs = read_job_statuses(conn, tuple(job_titles))
-    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles)
+    history_since = read_history_start(conn) if with_history else None
+    return MirrorStatus(jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, history_since)
 
 
 def read_job_statuses(conn: Connection, order: Sequence[str] = ()) -> tuple[JobStatus, ...]:
@@ -193,7 +198,8 @@ class StatusReader:
         if fill is None:
             return read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles)
         hits = read_hit_summary(conn, self._node_id, time.time())
-        return MirrorStatus(read_job_statuses(conn, tuple(self._job_titles)), fill, hits, self._job_titles)
+        jobs = read_job_statuses(conn, tuple(self._job_titles))
+        return MirrorStatus(jobs, fill, hits, self._job_titles, read_history_start(conn))
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

@@ -817,6 +817,13 @@ class FakeIndex:
             del self._projects[project.name]
             self._next_serial()
 
+    def remove_release(self, name: str, version: str) -> None:
+        """Delete one release and its files, as an owner may on PyPI; the project stays."""
+        with self._lock:
+            release = self.release(name, version)
+            del self.project(name).releases[release.version]
+            self._touch(name)
+
     def yank(self, name: str, version: str, reason: str | None = None) -> None:
         with self._lock:
             release = self.release(name, version)

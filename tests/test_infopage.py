@@ -149,3 +149,11 @@ def test_the_hit_rate_of_24_hours_and_7_days_is_shown_with_the_chart():
 def test_without_hit_figures_the_page_has_no_hit_rate_section():
     assert 'id="hit-rate"' not in render_info_page(make_page()).decode()
     assert 'id="hit-rate"' not in render_info_page(make_page(status=None, status_error="down")).decode()
+
+
+def test_the_page_says_since_when_the_index_history_is_complete():
+    text = render_info_page(make_page()).decode()
+    assert '<tr id="history-since"><th>Index history</th><td><span class="muted">not complete yet' in text
+    status = MirrorStatus(jobs=(), tiers=(), history_since=1000.0)
+    text = render_info_page(make_page(status=status)).decode()
+    assert "<th>Index history</th><td>complete since 1970-01-01 00:16:40 UTC (18 min ago)</td>" in text
