@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
-
 import pytest
 from packaging.utils import NormalizedName
 
@@ -157,8 +156,8 @@ async def test_a_file_without_upload_time_is_left_out_of_every_view(fetch, write
 async def test_named_views_apply_min_age_exemptions_and_the_cut_off(fetch, demo, write_project):
     write_project(project("internal-tool", dist("internal-tool", "3.0", 0.5)))
     write_project(project("dated", dist("dated", "1.0", None, digit="c"),
-                          DistFile(**{**_fields(dist("dated", "0.9", 0, digit="d")), "upload_time": "2024-05-31T23:59:59Z"}),
-                          DistFile(**{**_fields(dist("dated", "1.1", 0, digit="e")), "upload_time": "2024-06-01T00:00:01Z"})))
+                          dataclasses.replace(dist("dated", "0.9", 0, digit="d"), upload_time="2024-05-31T23:59:59Z"),
+                          dataclasses.replace(dist("dated", "1.1", 0, digit="e"), upload_time="2024-06-01T00:00:01Z")))
 
     async def filenames(view: str, name: str) -> list[str]:
         response = await fetch(f"/pypi/+view/{view}/simple/{name}/", headers={"Accept": V1_JSON})
@@ -168,10 +167,6 @@ async def test_named_views_apply_min_age_exemptions_and_the_cut_off(fetch, demo,
     assert await filenames("stable", "demo") == [OLD.filename]
     assert await filenames("stable", "internal-tool") == ["internal_tool-3.0-py3-none-any.whl"]  # exempt
     assert await filenames("frozen", "dated") == ["dated-0.9-py3-none-any.whl"]
-
-
-def _fields(f: DistFile) -> dict[str, object]:
-    return {name: getattr(f, name) for name in DistFile.__slots__}
 
 
 @pytest.mark.gen_test
