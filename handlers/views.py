@@ -1,4 +1,5 @@
-"""The views: ``{prefix}/+cooldown/{duration}/…`` and ``{prefix}/+view/{name}/…`` (docs/views.md).
+"""The views: ``{prefix}/+cooldown/{duration}/…``, ``{prefix}/+view/{name}/…`` and
+``{prefix}/+asof/{timestamp}/…`` (docs/views.md).
 
 Under each view the mirror serves a complete index: the simple root and project pages (same
 negotiation, ``Vary``, validators, 304 and gzip as the plain index), the JSON-API documents,
@@ -68,6 +69,8 @@ async def viewed_project(
         raise page_unreadable(exc) from None
     except MalformedUpstreamError as exc:
         raise HTTPError(503, "%s", exc) from None
+    except ViewError as exc:
+        raise HTTPError(404, reason=one_line(str(exc))) from None
 
 
 class _ViewPageHandler(CachedPageHandler):
@@ -121,6 +124,8 @@ class ViewRootHandler(SimpleRootHandler):
             entry = await self.views.root(view, source)
         except MalformedUpstreamError as exc:
             raise HTTPError(503, "%s", exc) from None
+        except ViewError as exc:
+            raise HTTPError(404, reason=one_line(str(exc))) from None
         page = self.views.rendered(entry, variant.value)
         # A view that lists every project has the plain root's JSON (it names no URL).
         rep = await self.encode(page) if page is not None else await self._representation(variant)

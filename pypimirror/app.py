@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from tornado.web import Application
 
+from pypimirror.asof import AsOfViews, HistoryAccess
 from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.config import Config, ServeConfig
@@ -63,6 +64,7 @@ class Services:
     buffers: BufferBudget = field(default_factory=lambda: BufferBudget(ServeConfig().buffer_budget))
     hits: HitCounter = field(default_factory=HitCounter)
     views: ViewPages | None = None
+    history: HistoryAccess | None = None
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -88,7 +90,7 @@ def make_app(config: Config, services: Services) -> Application:
     }
     web = {**base, "pypi_url": config.upstream.pypi_url}
     view_pages = services.views or ViewPages(prefix, config.upstream.packages_url)
-    resolver = view_resolver(config)
+    resolver = view_resolver(config, services.history)
     viewing = {**pages, "views": view_pages, "resolver": resolver}
     # A view: its kind and its argument, read by the resolver; pip sends the '+' as %2B.
     v = rf"{p}/(?:\+|%2[Bb])([^/]+)/([^/]+)"
@@ -135,13 +137,14 @@ def make_app(config: Config, services: Services) -> Application:
     )
 
 
-def view_resolver(config: Config) -> ViewResolver:
-    """The views the URLs may name: every cooldown, and the configured named views."""
+def view_resolver(config: Config, history: HistoryAccess | None = None) -> ViewResolver:
+    """The views the URLs may name: every cooldown, the configured named views, and every
+    moment of the index history when there is one to read."""
     named = {
         name: AgePolicy(label=f"+view/{name}", min_age=view.min_age, not_after=view.not_after, exempt=view.exempt)
         for name, view in config.views.items()
     }
-    return ViewResolver(named)
+    return ViewResolver(named, AsOfViews(history) if history is not None else None)
 
 
 def upstream_client(config: Config, *, attempts: int) -> UpstreamClient:

@@ -42,6 +42,7 @@ from pypimirror.accesslog import AccessLog, NullAccessLog
 from pypimirror.app import Services, make_app, upstream_client
 from pypimirror.buffers import BufferBudget
 from pypimirror.config import Config, LogConfig, TLSConfig
+from pypimirror.asof import HistoryAccess
 from pypimirror.db import Database
 from pypimirror.errors import PyPIMirrorError
 from pypimirror.handlers.base import InFlight
@@ -277,6 +278,7 @@ async def _serve(
                 status=_status_reader(config, db),
                 buffers=BufferBudget(config.serve.buffer_budget // (worker.count if worker is not None else 1)),
                 hits=hits,
+                history=HistoryAccess(db.engine, config.cache.tier_roots, config.prefix),
             )
             server = _make_server(make_app(config, services), config, ssl_context)
             stack.callback(_start_metrics_refresh(services, votes, server).stop)

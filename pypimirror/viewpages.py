@@ -138,13 +138,15 @@ class ViewPages:
     async def project(self, view: View, name: NormalizedName, source: CachedPage) -> ViewedEntry:
         """The entry of ``name`` in ``view``, made from the plain page ``source`` if need be.
 
-        Raises :class:`~pypimirror.errors.MalformedUpstreamError` if the stored page does not parse.
+        Raises :class:`~pypimirror.errors.MalformedUpstreamError` if the stored page does not
+        parse, and :class:`~pypimirror.views.ViewError` if the view cannot show the project.
         """
         entry = self.fresh(view, name, source)
         if entry is not None:
             return entry
         now = self._clock()
-        viewed = await off_loop_if(len(source.body) > BLOCKING_LIMIT, _view_page, view, source.body, now)
+        blocking = view.blocking or len(source.body) > BLOCKING_LIMIT
+        viewed = await off_loop_if(blocking, _view_page, view, source.body, now)
         entry = ViewedEntry(view.label, source, viewed, viewed.changes_at)
         self._store((view.label, name), entry)
         return entry
@@ -192,8 +194,8 @@ class ViewPages:
         entry = self.fresh(view, ROOT, source)
         if entry is not None:
             return entry
-        big = len(source.body) > BLOCKING_LIMIT
-        rendered = await off_loop_if(big, _render_root, view, source.body, self.view_prefix(view))
+        blocking = view.blocking or len(source.body) > BLOCKING_LIMIT
+        rendered = await off_loop_if(blocking, _render_root, view, source.body, self.view_prefix(view))
         entry = ViewedEntry(view.label, source, None, math.inf)
         for variant, body in rendered.items():
             entry.pages[variant] = (_page_of(f"{view.label}::{variant}", body, source.mtime, source.last_serial), source)

@@ -39,7 +39,7 @@ import fnmatch
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Protocol
@@ -154,10 +154,17 @@ class ViewedProject:
 
 
 class View(Protocol):
-    """What the serving side needs of any view (:class:`AgePolicy` is one)."""
+    """What the serving side needs of any view (:class:`AgePolicy` is one).
+
+    ``apply`` and ``root`` may raise :class:`ViewError` (the view cannot show that page, a
+    404); a view whose ``blocking`` is true does I/O in them, so they run in a worker thread.
+    """
 
     @property
     def label(self) -> str: ...
+
+    @property
+    def blocking(self) -> bool: ...
 
     def apply(self, page: ProjectPage, now: float) -> ViewedProject: ...
 
@@ -178,6 +185,10 @@ class AgePolicy:
     min_age: timedelta | None = None
     not_after: datetime | None = None
     exempt: tuple[str, ...] = ()
+
+    @property
+    def blocking(self) -> bool:
+        return False
 
     def describe(self) -> str:
         """What the view leaves out, in one line (for the info page)."""
@@ -242,10 +253,12 @@ def keep_files(page: ProjectPage, kept: Iterable[DistFile]) -> ProjectPage:
 
 
 class ViewResolver:
-    """Finds the view a URL names: ``+cooldown/{duration}`` or ``+view/{name}`` (``named``)."""
+    """Finds the view a URL names: ``+cooldown/{duration}``, ``+view/{name}`` (``named``) or
+    ``+asof/{timestamp}`` (made by ``as_of``; None where the mirror has no history to read)."""
 
-    def __init__(self, named: Mapping[str, AgePolicy]) -> None:
+    def __init__(self, named: Mapping[str, AgePolicy], as_of: Callable[[str], View] | None = None) -> None:
         self._named = dict(named)
+        self._as_of = as_of
 
     @property
     def named(self) -> Mapping[str, AgePolicy]:
@@ -261,6 +274,10 @@ class ViewResolver:
             return found
         if kind == "cooldown":
             return _cooldown(argument)
+        if kind == "asof":
+            if self._as_of is None:
+                raise ViewError("this mirror serves no index history")
+            return self._as_of(argument)
         raise ViewError(f"no kind of view named {one_line(kind)}")
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fakeindex import FakeIndex
 from installers import pip_install, uv_pip_install
 from mirrorprocess import PREFIX, request, running_server, stop_server, sync_once, write_config
 
+from pypimirror.asof import format_as_of
 from pypimirror.handlers.views import VIEW_REASON_HEADER
 
 pytestmark = pytest.mark.e2e
@@ -67,4 +70,75 @@ def test_pip_and_uv_through_a_cooldown_install_the_previous_version(cooling: Fak
         assert json.loads(body)["versions"] == ["1.0"]
         status, _, body = request(port, f"{PREFIX}/+cooldown/7d/simple/cooling/", {"Accept": "text/html"})
         assert re.findall(r">([^<]+)</a>", body.decode()) == [d.filename for d in cooling.files("cooling", "1.0")]
+        stop_server(process, stderr_path)
+
+
+# --------------------------------------------------------------------------- +asof
+
+
+def page_json(port: int, path: str) -> dict[str, Any]:
+    status, _, body = request(port, path, {"Accept": V1_JSON})
+    assert status == 200, (path, body)
+    return cast(dict[str, Any], json.loads(body))
+
+
+def agreeing_files(port: int, path: str) -> dict[str, bool | str]:
+    """The files of a view's page with their yank state, the same in its JSON and its HTML."""
+    doc = page_json(port, path)
+    status, _, html = request(port, path, {"Accept": "text/html"})
+    assert status == 200
+    anchors = re.findall(r'<a href="([^"#]+)[^"]*"((?: [a-z-]+="[^"]*")*)>([^<]+)</a>', html.decode())
+    from_html = {}
+    for href, attributes, filename in anchors:
+        yanked = re.search(r'data-yanked="([^"]*)"', attributes)
+        from_html[filename] = (href, False if yanked is None else (yanked[1] or True))
+    from_json = {f["filename"]: (f["url"], f["yanked"]) for f in doc["files"]}
+    assert from_html == from_json
+    return {filename: yanked for filename, (_, yanked) in from_json.items()}
+
+
+def test_asof_shows_yanks_removals_and_quarantines_as_they_were(fake_index: FakeIndex, tmp_path: Path):
+    fake_index.add_project("yanky", ["1.0", "1.1"])
+    fake_index.add_project("shrinking", ["1.0", "2.0"])
+    fake_index.add_project("held", ["1.0"])
+    config = write_config(tmp_path, fake_index)
+    sync_once(config)  # the history is complete from the end of this run
+    t1 = time.time()
+    [removed] = [d for d in fake_index.files("shrinking", "2.0") if d.filename.endswith(".whl")]
+    [hidden] = [d for d in fake_index.files("held", "1.0") if d.filename.endswith(".whl")]
+    fake_index.yank("yanky", "1.1", "broken build")
+    fake_index.remove_release("shrinking", "2.0")
+    fake_index.set_status("held", "quarantined")
+    sync_once(config)  # records the changes at T2
+    t3 = time.time()
+    for dist in (removed, hidden):  # the upstream no longer offers them; a tier still holds them
+        held_copy = tmp_path / "repo" / "packages" / dist.path.removeprefix("/packages/")
+        held_copy.parent.mkdir(parents=True, exist_ok=True)
+        held_copy.write_bytes(dist.content)
+    stderr_path = tmp_path / "serve.err"
+    with running_server(config, stderr_path) as (process, port):
+        before, after = f"{PREFIX}/+asof/{format_as_of(t1)}", f"{PREFIX}/+asof/{format_as_of(t3)}"
+        assert set(agreeing_files(port, f"{before}/simple/yanky/").values()) == {False}
+        assert agreeing_files(port, f"{after}/simple/yanky/")["yanky-1.1-py3-none-any.whl"] == "broken build"
+
+        assert removed.filename in agreeing_files(port, f"{before}/simple/shrinking/")
+        assert removed.filename not in agreeing_files(port, f"{after}/simple/shrinking/")
+        assert page_json(port, f"{before}/simple/shrinking/")["versions"] == ["1.0", "2.0"]
+        status, _, body = request(port, f"{before}/packages/{removed.path.removeprefix('/packages/')}")
+        assert (status, body) == (200, removed.content)
+
+        assert agreeing_files(port, f"{before}/simple/held/") == {hidden.filename: False}
+        assert "project-status" not in page_json(port, f"{before}/simple/held/")
+        assert agreeing_files(port, f"{after}/simple/held/") == {}
+        assert page_json(port, f"{after}/simple/held/")["project-status"] == {"status": "quarantined"}
+
+        root = page_json(port, f"{after}/simple/")
+        assert [p["name"] for p in root["projects"]] == ["held", "shrinking", "yanky"]
+        for path, reason in (
+            (f"{PREFIX}/+asof/2001-01-01/simple/yanky/", "is before the index history began"),
+            (f"{PREFIX}/+asof/2999-01-01T00:00:00Z/simple/", "2999-01-01T00:00:00Z is in the future"),
+            (f"{PREFIX}/+asof/yesterday/simple/yanky/", "'yesterday' is not a moment"),
+        ):
+            status, headers, body = request(port, path)
+            assert status == 404 and reason in body.decode(), (path, body)
         stop_server(process, stderr_path)
