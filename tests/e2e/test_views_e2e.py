@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 from fakeindex import FakeIndex
-from installers import pip_install, uv_pip_install
+from installers import installer_env, pip_install, uv_executable, uv_pip_install
 from mirrorprocess import PREFIX, request, running_server, stop_server, sync_once, write_config
 
 from pypimirror.asof import format_as_of
@@ -142,3 +144,41 @@ def test_asof_shows_yanks_removals_and_quarantines_as_they_were(fake_index: Fake
             status, headers, body = request(port, path)
             assert status == 404 and reason in body.decode(), (path, body)
         stop_server(process, stderr_path)
+
+
+def uv_compile(index_url: str, requirements: Path, *extra: str) -> list[str]:
+    """The pins ``uv pip compile`` resolves from ``index_url`` (``name==version`` lines)."""
+    uv = uv_executable()
+    assert uv is not None, "uv is part of the test extra"
+    command = [uv, "pip", "compile", "--no-cache", "--no-header", "--no-annotate", "--index-url", index_url,
+               "--python", sys.executable, str(requirements), *extra]
+    result = subprocess.run(command, env=installer_env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [line for line in result.stdout.splitlines() if "==" in line]
+
+
+def test_uv_compile_through_asof_pins_as_exclude_newer_does(fake_index: FakeIndex, tmp_path: Path):
+    names = [f"timed-{i:02d}" for i in range(24)]
+    for i, name in enumerate(names):  # each depends on the next, so the resolution is one chain
+        fake_index.add_project(name, ["1.0", "1.1"], dependencies=[f"{names[i + 1]}>=1.0"] if i + 1 < len(names) else [])
+    config = write_config(tmp_path, fake_index)
+    sync_once(config)
+    moment = time.time()
+    later = datetime.fromtimestamp(moment + 60, UTC).replace(tzinfo=None)  # uploaded after the moment
+    for i, name in enumerate(names):
+        if i % 3:
+            fake_index.add_release(name, "2.0", upload_time=later)
+    sync_once(config)
+    requirements = tmp_path / "requirements.in"
+    requirements.write_text("".join(f"{name}\n" for name in names))
+    stderr_path = tmp_path / "serve.err"
+    with running_server(config, stderr_path) as (process, port):
+        base = f"http://127.0.0.1:{port}{PREFIX}"
+        plain = uv_compile(f"{base}/simple/", requirements, "--exclude-newer", format_as_of(moment))
+        as_of = uv_compile(f"{base}/+asof/{format_as_of(moment)}/simple/", requirements)
+        newest = uv_compile(f"{base}/simple/", requirements)
+        stop_server(process, stderr_path)
+    assert len(as_of) == len(names)
+    assert as_of == plain
+    assert as_of == [f"{name}==1.1" for name in names]
+    assert newest != as_of  # the releases after the moment are there, and left out only by the moment
