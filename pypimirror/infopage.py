@@ -167,6 +167,9 @@ def _views_section(page: InfoPage) -> str:
     rows = [f"<tr><td><code>{e(base)}+cooldown/&lt;duration&gt;/simple/</code></td>"
             "<td>only files uploaded at least that long ago (<code>30m</code>, <code>12h</code>, <code>7d</code>, "
             "<code>2w</code>)</td></tr>"]
+    rows.append(f"<tr><td><code>{e(base)}+asof/&lt;timestamp&gt;/simple/</code></td>"
+                "<td>the index as it was at that moment, yanks, removals and quarantines included "
+                "(<code>2026-06-01T12:00:00Z</code> or <code>2026-06-01</code>, UTC; within the index history)</td></tr>")
     rows += [f'<tr id="view-{e(label.rpartition("/")[2])}"><td><code>{e(base)}{e(label)}/simple/</code></td>'
              f"<td>{e(rule)}</td></tr>" for label, rule in page.views]
     joined = "\n".join(rows)

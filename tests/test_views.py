@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from packaging.utils import NormalizedName
 
+from pypimirror.asof import AsOfViews, HistoryAccess
+from pypimirror.db import Database
 from pypimirror.pagecache import CachedPage
 from pypimirror.pages import DistFile, ProjectPage, render_project_json
 from pypimirror.viewpages import ViewPages, view_json_document
@@ -148,3 +152,39 @@ def test_view_pages_are_bounded_and_rebuilt_when_their_source_changes():
         assert views.fresh(policy, NormalizedName("h"), replaced) is None
 
     asyncio.run(scenario())
+
+
+@pytest.fixture
+def history(tmp_path) -> Iterator[HistoryAccess]:
+    db = Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    yield HistoryAccess(db.engine, [tmp_path / "tier"], "/pypi")
+    db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("argument", "label"),
+    [("2026-06-01", "+asof/2026-06-01T00:00:00Z"), ("2026-06-01T02:00:00+02:00", "+asof/2026-06-01T00:00:00Z"),
+     ("2026-06-01T00:00:00.25Z", "+asof/2026-06-01T00:00:00.250000Z")],
+)
+def test_asof_views_name_their_moment_in_one_spelling(history, argument, label):
+    view = AsOfViews(history, clock=lambda: T0.timestamp() + 86400)(argument)
+    assert view.label == label
+    assert view.blocking
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [("2026-06-02T00:00:01Z", "2026-06-02T00:00:01Z is in the future: the index then is not known yet"),
+     ("9999-12-31", "9999-12-31T00:00:00Z is in the future: the index then is not known yet"),
+     ("06/01/2026", "+asof/06/01/2026: '06/01/2026' is not a moment"),
+     ("2026-06-01T00:00:00", "+asof/2026-06-01T00:00:00: '2026-06-01T00:00:00' is not a moment")],
+)
+def test_asof_refuses_malformed_and_future_moments(history, argument, message):
+    with pytest.raises(ViewError, match="^" + re.escape(message)):
+        AsOfViews(history, clock=lambda: T0.timestamp() + 86400)(argument)
+
+
+def test_asof_refuses_moments_without_a_history(history):
+    view = AsOfViews(history, clock=lambda: T0.timestamp() + 86400)("2026-06-01")
+    with pytest.raises(ViewError, match="^this mirror has not recorded an index history yet$"):
+        view.apply(page(dist("1.0", "2026-05-01T00:00:00Z")), T0.timestamp())

@@ -43,6 +43,7 @@ async def test_the_page_shows_how_to_use_the_views_with_pip_uv_and_poetry(fetch,
     assert f"pip install --index-url {cooldown} &lt;package&gt;" in text
     assert f"export UV_INDEX_URL={cooldown}" in text
     assert f"poetry source add --priority=primary mirror-cooldown {cooldown}" in text
+    assert f"<code>http://127.0.0.1:{http_port}/pypi/+asof/&lt;timestamp&gt;/simple/</code>" in text
     assert (f'<tr id="view-stable"><td><code>http://127.0.0.1:{http_port}/pypi/+view/stable/simple/</code></td>'
             "<td>leaves out files uploaded less than 7d ago and files uploaded after 2026-06-01T00:00:00Z; "
             "exempt: internal-*</td></tr>") in text

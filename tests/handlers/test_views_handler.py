@@ -348,6 +348,7 @@ async def test_a_file_no_page_lists_is_refused_by_a_view(fetch, demo):
         ("/pypi/+view/nope/simple/demo/", "no view named nope (known: frozen, stable)"),
         ("/pypi/+view/nope/pypi/demo/json", "no view named nope (known: frozen, stable)"),
         ("/pypi/+future/1d/simple/demo/", "no kind of view named future"),
+        ("/pypi/+asof/2026-06-01/simple/demo/", "this mirror serves no index history"),
     ],
 )
 @pytest.mark.gen_test
