@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from packaging.utils import NormalizedName
 from sqlalchemy import Engine
 
 from pypimirror.errors import UnsafePathError

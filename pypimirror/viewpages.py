@@ -59,7 +59,6 @@ JSON_API: Final = "json"
 ROOT: Final = NormalizedName("")
 
 _NO_KEY = (0, 0, 0)
-_PAGE_VARIANTS: Final = ("index.html", "index.v1_html", "index.v1_json")
 
 
 @dataclass(eq=False, slots=True)
@@ -185,9 +184,6 @@ class ViewPages:
         return self._keep(entry, JSON_API, page, document)
 
     # --- root pages ---------------------------------------------------------------------
-
-    def fresh_root(self, view: View, source: CachedPage) -> ViewedEntry | None:
-        return self.fresh(view, ROOT, source)
 
     async def root(self, view: View, source: CachedPage) -> ViewedEntry:
         """The root pages of ``view`` (every variant), made from the plain root JSON ``source``."""

@@ -59,7 +59,6 @@ _MOMENT = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2}))?", re.ASCII
 )
 _MOMENT_EXAMPLES = "expected RFC 3339 such as 2026-06-01T12:00:00Z, or a date such as 2026-06-01"
-_QUARANTINED = "quarantined"
 _NO_UPLOAD_TIME = "it has no upload time, so its age cannot be told"
 # Parsed upload times; a page is re-parsed when it changes, and its times mostly do not.
 _UPLOAD_TIMES_CACHED = 65536
