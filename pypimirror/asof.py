@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["AsOfView", "AsOfViews", "HistoryAccess", "format_as_of"]
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,25 +46,33 @@ _NO_UPLOAD_TIME = "it has no upload time, so when it appeared cannot be told"
 
 class HistoryAccess:
     """What an as-of view reads: the history in the database and, for files removed upstream
-    since, whether a tier still holds them. Every method blocks (database, ``lstat``)."""
+    since, whether a tier still holds them. Every method blocks (database, ``lstat``).
+
+    The views call it from worker threads of their own, outside the database's reader pool;
+    one read at a time keeps them to one connection beyond the pool's, whatever the load.
+    """
 
     def __init__(self, engine: Engine, tier_roots: Sequence[Path], prefix: str) -> None:
         self._engine = engine
         self._tier_roots = tuple(tier_roots)
         self.prefix = prefix
+        self._one_at_a_time = threading.Lock()
 
     def start(self) -> float | None:
-        return history_start(self._engine)
+        with self._one_at_a_time:
+            return history_start(self._engine)
 
     def project(self, page: ProjectPage, moment: float) -> ProjectPage | None:
         """``page`` as it was at ``moment``; None if the project did not exist then."""
-        as_of = project_as_of(self._engine, page.name, moment)
+        with self._one_at_a_time:
+            as_of = project_as_of(self._engine, page.name, moment)
         if as_of is None:
             return None
         return page_as_of(page, as_of, prefix=self.prefix, held_locally=self.held_locally)
 
     def root(self, moment: float) -> list[RootEntry]:
-        return projects_as_of(self._engine, moment)
+        with self._one_at_a_time:
+            return projects_as_of(self._engine, moment)
 
     def held_locally(self, relpath: str) -> bool:
         try:
