@@ -53,24 +53,25 @@ def resolve_view(resolver: ViewResolver, kind: str, argument: str) -> View:
     try:
         return resolver.resolve(kind, argument)
     except ViewError as exc:
-        raise HTTPError(404, reason=one_line(str(exc))) from None
+        raise view_not_found(exc) from None
 
 
 async def viewed_project(
     pages: PageCache, files: PageFiles, views: ViewPages, view: View, name: NormalizedName
-) -> ViewedEntry | None:
-    """``name``'s plain page as ``view`` shows it; None when the mirror has no page for it."""
+) -> ViewedEntry:
+    """``name``'s plain page as ``view`` shows it; :class:`ViewError` if the view shows none."""
     try:
         source = await pages.get(files.project_page(name, _SOURCE_VARIANT), read_simple_json_serial)
-        if source is None:
-            return None
         return await views.project(view, name, source)
     except StorageError as exc:
         raise page_unreadable(exc) from None
     except MalformedUpstreamError as exc:
         raise HTTPError(503, "%s", exc) from None
-    except ViewError as exc:
-        raise HTTPError(404, reason=one_line(str(exc))) from None
+
+
+def view_not_found(exc: ViewError) -> HTTPError:
+    """The answer for a page a view cannot show: 404, the reason in one line."""
+    return HTTPError(404, reason=one_line(str(exc)))
 
 
 class _ViewPageHandler(CachedPageHandler):
@@ -84,10 +85,10 @@ class _ViewPageHandler(CachedPageHandler):
         self.resolver = resolver
 
     async def viewed(self, view: View, name: NormalizedName) -> ViewedEntry:
-        entry = await viewed_project(self.pages, self.files, self.views, view, name)
-        if entry is None:
-            raise HTTPError(404)
-        return entry
+        try:
+            return await viewed_project(self.pages, self.files, self.views, view, name)
+        except ViewError as exc:
+            raise view_not_found(exc) from None
 
 
 class ViewRootHandler(SimpleRootHandler):
@@ -125,7 +126,7 @@ class ViewRootHandler(SimpleRootHandler):
         except MalformedUpstreamError as exc:
             raise HTTPError(503, "%s", exc) from None
         except ViewError as exc:
-            raise HTTPError(404, reason=one_line(str(exc))) from None
+            raise view_not_found(exc) from None
         page = self.views.rendered(entry, variant.value)
         # A view that lists every project has the plain root's JSON (it names no URL).
         rep = await self.encode(page) if page is not None else await self._representation(variant)
@@ -255,10 +256,15 @@ class ViewPackageFileHandler(PackageFileHandler):
         dist_relpath = path.dist_relpath
         filename = dist_relpath.rpartition("/")[2]
         name = project_of(dist_relpath)
-        entry = await viewed_project(self.pages, self.files, self.views, view, name) if name is not None else None
-        reason = entry.refusal(dist_relpath, filename, self.prefix) if entry is not None else (
-            f"{filename}: no project page of this mirror lists it"
-        )
+        if name is None:
+            reason: str | None = f"{filename}: the name of this file names no project"
+        else:
+            try:
+                entry = await viewed_project(self.pages, self.files, self.views, view, name)
+            except ViewError as exc:
+                reason = f"{filename}: {exc}"
+            else:
+                reason = entry.refusal(dist_relpath, filename, self.prefix)
         if reason is None:
             return True
         self._refuse(view, reason)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from packaging.utils import NormalizedName
+
 from pypimirror.errors import UnsafePathError
 from pypimirror.history import history_start, page_as_of, project_as_of, projects_as_of
 from pypimirror.pagemodel import ProjectPage
@@ -62,10 +64,11 @@ class HistoryAccess:
         with self._one_at_a_time:
             return history_start(self._engine)
 
-    def project(self, page: ProjectPage, moment: float) -> ProjectPage | None:
-        """``page`` as it was at ``moment``; None if the project did not exist then."""
+    def project(self, name: NormalizedName, page: ProjectPage | None, moment: float) -> ProjectPage | None:
+        """The page of ``name`` as it was at ``moment``, from its current ``page`` (None: the
+        project has none now, e.g. removed upstream since); None if it did not exist then."""
         with self._one_at_a_time:
-            as_of = project_as_of(self._engine, page.name, moment)
+            as_of = project_as_of(self._engine, name, moment)
         if as_of is None:
             return None
         return page_as_of(page, as_of, prefix=self.prefix, held_locally=self.held_locally)
@@ -94,14 +97,22 @@ class AsOfView:
         return True
 
     def apply(self, page: ProjectPage, now: float) -> ViewedProject:
+        return self._view(page.name, page)
+
+    def apply_absent(self, name: NormalizedName, now: float) -> ViewedProject:
+        """A project removed upstream since: its files a tier still holds, as they were then."""
+        return self._view(name, None)
+
+    def _view(self, name: NormalizedName, page: ProjectPage | None) -> ViewedProject:
         self._check_moment()
-        then = self.history.project(page, self.moment)
+        then = self.history.project(name, page, self.moment)
         if then is None:
-            raise ViewError(f"{page.name} did not exist at {format_as_of(self.moment)}")
+            raise ViewError(f"{name} did not exist at {format_as_of(self.moment)}")
         kept = keep_files(then, (dist for dist in then.files if dist.upload_time is not None))
         listed = {dist.filename for dist in kept.files}
+        current = page.files if page is not None else ()
         refused = {dist.filename: self._why_not_listed(dist.upload_time)
-                   for dist in (*page.files, *then.files) if dist.filename not in listed}
+                   for dist in (*current, *then.files) if dist.filename not in listed}
         return ViewedProject(kept, refused, math.inf, -math.inf)
 
     def root(self, entries: Sequence[RootEntry]) -> Sequence[RootEntry]:

@@ -59,6 +59,9 @@ JSON_API: Final = "json"
 ROOT: Final = NormalizedName("")
 
 _NO_KEY = (0, 0, 0)
+# The "plain page" of a project the mirror has none of: one object, so entries made from it stay
+# valid until the project gets a page (another object).
+_ABSENT: Final = CachedPage(path="", body=b"", etag='""', mtime=0.0, last_modified="", last_serial=None, key=_NO_KEY)
 
 
 @dataclass(eq=False, slots=True)
@@ -134,18 +137,20 @@ class ViewPages:
         self._entries.move_to_end((view.label, name))
         return entry
 
-    async def project(self, view: View, name: NormalizedName, source: CachedPage) -> ViewedEntry:
-        """The entry of ``name`` in ``view``, made from the plain page ``source`` if need be.
+    async def project(self, view: View, name: NormalizedName, source: CachedPage | None) -> ViewedEntry:
+        """The entry of ``name`` in ``view``, made from the plain page ``source`` if need be
+        (None: the mirror has no page of ``name`` now, which only a view of the past can show).
 
         Raises :class:`~pypimirror.errors.MalformedUpstreamError` if the stored page does not
         parse, and :class:`~pypimirror.views.ViewError` if the view cannot show the project.
         """
+        source = source if source is not None else _ABSENT
         entry = self.fresh(view, name, source)
         if entry is not None:
             return entry
         now = self._clock()
         blocking = view.blocking or len(source.body) > BLOCKING_LIMIT
-        viewed = await off_loop_if(blocking, _view_page, view, source.body, now)
+        viewed = await off_loop_if(blocking, _view_page, view, name, source, now)
         entry = ViewedEntry(view.label, source, viewed, viewed.changes_at)
         self._store((view.label, name), entry)
         return entry
@@ -233,8 +238,10 @@ class ViewPages:
             self._bytes -= entry.weight
 
 
-def _view_page(view: View, body: bytes, now: float) -> ViewedProject:
-    return view.apply(parse_simple_project_json(body), now)
+def _view_page(view: View, name: NormalizedName, source: CachedPage, now: float) -> ViewedProject:
+    if source is _ABSENT:
+        return view.apply_absent(name, now)
+    return view.apply(parse_simple_project_json(source.body), now)
 
 
 def _render_simple(page: ProjectPage, variant: str, url_for: Callable[[str], str]) -> bytes:

@@ -167,6 +167,10 @@ class View(Protocol):
 
     def apply(self, page: ProjectPage, now: float) -> ViewedProject: ...
 
+    def apply_absent(self, name: NormalizedName, now: float) -> ViewedProject:
+        """The page of a project the mirror has no page of now; :class:`ViewError` if none."""
+        ...
+
     def root(self, entries: Sequence[tuple[str, NormalizedName, int]]) -> Sequence[tuple[str, NormalizedName, int]]: ...
 
 
@@ -230,6 +234,10 @@ class AgePolicy:
             else:
                 refused[dist.filename] = reason
         return ViewedProject(keep_files(page, kept), refused, changes_at, changed_at)
+
+    def apply_absent(self, name: NormalizedName, now: float) -> ViewedProject:
+        """A project without a page on the plain index has none in the view either."""
+        raise ViewError(f"this mirror has no page of {name}")
 
     def root(self, entries: Sequence[tuple[str, NormalizedName, int]]) -> Sequence[tuple[str, NormalizedName, int]]:
         """Every project stays listed: one whose files are all too young has an empty page, as

@@ -103,17 +103,20 @@ def test_asof_shows_yanks_removals_and_quarantines_as_they_were(fake_index: Fake
     fake_index.add_project("yanky", ["1.0", "1.1"])
     fake_index.add_project("shrinking", ["1.0", "2.0"])
     fake_index.add_project("held", ["1.0"])
+    fake_index.add_project("gone", ["1.0"])
     config = write_config(tmp_path, fake_index)
     sync_once(config)  # the history is complete from the end of this run
     t1 = time.time()
     [removed] = [d for d in fake_index.files("shrinking", "2.0") if d.filename.endswith(".whl")]
     [hidden] = [d for d in fake_index.files("held", "1.0") if d.filename.endswith(".whl")]
+    [deleted] = [d for d in fake_index.files("gone", "1.0") if d.filename.endswith(".whl")]
+    fake_index.remove_project("gone")
     fake_index.yank("yanky", "1.1", "broken build")
     fake_index.remove_release("shrinking", "2.0")
     fake_index.set_status("held", "quarantined")
     sync_once(config)  # records the changes at T2
     t3 = time.time()
-    for dist in (removed, hidden):  # the upstream no longer offers them; a tier still holds them
+    for dist in (removed, hidden, deleted):  # the upstream no longer offers them; a tier still holds them
         held_copy = tmp_path / "repo" / "packages" / dist.path.removeprefix("/packages/")
         held_copy.parent.mkdir(parents=True, exist_ok=True)
         held_copy.write_bytes(dist.content)
@@ -134,8 +137,12 @@ def test_asof_shows_yanks_removals_and_quarantines_as_they_were(fake_index: Fake
         assert agreeing_files(port, f"{after}/simple/held/") == {}
         assert page_json(port, f"{after}/simple/held/")["project-status"] == {"status": "quarantined"}
 
-        root = page_json(port, f"{after}/simple/")
-        assert [p["name"] for p in root["projects"]] == ["held", "shrinking", "yanky"]
+        assert agreeing_files(port, f"{before}/simple/gone/") == {deleted.filename: False}
+        status, _, body = request(port, f"{after}/simple/gone/")
+        assert status == 404 and b"gone did not exist at" in body
+        assert [p["name"] for p in page_json(port, f"{before}/simple/")["projects"]] == [
+            "gone", "held", "shrinking", "yanky"]
+        assert [p["name"] for p in page_json(port, f"{after}/simple/")["projects"]] == ["held", "shrinking", "yanky"]
         for path, reason in (
             (f"{PREFIX}/+asof/2001-01-01/simple/yanky/", "is before the index history began"),
             (f"{PREFIX}/+asof/2999-01-01T00:00:00Z/simple/", "2999-01-01T00:00:00Z is in the future"),

@@ -255,7 +255,8 @@ async def test_names_are_normalized_within_the_view(fetch, demo):
     assert (response.code, response.headers["Location"]) == (301, "/pypi/+cooldown/7d/simple/demo/?x=1")
     response = await fetch("/pypi/+cooldown/7d/simple/demo")
     assert (response.code, response.headers["Location"]) == (301, "/pypi/+cooldown/7d/simple/demo/")
-    assert (await fetch("/pypi/+cooldown/7d/simple/nothing-here/")).code == 404
+    missing = await fetch("/pypi/+cooldown/7d/simple/nothing-here/")
+    assert (missing.code, missing.reason) == (404, "this mirror has no page of nothing-here")
 
 
 # --------------------------------------------------------------------------- JSON API
@@ -329,7 +330,11 @@ async def test_a_file_no_page_lists_is_refused_by_a_view(fetch, demo):
     assert "the page of demo does not list this file" in response.headers[VIEW_REASON_HEADER]
     response = await fetch(f"/pypi/+cooldown/7d/packages/ab/cd/{other_hash}/unknown-1.0.tar.gz")
     assert response.code == 403
-    assert "no project page of this mirror lists it" in response.headers[VIEW_REASON_HEADER]
+    assert response.headers[VIEW_REASON_HEADER] == (
+        "refused by +cooldown/7d: unknown-1.0.tar.gz: this mirror has no page of unknown")
+    response = await fetch(f"/pypi/+cooldown/7d/packages/ab/cd/{other_hash}/README")
+    assert response.code == 403
+    assert response.headers[VIEW_REASON_HEADER].endswith("README: the name of this file names no project")
     assert (await fetch("/pypi/+cooldown/7d/packages/../../etc/passwd")).code == 404
 
 
