@@ -362,3 +362,16 @@ async def test_a_url_naming_no_view_is_404_with_a_one_line_reason(fetch, demo, p
     assert response.code == 404
     assert response.reason == reason
     assert response.body.decode() == f"404 {reason}\n"
+
+
+@pytest.mark.gen_test
+async def test_head_answers_as_get_without_the_body(fetch, demo, votes):
+    get = await fetch("/pypi/+cooldown/7d/simple/demo/")
+    head = await fetch("/pypi/+cooldown/7d/simple/demo/", method="HEAD")
+    assert (head.code, head.body, head.headers["ETag"]) == (200, b"", get.headers["ETag"])
+    assert head.headers["Content-Length"] == str(len(get.body))
+    refused = await fetch(f"/pypi/+cooldown/7d/packages/{relpath_of(NEW)}", method="HEAD")
+    assert refused.code == 403 and VIEW_REASON_HEADER in refused.headers
+    offered = await fetch(f"/pypi/+cooldown/7d/packages/{relpath_of(OLD)}", method="HEAD")
+    assert offered.code == 302
+    assert votes.offers == []  # HEAD never votes
