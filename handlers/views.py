@@ -37,7 +37,7 @@ from pypimirror.views import View, ViewError, ViewResolver, one_line
 from .base import RequestContext
 from .cached import CachedPageHandler, PageFiles, normalized_name, page_unreadable
 from .files import PackageFileHandler
-from .simple import SimpleRootHandler, SimplePageHandler
+from .simple import SimplePageHandler, SimpleRootHandler
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,12 @@ async def viewed_project(
     except StorageError as exc:
         raise page_unreadable(exc) from None
     except MalformedUpstreamError as exc:
-        raise HTTPError(503, "%s", exc) from None
+        raise stored_page_malformed(exc) from None
+
+
+def stored_page_malformed(exc: MalformedUpstreamError) -> HTTPError:
+    """The answer for a stored page a view cannot read: 503, as for a page that cannot be read."""
+    return HTTPError(503, "%s", exc)
 
 
 def view_not_found(exc: ViewError) -> HTTPError:
@@ -124,7 +129,7 @@ class ViewRootHandler(SimpleRootHandler):
         try:
             entry = await self.views.root(view, source)
         except MalformedUpstreamError as exc:
-            raise HTTPError(503, "%s", exc) from None
+            raise stored_page_malformed(exc) from None
         except ViewError as exc:
             raise view_not_found(exc) from None
         page = self.views.rendered(entry, variant.value)
@@ -214,7 +219,7 @@ class ViewJsonApiHandler(_ViewPageHandler):
         try:
             page = await self.views.render_json_document(view, entry, document)
         except MalformedUpstreamError as exc:
-            raise HTTPError(503, "%s", exc) from None
+            raise stored_page_malformed(exc) from None
         sending = self.send_page(await self.encode(page), content_type=_JSON_CONTENT_TYPE, include_body=include_body)
         if sending is not None:
             await sending
