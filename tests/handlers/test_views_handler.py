@@ -375,3 +375,11 @@ async def test_head_answers_as_get_without_the_body(fetch, demo, votes):
     offered = await fetch(f"/pypi/+cooldown/7d/packages/{relpath_of(OLD)}", method="HEAD")
     assert offered.code == 302
     assert votes.offers == []  # HEAD never votes
+
+
+@pytest.mark.gen_test
+async def test_a_stored_page_that_does_not_parse_is_503_not_500(fetch, layout):
+    atomic_write(layout.project_page(NormalizedName("broken"), "index.v1_json"), b"{not json")
+    response = await fetch("/pypi/+cooldown/7d/simple/broken/")
+    assert response.code == 503
+    assert (await fetch("/pypi/+cooldown/7d/packages/ab/cd/ef/broken-1.0.tar.gz")).code == 503
