@@ -339,7 +339,7 @@ def root_child(config_file: str, body_file: str) -> None:
     from pypimirror.db import Database
     from pypimirror.jobs import index_sync
     from pypimirror.jobs.sync_history import SyncHistory
-    from pypimirror.storage import atomic_write
+    from pypimirror.storage import RepoLayout, atomic_write
 
     recorder = _Recorder()
     for module, attr, label in [
@@ -361,7 +361,9 @@ def root_child(config_file: str, body_file: str) -> None:
         run = index_sync._IndexSyncRun(
             sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
             db=db, client=client, stop=asyncio.Event(), clock=time.monotonic, sleep=asyncio.sleep,
-            write=atomic_write, history=SyncHistory(db, enabled=False, founding=False, now=time.time),
+            write=atomic_write, history=SyncHistory(
+                db, RepoLayout(config.repo_path), enabled=False, founding=False, now=time.time
+            ),
         )
         plan = await recorder.phase("plan (_plan)", run._plan())
         fetched = [(name, listed.display_name, listed.serial) for name, listed in plan.fetch]

@@ -93,6 +93,9 @@ PROGRESS_SECONDS = 5.0
 FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 #: This many projects in a row whose pages could not be written stop the run the same way.
 WRITE_FAILURES_IN_A_ROW = 20
+#: Fetched projects whose pages wait for the history's commit or their writes, at most; the
+#: fetches go on meanwhile, so a commit's wait costs them nothing and commits come in batches.
+STORES_IN_FLIGHT = 64
 
 #: Writes ``data`` to a path atomically; :func:`~pypimirror.storage.atomic_write` in production.
 Writer = Callable[[Path, bytes], None]
@@ -222,7 +225,9 @@ async def run_index_sync(
     run = _IndexSyncRun(
         sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
         db=db, client=client, stop=stop or asyncio.Event(), clock=clock, sleep=sleep, write=write,
-        history=await SyncHistory.open(db, enabled=config.sync.record_history, now=wall_clock),
+        history=await SyncHistory.open(
+            db, RepoLayout(config.repo_path), enabled=config.sync.record_history, now=wall_clock
+        ),
     )
     return await run.execute()
 
@@ -264,6 +269,8 @@ class _IndexSyncRun:
         self.pending_serials: list[tuple[NormalizedName, str, int]] = []
         self.last_flush = clock()
         self.write_failures_in_a_row = 0
+        self.stores: set[asyncio.Future[None]] = set()
+        self.store_slots = asyncio.Semaphore(STORES_IN_FLIGHT)
 
     @property
     def halted(self) -> bool:
@@ -340,8 +347,11 @@ class _IndexSyncRun:
         finally:
             for worker in workers:
                 worker.cancel()
-            progress.cancel()
-            await self._flush_serials()
+            try:
+                await asyncio.gather(*self.stores)  # every fetched project is written, or failed
+            finally:
+                progress.cancel()
+                await self._flush_serials()
 
     async def _worker(self, queue: Iterable[tuple[NormalizedName, ListedProject]]) -> None:
         for name, listed in queue:
@@ -349,23 +359,40 @@ class _IndexSyncRun:
                 return
             try:
                 rendered, serial = await self._fetch_project(name, listed)
-                if self.halted:
-                    return  # fetched, not written: its serial stays, so the next run fetches it
-                await self.history.before_write(self.layout, rendered.page, rendered.pages[STORED_VARIANT])
-                await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
             except PyPIMirrorError as exc:
                 self._project_failed(name, str(exc))
                 continue
-            except OSError as exc:
-                self._write_failed(name, exc)
-                continue
-            self.write_failures_in_a_row = 0
-            self.report.fetched += 1
-            self.pending_serials.append((name, listed.display_name, serial))
-            if len(self.pending_serials) >= SERIAL_BATCH or (
-                self.clock() - self.last_flush >= SERIAL_FLUSH_SECONDS
-            ):
-                await self._flush_serials()
+            if self.halted:
+                return  # fetched, not written: its serial stays, so the next run fetches it
+            await self.store_slots.acquire()
+            store = asyncio.ensure_future(self._store(name, listed.display_name, rendered, serial))
+            self.stores.add(store)
+            store.add_done_callback(self._stored)
+
+    def _stored(self, store: asyncio.Future[None]) -> None:
+        self.stores.discard(store)
+        self.store_slots.release()
+
+    async def _store(self, name: NormalizedName, display_name: str, rendered: RenderedProject, serial: int) -> None:
+        """Record what changed in the history, write the pages, then queue the serial."""
+        try:
+            await self.history.before_write(rendered.page, rendered.pages[STORED_VARIANT])
+            if self.halted:
+                return  # recorded, not written: the next run fetches it and records it again
+            await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
+        except PyPIMirrorError as exc:
+            self._project_failed(name, str(exc))
+            return
+        except OSError as exc:
+            self._write_failed(name, exc)
+            return
+        self.write_failures_in_a_row = 0
+        self.report.fetched += 1
+        self.pending_serials.append((name, display_name, serial))
+        if len(self.pending_serials) >= SERIAL_BATCH or (
+            self.clock() - self.last_flush >= SERIAL_FLUSH_SECONDS
+        ):
+            await self._flush_serials()
 
     def _project_failed(self, name: NormalizedName, reason: str) -> None:
         self.report.errors += 1
@@ -467,7 +494,7 @@ class _IndexSyncRun:
             self.report.removal_refused = reason
             return
         try:
-            await self.history.before_remove(self.layout, names)
+            await self.history.before_remove(names)
         except PyPIMirrorError as exc:  # the serials stay, so the next run removes them again
             for name in names:
                 self._project_failed(name, f"cannot record its removal: {exc}")

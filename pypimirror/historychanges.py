@@ -128,20 +128,50 @@ def diff_stored_page(
     """The changes from the stored page (``old_json``, None if there is none) to ``new``.
 
     ``new_json`` is ``new`` as the sync renders it: equal bytes mean nothing to record, the
-    common case of a serial bumped without a visible change, which then costs no parsing.
-    A stored page that cannot be read is logged and taken as the new starting point.
+    common case of a serial bumped without a visible change, which then costs no parsing. The
+    stored page is our own rendering, so only the few fields compared are read from it; it is
+    parsed in full only when files left it, whose entries are then kept. A stored page that
+    cannot be read is logged and taken as the new starting point.
     """
     if old_json is None:
         return _created(new, at)
     if old_json == new_json:
         return None
     try:
-        old = parse_simple_project_json(old_json, display_name=new.display_name)
-    except MalformedUpstreamError as exc:
-        logger.warning("history of %s: the stored page is unreadable, nothing recorded: %s", new.name, exc)
+        changes = _diff(_Outline.of(old_json), old_json, new, at)
+    except (ValueError, TypeError, KeyError, RecursionError, MalformedUpstreamError) as exc:
+        logger.warning("history of %s: the stored page is unreadable, nothing recorded: %r", new.name, exc)
         return None
-    changes = _diff(old, new, at)
     return changes if _records_anything(changes) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outline:
+    """What the comparison reads of a stored page: its status and each file's yank state."""
+
+    status: State
+    yanked: dict[str, bool | str]
+
+    @classmethod
+    def of(cls, page_json: bytes) -> _Outline:
+        """Read our own rendering (pages.render_project_json); a page of another shape raises."""
+        doc = json.loads(page_json)
+        marker = doc.get("project-status") or {}
+        yanked = {str(entry["filename"]): entry["yanked"] for entry in doc["files"]}
+        if not all(isinstance(value, (bool, str)) for value in yanked.values()):
+            raise TypeError("a yanked value is neither a boolean nor a reason")
+        return cls((marker.get("status"), marker.get("reason")), yanked)
+
+    @property
+    def quarantined(self) -> bool:
+        return self.status[0] == QUARANTINED
+
+
+def _entries(page_json: bytes, filenames: set[str]) -> tuple[DistFile, ...]:
+    """The full entries of ``filenames`` on a stored page (parsed only for files that left it)."""
+    if not filenames:
+        return ()
+    return tuple(f for f in parse_simple_project_json(page_json).files if f.filename in filenames)
 
 
 def removal_changes(
@@ -170,32 +200,30 @@ def _created(new: ProjectPage, at: float) -> ProjectChanges:
     )
 
 
-def _diff(old: ProjectPage, new: ProjectPage, at: float) -> ProjectChanges:
+def _diff(old: _Outline, old_json: bytes, new: ProjectPage, at: float) -> ProjectChanges:
     changes: list[StateChange] = []
-    old_status, new_status = (old.status, old.status_reason), (new.status, new.status_reason)
-    if old_status != new_status:
-        changes.append(StateChange(None, old_status, new_status))
-    was_quarantined, is_quarantined = old.status == QUARANTINED, new.status == QUARANTINED
-    if is_quarantined:  # a quarantined page lists no files: they are hidden, not removed
-        hidden = () if was_quarantined else old.files
+    new_status = (new.status, new.status_reason)
+    if old.status != new_status:
+        changes.append(StateChange(None, old.status, new_status))
+    if new.status == QUARANTINED:  # a quarantined page lists no files: they are hidden, not removed
+        hidden = () if old.quarantined else _entries(old_json, set(old.yanked))
         return ProjectChanges(new.name, new.display_name, at, hidden_files=hidden, changes=tuple(changes))
-    if was_quarantined:
+    if old.quarantined:
         listed = tuple(f.filename for f in new.files)
         return ProjectChanges(
             new.name, new.display_name, at, new_files=listed, returned=listed, changes=tuple(changes)
         )
-    before = {f.filename: f for f in old.files}
-    now_listed = {f.filename for f in new.files}
     for dist in new.files:
-        previous = before.get(dist.filename)
-        if previous is not None and previous.yanked != dist.yanked:
-            changes.append(StateChange(dist.filename, yank_state(previous.yanked), yank_state(dist.yanked)))
+        previous = old.yanked.get(dist.filename)
+        if previous is not None and previous != dist.yanked:
+            changes.append(StateChange(dist.filename, yank_state(previous), yank_state(dist.yanked)))
+    now_listed = {f.filename for f in new.files}
     return ProjectChanges(
         new.name,
         new.display_name,
         at,
-        new_files=tuple(f.filename for f in new.files if f.filename not in before),
-        gone_files=tuple(f for f in old.files if f.filename not in now_listed),
+        new_files=tuple(f.filename for f in new.files if f.filename not in old.yanked),
+        gone_files=_entries(old_json, {name for name in old.yanked if name not in now_listed}),
         changes=tuple(changes),
     )
 

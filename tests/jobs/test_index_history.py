@@ -416,3 +416,20 @@ def test_page_as_of_is_plain_data_for_renderers() -> None:
     assert (page.name, page.display_name, page.files, page.status) == ("x", "X", (), None)
     with pytest.raises(AttributeError):
         as_of.moment = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stored_page_that_cannot_be_read_is_replaced_and_the_new_page_is_the_starting_point(
+    sync: Sync, fake_index: FakeIndex, db: Database, clock: WallClock, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_index.add_project("demo", ["1.0"])
+    await start(sync, clock, db)
+    (tmp_path / "repo" / "simple" / "demo" / "index.v1_json").write_bytes(b"\x00garbage")
+    fake_index.yank("demo", "1.0", "bad")
+    t2 = clock.advance()
+    report = await sync()
+    assert report.ok and report.errors == 0 and report.fetched == 1
+    assert "history of demo: the stored page is unreadable, nothing recorded" in caplog.text
+    assert set(yanks(page_then(tmp_path, db, "demo", t2 - 1)).values()) == {"bad"}  # nothing known before
+    assert count_rows(db) == 0
