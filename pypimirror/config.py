@@ -34,6 +34,7 @@ __all__ = [
     "Tier",
     "TimeoutsConfig",
     "UpstreamConfig",
+    "ViewConfig",
     "VotesConfig",
     "section_keys",
     "yaml_key",
@@ -42,8 +43,9 @@ __all__ = [
 import dataclasses
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -289,6 +291,20 @@ class ServeConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ViewConfig:
+    """One named view, served at ``{prefix}/+view/{name}/simple/`` (docs/views.md).
+
+    Files younger than ``min_age`` or uploaded after ``not_after`` (a UTC moment) are left out,
+    except in projects whose normalized name matches one of the ``exempt`` shell patterns.
+    At least one of the two limits is set.
+    """
+
+    min_age: timedelta | None = None
+    exempt: tuple[str, ...] = ()
+    not_after: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, built once by :func:`~pypimirror.configreader.load_config` and passed down."""
 
@@ -310,6 +326,7 @@ class Config:
     votes: VotesConfig = VotesConfig()
     serve: ServeConfig = ServeConfig()
     advisories: AdvisoriesConfig = AdvisoriesConfig()
+    views: Mapping[str, ViewConfig] = field(default_factory=dict)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -340,6 +357,10 @@ def _display_value(value: object) -> Any:
         return {yaml_key(item): _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
     if isinstance(value, tuple):
         return [_display_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _display_value(item) for key, item in value.items()}
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network | date):
