@@ -156,7 +156,11 @@ class CacheConfig:
     @property
     def counting_window(self) -> timedelta:
         """How far back votes count under ``policy``, and so how long the cache job keeps them."""
-        if self.policy == "seed":
+        return self.window_of(self.policy)
+
+    def window_of(self, policy: CachePolicy) -> timedelta:
+        """How far back votes count under ``policy`` (the simulator replays both policies)."""
+        if policy == "seed":
             return self.vote_window
         return max(self.vote_window, self.score_window)
 
