@@ -348,16 +348,17 @@ def _replay_planners(
         _settle(files, sizes, start, end, states)
         start = end
         votes.expire(instant - window)
-        popular = {min_votes: votes.popular(min_votes)}
+        # Every state plans over the same votes: each floor's files and their path map are built once.
+        popular: dict[int, tuple[dict[int, int], dict[str, int]]] = {}
         for state in states:
             floor = min_votes
             while True:
                 if floor not in popular:
-                    popular[floor] = votes.popular(floor)
-                voted = popular[floor]
+                    counted = votes.popular(floor)
+                    popular[floor] = counted, {paths[f]: n for f, n in counted.items()}
+                voted, by_path = popular[floor]
                 held = state.held
                 wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
-                by_path = {paths[f]: n for f, n in voted.items()}
                 plan = plan_cache(
                     state.local, wanted, by_path, state.limits, policy=state.policy, min_vote_count=min_votes
                 )
