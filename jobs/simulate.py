@@ -43,12 +43,16 @@ __all__ = [
 
 import ipaddress
 import logging
+import multiprocessing
+import os
+import threading
 from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from multiprocessing.connection import Connection
+from typing import Final, Protocol
 
 from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, lowers_threshold, plan_cache
 
@@ -61,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 PLANNER_POLICIES: tuple[CachePolicy, ...] = ("seed", "default")
 POLICIES: tuple[str, ...] = (*PLANNER_POLICIES, "lru", "static-greedy")
+#: Below this many requests the planner states replay in this process: a fork costs more than it saves.
+_PARALLEL_REQUESTS: Final = 200_000
 
 
 class RequestLike(Protocol):
@@ -236,8 +242,15 @@ def simulate(
     *,
     cache: CacheConfig,
     schedule: Schedule,
+    workers: int | None = None,
 ) -> list[PolicyResult]:
-    """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order."""
+    """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order.
+
+    The planner policies, by far the slowest part, replay in up to ``workers`` processes
+    (forked, so the trace is shared, not copied); by default one per CPU for a trace of
+    :data:`_PARALLEL_REQUESTS` requests or more, else one. The results are the same whatever
+    the number: each process replays whole states.
+    """
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise ValueError(f"unknown policies {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
@@ -250,7 +263,9 @@ def simulate(
             for budget in budgets
             for policy in planners
         ]
-        _replay_planners(trace, states, cache, schedule)
+        if workers is None:
+            workers = _default_workers(trace, len(states))
+        _replay_planners_in_parallel(trace, states, cache, schedule, workers)
         for state in states:
             results[(state.policy, state.budget)] = state.result(trace.requests, requested)
     for budget in budgets:
@@ -265,6 +280,77 @@ def simulate(
         for policy in planners:
             results.setdefault((policy, budget), PolicyResult(policy, budget, 0, 0, 0, 0, 0))
     return [results[(policy, budget)] for budget in budgets for policy in policies]
+
+
+def _default_workers(trace: CompactTrace, states: int) -> int:
+    """One process per CPU (at most one per state) for a large trace, where the fork pays off; else one.
+
+    A process that runs threads is not forked (a lock held by another thread at the fork
+    would stay held in the child forever), nor where the platform cannot fork.
+    """
+    if (
+        trace.requests < _PARALLEL_REQUESTS
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, states))
+
+
+def _replay_planners_in_parallel(
+    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule, workers: int
+) -> None:
+    """:func:`_replay_planners` with the states dealt out to ``workers`` processes (this one included).
+
+    Each forked child replays its share of the states, votes included, and sends back their
+    counters; this process replays the first share meanwhile and reports the progress.
+    """
+    shares = [list(states[n::workers]) for n in range(min(max(workers, 1), len(states)))]
+    if len(shares) == 1:
+        _replay_planners(trace, states, cache, schedule)
+        return
+    context = multiprocessing.get_context("fork")
+    children = []
+    for share in shares[1:]:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_replay_in_child, args=(trace, share, cache, schedule, sender), name="simulate-planner", daemon=True
+        )
+        child.start()
+        sender.close()
+        children.append((child, receiver, share))
+    try:
+        _replay_planners(trace, shares[0], cache, schedule)
+        for child, receiver, share in children:
+            try:
+                outcome: list[tuple[int, int, int]] | str = receiver.recv()
+            except EOFError:
+                child.join()
+                raise RuntimeError(f"a simulation process ended without its results (exit code {child.exitcode})") from None
+            if isinstance(outcome, str):
+                raise RuntimeError(f"a simulation process failed: {outcome}")
+            for state, (hits, hit_bytes, upstream) in zip(share, outcome, strict=True):
+                state.hits, state.hit_bytes, state.upstream = hits, hit_bytes, upstream
+    finally:
+        for child, receiver, _share in children:
+            receiver.close()
+            if child.is_alive():
+                child.terminate()
+            child.join()
+
+
+def _replay_in_child(
+    trace: CompactTrace, states: list[_PlannerState], cache: CacheConfig, schedule: Schedule, results: Connection
+) -> None:
+    """A forked process's part: replay ``states`` and send their counters (or what went wrong)."""
+    try:
+        _replay_planners(trace, states, cache, schedule, report=False)
+        results.send([(state.hits, state.hit_bytes, state.upstream) for state in states])
+    except Exception as exc:  # the parent raises it, with its message
+        results.send(f"{type(exc).__name__}: {exc}")
+    finally:
+        results.close()
 
 
 def _replay_lru(trace: CompactTrace, budget: int) -> tuple[int, int, int]:
@@ -323,7 +409,7 @@ class _PlannerState:
 
 
 def _replay_planners(
-    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule
+    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule, *, report: bool = True
 ) -> None:
     """One pass over the trace: votes as the server records them, the planner at each instant.
 
@@ -366,7 +452,7 @@ def _replay_planners(
                     break
                 floor = 1
             _apply(state, plan, fid_of)
-        if number % 24 == 0:
+        if report and number % 24 == 0:
             logger.info("simulate: planned %d of %d instants", number, len(instants))
     votes.count(start, len(files))
     _settle(files, sizes, start, len(files), states)
