@@ -178,6 +178,16 @@ def test_unlisted_files_are_counted_apart_and_left_out() -> None:
     assert trace.networks == 5
 
 
+def test_clients_are_numbered_by_network_and_unparsable_addresses_cast_no_vote() -> None:
+    clients = [
+        "10.0.1.5", "10.0.1.05", "10.0.1.256", "10.0.1.7 ", " 10.0.1.9", "::ffff:10.0.1.8", "10.0.1.-1",
+        "2001:db8:1::1", "2001:db8:1::1.2.3.4", "2001:db8:2::9", "nonsense.5", "nonsense.6", "", "10.0.2.1",
+    ]
+    trace = compact_trace([Request(T0 + n, client, A) for n, client in enumerate(clients)], LISTED)
+    assert list(trace.nets) == [0, -1, -1, 0, 0, 0, -1, 1, 1, 2, -1, -1, -1, 3]
+    assert trace.networks == 4
+
+
 def test_a_planner_setting_in_the_config_changes_the_simulated_result() -> None:
     # With min_vote_count 1 the seed's planner at t0+1h ranks C, A, then D before B (smaller):
     # at 2 MB it holds {A, D}, so r11 (D) hits too: 4 hits instead of 3.
