@@ -26,7 +26,8 @@ bytes. ``auto`` picks a file's format from its first line that parses in either.
 (an operator may replay a month, tens of millions of lines): the usual line is split at its
 quotes and only short pieces go through a regex (a whole-line regex or ``json.loads`` is the
 fallback for unusual lines), User-Agents are unescaped and timestamps converted once per
-distinct value, and the checks are ordered so the common line takes the fewest steps.
+distinct value, package paths checked once per distinct raw path (up to a bound), and the
+checks are ordered so the common line takes the fewest steps.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ _MONTHS: Final = {
     )
 }
 _PACKAGES: Final = "/packages/"
+# Distinct raw package paths whose check is remembered (popular files are requested again and
+# again); the cache starts afresh when full, which bounds its memory to some tens of MB.
+_RELPATHS_CACHED: Final = 1 << 17
 # Malformed lines shown in the log, per reader; the rest are only counted.
 _SHOWN_MALFORMED: Final = 5
 # Characters quote() must leave alone when re-encoding a decoded path: the separators only, so
@@ -171,6 +175,7 @@ class TraceReader:
         self._is_bot = BotMatcher(bots).is_bot
         self._combined = _CombinedParser()
         self._mirror_json = _MirrorJsonParser()
+        self._relpaths: dict[str, str | None] = {}  # raw path after the marker -> its package path
 
     def __iter__(self) -> Iterator[TraceRequest]:
         for path in self.paths:
@@ -200,6 +205,7 @@ class TraceReader:
         marker = self._marker
         marker_length = len(marker)
         is_bot = self._is_bot
+        relpaths = self._relpaths
         lines_before = stats.lines
         for text in lines:
             stats.lines += 1
@@ -224,7 +230,14 @@ class TraceReader:
                 if not target.startswith(marker):
                     stats.out_of_prefix += 1
                     continue
-            relpath = _package_relpath(target[marker_length:])
+            raw = target[marker_length:]
+            try:
+                relpath = relpaths[raw]
+            except KeyError:
+                relpath = _package_relpath(raw)
+                if len(relpaths) >= _RELPATHS_CACHED:
+                    relpaths.clear()
+                relpaths[raw] = relpath
             if relpath is None:
                 stats.out_of_prefix += 1
                 continue

@@ -263,6 +263,19 @@ def test_lines_outside_the_prefix_or_not_package_paths_are_out_of_prefix(tmp_pat
     assert (stats.out_of_prefix, stats.skipped_lines, stats.excluded) == (8, 0, 0)
 
 
+def test_repeated_paths_read_the_same_when_their_checks_are_remembered_or_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache of two raw paths, cleared when full: every line must still read as it would alone.
+    monkeypatch.setattr("pypimirror.trace._RELPATHS_CACHED", 2)
+    bad = "GET /pypi/packages/ab/cd/../../etc/passwd HTTP/1.1"
+    order = [WHEEL, SDIST, WHEEL, "bad", SDIST, "bad", WHEEL, f"{WHEEL}?x=1", f"{WHEEL}?x=1"]
+    lines = [nginx(bad) if p == "bad" else nginx(f"GET /pypi/packages/{p} HTTP/1.1") for p in order]
+    requests, stats = read([write(tmp_path / "access.log", lines)])
+    assert [r.path for r in requests] == [WHEEL, SDIST, WHEEL, SDIST, WHEEL, WHEEL, WHEEL]
+    assert stats.out_of_prefix == 2
+
+
 @pytest.mark.parametrize(
     "line",
     [
