@@ -36,6 +36,7 @@ __all__ = [
     "CompactTrace",
     "PolicyResult",
     "compact_trace",
+    "fork_is_safe",
     "planning_times",
     "simulate",
     "tier_budgets",
@@ -298,17 +299,17 @@ def simulate(
     return [results[(policy, budget)] for budget in budgets for policy in policies]
 
 
-def _default_workers(trace: CompactTrace, states: int) -> int:
-    """One process per CPU (at most one per state) for a large trace, where the fork pays off; else one.
+def fork_is_safe() -> bool:
+    """Whether this process may fork helpers: the platform can, and no other thread runs.
 
-    A process that runs threads is not forked (a lock held by another thread at the fork
-    would stay held in the child forever), nor where the platform cannot fork.
+    A lock another thread holds at the fork would stay held in the child forever.
     """
-    if (
-        trace.requests < _PARALLEL_REQUESTS
-        or threading.active_count() > 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _default_workers(trace: CompactTrace, states: int) -> int:
+    """One process per CPU (at most one per state) for a large trace, where the fork pays off; else one."""
+    if trace.requests < _PARALLEL_REQUESTS or not fork_is_safe():
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cpus, states))
