@@ -19,12 +19,14 @@ __all__ = [
 
 import json
 import logging
+import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
-from pypimirror.jobs.simulate import POLICIES, compact_trace, simulate
+from pypimirror.jobs.simulate import POLICIES, compact_trace, fork_is_safe, simulate
 from pypimirror.jobs.simulate_report import format_table, results_document, write_plot
 
 from pypimirror.config import Config
@@ -86,7 +88,7 @@ def run_simulation(
     if plot_out is not None and plot_out.suffix.lower() not in (".svg", ".png"):
         raise SimulateArgumentError(f"--plot {str(plot_out)!r}: the file name must end in .svg or .png")
     started = time.monotonic()
-    listed = scan_listed_files(config.repo_path, config.prefix)
+    listed = _ListedSizes(_scan_sizes(config.repo_path, config.prefix))
     logger.info("simulate: the stored pages list %d files (%.1fs)", len(listed), time.monotonic() - started)
     reader = TraceReader(
         logs,
@@ -113,6 +115,65 @@ def run_simulation(
             raise StorageError(f"cannot write {str(json_out)!r}: {exc.strerror or exc}") from exc
     if plot_out is not None:
         write_plot(results, plot_out)
+
+
+class _Listed(NamedTuple):
+    path: str
+    size: int
+
+
+class _ListedSizes(Mapping[str, _Listed]):
+    """The listed files as :func:`~pypimirror.jobs.simulate.compact_trace` reads them, from sizes by path."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self._sizes = sizes
+
+    def __getitem__(self, path: str) -> _Listed:
+        return _Listed(path, self._sizes[path])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+
+def _scan_sizes(repo_path: Path, prefix: str) -> dict[str, int]:
+    """The size of every file the stored pages list, by path; scanned in a forked child where it is safe.
+
+    The scan holds a full record of each of a million and more files, and every parsed page on
+    the way. Freed in this process, most of that memory would stay resident (the allocator
+    keeps partly used blocks) and be shared with every replay worker, each of which writes into
+    its own copy; a child returns it all to the system when it ends.
+    """
+    if not fork_is_safe():
+        return {path: listed.size for path, listed in scan_listed_files(repo_path, prefix).items()}
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_scan_in_child, args=(repo_path, prefix, sender), name="simulate-scan", daemon=True)
+    child.start()
+    sender.close()
+    try:
+        outcome: dict[str, int] | str = receiver.recv()
+    except EOFError:
+        child.join()
+        raise StorageError(f"the scan of the stored pages ended without a result (exit code {child.exitcode})") from None
+    finally:
+        receiver.close()
+    child.join()
+    if isinstance(outcome, str):
+        raise StorageError(f"cannot scan the stored pages under {str(repo_path)!r}: {outcome}")
+    return outcome
+
+
+def _scan_in_child(repo_path: Path, prefix: str, results: Connection) -> None:
+    try:
+        listed = scan_listed_files(repo_path, prefix)
+        results.send({path: entry.size for path, entry in listed.items()})
+    except Exception as exc:  # the parent raises it, with its message
+        results.send(str(exc))
+    finally:
+        results.close()
 
 
 def write_synthetic_log(
