@@ -234,7 +234,17 @@ async def test_the_periodic_flush_writes_without_being_asked(tmp_path: Path):
 # --- the schema ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "missing"), [(1, ("hit_counters", "file_checks")), (2, ("hit_counters",))])
+# What schema version 4 added (pinned sets, advisories, the index history): absent before it.
+_ADDED_IN_4 = (
+    "pinned_sets", "pinned_files", "advisories", "advisory_packages",
+    "history_state", "history_projects", "history_files", "history_events",
+)
+
+
+@pytest.mark.parametrize(
+    ("version", "missing"),
+    [(1, ("hit_counters", "file_checks", *_ADDED_IN_4)), (2, ("hit_counters", *_ADDED_IN_4)), (3, _ADDED_IN_4)],
+)
 def test_a_database_of_an_earlier_version_gets_the_hit_counters_and_keeps_its_rows(
     database: Database, database_url: str, version: int, missing: tuple[str, ...]
 ):
@@ -245,7 +255,7 @@ def test_a_database_of_an_earlier_version_gets_the_hit_counters_and_keeps_its_ro
         store_serials(conn, [(NormalizedName("demo"), "Demo", 7)])  # a row of another table, which stays
     with Database.open(database_url) as again:
         with again.connect() as conn:
-            assert conn.execute(select(schema_version.c.version)).scalars().all() == [SCHEMA_VERSION] == [3]
+            assert conn.execute(select(schema_version.c.version)).scalars().all() == [SCHEMA_VERSION] == [4]
             assert conn.execute(select(hit_counters)).all() == []
             assert load_serials(conn) == {"demo": ("Demo", 7)}
         with again.begin() as conn:
@@ -256,7 +266,7 @@ def test_a_database_of_an_earlier_version_gets_the_hit_counters_and_keeps_its_ro
 def test_a_version_older_than_any_migration_is_refused(database: Database, database_url: str):
     with database.begin() as conn:
         conn.execute(update(schema_version).values(version=0))
-    with pytest.raises(DatabaseError, match="schema version 0 is older than 3 and no migration from it exists"):
+    with pytest.raises(DatabaseError, match="schema version 0 is older than 4 and no migration from it exists"):
         Database.open(database_url)
 
 
