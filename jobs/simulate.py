@@ -43,12 +43,16 @@ __all__ = [
 
 import ipaddress
 import logging
+import multiprocessing
+import os
+import threading
 from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from multiprocessing.connection import Connection
+from typing import Final, Protocol
 
 from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, lowers_threshold, plan_cache
 
@@ -61,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 PLANNER_POLICIES: tuple[CachePolicy, ...] = ("seed", "default")
 POLICIES: tuple[str, ...] = (*PLANNER_POLICIES, "lru", "static-greedy")
+#: Below this many requests the planner states replay in this process: a fork costs more than it saves.
+_PARALLEL_REQUESTS: Final = 200_000
 
 
 class RequestLike(Protocol):
@@ -148,8 +154,8 @@ def compact_trace(requests: Iterable[RequestLike], listed: Mapping[str, ListedLi
     """Pack ``requests`` (in time order) for replay; files ``listed`` does not hold are counted apart."""
     trace = CompactTrace()
     file_ids: dict[str, int] = {}
-    net_ids: dict[str, int] = {}  # client address -> network number
     prefixes: dict[str, int] = {}  # network prefix -> network number
+    heads: dict[str, int] = {}  # a valid address up to its last '.' -> network number
     unlisted: set[str] = set()
     times, files, nets = trace.times, trace.files, trace.nets
     paths, sizes = trace.paths, trace.sizes
@@ -165,25 +171,40 @@ def compact_trace(requests: Iterable[RequestLike], listed: Mapping[str, ListedLi
             fid = file_ids[path] = len(paths)
             paths.append(path)
             sizes.append(entry.size)
-        client = request.client
-        net = net_ids.get(client)
-        if net is None:
-            net = net_ids[client] = _network_id(client, prefixes)
         times.append(int(request.time))
         files.append(fid)
-        nets.append(net)
+        nets.append(_network_id(request.client, prefixes, heads))
     trace.networks = len(prefixes)
     trace.unlisted_files = len(unlisted)
     return trace
 
 
-def _network_id(client: str, prefixes: dict[str, int]) -> int:
-    """The number of ``client``'s vote network (one per /24 or /48, numbered in ``prefixes``), -1 if it is no address."""
+#: The last parts of a dotted address that :mod:`ipaddress` accepts: 0-255, no sign, no leading zero.
+_OCTETS: Final = frozenset(str(n) for n in range(256))
+
+
+def _network_id(client: str, prefixes: dict[str, int], heads: dict[str, int]) -> int:
+    """The number of ``client``'s vote network (one per /24 or /48, numbered in ``prefixes``), -1 if it is no address.
+
+    A trace holds hundreds of thousands of addresses, so an address with a dot (IPv4, or IPv6
+    ending in one) is parsed once per ``head`` (the text before its last dot): whether such an
+    address is valid depends on its last part only once its head was seen valid, and its
+    network not at all (the last 8 bits lie outside a /24 and a /48).
+    """
+    head, dot, last = client.rpartition(".")
+    plain = bool(dot) and last in _OCTETS
+    if plain:
+        net = heads.get(head)
+        if net is not None:
+            return net
     try:
         prefix = network_prefix(ipaddress.ip_address(client.strip()))
     except ValueError:
         return -1
-    return prefixes.setdefault(prefix, len(prefixes))
+    net = prefixes.setdefault(prefix, len(prefixes))
+    if plain:
+        heads[head] = net
+    return net
 
 
 def tier_budgets(budget: int, limits: Sequence[int]) -> list[int]:
@@ -236,8 +257,15 @@ def simulate(
     *,
     cache: CacheConfig,
     schedule: Schedule,
+    workers: int | None = None,
 ) -> list[PolicyResult]:
-    """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order."""
+    """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order.
+
+    The planner policies, by far the slowest part, replay in up to ``workers`` processes
+    (forked, so the trace is shared, not copied); by default one per CPU for a trace of
+    :data:`_PARALLEL_REQUESTS` requests or more, else one. The results are the same whatever
+    the number: each process replays whole states.
+    """
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise ValueError(f"unknown policies {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
@@ -250,7 +278,9 @@ def simulate(
             for budget in budgets
             for policy in planners
         ]
-        _replay_planners(trace, states, cache, schedule)
+        if workers is None:
+            workers = _default_workers(trace, len(states))
+        _replay_planners_in_parallel(trace, states, cache, schedule, workers)
         for state in states:
             results[(state.policy, state.budget)] = state.result(trace.requests, requested)
     for budget in budgets:
@@ -265,6 +295,77 @@ def simulate(
         for policy in planners:
             results.setdefault((policy, budget), PolicyResult(policy, budget, 0, 0, 0, 0, 0))
     return [results[(policy, budget)] for budget in budgets for policy in policies]
+
+
+def _default_workers(trace: CompactTrace, states: int) -> int:
+    """One process per CPU (at most one per state) for a large trace, where the fork pays off; else one.
+
+    A process that runs threads is not forked (a lock held by another thread at the fork
+    would stay held in the child forever), nor where the platform cannot fork.
+    """
+    if (
+        trace.requests < _PARALLEL_REQUESTS
+        or threading.active_count() > 1
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, states))
+
+
+def _replay_planners_in_parallel(
+    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule, workers: int
+) -> None:
+    """:func:`_replay_planners` with the states dealt out to ``workers`` processes (this one included).
+
+    Each forked child replays its share of the states, votes included, and sends back their
+    counters; this process replays the first share meanwhile and reports the progress.
+    """
+    shares = [list(states[n::workers]) for n in range(min(max(workers, 1), len(states)))]
+    if len(shares) == 1:
+        _replay_planners(trace, states, cache, schedule)
+        return
+    context = multiprocessing.get_context("fork")
+    children = []
+    for share in shares[1:]:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_replay_in_child, args=(trace, share, cache, schedule, sender), name="simulate-planner", daemon=True
+        )
+        child.start()
+        sender.close()
+        children.append((child, receiver, share))
+    try:
+        _replay_planners(trace, shares[0], cache, schedule)
+        for child, receiver, share in children:
+            try:
+                outcome: list[tuple[int, int, int]] | str = receiver.recv()
+            except EOFError:
+                child.join()
+                raise RuntimeError(f"a simulation process ended without its results (exit code {child.exitcode})") from None
+            if isinstance(outcome, str):
+                raise RuntimeError(f"a simulation process failed: {outcome}")
+            for state, (hits, hit_bytes, upstream) in zip(share, outcome, strict=True):
+                state.hits, state.hit_bytes, state.upstream = hits, hit_bytes, upstream
+    finally:
+        for child, receiver, _share in children:
+            receiver.close()
+            if child.is_alive():
+                child.terminate()
+            child.join()
+
+
+def _replay_in_child(
+    trace: CompactTrace, states: list[_PlannerState], cache: CacheConfig, schedule: Schedule, results: Connection
+) -> None:
+    """A forked process's part: replay ``states`` and send their counters (or what went wrong)."""
+    try:
+        _replay_planners(trace, states, cache, schedule, report=False)
+        results.send([(state.hits, state.hit_bytes, state.upstream) for state in states])
+    except Exception as exc:  # the parent raises it, with its message
+        results.send(f"{type(exc).__name__}: {exc}")
+    finally:
+        results.close()
 
 
 def _replay_lru(trace: CompactTrace, budget: int) -> tuple[int, int, int]:
@@ -323,7 +424,7 @@ class _PlannerState:
 
 
 def _replay_planners(
-    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule
+    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule, *, report: bool = True
 ) -> None:
     """One pass over the trace: votes as the server records them, the planner at each instant.
 
@@ -348,16 +449,17 @@ def _replay_planners(
         _settle(files, sizes, start, end, states)
         start = end
         votes.expire(instant - window)
-        popular = {min_votes: votes.popular(min_votes)}
+        # Every state plans over the same votes: each floor's files and their path map are built once.
+        popular: dict[int, tuple[dict[int, int], dict[str, int]]] = {}
         for state in states:
             floor = min_votes
             while True:
                 if floor not in popular:
-                    popular[floor] = votes.popular(floor)
-                voted = popular[floor]
+                    counted = votes.popular(floor)
+                    popular[floor] = counted, {paths[f]: n for f, n in counted.items()}
+                voted, by_path = popular[floor]
                 held = state.held
                 wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
-                by_path = {paths[f]: n for f, n in voted.items()}
                 plan = plan_cache(
                     state.local, wanted, by_path, state.limits, policy=state.policy, min_vote_count=min_votes
                 )
@@ -365,7 +467,7 @@ def _replay_planners(
                     break
                 floor = 1
             _apply(state, plan, fid_of)
-        if number % 24 == 0:
+        if report and number % 24 == 0:
             logger.info("simulate: planned %d of %d instants", number, len(instants))
     votes.count(start, len(files))
     _settle(files, sizes, start, len(files), states)

@@ -26,7 +26,8 @@ bytes. ``auto`` picks a file's format from its first line that parses in either.
 (an operator may replay a month, tens of millions of lines): the usual line is split at its
 quotes and only short pieces go through a regex (a whole-line regex or ``json.loads`` is the
 fallback for unusual lines), User-Agents are unescaped and timestamps converted once per
-distinct value, and the checks are ordered so the common line takes the fewest steps.
+distinct value, package paths checked once per distinct raw path (up to a bound), and the
+checks are ordered so the common line takes the fewest steps.
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ _MONTHS: Final = {
     )
 }
 _PACKAGES: Final = "/packages/"
+# Distinct raw package paths whose check is remembered (popular files are requested again and
+# again); the cache starts afresh when full, which bounds its memory to some tens of MB.
+_RELPATHS_CACHED: Final = 1 << 17
+# Minutes of combined timestamps whose start is remembered (a log goes forward in time, so a
+# few suffice; the cache starts afresh when full).
+_MINUTES_CACHED: Final = 4096
+_UNSEEN_MINUTE: Final = -1  # no minute starts at -1: every start is a multiple of 60
 # Malformed lines shown in the log, per reader; the rest are only counted.
 _SHOWN_MALFORMED: Final = 5
 # Characters quote() must leave alone when re-encoding a decoded path: the separators only, so
@@ -171,6 +179,7 @@ class TraceReader:
         self._is_bot = BotMatcher(bots).is_bot
         self._combined = _CombinedParser()
         self._mirror_json = _MirrorJsonParser()
+        self._relpaths: dict[str, str | None] = {}  # raw path after the marker -> its package path
 
     def __iter__(self) -> Iterator[TraceRequest]:
         for path in self.paths:
@@ -200,6 +209,7 @@ class TraceReader:
         marker = self._marker
         marker_length = len(marker)
         is_bot = self._is_bot
+        relpaths = self._relpaths
         lines_before = stats.lines
         for text in lines:
             stats.lines += 1
@@ -224,7 +234,14 @@ class TraceReader:
                 if not target.startswith(marker):
                     stats.out_of_prefix += 1
                     continue
-            relpath = _package_relpath(target[marker_length:])
+            raw = target[marker_length:]
+            try:
+                relpath = relpaths[raw]
+            except KeyError:
+                relpath = _package_relpath(raw)
+                if len(relpaths) >= _RELPATHS_CACHED:
+                    relpaths.clear()
+                relpaths[raw] = relpath
             if relpath is None:
                 stats.out_of_prefix += 1
                 continue
@@ -331,13 +348,14 @@ def _split_combined(text: str) -> tuple[str, str, str, str, str | None] | None:
 class _CombinedParser:
     """NCSA combined lines: nginx's, Apache's and the mirror's own."""
 
-    __slots__ = ("_offsets", "_stamp", "_time", "_unescaped")
+    __slots__ = ("_minutes", "_offsets", "_stamp", "_time", "_unescaped")
 
     def __init__(self) -> None:
         self._stamp = ""
         self._time = 0.0
         self._unescaped: dict[str, str] = {}  # escaped User-Agent -> its text (they repeat)
         self._offsets: dict[tuple[int, int], int] = {}  # (year, month) -> POSIX time of its 1st
+        self._minutes: dict[str, int | None] = {}  # stamp without its seconds -> POSIX time of second 0
 
     def parse(self, text: str) -> _Line | None:
         fields = _split_combined(text) if '\\"' not in text else None
@@ -379,10 +397,28 @@ class _CombinedParser:
         return text
 
     def _parse_stamp(self, stamp: str) -> float | None:
-        """``10/Oct/2000:13:55:36 -0700`` (shape checked by the regex) as POSIX time."""
+        """``10/Oct/2000:13:55:36 -0700`` (shape checked by the regex) as POSIX time.
+
+        A sparse log changes its stamp almost every line but its minute far less often: the
+        start of each minute (with its zone) is computed once while it is remembered.
+        """
+        second = int(stamp[18:20])
+        minute_key = stamp[:17] + stamp[20:]
+        minute_start = self._minutes.get(minute_key, _UNSEEN_MINUTE)
+        if minute_start is _UNSEEN_MINUTE:
+            minute_start = self._minute_start(stamp)
+            if len(self._minutes) >= _MINUTES_CACHED:
+                self._minutes.clear()
+            self._minutes[minute_key] = minute_start
+        if minute_start is None or second > 60:
+            return None
+        return float(minute_start + second)
+
+    def _minute_start(self, stamp: str) -> int | None:
+        """The POSIX time of second 0 of ``stamp``'s minute, None if its date or time is out of range."""
         month = _MONTHS.get(stamp[3:6])
-        day, hour, minute, second = int(stamp[0:2]), int(stamp[12:14]), int(stamp[15:17]), int(stamp[18:20])
-        if month is None or not 1 <= day <= 31 or hour > 23 or minute > 59 or second > 60:
+        day, hour, minute = int(stamp[0:2]), int(stamp[12:14]), int(stamp[15:17])
+        if month is None or not 1 <= day <= 31 or hour > 23 or minute > 59:
             return None
         year = int(stamp[7:11])
         month_start = self._offsets.get((year, month))
@@ -392,7 +428,7 @@ class _CombinedParser:
         offset = (int(stamp[22:24]) * 60 + int(stamp[24:26])) * 60
         if stamp[21] == "-":
             offset = -offset
-        return float(month_start + (day - 1) * 86400 + hour * 3600 + minute * 60 + second - offset)
+        return month_start + (day - 1) * 86400 + hour * 3600 + minute * 60 - offset
 
 
 class _MirrorJsonParser:

@@ -246,6 +246,23 @@ def test_malformed_combined_lines_are_counted_and_skipped(tmp_path: Path) -> Non
     assert stats.skipped_lines == 6
 
 
+def test_seconds_are_read_and_checked_in_every_line_of_a_remembered_minute(tmp_path: Path) -> None:
+    # The start of a minute is remembered, with its zone: each line's seconds still count and are checked.
+    stamps = [
+        "01/Jan/2026:01:00:61 +0100",  # no such second: skipped, but its minute is valid
+        "01/Jan/2026:01:00:59 +0100",
+        "01/Jan/2026:01:00:60 +0100",  # a leap second
+        "01/Jan/2026:01:00:30 +0000",  # the same minute in another zone
+        "01/Jan/2026:01:60:00 +0100",  # no such minute
+        "01/Jan/2026:01:60:01 +0100",  # ... remembered as such
+        "01/Jan/2026:01:01:00 +0100",
+    ]
+    lines = [nginx(f"GET /pypi/packages/{WHEEL} HTTP/1.1", stamp=stamp) for stamp in stamps]
+    requests, stats = read([write(tmp_path / "access.log", lines)], log_format="combined")
+    assert [r.time - NEW_YEAR_2026 for r in requests] == [59, 60, 3630, 60]
+    assert stats.skipped_lines == 3
+
+
 def test_lines_outside_the_prefix_or_not_package_paths_are_out_of_prefix(tmp_path: Path) -> None:
     lines = [
         nginx("GET /pypi/simple/demo/ HTTP/1.1"),
@@ -261,6 +278,19 @@ def test_lines_outside_the_prefix_or_not_package_paths_are_out_of_prefix(tmp_pat
     requests, stats = read([write(tmp_path / "access.log", lines)])
     assert [r.path for r in requests] == [WHEEL]
     assert (stats.out_of_prefix, stats.skipped_lines, stats.excluded) == (8, 0, 0)
+
+
+def test_repeated_paths_read_the_same_when_their_checks_are_remembered_or_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache of two raw paths, cleared when full: every line must still read as it would alone.
+    monkeypatch.setattr("pypimirror.trace._RELPATHS_CACHED", 2)
+    bad = "GET /pypi/packages/ab/cd/../../etc/passwd HTTP/1.1"
+    order = [WHEEL, SDIST, WHEEL, "bad", SDIST, "bad", WHEEL, f"{WHEEL}?x=1", f"{WHEEL}?x=1"]
+    lines = [nginx(bad) if p == "bad" else nginx(f"GET /pypi/packages/{p} HTTP/1.1") for p in order]
+    requests, stats = read([write(tmp_path / "access.log", lines)])
+    assert [r.path for r in requests] == [WHEEL, SDIST, WHEEL, SDIST, WHEEL, WHEEL, WHEEL]
+    assert stats.out_of_prefix == 2
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,12 @@ lru, 4 MB: hits r2, r4, r5, r9, r14 = 5; inserts A C B D A C D B C D B A = 16.5 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pypimirror.jobs import simulate as simulate_module
 from pypimirror.jobs.simulate import (
     CompactTrace,
     PolicyResult,
@@ -176,6 +178,16 @@ def test_unlisted_files_are_counted_apart_and_left_out() -> None:
     assert trace.networks == 5
 
 
+def test_clients_are_numbered_by_network_and_unparsable_addresses_cast_no_vote() -> None:
+    clients = [
+        "10.0.1.5", "10.0.1.05", "10.0.1.256", "10.0.1.7 ", " 10.0.1.9", "::ffff:10.0.1.8", "10.0.1.-1",
+        "2001:db8:1::1", "2001:db8:1::1.2.3.4", "2001:db8:2::9", "nonsense.5", "nonsense.6", "", "10.0.2.1",
+    ]
+    trace = compact_trace([Request(T0 + n, client, A) for n, client in enumerate(clients)], LISTED)
+    assert list(trace.nets) == [0, -1, -1, 0, 0, 0, -1, 1, 1, 2, -1, -1, -1, 3]
+    assert trace.networks == 4
+
+
 def test_a_planner_setting_in_the_config_changes_the_simulated_result() -> None:
     # With min_vote_count 1 the seed's planner at t0+1h ranks C, A, then D before B (smaller):
     # at 2 MB it holds {A, D}, so r11 (D) hits too: 4 hits instead of 3.
@@ -221,3 +233,43 @@ def test_planning_times_follow_an_interval_and_a_cron_expression() -> None:
     assert list(planning_times(Schedule(interval=timedelta(hours=1)), 0, 7200)) == [0, 3600, 7200]
     # "*/30 * * * *" from 00:10 UTC: at the start, then 00:30, 01:00.
     assert list(planning_times(Schedule(cron="*/30 * * * *"), 600, 3600)) == [600, 1800, 3600]
+
+
+def random_trace(requests: int, seed: int) -> tuple[list[Request], dict[str, Listed]]:
+    """A trace over three days: 60 files of mixed sizes, skewed popularity, 40 networks."""
+    rng = random.Random(seed)
+    listed = {p: Listed(p, rng.randrange(10_000, 3 * MB)) for p in (package(f"f{n}") for n in range(60))}
+    paths = list(listed)
+    weights = [1 / (rank + 1) for rank in range(len(paths))]
+    times = sorted(rng.randrange(3 * 86400) for _ in range(requests))
+    trace = [
+        Request(T0 + t, f"10.{rng.randrange(40)}.0.{rng.randrange(1, 250)}", rng.choices(paths, weights)[0])
+        for t in times
+    ]
+    return trace, listed
+
+
+def test_planner_states_replayed_in_several_processes_give_the_results_of_one() -> None:
+    requests, listed = random_trace(3000, seed=5)
+    trace = compact_trace(requests, listed)
+    config = make_config(min_vote_count=3, vote_window="1d")
+    budgets = [2 * MB, 5 * MB, 9 * MB]
+    serial = simulate(trace, budgets, POLICIES, cache=config.cache, schedule=config.schedule.cache, workers=1)
+    parallel = simulate(trace, budgets, POLICIES, cache=config.cache, schedule=config.schedule.cache, workers=2)
+    assert parallel == serial
+    assert all(r.hits > 0 for r in serial)  # every state did replay
+
+
+def test_a_failing_simulation_process_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    replay = simulate_module._replay_planners
+
+    def fail_in_child(*args: Any, report: bool = True) -> None:
+        if not report:
+            raise ValueError("no planner today")
+        replay(*args, report=report)
+
+    monkeypatch.setattr(simulate_module, "_replay_planners", fail_in_child)
+    config = make_config()
+    with pytest.raises(RuntimeError, match="a simulation process failed: ValueError: no planner today"):
+        simulate(compact_trace(TRACE, LISTED), [MB, 2 * MB], POLICIES, cache=config.cache,
+                 schedule=config.schedule.cache, workers=2)
