@@ -95,14 +95,14 @@ def run_simulation(
         bots=config.votes.bots,
     )
     trace = compact_trace(reader, listed)
-    del listed
     stats = reader.stats
     logger.info(
         "simulate: %d log lines, %d requests (%d for unlisted files), %d malformed, %d outside the "
         "prefix, %d excluded (%.1fs)", stats.lines, stats.requests, trace.unlisted_requests,
         stats.skipped_lines, stats.out_of_prefix, stats.excluded, time.monotonic() - started,
     )
-    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache)
+    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache, listed=listed)
+
     logger.info("simulate: replayed in %.1fs", time.monotonic() - started)
     stdout.write(format_table(trace, results, stats.skipped_lines))
     if json_out is not None:
