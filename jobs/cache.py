@@ -31,6 +31,7 @@ __all__ = ["CacheReport", "format_plan", "plan_cache", "run_cache"]
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -398,7 +399,9 @@ class _CacheRun:
             read_projects_listed_files, self.repo_path, self.prefix, names, modified_since=since
         )
         index = ReleaseIndex(listed.values())
-        successors = successor_votes(index, local, votes, since=since, now=self.now)
+        # Whatever a stored page lists is out already (its upload time may even be a little
+        # ahead of this clock): only the window's start bounds it.
+        successors = successor_votes(index, local, votes, since=since, now=math.inf)
         if successors:
             logger.info("cache: phase B: %d new releases of cached files", len(successors))
         return successors
