@@ -40,6 +40,7 @@ __all__ = [
     "PolicyResult",
     "compact_trace",
     "planning_times",
+    "release_listing",
     "simulate",
     "tier_budgets",
 ]
@@ -267,8 +268,9 @@ def simulate(
 ) -> list[PolicyResult]:
     """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order.
 
-    ``listed`` are the stored pages' files (:func:`~pypimirror.pagescan.scan_listed_files`):
-    with them the policies that prefetch new releases do so; without them none does.
+    ``listed`` are the stored pages' files (:func:`~pypimirror.pagescan.scan_listed_files`, or
+    the part :func:`release_listing` keeps): with them the policies that prefetch new releases
+    do so; without them none does.
 
     The planner policies, by far the slowest part, replay in up to ``workers`` processes
     (forked, so the trace is shared, not copied); by default one per CPU for a trace of
@@ -617,6 +619,26 @@ def _apply(state: _PlannerState, plan: CachePlan, fid_of: Mapping[str, int]) -> 
         state.upstream += r.size
 
 
+def release_listing(trace: CompactTrace, listed: Mapping[str, ListedFile], window: int) -> dict[str, ListedFile]:
+    """The part of ``listed`` the release prefetch of a replay of ``trace`` can use.
+
+    Only a file uploaded within ``window`` (``cache.vote_window`` in seconds) before a
+    planning instant can succeed a cached one: the trace's own files (which can be cached) and
+    the files of their projects uploaded during it are all it needs, a small part of a whole
+    index, which the caller can then drop. :func:`simulate` gives the same results with either.
+    """
+    requested = [entry for entry in map(listed.get, trace.paths) if entry is not None]
+    files = {entry.path: entry for entry in requested}
+    if not requested:
+        return files
+    projects = {entry.project for entry in requested}
+    first, last = trace.times[0] - window, trace.times[-1]
+    for f in listed.values():
+        if f.project in projects and f.upload_time is not None and first < f.upload_time <= last:
+            files.setdefault(f.path, f)
+    return files
+
+
 class _ReleasePrefetch:
     """Release prefetch in the replay, over the stored pages' files of the projects the trace asks for.
 
@@ -626,15 +648,7 @@ class _ReleasePrefetch:
     def __init__(
         self, trace: CompactTrace, listed: Mapping[str, ListedFile], window: int, filesize_limit: int | None
     ) -> None:
-        requested = [entry for entry in map(listed.get, trace.paths) if entry is not None]
-        projects = {entry.project for entry in requested}
-        # Only a file uploaded within the window before a planning instant can succeed: the
-        # trace's own files (which can be cached) and those uploaded during it are all it needs.
-        first, last = trace.times[0] - window, trace.times[-1]
-        files = {entry.path: entry for entry in requested}
-        for f in listed.values():
-            if f.project in projects and f.upload_time is not None and first < f.upload_time <= last:
-                files.setdefault(f.path, f)
+        files = release_listing(trace, listed, window)
         self.index = ReleaseIndex(files.values())
         self.sizes = {path: f.size for path, f in files.items()}
         self.filesize_limit = filesize_limit

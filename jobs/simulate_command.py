@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from pypimirror.jobs.simulate import POLICIES, compact_trace, simulate
+from pypimirror.jobs.simulate import POLICIES, compact_trace, release_listing, simulate
 from pypimirror.jobs.simulate_report import format_table, results_document, write_plot
 
 from pypimirror.config import Config
@@ -95,14 +95,15 @@ def run_simulation(
         bots=config.votes.bots,
     )
     trace = compact_trace(reader, listed)
+    releases = release_listing(trace, listed, int(config.cache.vote_window.total_seconds()))
+    del listed  # a whole index's files; the replay needs only the few above
     stats = reader.stats
     logger.info(
         "simulate: %d log lines, %d requests (%d for unlisted files), %d malformed, %d outside the "
         "prefix, %d excluded (%.1fs)", stats.lines, stats.requests, trace.unlisted_requests,
         stats.skipped_lines, stats.out_of_prefix, stats.excluded, time.monotonic() - started,
     )
-    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache, listed=listed)
-
+    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache, listed=releases)
     logger.info("simulate: replayed in %.1fs", time.monotonic() - started)
     stdout.write(format_table(trace, results, stats.skipped_lines))
     if json_out is not None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import pytest
 from packaging.utils import NormalizedName
-from pypimirror.jobs.simulate import PolicyResult, compact_trace, simulate
+from pypimirror.jobs.simulate import PolicyResult, compact_trace, release_listing, simulate
 
 from pypimirror.config import Config
 from pypimirror.configreader import parse_config
@@ -65,8 +65,8 @@ class Request:
 
 
 def dist(filename: str, size: int, uploaded: float) -> ListedFile:
-    version = filename.split("-")[1]
-    return ListedFile(f"ab/cd/{'ef' * 30}/{filename}", size, NormalizedName("demo"), version, filename, uploaded)
+    project, version = filename.split("-")[:2]
+    return ListedFile(f"ab/cd/{'ef' * 30}/{filename}", size, NormalizedName(project), version, filename, uploaded)
 
 
 def listing(released: float = RELEASED) -> dict[str, ListedFile]:
@@ -135,3 +135,16 @@ def test_a_release_is_prefetched_only_from_the_first_planning_at_or_after_its_up
     results = run(listing(released))
     assert results[("default", 3 * MB)].hits == hits
     assert results[("default", 3 * MB)].upstream_bytes == 3_000_000
+
+
+def test_the_replay_needs_only_the_trace_files_and_their_projects_uploads_within_the_window() -> None:
+    files = listing()
+    unrelated = [
+        dist("demo-0.9-py3-none-any.whl", MB, LONG_AGO),  # before the window: can succeed nothing
+        dist("other-2.0-py3-none-any.whl", MB, RELEASED),  # a project the trace never asks for
+        dist("demo-3.0-py3-none-any.whl", MB, T0 + 86_400),  # after the trace
+    ]
+    whole = {**files, **{f.path: f for f in unrelated}}
+    trace = compact_trace(TRACE, whole)
+    assert release_listing(trace, whole, 7 * 86_400) == files
+    assert run(whole) == run(files)
