@@ -140,3 +140,15 @@ def test_pages_written_before_modified_since_are_not_read(tmp_path: Path) -> Non
         "ab/cd/ef02/new-1.0.tar.gz"
     ]
     assert len(read_projects_listed_files(repo, PREFIX, names)) == 2
+
+
+def test_a_malformed_page_of_a_project_read_for_releases_lists_nothing_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = tmp_path / "repo"
+    store_page(repo, "good", [dist("good-1.0.tar.gz", "/pypi/packages/ab/cd/ef01/good-1.0.tar.gz")])
+    atomic_write(RepoLayout(repo).project_page(NormalizedName("bad"), "index.v1_json"), b"[1, 2")
+    with caplog.at_level(logging.WARNING, logger="pypimirror.pagescan"):
+        listed = read_projects_listed_files(repo, PREFIX, [NormalizedName("bad"), NormalizedName("good")])
+    assert list(listed) == ["ab/cd/ef01/good-1.0.tar.gz"]
+    assert "cannot read the stored page of bad" in caplog.text
