@@ -651,6 +651,7 @@ class _ReleasePrefetch:
         files = release_listing(trace, listed, window)
         self.index = ReleaseIndex(files.values())
         self.sizes = {path: f.size for path, f in files.items()}
+        logger.info("simulate: release prefetch over %d listed wheels and sdists", len(self.index))
         self.filesize_limit = filesize_limit
 
     def add_successors(
