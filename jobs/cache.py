@@ -84,7 +84,7 @@ class CacheReport:
     rows_updated: int = 0
     rows_removed: int = 0
     popular: int = 0
-    #: New releases of voted cached files the plan considered (release prefetch).
+    #: New releases of voted cached files, not cached yet, the plan considered (release prefetch).
     successors: int = 0
     verify: VerifyStats = field(default_factory=VerifyStats)
     wanted: WantedFiles = field(default_factory=WantedFiles)
@@ -370,7 +370,7 @@ class _CacheRun:
         self.report.popular = len(votes)
         if cache.policy in PREFETCH_POLICIES:
             successors = await self._release_successors(inventory.files, votes, since)
-            self.report.successors = len(successors)
+            self.report.successors = sum(1 for path in successors if path not in inventory.files)
             votes = {**votes, **successors}
         wanted_paths = sorted(path for path in votes.keys() | pinned if path not in inventory.files)
         wanted = await resolve_wanted(
@@ -393,7 +393,7 @@ class _CacheRun:
     ) -> dict[str, int]:
         """The new releases of the voted cached files and their votes (see
         :mod:`~pypimirror.jobs.cache_successors`): only pages written since ``since`` are read."""
-        projects = {project_of(path) for path in votes if path in local}
+        projects = {project_of(path) for path in votes}
         names = [name for name in projects if name is not None]
         listed = await asyncio.to_thread(
             read_projects_listed_files, self.repo_path, self.prefix, names, modified_since=since
@@ -403,7 +403,7 @@ class _CacheRun:
         # ahead of this clock): only the window's start bounds it.
         successors = successor_votes(index, local, votes, since=since, now=math.inf)
         if successors:
-            logger.info("cache: phase B: %d new releases of cached files", len(successors))
+            logger.info("cache: phase B: %d new releases of voted cached files", len(successors))
         return successors
 
     # -- E: cleanup ----------------------------------------------------------------------------

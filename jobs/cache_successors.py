@@ -5,7 +5,7 @@ files within hours, but the votes need a run or two to notice: every request in 
 miss. The ``default`` policy therefore fetches, at the next run, each voted cached file's
 **successor**: the same project's newest release file of the same kind (the same set of wheel
 tags, or an sdist for an sdist), uploaded within the vote window, newer than the cached one and
-not cached. The successor inherits its predecessor's votes (the larger of the two, with its
+not cached. The successor inherits its predecessor's votes (and keeps them once cached) (the larger of the two, with its
 own), so the planner ranks it exactly like a popular newcomer: it is fetched only when it fits
 the budget among the others, and never displaces a better file. A final release is succeeded
 only by a final release (a pre-release by anything newer); a yanked file succeeds nothing.
@@ -122,18 +122,19 @@ class ReleaseIndex:
 def successor_votes(
     index: ReleaseIndex, cached: Container[str], votes: Mapping[str, int], *, since: float, now: float
 ) -> dict[str, int]:
-    """The successors (not cached) of the voted cached files, each with its votes to plan with.
+    """The successors of the voted cached files, each with its votes to plan with.
 
     ``votes`` are the files' distinct voting networks (the planner's); a successor gets the
     most of its predecessors' and its own. Successors are looked for among files uploaded in
-    ``(since, now]``: the cache job and the simulator pass the vote window.
+    ``(since, now]``: the cache job and the simulator pass the vote window. A successor
+    already cached (prefetched by an earlier run) is in the answer too, whether its voted
+    predecessor is still cached or not (it may have displaced it): it keeps the votes it was
+    fetched with while its predecessor has them, otherwise the next plan would rank it by its
+    own votes (none yet), evict it, and the one after would fetch it again.
     """
     found: dict[str, int] = {}
     for path, count in votes.items():
-        if path not in cached:
-            continue
         successor = index.successor(path, since=since, now=now)
-        if successor is None or successor in cached:
-            continue
-        found[successor] = max(found.get(successor, 0), count, votes.get(successor, 0))
+        if successor is not None and (path in cached or successor in cached):
+            found[successor] = max(found.get(successor, 0), count, votes.get(successor, 0))
     return found

@@ -659,8 +659,8 @@ class _ReleasePrefetch:
     ) -> tuple[list[RemoteFile], Mapping[str, int]]:
         """``wanted`` and ``votes`` with the cached voted files' successors, as the cache job adds them.
 
-        A successor already voted is already wanted; the others are added unless larger than
-        ``filesize_limit`` (the job's phase B drops those too).
+        A successor already voted or cached is already wanted or a candidate; the others are
+        added unless larger than ``filesize_limit`` (the job's phase B drops those too).
         """
         successors = successor_votes(self.index, local, votes, since=since, now=now)
         if not successors:
@@ -669,6 +669,6 @@ class _ReleasePrefetch:
         extra = [
             RemoteFile(path, sizes[path], "")
             for path in successors
-            if path not in votes and (limit is None or sizes[path] <= limit)
+            if path not in votes and path not in local and (limit is None or sizes[path] <= limit)
         ]
         return wanted + extra, {**votes, **successors}

@@ -90,7 +90,7 @@ def test_names_that_are_no_wheel_or_sdist_have_no_successor() -> None:
     assert idx.successor("never/listed-1.0.tar.gz", since=SINCE, now=NOW) is None
 
 
-def test_successors_inherit_the_most_votes_and_only_voted_cached_files_have_them() -> None:
+def test_successors_inherit_the_most_votes_cached_or_not_and_only_voted_cached_files_have_them() -> None:
     linux_old, windows_old = path(f"numpy-1.0-{LINUX}"), path(f"numpy-1.0-{WINDOWS}")
     linux_new, windows_new = path(f"numpy-1.1-{LINUX}"), path(f"numpy-1.1-{WINDOWS}")
     sdist_old, sdist_new = path("numpy-1.0.tar.gz"), path("numpy-1.1.tar.gz")
@@ -105,5 +105,14 @@ def test_successors_inherit_the_most_votes_and_only_voted_cached_files_have_them
     assert successor_votes(idx, cached, votes, since=SINCE, now=NOW) == {
         linux_new: 7,  # its own votes are more than its predecessor's
         sdist_new: 2,  # inherited
-        # windows_new is cached already; lonely is voted but not cached; nothing else is voted.
+        windows_new: 3,  # cached already: it keeps the votes it was fetched with
+        # lonely is voted but not cached; nothing else is voted.
     }
+
+
+def test_a_cached_successor_keeps_the_votes_of_a_predecessor_it_displaced() -> None:
+    old, new = path("demo-1.0-py3-none-any.whl"), path("demo-2.0-py3-none-any.whl")
+    idx = index(listed("demo-1.0-py3-none-any.whl", 10.0), listed("demo-2.0-py3-none-any.whl"))
+    assert successor_votes(idx, {new}, {old: 4}, since=SINCE, now=NOW) == {new: 4}
+    # Neither cached: nothing to prefetch (the votes alone decide on the old file).
+    assert successor_votes(idx, set(), {old: 4}, since=SINCE, now=NOW) == {}

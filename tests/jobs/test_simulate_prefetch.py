@@ -30,8 +30,9 @@ W2 2.82. 2 MB: X1, X2, W1 fill it exactly, W2 does not fit -> downloads X2 only.
 r7, r8 hit only for ``default`` at 3 MB.
 
 t0+3h: W2 has 2 votes of its own. ``seed`` 2 MB: X1, W1 (3 votes), W2 does not fit -> no
-change; ``seed`` 3 MB downloads W2. ``default`` 2 MB: W2 (3 inherited votes, 2.82) still comes
-after X1 and W1 and does not fit; X2 (cached, no votes) takes the rest -> no change.
+change; ``seed`` 3 MB downloads W2. ``default`` 2 MB: X2 (cached, keeping its 3 inherited
+votes while X1 has them) scores 7.97 like X1; W2 (3 inherited votes, 2.82) still comes after
+X1, X2 and W1 and does not fit -> no change.
 r9 hits for ``seed`` 3 MB and ``default`` 3 MB.
 
 Hits: seed 2 MB 2, seed 3 MB 3, default 2 MB 2, default 3 MB 5.
@@ -148,3 +149,31 @@ def test_the_replay_needs_only_the_trace_files_and_their_projects_uploads_within
     trace = compact_trace(TRACE, whole)
     assert release_listing(trace, whole, 7 * 86_400) == files
     assert run(whole) == run(files)
+
+
+def test_a_prefetched_file_keeps_its_votes_so_it_is_not_evicted_and_fetched_again() -> None:
+    # W1 (1 MB) and Y (1 MB) fill 2 MB at t0+1h. At t0+2h W2 (0.5 MB, out at t0+1.5h) inherits
+    # W1's 2 votes and scores 2/0.56 MiB = 3.54, above W1's 2.82 (cached, 1.5 x 1.88) and below
+    # Y's 4.22 (3 votes): Y and W2 stay, W1 is evicted. At t0+3h and t0+4h W2 keeps the 2
+    # votes (5.32 cached), W1 (1.88) does not fit: nothing changes. Were W2 ranked by its own
+    # votes (none), it would be evicted for W1 at t0+3h and fetched again at t0+4h.
+    w1 = dist("demo-1.0-py3-none-any.whl", MB, LONG_AGO)
+    w2 = dist("demo-2.0-py3-none-any.whl", MB // 2, RELEASED)
+    y = dist("aaa-1.0-py3-none-any.whl", MB, LONG_AGO)
+    files = {f.path: f for f in (w1, w2, y)}
+    trace = compact_trace(
+        [
+            Request(T0 + 10, "10.0.1.5", w1.path),
+            Request(T0 + 20, "10.0.2.5", w1.path),
+            Request(T0 + 30, "10.0.1.5", y.path),
+            Request(T0 + 40, "10.0.2.5", y.path),
+            Request(T0 + 3700, "10.0.3.5", y.path),
+            Request(T0 + 14500, "10.0.4.5", y.path),
+        ],
+        files,
+    )
+    config = make_config()
+    (result,) = simulate(
+        trace, (2 * MB,), ("default",), cache=config.cache, schedule=config.schedule.cache, listed=files
+    )
+    assert (result.hits, result.upstream_bytes) == (2, 2_500_000)
