@@ -11,8 +11,16 @@
     store, ``_remove``, and ``_write_root_pages`` (root HTML and JSON with gzip siblings). Only
     the project fetches are left out, so every large object lives as long as in a real run.
     Time per phase and step and the peak RSS (``VmHWM``) are reported.
+(c) The index history's cost. Time: after a first sync of N projects (which starts the
+    history), every project gets a new release and one in ten a yank upstream; the same
+    ``sync --once`` then runs on copies of that mirror with ``sync.record_history`` on and off,
+    alternately. Size: the history's own writer (``historydb.record_changes``) stores a history
+    of F files in a real SQLite file: a first-seen row per file (the worst case: every file
+    arrived after the history began), then removals and yanks of a share of them; the file's
+    growth is reported per file.
 
-Run: ``.venv/bin/python bench/index_sync.py [--projects 2000] [--listing 800000] [--runs 3]``.
+Run: ``.venv/bin/python bench/index_sync.py [--projects 2000] [--listing 800000] [--runs 3]
+[--history-files 1000000]``.
 Only 127.0.0.1 is contacted. Figures go to stdout; ``--json FILE`` also saves them.
 """
 
@@ -55,6 +63,11 @@ DEFAULT_LISTING = 800_000
 TARGET_PROJECTS_PER_S = 150.0
 TARGET_ROOT_SECONDS = 30.0
 TARGET_ROOT_RSS_MB = 400.0
+TARGET_HISTORY_OVERHEAD = 0.10
+DEFAULT_HISTORY_FILES = 1_000_000
+YANKED_SHARE = 0.1  # of the projects changed in (c), those with a yank as well as a new release
+HISTORY_REMOVED_SHARE = 0.01  # of the files in the size figure, those removed upstream
+HISTORY_YANKED_SHARE = 0.01  # ... and those yanked
 PREFIX = "/pypi"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 CHANGED_SHARE = 0.01  # listed serial newer than the stored one: fetched
@@ -77,13 +90,15 @@ class SyncFigures:
     fetched: int
 
 
-def write_sync_config(directory: Path, pypi_url: str, packages_url: str, concurrency: int) -> Path:
+def write_sync_config(
+    directory: Path, pypi_url: str, packages_url: str, concurrency: int, *, record_history: bool = True
+) -> Path:
     config = {
         "repo_path": str(directory / "repo"),
         "prefix": PREFIX,
         "upstream": {"pypi_url": pypi_url, "packages_url": packages_url},
         "cache": {"size_limit": "1g"},
-        "sync": {"concurrent_downloads": concurrency},
+        "sync": {"concurrent_downloads": concurrency, "record_history": record_history},
     }
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -323,7 +338,8 @@ def root_child(config_file: str, body_file: str) -> None:
     from pypimirror.configreader import load_config
     from pypimirror.db import Database
     from pypimirror.jobs import index_sync
-    from pypimirror.storage import atomic_write
+    from pypimirror.jobs.sync_history import SyncHistory
+    from pypimirror.storage import RepoLayout, atomic_write
 
     recorder = _Recorder()
     for module, attr, label in [
@@ -345,7 +361,9 @@ def root_child(config_file: str, body_file: str) -> None:
         run = index_sync._IndexSyncRun(
             sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
             db=db, client=client, stop=asyncio.Event(), clock=time.monotonic, sleep=asyncio.sleep,
-            write=atomic_write,
+            write=atomic_write, history=SyncHistory(
+                db, RepoLayout(config.repo_path), enabled=False, founding=False, now=time.time
+            ),
         )
         plan = await recorder.phase("plan (_plan)", run._plan())
         fetched = [(name, listed.display_name, listed.serial) for name, listed in plan.fetch]
@@ -425,6 +443,155 @@ def bench_root(count: int, runs: int, work: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# (c) the index history: the sync's overhead, and its size per file
+
+
+def bench_history_overhead(projects: int, runs: int, work: Path) -> dict[str, Any]:
+    """Median ``sync --once`` figures, history on and off, each run on a fresh copy of one mirror."""
+    from fakeindex import FakeIndex
+
+    fake = FakeIndex()
+    fake.start()
+    try:
+        names = [project.name for project in fake.add_many(projects, prefix="hist")]
+        base = work / "history-base"
+        base.mkdir()
+        run_cli_sync(write_sync_config(base, fake.pypi_url, fake.packages_url, 4))  # starts the history
+        for index, name in enumerate(names):
+            fake.add_release(name, "2.0")
+            if index % round(1 / YANKED_SHARE) == 0:
+                fake.yank(name, "1.0", "bench")
+            fake.files(name)  # build the new files now, not during a timed run
+        figures: dict[bool, list[SyncFigures]] = {True: [], False: []}
+        for run in range(runs):
+            for record in (run % 2 == 0, run % 2 != 0):  # alternate which goes first
+                run_dir = work / f"history-{record}-{run}"
+                shutil.copytree(base, run_dir)
+                config = write_sync_config(run_dir, fake.pypi_url, fake.packages_url, 4, record_history=record)
+                result = run_cli_sync(config)
+                if result.fetched != projects:
+                    raise RuntimeError(f"sync fetched {result.fetched} of {projects} projects")
+                if record:
+                    _check_history_recorded(run_dir / "repo" / "pypi-mirror.db", projects)
+                figures[record].append(result)
+                shutil.rmtree(run_dir)
+        return {
+            label: {
+                "wall_s": [round(f.wall_s, 2) for f in figures[record]],
+                "phase_s": [round(f.phase_s, 2) for f in figures[record]],
+            }
+            for label, record in (("with", True), ("without", False))
+        }
+    finally:
+        fake.stop()
+
+
+def _check_history_recorded(database: Path, projects: int) -> None:
+    """The run with the history on must have recorded every new file and every yank."""
+    with sqlite3.connect(database) as conn:
+        files = conn.execute("SELECT count(*) FROM history_files WHERE first_seen IS NOT NULL").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM history_events").fetchone()[0]
+    conn.close()
+    expected_events = 2 * len(range(0, projects, round(1 / YANKED_SHARE)))  # sdist and wheel of each yank
+    if files != 2 * projects or events != expected_events:
+        raise RuntimeError(f"history recorded {files} new files and {events} yanks, "
+                           f"expected {2 * projects} and {expected_events}")
+
+
+def bench_history_size(files: int, work: Path) -> dict[str, Any]:
+    """Bytes per file of a history of ``files`` files (10 per project) in a real SQLite file."""
+    from packaging.utils import NormalizedName
+
+    from pypimirror.db import Database
+    from pypimirror.historychanges import ProjectChanges, StateChange
+    from pypimirror.historydb import record_changes
+    from pypimirror.pagemodel import DistFile
+
+    database = work / "history-size.db"
+    db = Database.open(f"sqlite:///{database}")
+    rng = random.Random(792)
+    per_project = 10
+    project_names = make_names(files // per_project, rng)
+
+    def filenames(name: str) -> list[str]:
+        stem = name.replace("-", "_")
+        return [f"{stem}-{v}.{minor}-cp3{minor}-cp3{minor}-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+                for v in range(per_project // 2) for minor in (11, 12)]
+
+    def size() -> int:
+        with sqlite3.connect(database) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+        return int(pages)
+
+    def store(batch: list[ProjectChanges]) -> None:
+        for start in range(0, len(batch), 500):
+            with db.begin() as conn:
+                record_changes(conn, batch[start : start + 500])
+
+    try:
+        empty = size()
+        started = time.perf_counter()
+        store([ProjectChanges(NormalizedName(name), name, 1.7e9 + i, created_at=1.7e9 + i, new_files=tuple(filenames(name)))
+               for i, name in enumerate(project_names)])
+        seen_s = time.perf_counter() - started
+        first_seen = size()
+        chosen = rng.sample(project_names, max(1, int(len(project_names) * HISTORY_REMOVED_SHARE)))
+        removed = [
+            ProjectChanges(NormalizedName(name), name, 1.8e9, gone_files=tuple(
+                DistFile(f, f"{PREFIX}/packages/ab/cd/{rng.getrandbits(240):060x}/{f}", f"{rng.getrandbits(256):064x}",
+                         ">=3.11", 12_345_678, "2024-05-01T12:00:00.123456Z", False, f"{rng.getrandbits(256):064x}",
+                         None, "1.0")
+                for f in filenames(name)))
+            for name in chosen
+        ]
+        store(removed)
+        after_removals = size()
+        yanked = rng.sample(project_names, max(1, int(len(project_names) * HISTORY_YANKED_SHARE)))
+        store([ProjectChanges(NormalizedName(name), name, 1.9e9, changes=tuple(
+            StateChange(f, (None, None), ("yanked", "a security problem")) for f in filenames(name)))
+            for name in yanked])
+        after_yanks = size()
+    finally:
+        db.dispose()
+    n_removed = len(chosen) * per_project
+    n_yanked = len(yanked) * per_project
+    return {
+        "files": len(project_names) * per_project,
+        "store_s": round(seen_s, 1),
+        "bytes_per_file": (first_seen - empty) / (len(project_names) * per_project),
+        "bytes_per_removed_file": (after_removals - first_seen) / n_removed,
+        "bytes_per_yank": (after_yanks - after_removals) / n_yanked,
+        "total_mb": after_yanks / 1e6,
+    }
+
+
+def report_history(overhead: dict[str, Any] | None, size: dict[str, Any] | None, projects: int) -> bool:
+    ok = True
+    if overhead is not None:
+        print(f"\n(c) index history: sync --once of {projects} changed projects (a new release each, "
+              f"{YANKED_SHARE:.0%} also a yank), concurrency 4, fresh copy per run")
+        medians = {label: statistics.median(row["wall_s"]) for label, row in overhead.items()}
+        phases = {label: statistics.median(row["phase_s"]) for label, row in overhead.items()}
+        for label, row in overhead.items():
+            print(f"    {label + ' history':<16} whole process {medians[label]:.2f} s ({projects / medians[label]:.0f} proj/s), "
+                  f"after plan {phases[label]:.2f} s; runs {row['wall_s']} s")
+        cost = medians["with"] / medians["without"] - 1
+        phase_cost = phases["with"] / phases["without"] - 1
+        ok = cost <= TARGET_HISTORY_OVERHEAD
+        print(f"    overhead: {cost:+.1%} whole process, {phase_cost:+.1%} after plan "
+              f"(target <= {TARGET_HISTORY_OVERHEAD:.0%}): {_verdict(ok)}")
+    if size is not None:
+        print(f"    history size (SQLite, {size['files']:,} files, stored in {size['store_s']} s): "
+              f"{size['bytes_per_file']:.1f} bytes per file first seen "
+              f"({size['bytes_per_file']:.1f} MB per million files); "
+              f"{size['bytes_per_removed_file']:.0f} bytes per removed file (its entry kept), "
+              f"{size['bytes_per_yank']:.0f} bytes per yank")
+    return ok
+
+
+# --------------------------------------------------------------------------------------------
 # the driver
 
 
@@ -495,7 +662,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16],
                         help="sync.concurrent_downloads values for (a) (default: 4, the default, and 16)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; medians are shown (default 3)")
-    parser.add_argument("--only", choices=("a", "b"), help="run only one part")
+    parser.add_argument("--history-files", type=int, default=DEFAULT_HISTORY_FILES,
+                        help="files in the history size figure of (c) (default 1000000)")
+    parser.add_argument("--only", choices=("a", "b", "c"), help="run only one part")
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
@@ -522,6 +691,10 @@ def main(argv: list[str]) -> int:
         if args.only in (None, "b"):
             figures["root"] = bench_root(args.listing, args.runs, work)
             ok = report_root(figures["root"], args.listing) and ok
+        if args.only in (None, "c"):
+            figures["history_overhead"] = bench_history_overhead(args.projects, args.runs, work)
+            figures["history_size"] = bench_history_size(args.history_files, work)
+            ok = report_history(figures["history_overhead"], figures["history_size"], args.projects) and ok
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0 if ok else 1

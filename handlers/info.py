@@ -38,8 +38,10 @@ class InfoHandler(BaseHandler):
         modes: IPModeMatcher,
         packages_url: str,
         redirect_url: str,
+        views: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.init_base(context)
+        self.views = views
         self.prefix = prefix
         self.status = status
         self.modes = modes
@@ -61,6 +63,7 @@ class InfoHandler(BaseHandler):
             now=time.time(),
             status=status,
             status_error=error,
+            views=self.views,
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")  # it shows the client's own address and mode

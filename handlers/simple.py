@@ -15,7 +15,7 @@ compression; project pages are compressed in memory, once per cached page.
 
 from __future__ import annotations
 
-__all__ = ["SimpleProjectHandler", "SimpleRootHandler"]
+__all__ = ["SimplePageHandler", "SimpleProjectHandler", "SimpleRootHandler"]
 
 import logging
 from collections.abc import Awaitable
@@ -41,7 +41,7 @@ _SERIAL_READERS: dict[PageVariant, SerialReader] = {
 _GZIP_SUFFIX = ".gz"
 
 
-class _SimpleHandler(CachedPageHandler):
+class SimplePageHandler(CachedPageHandler):
     """Negotiation and the ``Vary`` header shared by the root and the project pages."""
 
     def set_default_headers(self) -> None:
@@ -55,7 +55,7 @@ class _SimpleHandler(CachedPageHandler):
         return variant
 
 
-class SimpleRootHandler(_SimpleHandler):
+class SimpleRootHandler(SimplePageHandler):
     """``{prefix}/simple/``: every project, in the negotiated variant."""
 
     def initialize(self, *, context: RequestContext, pages: PageCache, files: PageFiles) -> None:
@@ -89,7 +89,7 @@ class SimpleRootHandler(_SimpleHandler):
         return Representation.identity(page)
 
 
-class SimpleProjectHandler(_SimpleHandler):
+class SimpleProjectHandler(SimplePageHandler):
     """``{prefix}/simple/{project}/``: one project's page, in the negotiated variant.
 
     With ``advisories``, the page of a project an advisory names is served flagged

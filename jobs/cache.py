@@ -7,8 +7,8 @@ A. inventory: walk every tier; the disk wins over the database (rows are correct
    a tier that cannot be written now is reported and left as it is for the rest of the run;
 A2. verify: cached files whose size or sha256 differs from their page are evicted
    (:mod:`~pypimirror.jobs.cache_verify`);
-B. popular files: distinct client networks within ``vote_window``, the pinned sets' files, with
-   the ``default`` policy the new releases of voted cached files
+B. popular files: distinct client networks within the policy's ``counting_window``, the pinned
+   sets' files, with the ``default`` policy the new releases of voted cached files
    (:mod:`~pypimirror.jobs.cache_successors`), and what the stored index pages say about the
    ones not cached (:mod:`pypimirror.jobs.cache_remote`);
 C./D. place the pinned files, score and assign the others, and execute
@@ -363,13 +363,16 @@ class _CacheRun:
     async def _plan(self, inventory: Inventory, floor: int) -> CachePlan:
         """The plan over the pinned files and the files with at least ``floor`` voting networks."""
         cache = self.cache
-        since = self.now - int(cache.vote_window.total_seconds())
+        since = self.now - int(cache.counting_window.total_seconds())
         popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
         pinned = frozenset(await self.db.run_read(pinqueries.load_pinned_files))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
         if cache.policy in PREFETCH_POLICIES:
-            successors = await self._release_successors(inventory.files, votes, since)
+            # A release is new within vote_window whatever window the votes count in; the
+            # simulator uses the same.
+            released_since = self.now - int(cache.vote_window.total_seconds())
+            successors = await self._release_successors(inventory.files, votes, released_since)
             self.report.successors = sum(1 for path in successors if path not in inventory.files)
             votes = {**votes, **successors}
         wanted_paths = sorted(path for path in votes.keys() | pinned if path not in inventory.files)
@@ -410,7 +413,7 @@ class _CacheRun:
 
     async def _cleanup(self) -> None:
         cache = self.cache
-        votes_before = self.now - int(cache.vote_window.total_seconds())
+        votes_before = self.now - int(cache.counting_window.total_seconds())
         sizes_before = self.now - int(cache.size_db_ttl.total_seconds())
         self.report.votes_deleted = await self.db.run(lambda conn: dbq.delete_votes_before(conn, votes_before))
         self.report.sizes_deleted = await self.db.run(

@@ -11,6 +11,10 @@ Nothing is ever removed on the strength of a broken listing: an empty, failed or
 listing is an error before any plan is made, and a plan with more removals than
 ``sync.max_deletions`` has its removal step refused.
 
+Before a project's pages are replaced, what changed since the stored page is recorded in the
+index history (:mod:`pypimirror.jobs.sync_history`), and a removal is recorded before the pages
+go; a change that cannot be recorded is its project's error, so its pages wait for the next run.
+
 A page that cannot be written is its project's error, like an upstream failure: counted, logged,
 its serial not stored, so the next run tries again. A write failure that is not about one
 project (a full or read-only filesystem, or every write failing in a row) stops the fetching
@@ -53,6 +57,7 @@ from pypimirror.errors import (
     SyncRefusedError,
     UpstreamStatusError,
 )
+from pypimirror.jobs.sync_history import STORED_VARIANT, SyncHistory
 from pypimirror.listing import Listing, ListedProject, fetch_listing
 from pypimirror.pages import (
     ProjectPage,
@@ -88,6 +93,9 @@ PROGRESS_SECONDS = 5.0
 FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 #: This many projects in a row whose pages could not be written stop the run the same way.
 WRITE_FAILURES_IN_A_ROW = 20
+#: Fetched projects whose pages wait for the history's commit or their writes, at most; the
+#: fetches go on meanwhile, so a commit's wait costs them nothing and commits come in batches.
+STORES_IN_FLIGHT = 64
 
 #: Writes ``data`` to a path atomically; :func:`~pypimirror.storage.atomic_write` in production.
 Writer = Callable[[Path, bytes], None]
@@ -186,11 +194,12 @@ class IndexSyncReport:
 
 @dataclass(frozen=True, slots=True)
 class RenderedProject:
-    """The four files of one project, ready to be written."""
+    """The four files of one project, ready to be written, and the page they render."""
 
     name: NormalizedName
     pages: dict[str, bytes]
     json_document: bytes | None
+    page: ProjectPage
 
 
 async def run_index_sync(
@@ -202,8 +211,11 @@ async def run_index_sync(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     write: Writer = atomic_write,
+    wall_clock: Callable[[], float] = time.time,
 ) -> IndexSyncReport:
     """Run one index sync; ``stop`` being set ends it at the next safe point.
+
+    ``clock`` times the run; ``wall_clock`` dates what the index history records.
 
     Raises an :class:`~pypimirror.errors.UpstreamError` when the listing cannot be read and a
     :class:`~pypimirror.errors.StorageError` when the page directories cannot be read (nothing
@@ -213,6 +225,9 @@ async def run_index_sync(
     run = _IndexSyncRun(
         sync=config.sync, upstream=config.upstream, repo_path=config.repo_path, prefix=config.prefix,
         db=db, client=client, stop=stop or asyncio.Event(), clock=clock, sleep=sleep, write=write,
+        history=await SyncHistory.open(
+            db, RepoLayout(config.repo_path), enabled=config.sync.record_history, now=wall_clock
+        ),
     )
     return await run.execute()
 
@@ -237,6 +252,7 @@ class _IndexSyncRun:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         write: Writer,
+        history: SyncHistory,
     ) -> None:
         self.sync = sync
         self.upstream = upstream
@@ -247,11 +263,14 @@ class _IndexSyncRun:
         self.clock = clock
         self.sleep = sleep
         self.write = write
+        self.history = history
         self.layout = RepoLayout(repo_path)
         self.report = IndexSyncReport()
         self.pending_serials: list[tuple[NormalizedName, str, int]] = []
         self.last_flush = clock()
         self.write_failures_in_a_row = 0
+        self.stores: set[asyncio.Future[None]] = set()
+        self.store_slots = asyncio.Semaphore(STORES_IN_FLIGHT)
 
     @property
     def halted(self) -> bool:
@@ -266,6 +285,7 @@ class _IndexSyncRun:
         await self._write_root_pages()
         self.report.interrupted = self.stop.is_set()
         self._judge_errors()
+        await self.history.finish(complete=not self.report.interrupted and self.report.failed is None)
         logger.info("index sync: done: %s", self.report.summary())
         return self.report
 
@@ -327,8 +347,11 @@ class _IndexSyncRun:
         finally:
             for worker in workers:
                 worker.cancel()
-            progress.cancel()
-            await self._flush_serials()
+            try:
+                await asyncio.gather(*self.stores)  # every fetched project is written, or failed
+            finally:
+                progress.cancel()
+                await self._flush_serials()
 
     async def _worker(self, queue: Iterable[tuple[NormalizedName, ListedProject]]) -> None:
         for name, listed in queue:
@@ -336,22 +359,40 @@ class _IndexSyncRun:
                 return
             try:
                 rendered, serial = await self._fetch_project(name, listed)
-                if self.halted:
-                    return  # fetched, not written: its serial stays, so the next run fetches it
-                await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
             except PyPIMirrorError as exc:
                 self._project_failed(name, str(exc))
                 continue
-            except OSError as exc:
-                self._write_failed(name, exc)
-                continue
-            self.write_failures_in_a_row = 0
-            self.report.fetched += 1
-            self.pending_serials.append((name, listed.display_name, serial))
-            if len(self.pending_serials) >= SERIAL_BATCH or (
-                self.clock() - self.last_flush >= SERIAL_FLUSH_SECONDS
-            ):
-                await self._flush_serials()
+            if self.halted:
+                return  # fetched, not written: its serial stays, so the next run fetches it
+            await self.store_slots.acquire()
+            store = asyncio.ensure_future(self._store(name, listed.display_name, rendered, serial))
+            self.stores.add(store)
+            store.add_done_callback(self._stored)
+
+    def _stored(self, store: asyncio.Future[None]) -> None:
+        self.stores.discard(store)
+        self.store_slots.release()
+
+    async def _store(self, name: NormalizedName, display_name: str, rendered: RenderedProject, serial: int) -> None:
+        """Record what changed in the history, write the pages, then queue the serial."""
+        try:
+            await self.history.before_write(rendered.page, rendered.pages[STORED_VARIANT])
+            if self.halted:
+                return  # recorded, not written: the next run fetches it and records it again
+            await asyncio.to_thread(_write_project, self.layout, rendered, self.write)
+        except PyPIMirrorError as exc:
+            self._project_failed(name, str(exc))
+            return
+        except OSError as exc:
+            self._write_failed(name, exc)
+            return
+        self.write_failures_in_a_row = 0
+        self.report.fetched += 1
+        self.pending_serials.append((name, display_name, serial))
+        if len(self.pending_serials) >= SERIAL_BATCH or (
+            self.clock() - self.last_flush >= SERIAL_FLUSH_SECONDS
+        ):
+            await self._flush_serials()
 
     def _project_failed(self, name: NormalizedName, reason: str) -> None:
         self.report.errors += 1
@@ -420,7 +461,7 @@ class _IndexSyncRun:
             "index.v1_json": render_project_json(page, url_for=url_for),
         }
         json_document = document.body if document.status == 200 else None
-        return RenderedProject(name, pages, json_document)
+        return RenderedProject(name, pages, json_document, page)
 
     async def _flush_serials(self) -> None:
         rows, self.pending_serials = self.pending_serials, []
@@ -451,6 +492,12 @@ class _IndexSyncRun:
             )
             logger.error("index sync: %s", reason)
             self.report.removal_refused = reason
+            return
+        try:
+            await self.history.before_remove(names)
+        except PyPIMirrorError as exc:  # the serials stay, so the next run removes them again
+            for name in names:
+                self._project_failed(name, f"cannot record its removal: {exc}")
             return
         removed: list[NormalizedName] = []
         for name in names:

@@ -39,19 +39,21 @@ __all__ = [
     "CompactTrace",
     "PolicyResult",
     "compact_trace",
+    "fork_is_safe",
     "planning_times",
     "release_listing",
     "simulate",
     "tier_budgets",
 ]
 
+import gc
 import ipaddress
 import logging
 import multiprocessing
 import os
 import threading
 from array import array
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -314,17 +316,17 @@ def simulate(
     return [results[(policy, budget)] for budget in budgets for policy in policies]
 
 
-def _default_workers(trace: CompactTrace, states: int) -> int:
-    """One process per CPU (at most one per state) for a large trace, where the fork pays off; else one.
+def fork_is_safe() -> bool:
+    """Whether this process may fork helpers: the platform can, and no other thread runs.
 
-    A process that runs threads is not forked (a lock held by another thread at the fork
-    would stay held in the child forever), nor where the platform cannot fork.
+    A lock another thread holds at the fork would stay held in the child forever.
     """
-    if (
-        trace.requests < _PARALLEL_REQUESTS
-        or threading.active_count() > 1
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _default_workers(trace: CompactTrace, states: int) -> int:
+    """One process per CPU (at most one per state) for a large trace, where the fork pays off; else one."""
+    if trace.requests < _PARALLEL_REQUESTS or not fork_is_safe():
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cpus, states))
@@ -344,14 +346,21 @@ def _replay_planners_in_parallel(
         return
     context = multiprocessing.get_context("fork")
     children = []
-    for share in shares[1:]:
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(
-            target=_replay_in_child, args=(trace, share, cache, schedule, sender), name="simulate-planner", daemon=True
-        )
-        child.start()
-        sender.close()
-        children.append((child, receiver, share))
+    # The children's garbage collections leave alone what existed at the fork: scanning it would
+    # write to every object, and so copy this process's memory into each child page by page.
+    gc.freeze()
+    try:
+        for share in shares[1:]:
+            receiver, sender = context.Pipe(duplex=False)
+            child = context.Process(
+                target=_replay_in_child, args=(trace, share, cache, schedule, sender), name="simulate-planner",
+                daemon=True,
+            )
+            child.start()
+            sender.close()
+            children.append((child, receiver, share))
+    finally:
+        gc.unfreeze()
     try:
         _replay_planners(trace, shares[0], cache, schedule)
         for child, receiver, share in children:
@@ -513,8 +522,11 @@ class _Votes:
         self.last: dict[int, int] = {}  # file * networks + network -> time of its last counted vote
         self.per_file: dict[int, int] = {}  # file -> networks with a counted vote in the window
         self.popular_files: set[int] = set()  # files with at least min_votes of them
-        self.keys: deque[int] = deque()  # the counted votes in time order: (file, network) key
-        self.times: deque[int] = deque()  # ... and time
+        # The counted votes in time order, from index ``first`` on: (file, network) key and time.
+        # Arrays, not deques of int objects: a month of traffic counts millions of votes.
+        self.keys = array("q")
+        self.times = array("q")
+        self.first = 0
 
     def count(self, start: int, end: int) -> None:
         """Record the votes of requests ``start:end`` (requests without a network cast none)."""
@@ -545,9 +557,11 @@ class _Votes:
         """Forget votes older than ``since``: a network whose newest vote is older stops counting."""
         keys, times, last, per_file = self.keys, self.times, self.last, self.per_file
         networks, min_votes, popular = self.networks, self.min_votes, self.popular_files
-        while times and times[0] < since:
-            t = times.popleft()
-            key = keys.popleft()
+        first, end = self.first, len(times)
+        while first < end and times[first] < since:
+            t = times[first]
+            key = keys[first]
+            first += 1
             if last.get(key) == t:
                 del last[key]
                 fid = key // networks
@@ -558,6 +572,11 @@ class _Votes:
                     del per_file[fid]
                 if n == min_votes - 1:
                     popular.discard(fid)
+        if first > end // 2:  # drop the expired half: each vote is moved about once
+            del keys[:first]
+            del times[:first]
+            first = 0
+        self.first = first
 
     def popular(self, floor: int) -> dict[int, int]:
         """File -> voting networks, for the files with at least ``floor`` of them."""
@@ -622,7 +641,8 @@ def _apply(state: _PlannerState, plan: CachePlan, fid_of: Mapping[str, int]) -> 
 def release_listing(trace: CompactTrace, listed: Mapping[str, ListedFile], window: int) -> dict[str, ListedFile]:
     """The part of ``listed`` the release prefetch of a replay of ``trace`` can use.
 
-    Only a file uploaded within ``window`` (``cache.vote_window`` in seconds) before a
+    Only a file uploaded within ``window`` (``cache.vote_window`` in seconds, as for the cache
+    job) before a
     planning instant can succeed a cached one: the trace's own files (which can be cached) and
     the files of their projects uploaded during it are all it needs, a small part of a whole
     index, which the caller can then drop. :func:`simulate` gives the same results with either.

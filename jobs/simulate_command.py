@@ -19,18 +19,22 @@ __all__ = [
 
 import json
 import logging
+import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
-from pypimirror.jobs.simulate import POLICIES, compact_trace, release_listing, simulate
+from pypimirror.jobs.cache_successors import PREFETCH_POLICIES
+from pypimirror.jobs.simulate import POLICIES, CompactTrace, compact_trace, fork_is_safe, release_listing, simulate
 from pypimirror.jobs.simulate_report import format_table, results_document, write_plot
 
 from pypimirror.config import Config
 from pypimirror.configvalues import parse_size
 from pypimirror.errors import PyPIMirrorError, StorageError
-from pypimirror.pagescan import scan_listed_files
+from pypimirror.listedfiles import project_of
+from pypimirror.pagescan import ListedFile, read_projects_listed_files, scan_listed_files
 from pypimirror.popularity import read_popularity_csv
 from pypimirror.synthtrace import SyntheticModel, write_synthetic_trace
 from pypimirror.trace import TraceReader
@@ -86,7 +90,7 @@ def run_simulation(
     if plot_out is not None and plot_out.suffix.lower() not in (".svg", ".png"):
         raise SimulateArgumentError(f"--plot {str(plot_out)!r}: the file name must end in .svg or .png")
     started = time.monotonic()
-    listed = scan_listed_files(config.repo_path, config.prefix)
+    listed = _ListedSizes(_scan_sizes(config.repo_path, config.prefix))
     logger.info("simulate: the stored pages list %d files (%.1fs)", len(listed), time.monotonic() - started)
     reader = TraceReader(
         logs,
@@ -95,14 +99,18 @@ def run_simulation(
         bots=config.votes.bots,
     )
     trace = compact_trace(reader, listed)
-    releases = release_listing(trace, listed, int(config.cache.vote_window.total_seconds()))
-    del listed  # a whole index's files; the replay needs only the few above
+    del listed
     stats = reader.stats
     logger.info(
         "simulate: %d log lines, %d requests (%d for unlisted files), %d malformed, %d outside the "
         "prefix, %d excluded (%.1fs)", stats.lines, stats.requests, trace.unlisted_requests,
         stats.skipped_lines, stats.out_of_prefix, stats.excluded, time.monotonic() - started,
     )
+    releases = None
+    if any(policy in PREFETCH_POLICIES for policy in policies) and trace.requests:
+        releases = _release_files(config, trace)
+        logger.info("simulate: %d listed files for the release prefetch (%.1fs)", len(releases),
+                    time.monotonic() - started)
     results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache, listed=releases)
     logger.info("simulate: replayed in %.1fs", time.monotonic() - started)
     stdout.write(format_table(trace, results, stats.skipped_lines))
@@ -114,6 +122,105 @@ def run_simulation(
             raise StorageError(f"cannot write {str(json_out)!r}: {exc.strerror or exc}") from exc
     if plot_out is not None:
         write_plot(results, plot_out)
+
+
+class _Listed(NamedTuple):
+    path: str
+    size: int
+
+
+class _ListedSizes(Mapping[str, _Listed]):
+    """The listed files as :func:`~pypimirror.jobs.simulate.compact_trace` reads them, from sizes by path."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self._sizes = sizes
+
+    def __getitem__(self, path: str) -> _Listed:
+        return _Listed(path, self._sizes[path])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+
+def _scan_sizes(repo_path: Path, prefix: str) -> dict[str, int]:
+    """The size of every file the stored pages list, by path; scanned in a forked child where it is safe.
+
+    The scan holds a full record of each of a million and more files, and every parsed page on
+    the way. Freed in this process, most of that memory would stay resident (the allocator
+    keeps partly used blocks) and be shared with every replay worker, each of which writes into
+    its own copy; a child returns it all to the system when it ends.
+    """
+    if not fork_is_safe():
+        return {path: listed.size for path, listed in scan_listed_files(repo_path, prefix).items()}
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_scan_in_child, args=(repo_path, prefix, sender), name="simulate-scan", daemon=True)
+    child.start()
+    sender.close()
+    try:
+        outcome: dict[str, int] | str = receiver.recv()
+    except EOFError:
+        child.join()
+        raise StorageError(f"the scan of the stored pages ended without a result (exit code {child.exitcode})") from None
+    finally:
+        receiver.close()
+    child.join()
+    if isinstance(outcome, str):
+        raise StorageError(f"cannot scan the stored pages under {str(repo_path)!r}: {outcome}")
+    return outcome
+
+
+def _release_files(config: Config, trace: CompactTrace) -> dict[str, ListedFile]:
+    """The listed files the release prefetch of ``trace``'s replay needs
+    (:func:`~pypimirror.jobs.simulate.release_listing`), read from its projects' pages in a
+    forked child where it is safe, for the reason :func:`_scan_sizes` gives."""
+    if not fork_is_safe():
+        return _read_release_files(config, trace)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_release_files_in_child, args=(config, trace, sender), name="simulate-releases",
+                            daemon=True)
+    child.start()
+    sender.close()
+    try:
+        outcome: dict[str, ListedFile] | str = receiver.recv()
+    except EOFError:
+        child.join()
+        raise StorageError(f"the read of the release pages ended without a result (exit code {child.exitcode})") from None
+    finally:
+        receiver.close()
+    child.join()
+    if isinstance(outcome, str):
+        raise StorageError(f"cannot read the stored pages under {str(config.repo_path)!r}: {outcome}")
+    return outcome
+
+
+def _read_release_files(config: Config, trace: CompactTrace) -> dict[str, ListedFile]:
+    names = {name for name in map(project_of, trace.paths) if name is not None}
+    listed = read_projects_listed_files(config.repo_path, config.prefix, names)
+    return release_listing(trace, listed, int(config.cache.vote_window.total_seconds()))
+
+
+def _release_files_in_child(config: Config, trace: CompactTrace, results: Connection) -> None:
+    try:
+        results.send(_read_release_files(config, trace))
+    except Exception as exc:  # the parent raises it, with its message
+        results.send(str(exc))
+    finally:
+        results.close()
+
+
+def _scan_in_child(repo_path: Path, prefix: str, results: Connection) -> None:
+    try:
+        listed = scan_listed_files(repo_path, prefix)
+        results.send({path: entry.size for path, entry in listed.items()})
+    except Exception as exc:  # the parent raises it, with its message
+        results.send(str(exc))
+    finally:
+        results.close()
 
 
 def write_synthetic_log(

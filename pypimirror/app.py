@@ -12,7 +12,7 @@ TLS, signals, workers, draining) is :mod:`pypimirror.lifecycle`.
 
 from __future__ import annotations
 
-__all__ = ["Services", "make_app", "upstream_client"]
+__all__ = ["Services", "make_app", "upstream_client", "view_resolver"]
 
 import re
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from tornado.web import Application
 
 from pypimirror.advisorypages import AdvisoryPages
+from pypimirror.asof import AsOfViews, HistoryAccess
 from pypimirror.buffers import BufferBudget
 from pypimirror.clientip import IPModeMatcher
 from pypimirror.config import Config, ServeConfig
@@ -32,6 +33,7 @@ from pypimirror.handlers.ops import HealthHandler, MetricsHandler
 from pypimirror.handlers.osv import OsvQueryBatchHandler, OsvQueryHandler, OsvVulnHandler
 from pypimirror.handlers.redirects import SlashRedirectHandler, WebRedirectHandler
 from pypimirror.handlers.simple import SimpleProjectHandler, SimpleRootHandler
+from pypimirror.handlers.views import ViewJsonApiHandler, ViewPackageFileHandler, ViewProjectHandler, ViewRootHandler
 from pypimirror.hitrate import HitCounter
 from pypimirror.listedfiles import ListedFiles
 from pypimirror.metrics import Metrics
@@ -41,6 +43,8 @@ from pypimirror.status import StatusReader
 from pypimirror.storage import RepoLayout
 from pypimirror.tierlookup import TierLookup
 from pypimirror.upstream import UpstreamClient, UpstreamSettings
+from pypimirror.viewpages import ViewPages
+from pypimirror.views import AgePolicy, ViewResolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class Services:
     bounds the response buffers held for slow clients (:mod:`pypimirror.buffers`).
     ``advisories`` answers the OSV API routes; without it there are none. ``advisory_pages``
     applies the advisory policy to project pages and files (None: policy off, or audit only).
+    ``views`` holds the rendered pages of the views (:mod:`pypimirror.viewpages`); :func:`make_app`
+    makes one when none is given.
     """
 
     pages: PageCache
@@ -64,6 +70,8 @@ class Services:
     hits: HitCounter = field(default_factory=HitCounter)
     advisories: AdvisoryLookup | None = None
     advisory_pages: AdvisoryPages | None = None
+    views: ViewPages | None = None
+    history: HistoryAccess | None = None
 
 
 def make_app(config: Config, services: Services) -> Application:
@@ -91,6 +99,11 @@ def make_app(config: Config, services: Services) -> Application:
     project_pages = {**pages, "prefix": prefix, "advisories": services.advisory_pages}
     documents = {**pages, "advisories": services.advisory_pages}
     web = {**base, "pypi_url": config.upstream.pypi_url}
+    view_pages = services.views or ViewPages(prefix, config.upstream.packages_url)
+    resolver = view_resolver(config, services.history)
+    viewing = {**pages, "views": view_pages, "resolver": resolver}
+    # A view: its kind and its argument, read by the resolver; pip sends the '+' as %2B.
+    v = rf"{p}/(?:\+|%2[Bb])([^/]+)/([^/]+)"
     # The two hot routes first: Tornado tries the patterns in order, and none of these overlap.
     routes = [
         (rf"{p}/packages/.*", PackageFileHandler, files),
@@ -102,6 +115,11 @@ def make_app(config: Config, services: Services) -> Application:
         (rf"{p}/web/.*", WebRedirectHandler, {**web, "route_base": f"{prefix}/web/"}),
         (rf"{p}/pypi/([^/]+)/json/?", JsonApiHandler, {**documents, "canonical_url": prefix + "/pypi/{name}/json"}),
         (rf"{p}/([^/]+)/json/?", JsonApiHandler, {**documents, "canonical_url": prefix + "/{name}/json"}),
+        (rf"{v}/packages/.*", ViewPackageFileHandler, {**files, **viewing, "prefix": prefix}),
+        (rf"{v}/simple/([^/]+)(/?)", ViewProjectHandler, {**viewing, "prefix": prefix}),
+        (rf"{v}/simple(/?)", ViewRootHandler, {**viewing, "prefix": prefix}),
+        (rf"{v}/pypi/([^/]+)/json/?", ViewJsonApiHandler, {**viewing, "canonical_url": prefix + "/{view}/pypi/{name}/json"}),
+        (rf"{v}/([^/]+)/json/?", ViewJsonApiHandler, {**viewing, "canonical_url": prefix + "/{view}/{name}/json"}),
     ]
     if services.advisories is not None:
         osv = {**base, "advisories": services.advisories}
@@ -118,6 +136,7 @@ def make_app(config: Config, services: Services) -> Application:
             "modes": ip_modes,
             "packages_url": config.upstream.packages_url,
             "redirect_url": config.upstream.redirect_url,
+            "views": tuple((view.label, view.describe()) for view in resolver.named.values()),
         }
         routes += [
             (p, SlashRedirectHandler, {**base, "target": f"{prefix}/"}),
@@ -133,6 +152,16 @@ def make_app(config: Config, services: Services) -> Application:
             services.access_log, services.metrics, file_handlers=(PackageFileHandler,), hits=services.hits
         ),
     )
+
+
+def view_resolver(config: Config, history: HistoryAccess | None = None) -> ViewResolver:
+    """The views the URLs may name: every cooldown, the configured named views, and every
+    moment of the index history when there is one to read."""
+    named = {
+        name: AgePolicy(label=f"+view/{name}", min_age=view.min_age, not_after=view.not_after, exempt=view.exempt)
+        for name, view in config.views.items()
+    }
+    return ViewResolver(named, AsOfViews(history) if history is not None else None)
 
 
 def upstream_client(config: Config, *, attempts: int) -> UpstreamClient:

@@ -52,7 +52,7 @@ from pypimirror.jobs.simulate_command import (
 )
 from pypimirror.lifecycle import StopSignals, serve_forever
 from pypimirror.queries import JobRun, Lease
-from pypimirror.schema import advisories, hit_counters, pinned_sets
+from pypimirror.schema import advisories, hit_counters, history_state, pinned_sets
 from pypimirror.status import ADVISORY_JOB, MirrorStatus, read_status
 from pypimirror.trace import LOG_FORMATS
 from pypimirror.upstream import configure_curl_client
@@ -403,9 +403,10 @@ def _status(config: Config) -> int:
             with_hits = inspect(conn).has_table(hit_counters.name)
             with_pins = inspect(conn).has_table(pinned_sets.name)
             with_advisories = inspect(conn).has_table(advisories.name)
+            with_history = inspect(conn).has_table(history_state.name)
             status = read_status(
                 conn, config.node_id, config.cache.tier_limits, job_titles=JOBS.titles(), with_hits=with_hits,
-                with_pins=with_pins, with_advisories=with_advisories,
+                with_pins=with_pins, with_advisories=with_advisories, with_history=with_history,
             )
             lease = dbq.read_lease(conn, dbq.SYNC_LEASE)
     finally:
@@ -464,6 +465,7 @@ def format_status(
         lines.append("hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)")
     lines.append(f"pinned sets (node {node_id}):")
     lines.append(format_pinned_sets(status.pinned, indent="  ").rstrip("\n"))
+    lines.append("index history: " + _describe_history(status.history_since, now))
     lines.append("sync lease: " + _describe_lease(lease, now))
     return "\n".join(lines) + "\n"
 
@@ -510,6 +512,12 @@ def _format_counts(counts: Mapping[str, object]) -> str:
     """The counts worth reading: non-zero ones, without the per-phase timings and tier sizes shown elsewhere."""
     shown = [f"{key}={value}" for key, value in counts.items() if value and not key.startswith(("phase_", "tier"))]
     return " ".join(shown) or "all zero"
+
+
+def _describe_history(since: float | None, now: float) -> str:
+    if since is None:
+        return "not complete yet (it starts when an index sync with sync.record_history completes)"
+    return f"complete since {_when(since, now)}"
 
 
 def _describe_lease(lease: Lease | None, now: float) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "Tier",
     "TimeoutsConfig",
     "UpstreamConfig",
+    "ViewConfig",
     "VotesConfig",
     "section_keys",
     "yaml_key",
@@ -42,8 +43,9 @@ __all__ = [
 import dataclasses
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -145,7 +147,22 @@ class CacheConfig:
     #: How files are ranked for the cache: ``seed`` (distinct networks, as the original mirror) or
     #: ``default`` (networks per byte, see docs/cache-policy.md).
     policy: CachePolicy = "seed"
+    #: How far back the ``default`` policy counts votes (``seed`` counts within ``vote_window``):
+    #: a month of networks tells a steadily used file's worth better than a week, while the
+    #: size-blind seed rule only lets more large files reach its threshold with it.
+    score_window: timedelta = timedelta(days=30)
     tiers: tuple[Tier, ...]
+
+    @property
+    def counting_window(self) -> timedelta:
+        """How far back votes count under ``policy``, and so how long the cache job keeps them."""
+        return self.window_of(self.policy)
+
+    def window_of(self, policy: CachePolicy) -> timedelta:
+        """How far back votes count under ``policy`` (the simulator replays both policies)."""
+        if policy == "seed":
+            return self.vote_window
+        return max(self.vote_window, self.score_window)
 
     @property
     def tier_roots(self) -> tuple[Path, ...]:
@@ -169,6 +186,9 @@ class SyncConfig:
     max_deletions: int = 1000
     #: A run in which more than this share of its projects failed is a failed run.
     max_error_share: float = 0.5
+    #: Record the index history (first seen, yanks, removals, status changes) for ``+asof``;
+    #: a run without it ends the history, and the next run with it starts a new one.
+    record_history: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,6 +295,20 @@ class ServeConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ViewConfig:
+    """One named view, served at ``{prefix}/+view/{name}/simple/`` (docs/views.md).
+
+    Files younger than ``min_age`` or uploaded after ``not_after`` (a UTC moment) are left out,
+    except in projects whose normalized name matches one of the ``exempt`` shell patterns.
+    At least one of the two limits is set.
+    """
+
+    min_age: timedelta | None = None
+    exempt: tuple[str, ...] = ()
+    not_after: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, built once by :func:`~pypimirror.configreader.load_config` and passed down."""
 
@@ -296,6 +330,7 @@ class Config:
     votes: VotesConfig = VotesConfig()
     serve: ServeConfig = ServeConfig()
     advisories: AdvisoriesConfig = AdvisoriesConfig()
+    views: Mapping[str, ViewConfig] = field(default_factory=dict)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -326,6 +361,10 @@ def _display_value(value: object) -> Any:
         return {yaml_key(item): _display_value(getattr(value, item.name)) for item in dataclasses.fields(value)}
     if isinstance(value, tuple):
         return [_display_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _display_value(item) for key, item in value.items()}
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network | date):

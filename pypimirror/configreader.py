@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
@@ -59,6 +60,7 @@ from pypimirror.config import (
     TimeoutsConfig,
     TLSConfig,
     UpstreamConfig,
+    ViewConfig,
     VotesConfig,
     section_keys,
     yaml_key,
@@ -89,6 +91,7 @@ from pypimirror.configvalues import (
 from pypimirror.cron import make_trigger
 from pypimirror.errors import ConfigError, ConfigProblem
 from pypimirror.storage import RepoLayout
+from pypimirror.views import VIEW_NAME, parse_age, parse_moment
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -101,7 +104,7 @@ _T = TypeVar("_T")
 # Upper bounds of durations and counts, far above any sane setting (see configvalues: values
 # that pass must not fail later).
 _MAX_GRACE = timedelta(hours=1)
-_MAX_WINDOW = timedelta(days=366)  # vote_window, dedup_window, size_db_ttl, a schedule's interval
+_MAX_WINDOW = timedelta(days=366)  # vote_window, score_window, dedup_window, size_db_ttl, a schedule's interval
 _MAX_TIMEOUT = timedelta(days=1)
 _MAX_JITTER = timedelta(days=1)
 _MAX_RETRY = 100
@@ -301,6 +304,7 @@ class _Reader:
 _SECTIONS = (
     "database", "upstream", "tls", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve",
     "advisories",
+    "views",
 )  # fmt: skip
 
 
@@ -430,6 +434,7 @@ def _read_cache(reader: _Reader, data: object, repo_path: Path) -> CacheConfig:
         "size_db_ttl": duration_parser(_MAX_WINDOW),
         "verify_bytes_per_run": parse_size,
         "policy": choice_parser(get_args(CachePolicy)),
+        "score_window": duration_parser(_MAX_WINDOW, positive=True),
     }
     section, values = reader.read(data, path, CacheConfig, parsers, custom=("tiers",))
     tiers = _read_tiers(reader, section.get("tiers"), repo_path)
@@ -454,6 +459,7 @@ def _read_sync(reader: _Reader, data: object) -> SyncConfig:
         "concurrent_downloads": int_parser(1, 256),
         "max_deletions": int_parser(0),
         "max_error_share": parse_share,
+        "record_history": parse_bool,
     }
     return reader.build(data, "sync", SyncConfig, parsers)
 
@@ -549,6 +555,36 @@ def _parse_day(raw: object) -> date:
         raise ValueError(f"{describe_value(raw)} is not a day such as 2026-03-31") from None
 
 
+def _read_views(reader: _Reader, data: object) -> dict[str, ViewConfig]:
+    """The named views: a mapping of name (as it stands in ``+view/{name}``) to its rules."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        reader.report("views", f"expected a mapping of view names, got {describe_value(data)}")
+        return {}
+    parsers: dict[str, _Parser] = {
+        "min_age": parse_age,
+        "exempt": _ListOf(_parse_exempt_pattern),
+        "not_after": parse_moment,
+    }
+    views: dict[str, ViewConfig] = {}
+    for name, raw in data.items():
+        path = f"views.{name}"
+        if not isinstance(name, str) or VIEW_NAME.fullmatch(name) is None:
+            reader.report(path, "a view name is 1-64 of a-z 0-9 . _ - (starting and ending with a letter or digit)")
+            continue
+        section, values = reader.read(raw, path, ViewConfig, parsers)
+        if section.get("min_age") is None and section.get("not_after") is None and not reader.is_broken(path):
+            reader.report(path, "set min_age, not_after or both (a view without either leaves nothing out)")
+        views[name] = ViewConfig(**values)
+    return views
+
+
+def _parse_exempt_pattern(raw: object) -> str:
+    """A shell pattern over normalized project names, itself normalized (``Internal_*`` is ``internal-*``)."""
+    return re.sub(r"[-_.]+", "-", parse_text(raw).strip()).lower()
+
+
 def _parse_buffer_budget(raw: object) -> int:
     """A size from 1 MiB (one full chunk) to 1 TiB."""
     size = parse_size(raw)
@@ -588,6 +624,7 @@ def parse_config(data: object, source: str = "", base_dir: str | os.PathLike[str
         votes=_read_votes(reader, top.get("votes")),
         serve=_read_serve(reader, top.get("serve")),
         advisories=_read_advisories(reader, top.get("advisories")),
+        views=_read_views(reader, top.get("views")),
     )
     _check_files(reader, config)
     if reader.problems:

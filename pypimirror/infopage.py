@@ -38,7 +38,8 @@ class InfoPage:
 
     ``miss_url`` is where a file the mirror does not hold comes from for this client: the
     upstream's packages URL (proxy mode) or its redirect URL (302). ``status`` is None when the
-    database could not be read; ``status_error`` then says why.
+    database could not be read; ``status_error`` then says why. ``views`` are the named views,
+    each as (label such as ``+view/stable``, what it leaves out).
     """
 
     index_url: str
@@ -51,6 +52,7 @@ class InfoPage:
     now: float
     status: MirrorStatus | None
     status_error: str | None = None
+    views: tuple[tuple[str, str], ...] = ()
 
 
 def is_valid_host(value: str) -> bool:
@@ -97,6 +99,7 @@ def render_info_page(page: InfoPage) -> bytes:
         [
             f"<header><h1>PyPI mirror</h1><p>{e(page.host)}</p></header>",
             _usage_section(page),
+            _views_section(page),
             _client_section(page),
             _status_section(page),
             _advisories_section(page),
@@ -158,6 +161,36 @@ default = true</code></pre>
 </section>"""
 
 
+def _views_section(page: InfoPage) -> str:
+    """How to install through a view: each one is a whole index at its own URL."""
+    e = _escape
+    base = page.index_url.removesuffix("simple/")
+    cooldown = f"{base}+cooldown/7d/simple/"
+    rows = [f"<tr><td><code>{e(base)}+cooldown/&lt;duration&gt;/simple/</code></td>"
+            "<td>only files uploaded at least that long ago (<code>30m</code>, <code>12h</code>, <code>7d</code>, "
+            "<code>2w</code>)</td></tr>"]
+    rows.append(f"<tr><td><code>{e(base)}+asof/&lt;timestamp&gt;/simple/</code></td>"
+                "<td>the index as it was at that moment, yanks, removals and quarantines included "
+                "(<code>2026-06-01T12:00:00Z</code> or <code>2026-06-01</code>, UTC; within the index history)</td></tr>")
+    rows += [f'<tr id="view-{e(label.rpartition("/")[2])}"><td><code>{e(base)}{e(label)}/simple/</code></td>'
+             f"<td>{e(rule)}</td></tr>" for label, rule in page.views]
+    joined = "\n".join(rows)
+    return f"""<section id="views">
+<h2>Views</h2>
+<p>Each view is a complete index at its own URL, for every client alike: it leaves out files too new
+for its rule (and files without an upload time), and refuses their downloads with 403 and the reason.</p>
+<table id="view-list">
+{joined}
+</table>
+<p>A seven-day cooldown with pip:</p>
+<pre><code id="view-pip">pip install --index-url {e(cooldown)} &lt;package&gt;</code></pre>
+<p>with uv:</p>
+<pre><code id="view-uv">export UV_INDEX_URL={e(cooldown)}</code></pre>
+<p>with Poetry:</p>
+<pre><code id="view-poetry">poetry source add --priority=primary mirror-cooldown {e(cooldown)}</code></pre>
+</section>"""
+
+
 def _client_section(page: InfoPage) -> str:
     e = _escape
     source = f"<code>{e(page.miss_url)}</code>"
@@ -190,7 +223,19 @@ def _status_section(page: InfoPage) -> str:
             rows.append(f'<tr><th>{e(title)}</th><td class="muted">never ran</td></tr>')
     for job in page.status.jobs:
         rows.append(_job_row(job, titles.get(job.name, job.name), page.now))
+    rows.append(_history_row(page.status.history_since, page.now))
     return _status_table(rows, _tiers_table(page.status.tiers))
+
+
+def _history_row(since: float | None, now: float) -> str:
+    """Since when the index history (what ``+asof`` views show) is complete."""
+    e = _escape
+    if since is None:
+        text = '<span class="muted">not complete yet: it starts when an index sync completes</span>'
+    else:
+        text = f"complete since {e(_format_time(since))} ({e(_format_age(now - since))} ago)"
+    return f'<tr id="history-since"><th>Index history</th><td>{text}</td></tr>'
+
 
 
 def _status_table(rows: list[str], after: str) -> str:

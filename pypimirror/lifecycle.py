@@ -42,6 +42,7 @@ from pypimirror.accesslog import AccessLog, NullAccessLog
 from pypimirror.app import Services, make_app, upstream_client
 from pypimirror.buffers import BufferBudget
 from pypimirror.config import Config, LogConfig, TLSConfig
+from pypimirror.asof import HistoryAccess
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, PyPIMirrorError
 from pypimirror.handlers.base import InFlight
@@ -283,6 +284,7 @@ async def _serve(
                 hits=hits,
                 advisories=AdvisoryLookup(db),
                 advisory_pages=await _advisory_pages(config, db),
+                history=HistoryAccess(db.engine, config.cache.tier_roots, config.prefix),
             )
             if services.advisory_pages is not None:
                 stack.callback(_start_advisory_refresh(services.advisory_pages).stop)

@@ -26,6 +26,7 @@ __all__ = [
     "files_on_this_mirror",
     "iter_listed_files",
     "lookup_listed_files",
+    "package_path_of",
     "project_of",
     "read_listed_files",
 ]
@@ -180,14 +181,22 @@ def _read_page(page_path: Path, name: NormalizedName, prefix: str) -> tuple[_Pag
 def files_on_this_mirror(page: ProjectPage, prefix: str) -> Iterator[tuple[str, DistFile]]:
     """Each file of a stored page whose URL points at ``{prefix}/packages/``, with its package
     path; files linked elsewhere (or by a path that is not a package path) are not ours."""
-    base = prefix.rstrip("/") + "/packages/"
     for dist in page.files:
-        if not dist.url.startswith(base):
-            continue
-        try:
-            yield parse_package_path(dist.url[len(base) :]).relpath, dist
-        except UnsafePathError:
-            continue
+        path = package_path_of(dist.url, prefix)
+        if path is not None:
+            yield path, dist
+
+
+def package_path_of(url: str, prefix: str) -> str | None:
+    """The package path a stored page's file URL names under ``{prefix}/packages/``; None for a
+    URL elsewhere or a path that is not a package path."""
+    base = prefix.rstrip("/") + "/packages/"
+    if not url.startswith(base):
+        return None
+    try:
+        return parse_package_path(url[len(base) :]).relpath
+    except UnsafePathError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

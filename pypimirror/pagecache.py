@@ -22,6 +22,7 @@ __all__ = [
     "PageCache",
     "PageCacheStats",
     "SerialReader",
+    "off_loop_if",
     "read_json_api_serial",
     "read_simple_html_serial",
     "read_simple_json_serial",
@@ -174,7 +175,7 @@ class PageCache:
         self._misses += 1
         self._forget(path)
         try:
-            page = await _off_loop_if(st.st_size > BLOCKING_LIMIT, _load, path, read_serial)
+            page = await off_loop_if(st.st_size > BLOCKING_LIMIT, _load, path, read_serial)
         except OSError as exc:  # e.g. removed between the stat and the open
             _raise_unless_absent(path, exc)
             return None
@@ -216,7 +217,7 @@ class PageCache:
         """The gzip encoding of ``page``, compressed once and then kept with it."""
         if page.gzipped is not None:
             return page.gzipped
-        compressed = await _off_loop_if(len(page.body) > BLOCKING_LIMIT, _compress, page.body)
+        compressed = await off_loop_if(len(page.body) > BLOCKING_LIMIT, _compress, page.body)
         if page.gzipped is None:  # not done meanwhile by a concurrent request
             page.gzipped = compressed
             if self._entries.get(page.path) is page:
@@ -286,7 +287,7 @@ def _compress(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=_GZIP_LEVEL, mtime=0)
 
 
-async def _off_loop_if(blocking: bool, fn: Callable[..., _T], *args: object) -> _T:
+async def off_loop_if(blocking: bool, fn: Callable[..., _T], *args: object) -> _T:
     """``fn(*args)``, in the default executor when it would block the loop for long."""
     if not blocking:
         return fn(*args)

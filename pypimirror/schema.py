@@ -14,6 +14,10 @@ __all__ = [
     "advisory_packages",
     "file_checks",
     "hit_counters",
+    "history_events",
+    "history_files",
+    "history_projects",
+    "history_state",
     "install_schema",
     "job_runs",
     "leases",
@@ -56,7 +60,9 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 4
 #: Versions :func:`install_schema` brings up to date. 1 -> 2 only added ``file_checks``, 2 -> 3
 #: only ``hit_counters``, which ``create_all`` creates like any missing table.
-#: 3 -> 4 only adds ``pinned_sets``, ``pinned_files``, ``advisories`` and ``advisory_packages``.
+#: 3 -> 4 only adds ``pinned_sets``, ``pinned_files``, ``advisories``, ``advisory_packages``
+#: and the index history's ``history_state``, ``history_projects``, ``history_files`` and
+#: ``history_events``.
 _MIGRATABLE = frozenset({1, 2, 3})
 
 #: Arbitrary key of the PostgreSQL advisory lock that serialises concurrent schema installs.
@@ -187,6 +193,64 @@ advisory_packages = Table(
     Column("name", Text, primary_key=True),
     Column("affected", Text, nullable=False),
     Index("ix_advisory_packages_name", "name"),
+)
+
+# --- the index history (pypimirror/history.py reads it, the index sync writes it) ---------------
+# Only what the stored pages cannot tell is kept: a project or file present when the history
+# began and never changed since has no row at all. Times are Unix seconds.
+
+# One row, written when the first sync run with history recording completes: since then the
+# history is complete.
+history_state = Table(
+    "history_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("started_at", Double, nullable=False),
+    CheckConstraint("id = 1", name="ck_history_state_single_row"),
+)
+
+# A project that appeared, changed status or went away after the history began. created_at is
+# the earliest moment it is known to exist (its first files' upload time, else when first seen);
+# NULL: it was there when the history began.
+history_projects = Table(
+    "history_projects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("display_name", Text, nullable=False),
+    Column("created_at", Double, nullable=True),
+    Column("removed_at", Double, nullable=True),
+)
+
+# A file first seen after the history began, or one that left its project's page (removed
+# upstream, or hidden by a quarantine). file_key is a 64-bit hash of the filename, which keeps
+# the row at ~30 bytes; entry keeps the file's page entry once the page no longer lists it.
+history_files = Table(
+    "history_files",
+    metadata,
+    Column("project_id", Integer, primary_key=True, autoincrement=False),
+    Column("file_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("first_seen", Double, nullable=True),  # NULL: listed when the history began
+    Column("removed_at", Double, nullable=True),
+    Column("entry", Text, nullable=True),  # a JSON array of the DistFile's fields
+    sqlite_with_rowid=False,
+)
+
+# Each yank, un-yank (filename set) or project-status change (filename NULL), with the state
+# before and after: the state at any moment is the "after" of the last change by then, or the
+# "before" of the first change after it.
+history_events = Table(
+    "history_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, nullable=False),
+    Column("filename", Text, nullable=True),
+    Column("at", Double, nullable=False),
+    Column("old_state", Text, nullable=True),
+    Column("old_reason", Text, nullable=True),
+    Column("new_state", Text, nullable=True),
+    Column("new_reason", Text, nullable=True),
+    Index("ix_history_events_project_id_at", "project_id", "at"),
 )
 
 job_runs = Table(

@@ -1,7 +1,7 @@
-"""What the mirror reports about itself: job history, cache fill, hit rate, health.
+"""What the mirror reports about itself: job history, cache fill, hit rate, index history, health.
 
 The info page, ``/metrics`` and ``/healthz`` show the same facts, read from the database
-(``job_runs``, ``local_files``, ``hit_counters``, the pinned sets) and the disk. :func:`read_status` is a plain ``fn(conn)``;
+(``job_runs``, ``local_files``, ``hit_counters``, the pinned sets, the advisories, ``history_state``) and the disk. :func:`read_status` is a plain ``fn(conn)``;
 :class:`StatusReader` runs it off the IOLoop and keeps the answer for a few seconds, so a
 burst of page views or scrapes costs one read. A health check never piles up: while one is
 still waiting for a hung database, the next reports that instead of queueing behind it.
@@ -35,6 +35,7 @@ from sqlalchemy import Connection
 from pypimirror.advisoryqueries import AdvisoryCounts, count_advisories
 from pypimirror.db import Database
 from pypimirror.errors import DatabaseError, DatabaseFileError
+from pypimirror.historydb import read_history_start
 from pypimirror.hitrate import HitSummary, read_hit_summary
 from pypimirror.pinqueries import PinnedSetSummary, pinned_set_summaries
 from pypimirror.queries import (
@@ -83,7 +84,8 @@ class MirrorStatus:
 
     ``job_titles`` are the jobs this mirror runs, name -> title in the order they are shown,
     whether they ran yet or not (the composition root passes the jobs' table); ``jobs`` lists
-    those first, in that order, then any other job on record by name.
+    those first, in that order, then any other job on record by name. ``history_since`` is since
+    when the index history is complete (None: not yet, or not read).
     """
 
     jobs: tuple[JobStatus, ...]
@@ -93,6 +95,7 @@ class MirrorStatus:
     pinned: tuple[PinnedSetSummary, ...] = ()
     #: The stored advisories (None where not read).
     advisories: AdvisoryCounts | None = None
+    history_since: float | None = None
 
     def job(self, name: str) -> JobStatus | None:
         return next((job for job in self.jobs if job.name == name), None)
@@ -116,16 +119,19 @@ def read_status(
     with_hits: bool = True,
     with_pins: bool = True,
     with_advisories: bool = True,
+    with_history: bool = True,
 ) -> MirrorStatus:
     """The job history, this node's cache fill, (``with_hits``) its hit rate as of ``now``,
-    (``with_pins``) the pinned sets and (``with_advisories``) the stored advisories, in one read
-    transaction."""
+    (``with_pins``) the pinned sets, (``with_advisories``) the stored advisories and
+    (``with_history``) the start of the index history, in one read transaction."""
     hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     jobs = read_job_statuses(conn, tuple(job_titles))
     pinned = tuple(pinned_set_summaries(conn, node_id)) if with_pins else ()
     advisories = count_advisories(conn) if with_advisories else None
+    history_since = read_history_start(conn) if with_history else None
     return MirrorStatus(
-        jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, pinned=pinned, advisories=advisories
+        jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, pinned=pinned, advisories=advisories,
+        history_since=history_since,
     )
 
 
@@ -219,7 +225,10 @@ class StatusReader:
         hits = read_hit_summary(conn, self._node_id, time.time())
         pinned = tuple(pinned_set_summaries(conn, self._node_id))
         jobs = read_job_statuses(conn, tuple(self._job_titles))
-        return MirrorStatus(jobs, fill, hits, self._job_titles, pinned=pinned, advisories=count_advisories(conn))
+        return MirrorStatus(
+            jobs, fill, hits, self._job_titles, pinned=pinned, advisories=count_advisories(conn),
+            history_since=read_history_start(conn),
+        )
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.

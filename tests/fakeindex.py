@@ -97,7 +97,7 @@ _FIRST_UPLOAD = datetime(2024, 1, 1)
 
 PathMatch = str | re.Pattern[str]
 FaultKind = Literal[
-    "fail", "delay", "truncate", "unframed", "corrupt", "stale", "xmlrpc-fault", "listing-garbage", "listing-empty"
+    "fail", "delay", "hold", "truncate", "unframed", "corrupt", "stale", "xmlrpc-fault", "listing-garbage", "listing-empty"
 ]
 
 
@@ -445,6 +445,8 @@ class _FakeHandler(RequestHandler):
         delay = self.index._take_fault("delay", path)
         if delay is not None:
             await self.index._sleep(delay.seconds)
+        if self.index._take_fault("hold", path) is not None:
+            await self.index._wait_for_release()
         failure = self.index._take_fault("fail", path)
         if failure is not None:
             self.set_status(failure.status)
@@ -621,6 +623,7 @@ class FakeIndex:
         self._thread: threading.Thread | None = None
         self._aio: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._released: asyncio.Event | None = None
         self._startup_error: BaseException | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -677,6 +680,7 @@ class FakeIndex:
 
     async def _listen(self) -> HTTPServer:
         self._stopping = asyncio.Event()
+        self._released = asyncio.Event()
         sockets = bind_sockets(self._port, "127.0.0.1")
         self._port = sockets[0].getsockname()[1]
         server = HTTPServer(self._make_app())
@@ -691,6 +695,15 @@ class FakeIndex:
         pending = asyncio.all_tasks() - {asyncio.current_task()}
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+    async def _wait_for_release(self) -> None:
+        """Wait for let_go() (or the index stopping), for a request that hold() caught."""
+        assert self._stopping is not None and self._released is not None
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(self._released.wait())
+        _, pending = await asyncio.wait((stopping, released), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but end early when the index stops, so stop() never waits for a delay."""
@@ -817,6 +830,13 @@ class FakeIndex:
             del self._projects[project.name]
             self._next_serial()
 
+    def remove_release(self, name: str, version: str) -> None:
+        """Delete one release and its files, as an owner may on PyPI; the project stays."""
+        with self._lock:
+            release = self.release(name, version)
+            del self.project(name).releases[release.version]
+            self._touch(name)
+
     def yank(self, name: str, version: str, reason: str | None = None) -> None:
         with self._lock:
             release = self.release(name, version)
@@ -920,6 +940,24 @@ class FakeIndex:
     def delay(self, path: PathMatch, seconds: float, times: int | None = 1) -> None:
         """Hold matching requests ``seconds`` before answering (stop() cuts the wait short)."""
         self._add_fault(_Fault("delay", self._path_matcher(path), times, seconds=seconds))
+
+    def hold(self, path: PathMatch) -> None:
+        """Hold every matching request until :meth:`let_go` (stop() lets them go too).
+
+        For tests that need a client of the mirror to be in the middle of its work, however
+        long the machine takes to get the test's next step going.
+        """
+        with self._lock:
+            if self._released is not None and self._released.is_set():
+                raise RuntimeError("hold() after let_go(): this fake holds only once")
+        self._add_fault(_Fault("hold", self._path_matcher(path), None))
+
+    def let_go(self) -> None:
+        """Answer the requests hold() is holding, and every later one at once."""
+        with self._lock:
+            self._faults = [fault for fault in self._faults if fault.kind != "hold"]
+        assert self._aio is not None and self._released is not None, "the fake index is not running"
+        self._aio.call_soon_threadsafe(self._released.set)
 
     def truncate_next(self, path: PathMatch, at_bytes: int, times: int | None = 1) -> None:
         """Declare the full Content-Length, send ``at_bytes`` of the body, close the connection."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import select, text, update
 
 from pypimirror.cli import format_status
 from pypimirror.db import Database
+from pypimirror.historydb import start_history
 from pypimirror.hitrate import summarize_hits
 from pypimirror.jobs.registry import JOBS
 from pypimirror.queries import HitCount, JobRun
@@ -118,3 +120,21 @@ def test_status_of_a_database_from_before_the_hit_counters_says_so_and_leaves_it
     assert "hit rate: not recorded in this database yet (the next serve or sync upgrades its schema)\n" in result.stdout
     with Database(url) as db, db.connect() as conn:
         assert conn.execute(select(schema_version.c.version)).scalar_one() == 2
+
+
+def test_status_says_since_when_the_index_history_is_complete(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text("repo_path: repo\nupstream:\n  pypi_url: https://example.org\n"
+                      "  packages_url: https://files.example.org/packages\ncache:\n  size_limit: 1g\n")
+    url = f"sqlite:///{tmp_path / 'repo' / 'pypi-mirror.db'}"
+    Database.open(url).dispose()
+    before = run_cli("status", "-c", str(config))
+    assert "index history: not complete yet (it starts when an index sync with sync.record_history completes)\n" in (
+        before.stdout)
+    with Database(url) as db, db.begin() as conn:
+        start_history(conn, 1_700_000_000.0)
+    after = run_cli("status", "-c", str(config))
+    assert after.returncode == 0, after.stderr
+    stamp = datetime.fromtimestamp(1_700_000_000.0).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    assert f"index history: complete since {stamp} (" in after.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import dataclasses
 import ipaddress
 import operator
@@ -18,7 +19,7 @@ import yaml
 
 import pypimirror.configreader
 from pypimirror import __version__
-from pypimirror.config import Config, IPModeRule, Schedule, SyncConfig, Tier
+from pypimirror.config import Config, IPModeRule, Schedule, SyncConfig, Tier, ViewConfig
 from pypimirror.configreader import load_config, parse_config
 from pypimirror.configvalues import format_duration, parse_duration, parse_size
 from pypimirror.errors import ConfigError
@@ -1093,6 +1094,7 @@ def test_display_dict_masks_passwords_and_uses_plain_values() -> None:
     assert list(shown) == [
         "listen", "repo_path", "prefix", "node_id", "shutdown_grace", "database", "upstream", "tls",
         "trusted_proxies", "ip_modes", "cache", "sync", "log", "timeouts", "schedule", "votes", "serve", "advisories",
+        "views",
     ]  # fmt: skip
 
 
@@ -1128,3 +1130,42 @@ def test_cache_policy_is_seed_unless_set_and_refuses_unknown_names() -> None:
     assert parse(make_data(cache={"size_limit": "1g", "policy": "default"})).cache.policy == "default"
     [problem] = problems_of(make_data(cache={"size_limit": "1g", "policy": "lru"}))
     assert problem == "cache.policy: 'lru' is not one of seed, default"
+
+
+def test_named_views_are_read_with_dates_durations_and_normalized_patterns() -> None:
+    config = parse(make_data(views={
+        "stable": {"min_age": "2w", "exempt": ["Internal_*"], "not_after": datetime.date(2026, 6, 1)},
+        "frozen": {"not_after": "2026-06-01T12:30:00+02:00"},
+    }))
+    assert config.views["stable"] == ViewConfig(
+        min_age=datetime.timedelta(days=14), exempt=("internal-*",),
+        not_after=datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC),
+    )
+    assert config.views["frozen"].not_after == datetime.datetime(2026, 6, 1, 10, 30, tzinfo=datetime.UTC)
+    assert config.views["frozen"].min_age is None
+    shown = config.to_display_dict()["views"]
+    assert shown["stable"] == {"min_age": "14d", "exempt": ["internal-*"], "not_after": "2026-06-01T00:00:00Z"}
+    assert parse(make_data()).views == {}
+
+
+@pytest.mark.parametrize(
+    ("views", "problem"),
+    [
+        ([], "views: expected a mapping of view names, got a list"),
+        ({"Stable": {"min_age": "7d"}}, "views.Stable: a view name is 1-64 of a-z 0-9 . _ - "
+                                        "(starting and ending with a letter or digit)"),
+        ({"s": {}}, "views.s: set min_age, not_after or both (a view without either leaves nothing out)"),
+        ({"s": {"min_age": "7"}}, "views.s.min_age: '7' is not a duration (expected e.g. 30m, 12h, 7d, 2w)"),
+        ({"s": {"min_age": "0d"}}, "views.s.min_age: '0d' is not longer than 0 (expected e.g. 30m, 12h, 7d, 2w)"),
+        ({"s": {"min_age": "9999d"}}, "views.s.min_age: '9999d' is too long (at most 3650d)"),
+        ({"s": {"not_after": "yesterday"}}, "views.s.not_after: 'yesterday' is not a moment (expected RFC 3339 "
+                                            "such as 2026-06-01T12:00:00Z, or a date such as 2026-06-01)"),
+        ({"s": {"not_after": "2026-02-30"}}, "views.s.not_after: '2026-02-30' is not a real date and time"),
+        ({"s": {"not_after": datetime.datetime(2026, 6, 1)}},
+         "views.s.not_after: '2026-06-01T00:00:00' has no time zone (add Z or an offset such as +02:00)"),
+        ({"s": {"min_age": "7d", "exempt": [""]}}, "views.s.exempt[0]: must not be empty"),
+        ({"s": {"min_age": "7d", "minage": "1d"}}, "views.s.minage: unknown key (did you mean 'min_age'?)"),
+    ],
+)
+def test_bad_named_views_are_refused_with_their_key_path(views: object, problem: str) -> None:
+    assert problems_of(make_data(views=views)) == [problem]

@@ -158,3 +158,9 @@ def test_the_pinned_sets_are_listed_with_files_bytes_and_how_many_are_local():
     assert '<tr id="pinned-ci"><td>ci</td><td>12</td><td>3.0 MiB</td><td class="ok">12 of 12</td></tr>' in text
     assert '<td class="running">1 of 4</td>' in text and "<script" not in text
     assert 'id="pinned-sets"' not in render_info_page(make_page()).decode()
+def test_the_page_says_since_when_the_index_history_is_complete():
+    text = render_info_page(make_page()).decode()
+    assert '<tr id="history-since"><th>Index history</th><td><span class="muted">not complete yet' in text
+    status = MirrorStatus(jobs=(), tiers=(), history_since=1000.0)
+    text = render_info_page(make_page(status=status)).decode()
+    assert "<th>Index history</th><td>complete since 1970-01-01 00:16:40 UTC (18 min ago)</td>" in text

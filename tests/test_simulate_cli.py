@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 from _synthetic_index import popularity_csv_text, synthetic_project_names, write_synthetic_index, zipf_popularity
+from pypimirror.jobs import simulate_command
 from test_cli import run_cli
+
+from pypimirror.configreader import load_config
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -126,3 +130,21 @@ def test_bad_arguments_give_one_line_and_exit_2(
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("pypimirror: error: ") and message in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("forks", [True, False], ids=["scan-in-a-child", "scan-in-process"])
+def test_the_stored_pages_are_scanned_alike_in_a_child_or_in_process(
+    site: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: bool
+) -> None:
+    config_path, log = site
+    monkeypatch.setattr(simulate_command, "fork_is_safe", lambda: forks)
+    out = tmp_path / "result.json"
+    common = dict(logs=[log], log_format="auto", path_prefix=None, budgets=[1024**2, 20 * 1024**2],
+                  policies=["seed", "default", "lru", "static-greedy"], plot_out=None, stdout=io.StringIO())
+    simulate_command.run_simulation(load_config(config_path), json_out=out, **common)  # type: ignore[arg-type]
+    expected = tmp_path / "expected.json"
+    result = run_cli("simulate", "-c", str(config_path), "--log", str(log), "--budgets", "1m,20m", "--json", str(expected))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document == json.loads(expected.read_text())
+    assert document["distinct_files"] > 0 and document["requests"] == 3000

@@ -149,7 +149,9 @@ def test_sync_once_beside_the_scheduler_exits_3_or_waits_and_never_runs_concurre
     fake_index: FakeIndex, tmp_path: Path
 ) -> None:
     fake_index.add_many(40)
-    fake_index.delay("/simple/proj-", 0.4, times=None)  # the scheduler's first pass takes ~4 s
+    # The scheduler's first pass holds the lease, stuck on the upstream, until the waiting
+    # `sync --once` says it waits: however slow the machine, the lease is held when both ask.
+    fake_index.hold("/simple/proj-")
     config = mirror_config(tmp_path, fake_index, EVERY_2S)
     log = tmp_path / "serve.log"
     with mirror_process(serve_args(config), log) as (process, _):
@@ -160,9 +162,21 @@ def test_sync_once_beside_the_scheduler_exits_3_or_waits_and_never_runs_concurre
             f"pypimirror: error: another sync holds the lease: {lease_holder(tmp_path) or ''}"[:60]
         ), refused.stderr
         assert "Traceback" not in refused.stderr
-        waited = run_cli("sync", "--once", "--wait", "-c", str(config))
-        assert waited.returncode == 0, waited.stderr
-        assert "waiting for it to be released" in waited.stderr
+        waited_log = tmp_path / "waited.log"
+        with waited_log.open("w") as stderr:
+            waited = subprocess.Popen(
+                [sys.executable, "-P", "-m", "pypimirror", "sync", "--once", "--wait", "-c", str(config)],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
+        try:
+            wait_until(lambda: "waiting for it to be released" in waited_log.read_text(), timeout=60,
+                       what="the waiting sync's message")
+            fake_index.let_go()
+            assert waited.wait(timeout=120) == 0, waited_log.read_text()
+        finally:
+            if waited.poll() is None:
+                waited.kill()
+                waited.wait()
         terminate(process, log)
     runs, lease = read_db(tmp_path)
     assert lease is None

@@ -33,6 +33,23 @@ async def test_the_page_shows_how_to_use_this_mirror_at_the_address_asked(fetch,
     assert f"<code>{mirror_config.upstream.redirect_url}</code>" in text
 
 
+@pytest.mark.parametrize(
+    "config_data", [{"views": {"stable": {"min_age": "7d", "exempt": ["internal-*"], "not_after": "2026-06-01"}}}],
+    indirect=True,
+)
+@pytest.mark.gen_test
+async def test_the_page_shows_how_to_use_the_views_with_pip_uv_and_poetry(fetch, http_port, config_data):
+    text = (await fetch("/pypi/", headers={"Host": f"127.0.0.1:{http_port}"})).body.decode()
+    cooldown = f"http://127.0.0.1:{http_port}/pypi/+cooldown/7d/simple/"
+    assert f"pip install --index-url {cooldown} &lt;package&gt;" in text
+    assert f"export UV_INDEX_URL={cooldown}" in text
+    assert f"poetry source add --priority=primary mirror-cooldown {cooldown}" in text
+    assert f"<code>http://127.0.0.1:{http_port}/pypi/+asof/&lt;timestamp&gt;/simple/</code>" in text
+    assert (f'<tr id="view-stable"><td><code>http://127.0.0.1:{http_port}/pypi/+view/stable/simple/</code></td>'
+            "<td>leaves out files uploaded less than 7d ago and files uploaded after 2026-06-01T00:00:00Z; "
+            "exempt: internal-*</td></tr>") in text
+
+
 @pytest.mark.gen_test
 async def test_the_prefix_without_slash_is_a_redirect_to_the_page(fetch):
     response = await fetch("/pypi")

@@ -130,6 +130,7 @@ def mirror(tmp_path: Path, fake_index: FakeIndex, database: Database, curl_clien
 
 @pytest.mark.gen_test(timeout=30)
 async def test_popular_files_are_downloaded_verified_into_the_tiers_by_votes(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "seed"}  # the seed's rule, whatever the default policy is
     alpha, beta, gamma = (wheel(mirror.fake, n) for n in ("alpha", "beta", "gamma"))
     mirror.tiers = [(mirror.tmp_path / "t0", cost(alpha) + 100), (mirror.tmp_path / "t1", 10**9)]
     await mirror.sync_index()
@@ -172,6 +173,7 @@ async def test_downloaded_file_gets_the_upstream_last_modified_as_mtime(mirror: 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_many_requests_from_one_network_never_make_a_file_popular(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "seed"}  # the seed's rule, whatever the default policy is
     alpha = wheel(mirror.fake, "alpha")
     await mirror.sync_index()
     now = int(time.time())
@@ -467,12 +469,29 @@ async def test_dry_run_plans_but_changes_nothing(mirror: Mirror) -> None:
 
 @pytest.mark.gen_test(timeout=30)
 async def test_cleanup_forgets_votes_outside_the_window(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "seed"}  # the seed's rule, whatever the default policy is
     await mirror.sync_index()
     await mirror.vote("ab/cd/ef/old-1.0.tar.gz", 3, at=time.time() - 8 * DAY)
     await mirror.vote("ab/cd/ef/new-1.0.tar.gz", 1)
     report = await mirror.run()
     assert report.counts()["votes_deleted"] == 3
     assert await mirror.db.run_read(lambda conn: dbq.select_popular(conn, 0, 1)) == [("ab/cd/ef/new-1.0.tar.gz", 1)]
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(("policy", "fetched", "deleted"), [("seed", False, 2), ("default", True, 0)])
+async def test_the_policy_s_window_decides_which_votes_count_and_stay(
+    mirror: Mirror, policy: str, fetched: bool, deleted: int
+) -> None:
+    # Votes 20 days old: outside vote_window (7d), inside score_window (30d), which only the
+    # default policy counts in; the cleanup keeps exactly what the policy counts.
+    alpha = wheel(mirror.fake, "alpha")
+    await mirror.sync_index()
+    await mirror.vote(alpha, 2, at=time.time() - 20 * DAY)
+    mirror.cache = {"policy": policy}
+    report = await mirror.run()
+    assert (relpath(alpha) in files_in(mirror.roots[0])) is fetched
+    assert report.counts()["votes_deleted"] == deleted
 
 
 @pytest.mark.gen_test(timeout=30)
