@@ -8,7 +8,9 @@ A. inventory: walk every tier; the disk wins over the database (rows are correct
 A2. verify: cached files whose size or sha256 differs from their page are evicted
    (:mod:`~pypimirror.jobs.cache_verify`);
 B. popular files: distinct client networks within the policy's ``counting_window``, the pinned
-   sets' files, and what the stored index pages say about the ones not cached (:mod:`pypimirror.jobs.cache_remote`);
+   sets' files, with the ``default`` policy the new releases of voted cached files
+   (:mod:`~pypimirror.jobs.cache_successors`), and what the stored index pages say about the
+   ones not cached (:mod:`pypimirror.jobs.cache_remote`);
 C./D. place the pinned files, score and assign the others, and execute
    (:mod:`~pypimirror.jobs.cache_plan`, then
    :mod:`~pypimirror.jobs.cache_apply`): space is freed before anything arrives, so no tier is
@@ -29,8 +31,9 @@ __all__ = ["CacheReport", "format_plan", "plan_cache", "run_cache"]
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +42,7 @@ from typing import TypeVar
 from pypimirror.jobs.cache_apply import ApplyStats, LiveFill, apply_plan, probe_tier
 from pypimirror.jobs.cache_plan import CachePlan, format_plan, lowers_threshold, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
+from pypimirror.jobs.cache_successors import PREFETCH_POLICIES, ReleaseIndex, successor_votes
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
 
 from pypimirror import pinqueries
@@ -48,11 +52,14 @@ from pypimirror.config import CacheConfig, Config, SyncConfig, UpstreamConfig
 from pypimirror.db import Database
 from pypimirror.inventory import (
     Inventory,
+    LocalFile,
     diff_rows,
     reconcile_tiers,
     remove_files,
     scan_tier,
 )
+from pypimirror.listedfiles import project_of
+from pypimirror.pagescan import read_projects_listed_files
 from pypimirror.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -77,6 +84,8 @@ class CacheReport:
     rows_updated: int = 0
     rows_removed: int = 0
     popular: int = 0
+    #: New releases of voted cached files, not cached yet, the plan considered (release prefetch).
+    successors: int = 0
     verify: VerifyStats = field(default_factory=VerifyStats)
     wanted: WantedFiles = field(default_factory=WantedFiles)
     applied: ApplyStats = field(default_factory=ApplyStats)
@@ -127,6 +136,7 @@ class CacheReport:
             "hash_mismatches": verify.hash_mismatches,
             "corrupt_evicted": verify.evicted,
             "popular": self.popular,
+            "successors": self.successors,
             "unlisted": wanted.unlisted,
             "unverifiable": wanted.unverifiable,
             "too_large": wanted.too_large,
@@ -358,6 +368,13 @@ class _CacheRun:
         pinned = frozenset(await self.db.run_read(pinqueries.load_pinned_files))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
+        if cache.policy in PREFETCH_POLICIES:
+            # A release is new within vote_window whatever window the votes count in; the
+            # simulator uses the same.
+            released_since = self.now - int(cache.vote_window.total_seconds())
+            successors = await self._release_successors(inventory.files, votes, released_since)
+            self.report.successors = sum(1 for path in successors if path not in inventory.files)
+            votes = {**votes, **successors}
         wanted_paths = sorted(path for path in votes.keys() | pinned if path not in inventory.files)
         wanted = await resolve_wanted(
             wanted_paths, cache=cache, sync=self.sync, upstream=self.upstream,
@@ -373,6 +390,24 @@ class _CacheRun:
             partial(plan_cache, policy=cache.policy, min_vote_count=cache.min_vote_count, pinned=pinned),
             inventory.files, wanted.files, votes, self.limits,
         )
+
+    async def _release_successors(
+        self, local: Mapping[str, LocalFile], votes: Mapping[str, int], since: int
+    ) -> dict[str, int]:
+        """The new releases of the voted cached files and their votes (see
+        :mod:`~pypimirror.jobs.cache_successors`): only pages written since ``since`` are read."""
+        projects = {project_of(path) for path in votes}
+        names = [name for name in projects if name is not None]
+        listed = await asyncio.to_thread(
+            read_projects_listed_files, self.repo_path, self.prefix, names, modified_since=since
+        )
+        index = ReleaseIndex(listed.values())
+        # Whatever a stored page lists is out already (its upload time may even be a little
+        # ahead of this clock): only the window's start bounds it.
+        successors = successor_votes(index, local, votes, since=since, now=math.inf)
+        if successors:
+            logger.info("cache: phase B: %d new releases of voted cached files", len(successors))
+        return successors
 
     # -- E: cleanup ----------------------------------------------------------------------------
 

@@ -11,7 +11,10 @@ times), then every policy replays it:
   ``dedup_window``, counted as distinct networks within ``vote_window``, ``min_vote_count``,
   ``filesize_limit``, the tiers in order. What a plan downloads is held from its instant on.
   The budget under test replaces the tiers' limits: each tier gets the budget's share that
-  its configured limit has of all tiers' limits (one tier gets the whole budget).
+  its configured limit has of all tiers' limits (one tier gets the whole budget). Given the
+  stored pages' files, ``default`` also prefetches new releases as the cache job does
+  (:mod:`~pypimirror.jobs.cache_successors`): a file can be prefetched at an instant at or
+  after its upload time, and a prefetched file no request asks for costs its bytes upstream.
 - ``lru`` stores every missed file at its request and evicts the least recently requested
   files until it fits; a file larger than the budget is never stored.
 - ``static-greedy`` knows the whole trace: files by requests per byte, descending (ties:
@@ -38,6 +41,7 @@ __all__ = [
     "compact_trace",
     "fork_is_safe",
     "planning_times",
+    "release_listing",
     "simulate",
     "tier_budgets",
 ]
@@ -57,11 +61,13 @@ from multiprocessing.connection import Connection
 from typing import Final, Protocol
 
 from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, lowers_threshold, plan_cache
+from pypimirror.jobs.cache_successors import PREFETCH_POLICIES, ReleaseIndex, successor_votes
 
 from pypimirror.clientip import network_prefix
 from pypimirror.config import CacheConfig, CachePolicy, Schedule
 from pypimirror.cron import make_trigger
 from pypimirror.inventory import LocalFile
+from pypimirror.pagescan import ListedFile
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +266,13 @@ def simulate(
     cache: CacheConfig,
     schedule: Schedule,
     workers: int | None = None,
+    listed: Mapping[str, ListedFile] | None = None,
 ) -> list[PolicyResult]:
     """Replay ``trace`` for every policy at every budget; results by budget, then in ``policies`` order.
+
+    ``listed`` are the stored pages' files (:func:`~pypimirror.pagescan.scan_listed_files`, or
+    the part :func:`release_listing` keeps): with them the policies that prefetch new releases
+    do so; without them none does.
 
     The planner policies, by far the slowest part, replay in up to ``workers`` processes
     (forked, so the trace is shared, not copied); by default one per CPU for a trace of
@@ -280,6 +291,12 @@ def simulate(
             for budget in budgets
             for policy in planners
         ]
+        if listed is not None and any(p in PREFETCH_POLICIES for p in planners):
+            window = int(cache.vote_window.total_seconds())
+            prefetch = _ReleasePrefetch(trace, listed, window, cache.filesize_limit)
+            for state in states:
+                if state.policy in PREFETCH_POLICIES:
+                    state.prefetch = prefetch
         if workers is None:
             workers = _default_workers(trace, len(states))
         _replay_planners_in_parallel(trace, states, cache, schedule, workers)
@@ -427,6 +444,7 @@ class _PlannerState:
         self.local: dict[str, LocalFile] = {}
         self.held = bytearray(trace.distinct_files)
         self.hits = self.hit_bytes = self.upstream = 0
+        self.prefetch: _ReleasePrefetch | None = None
 
     def result(self, requests: int, requested: int) -> PolicyResult:
         return PolicyResult(self.policy, self.budget, requests, self.hits, requested, self.hit_bytes, self.upstream)
@@ -469,8 +487,13 @@ def _replay_planners(
                 voted, by_path = popular[floor]
                 held = state.held
                 wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
+                plan_votes: Mapping[str, int] = by_path
+                if state.prefetch is not None:
+                    wanted, plan_votes = state.prefetch.add_successors(
+                        state.local, wanted, by_path, since=instant - window, now=instant
+                    )
                 plan = plan_cache(
-                    state.local, wanted, by_path, state.limits, policy=state.policy, min_vote_count=min_votes
+                    state.local, wanted, plan_votes, state.limits, policy=state.policy, min_vote_count=min_votes
                 )
                 if floor == 1 or not lowers_threshold(state.policy, min_votes, plan):
                     break
@@ -592,17 +615,80 @@ def _settle(files: array[int], sizes: list[int], start: int, end: int, states: S
 
 
 def _apply(state: _PlannerState, plan: CachePlan, fid_of: Mapping[str, int]) -> None:
-    """Carry out a plan in the simulated tiers: evictions, moves, downloads (counted upstream)."""
+    """Carry out a plan in the simulated tiers: evictions, moves, downloads (counted upstream).
+
+    A prefetched file the trace never requests has no number: it takes room, nothing else.
+    """
     local, held = state.local, state.held
     for eviction in plan.evictions:
         path = eviction.file.path
         del local[path]
-        held[fid_of[path]] = 0
+        fid = fid_of.get(path)
+        if fid is not None:
+            held[fid] = 0
     for move in plan.moves:
         f = move.file
         local[f.path] = LocalFile(f.path, move.target, f.size)
     for download in plan.downloads:
         r = download.file
         local[r.path] = LocalFile(r.path, download.tier, r.size)
-        held[fid_of[r.path]] = 1
+        fid = fid_of.get(r.path)
+        if fid is not None:
+            held[fid] = 1
         state.upstream += r.size
+
+
+def release_listing(trace: CompactTrace, listed: Mapping[str, ListedFile], window: int) -> dict[str, ListedFile]:
+    """The part of ``listed`` the release prefetch of a replay of ``trace`` can use.
+
+    Only a file uploaded within ``window`` (``cache.vote_window`` in seconds, as for the cache
+    job) before a
+    planning instant can succeed a cached one: the trace's own files (which can be cached) and
+    the files of their projects uploaded during it are all it needs, a small part of a whole
+    index, which the caller can then drop. :func:`simulate` gives the same results with either.
+    """
+    requested = [entry for entry in map(listed.get, trace.paths) if entry is not None]
+    files = {entry.path: entry for entry in requested}
+    if not requested:
+        return files
+    projects = {entry.project for entry in requested}
+    first, last = trace.times[0] - window, trace.times[-1]
+    for f in listed.values():
+        if f.project in projects and f.upload_time is not None and first < f.upload_time <= last:
+            files.setdefault(f.path, f)
+    return files
+
+
+class _ReleasePrefetch:
+    """Release prefetch in the replay, over the stored pages' files of the projects the trace asks for.
+
+    Shared by the states of the policies that prefetch; it holds no state of its own.
+    """
+
+    def __init__(
+        self, trace: CompactTrace, listed: Mapping[str, ListedFile], window: int, filesize_limit: int | None
+    ) -> None:
+        files = release_listing(trace, listed, window)
+        self.index = ReleaseIndex(files.values())
+        self.sizes = {path: f.size for path, f in files.items()}
+        logger.info("simulate: release prefetch over %d listed wheels and sdists", len(self.index))
+        self.filesize_limit = filesize_limit
+
+    def add_successors(
+        self, local: Mapping[str, LocalFile], wanted: list[RemoteFile], votes: Mapping[str, int], *, since: int, now: int
+    ) -> tuple[list[RemoteFile], Mapping[str, int]]:
+        """``wanted`` and ``votes`` with the cached voted files' successors, as the cache job adds them.
+
+        A successor already voted or cached is already wanted or a candidate; the others are
+        added unless larger than ``filesize_limit`` (the job's phase B drops those too).
+        """
+        successors = successor_votes(self.index, local, votes, since=since, now=now)
+        if not successors:
+            return wanted, votes
+        limit, sizes = self.filesize_limit, self.sizes
+        extra = [
+            RemoteFile(path, sizes[path], "")
+            for path in successors
+            if path not in votes and path not in local and (limit is None or sizes[path] <= limit)
+        ]
+        return wanted + extra, {**votes, **successors}

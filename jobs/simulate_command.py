@@ -26,13 +26,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from pypimirror.jobs.simulate import POLICIES, compact_trace, fork_is_safe, simulate
+from pypimirror.jobs.cache_successors import PREFETCH_POLICIES
+from pypimirror.jobs.simulate import POLICIES, CompactTrace, compact_trace, fork_is_safe, release_listing, simulate
 from pypimirror.jobs.simulate_report import format_table, results_document, write_plot
 
 from pypimirror.config import Config
 from pypimirror.configvalues import parse_size
 from pypimirror.errors import PyPIMirrorError, StorageError
-from pypimirror.pagescan import scan_listed_files
+from pypimirror.listedfiles import project_of
+from pypimirror.pagescan import ListedFile, read_projects_listed_files, scan_listed_files
 from pypimirror.popularity import read_popularity_csv
 from pypimirror.synthtrace import SyntheticModel, write_synthetic_trace
 from pypimirror.trace import TraceReader
@@ -104,7 +106,12 @@ def run_simulation(
         "prefix, %d excluded (%.1fs)", stats.lines, stats.requests, trace.unlisted_requests,
         stats.skipped_lines, stats.out_of_prefix, stats.excluded, time.monotonic() - started,
     )
-    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache)
+    releases = None
+    if any(policy in PREFETCH_POLICIES for policy in policies) and trace.requests:
+        releases = _release_files(config, trace)
+        logger.info("simulate: %d listed files for the release prefetch (%.1fs)", len(releases),
+                    time.monotonic() - started)
+    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache, listed=releases)
     logger.info("simulate: replayed in %.1fs", time.monotonic() - started)
     stdout.write(format_table(trace, results, stats.skipped_lines))
     if json_out is not None:
@@ -164,6 +171,46 @@ def _scan_sizes(repo_path: Path, prefix: str) -> dict[str, int]:
     if isinstance(outcome, str):
         raise StorageError(f"cannot scan the stored pages under {str(repo_path)!r}: {outcome}")
     return outcome
+
+
+def _release_files(config: Config, trace: CompactTrace) -> dict[str, ListedFile]:
+    """The listed files the release prefetch of ``trace``'s replay needs
+    (:func:`~pypimirror.jobs.simulate.release_listing`), read from its projects' pages in a
+    forked child where it is safe, for the reason :func:`_scan_sizes` gives."""
+    if not fork_is_safe():
+        return _read_release_files(config, trace)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_release_files_in_child, args=(config, trace, sender), name="simulate-releases",
+                            daemon=True)
+    child.start()
+    sender.close()
+    try:
+        outcome: dict[str, ListedFile] | str = receiver.recv()
+    except EOFError:
+        child.join()
+        raise StorageError(f"the read of the release pages ended without a result (exit code {child.exitcode})") from None
+    finally:
+        receiver.close()
+    child.join()
+    if isinstance(outcome, str):
+        raise StorageError(f"cannot read the stored pages under {str(config.repo_path)!r}: {outcome}")
+    return outcome
+
+
+def _read_release_files(config: Config, trace: CompactTrace) -> dict[str, ListedFile]:
+    names = {name for name in map(project_of, trace.paths) if name is not None}
+    listed = read_projects_listed_files(config.repo_path, config.prefix, names)
+    return release_listing(trace, listed, int(config.cache.vote_window.total_seconds()))
+
+
+def _release_files_in_child(config: Config, trace: CompactTrace, results: Connection) -> None:
+    try:
+        results.send(_read_release_files(config, trace))
+    except Exception as exc:  # the parent raises it, with its message
+        results.send(str(exc))
+    finally:
+        results.close()
 
 
 def _scan_in_child(repo_path: Path, prefix: str, results: Connection) -> None:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
 from _synthetic_index import synthetic_project_names, write_synthetic_index
 from packaging.utils import NormalizedName
 
-from pypimirror.pagescan import ListedFile, scan_listed_files
+from pypimirror.pagescan import ListedFile, read_projects_listed_files, scan_listed_files
 from pypimirror.pages import DistFile, ProjectPage, render_project_json
 from pypimirror.storage import RepoLayout, atomic_write
 
 PREFIX = "/pypi"
 
 
-def dist(filename: str, url: str, *, size: int = 100, upload_time: str | None = "2026-01-01T00:00:00.500000Z") -> DistFile:
+def dist(
+    filename: str,
+    url: str,
+    *,
+    size: int = 100,
+    upload_time: str | None = "2026-01-01T00:00:00.500000Z",
+    yanked: bool | str = False,
+) -> DistFile:
     return DistFile(
         filename=filename,
         url=url,
@@ -24,7 +32,7 @@ def dist(filename: str, url: str, *, size: int = 100, upload_time: str | None = 
         requires_python=None,
         size=size,
         upload_time=upload_time,
-        yanked=False,
+        yanked=yanked,
         core_metadata=False,
         provenance=None,
         version=None,
@@ -105,3 +113,42 @@ def test_the_synthetic_repository_has_a_realistic_shape_and_scans_whole(tmp_path
     write_synthetic_index(again, synthetic_project_names(300), seed=3, huge_share=0.05, prefix="/mirror")
     page = Path("simple", "proj-00007", "index.v1_json")
     assert (repo / page).read_bytes() == (again / page).read_bytes()
+
+
+def test_the_pages_of_a_few_projects_are_read_with_their_yank_markers(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    store_page(repo, "demo", [
+        dist("demo-1.0.tar.gz", "/pypi/packages/ab/cd/ef01/demo-1.0.tar.gz"),
+        dist("demo-2.0.tar.gz", "/pypi/packages/ab/cd/ef02/demo-2.0.tar.gz", yanked="broken"),
+    ])
+    store_page(repo, "other", [dist("other-1.0.tar.gz", "/pypi/packages/ab/cd/ef03/other-1.0.tar.gz")])
+    listed = read_projects_listed_files(repo, PREFIX, [NormalizedName("demo"), NormalizedName("missing")])
+    assert {path: f.yanked for path, f in listed.items()} == {
+        "ab/cd/ef01/demo-1.0.tar.gz": False,
+        "ab/cd/ef02/demo-2.0.tar.gz": True,
+    }
+
+
+def test_pages_written_before_modified_since_are_not_read(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    store_page(repo, "old", [dist("old-1.0.tar.gz", "/pypi/packages/ab/cd/ef01/old-1.0.tar.gz")])
+    store_page(repo, "new", [dist("new-1.0.tar.gz", "/pypi/packages/ab/cd/ef02/new-1.0.tar.gz")])
+    page = RepoLayout(repo).project_page(NormalizedName("old"), "index.v1_json")
+    os.utime(page, (1_000_000, 1_000_000))
+    names = [NormalizedName("old"), NormalizedName("new")]
+    assert list(read_projects_listed_files(repo, PREFIX, names, modified_since=2_000_000)) == [
+        "ab/cd/ef02/new-1.0.tar.gz"
+    ]
+    assert len(read_projects_listed_files(repo, PREFIX, names)) == 2
+
+
+def test_a_malformed_page_of_a_project_read_for_releases_lists_nothing_and_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = tmp_path / "repo"
+    store_page(repo, "good", [dist("good-1.0.tar.gz", "/pypi/packages/ab/cd/ef01/good-1.0.tar.gz")])
+    atomic_write(RepoLayout(repo).project_page(NormalizedName("bad"), "index.v1_json"), b"[1, 2")
+    with caplog.at_level(logging.WARNING, logger="pypimirror.pagescan"):
+        listed = read_projects_listed_files(repo, PREFIX, [NormalizedName("bad"), NormalizedName("good")])
+    assert list(listed) == ["ab/cd/ef01/good-1.0.tar.gz"]
+    assert "cannot read the stored page of bad" in caplog.text

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -592,3 +593,92 @@ async def test_kill_9_during_downloads_leaves_no_visible_partial_file(mirror: Mi
         relpath(beta): beta.size, relpath(beta) + ".metadata": len(beta.metadata or b""),
     }
     await mirror.assert_rows_match_disk()
+
+
+# -- release prefetch (policy default) -------------------------------------------------------
+
+
+def wheel_of(mirror: Mirror, name: str, version: str) -> BuiltDist:
+    return next(d for d in mirror.fake.release(name, version).files if d.filename.endswith(".whl"))
+
+
+def uploaded_now() -> datetime:
+    """Now, as the fake upstream takes upload times (naive UTC)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+async def publish(mirror: Mirror, name: str, version: str, *, sdist: bool = True) -> None:
+    """Upload ``version`` now and sync it into the stored pages."""
+    mirror.fake.add_release(name, version, sdist=sdist, payload_size=PAYLOAD, upload_time=uploaded_now())
+    await mirror.sync_index()
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("policy", ["default", "seed"])
+async def test_the_new_release_of_a_cached_file_is_fetched_at_the_next_run_by_default_only(
+    mirror: Mirror, policy: str
+) -> None:
+    mirror.cache = {"policy": policy}
+    old = wheel_of(mirror, "alpha", "1.0")
+    await mirror.sync_index()
+    await mirror.vote(old, 3)
+    await mirror.run()
+    t0 = mirror.roots[0]
+    assert relpath(old) in files_in(t0)
+
+    await publish(mirror, "alpha", "2.0")
+    new = wheel_of(mirror, "alpha", "2.0")
+    sdist = next(d for d in mirror.fake.release("alpha", "2.0").files if d.filename.endswith(".tar.gz"))
+    report = await mirror.run()
+
+    assert report.ok
+    if policy == "default":
+        assert report.counts()["successors"] == 1
+        assert hashlib.sha256((t0 / relpath(new)).read_bytes()).hexdigest() == new.sha256
+        assert (t0 / (relpath(new) + ".metadata")).read_bytes() == new.metadata
+        assert report.counts()["downloaded"] == 1
+    else:
+        assert report.counts()["successors"] == 0
+        assert relpath(new) not in files_in(t0)
+    assert relpath(sdist) not in files_in(t0)  # the cached file was a wheel: its successor is the wheel
+    await mirror.assert_rows_match_disk()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_successor_never_displaces_a_better_file_and_the_budget_holds(mirror: Mirror) -> None:
+    alpha = wheel_of(mirror, "alpha", "1.0")
+    beta = wheel_of(mirror, "beta", "1.0")
+    t0, t1 = mirror.roots
+    mirror.tiers = [(t0, cost(alpha) + cost(beta) + 100), (t1, 0)]
+    mirror.cache = {"policy": "default"}
+    await mirror.sync_index()
+    await mirror.vote(alpha, 3)
+    await mirror.vote(beta, 5)
+    await mirror.run()
+    await publish(mirror, "alpha", "2.0")
+
+    report = await mirror.run()
+
+    # alpha 2.0 inherits 3 votes; the cached files (with their retention bonus) rank before it,
+    # and there is no room left: it is not fetched, nothing is evicted.
+    assert report.counts()["successors"] == 1
+    assert report.counts()["downloaded"] == report.counts()["evicted"] == 0
+    assert set(files_in(t0)) == {relpath(alpha), relpath(alpha) + ".metadata", relpath(beta), relpath(beta) + ".metadata"}
+    assert tier_total(t0) <= mirror.tiers[0][1]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_yanked_or_pre_release_is_not_prefetched(mirror: Mirror) -> None:
+    mirror.cache = {"policy": "default"}
+    old = wheel_of(mirror, "beta", "1.0")
+    await mirror.sync_index()
+    await mirror.vote(old, 3)
+    await mirror.run()
+    mirror.fake.add_release("beta", "2.0", sdist=False, payload_size=PAYLOAD, upload_time=uploaded_now())
+    mirror.fake.yank("beta", "2.0")
+    await publish(mirror, "beta", "2.1rc1", sdist=False)
+
+    report = await mirror.run()
+
+    assert report.counts()["successors"] == report.counts()["downloaded"] == 0
+    assert set(files_in(mirror.roots[0])) == {relpath(old), relpath(old) + ".metadata"}
