@@ -8,7 +8,8 @@ times), then every policy replays it:
 - ``seed`` and ``default`` are the production planner itself (:func:`~pypimirror.jobs.cache_plan.plan_cache`
   with ``cache.policy`` set to that name), run at each firing of ``schedule.cache`` over the
   votes recorded so far: one per file and client network (IPv4 /24, IPv6 /48) per
-  ``dedup_window``, counted as distinct networks within ``vote_window``, ``min_vote_count``,
+  ``dedup_window``, counted as distinct networks within the policy's window (``vote_window``
+  for ``seed``, ``score_window`` for ``default``), ``min_vote_count``,
   ``filesize_limit``, the tiers in order. What a plan downloads is held from its instant on.
   The budget under test replaces the tiers' limits: each tier gets the budget's share that
   its configured limit has of all tiers' limits (one tier gets the whole budget). Given the
@@ -462,8 +463,10 @@ def _replay_planners(
     """
     times, files, sizes, paths = trace.times, trace.files, trace.sizes, trace.paths
     min_votes = cache.min_vote_count
-    window = int(cache.vote_window.total_seconds())
-    votes = _Votes(trace, cache)
+    # Each policy counts votes over its own window (CacheConfig.window_of): one vote store per window.
+    window_of = {state.policy: int(cache.window_of(state.policy).total_seconds()) for state in states}
+    votes_in = {window: _Votes(trace, cache) for window in sorted(set(window_of.values()))}
+    release_window = int(cache.vote_window.total_seconds())  # the release prefetch's, as in the cache job
     fid_of = {path: fid for fid, path in enumerate(paths)}
     too_large = cache.filesize_limit
     remote = [RemoteFile(path, size, "") for path, size in zip(paths, sizes, strict=True)]
@@ -472,25 +475,28 @@ def _replay_planners(
     start = 0
     for number, instant in enumerate(instants, start=1):
         end = _first_at_or_after(times, instant, start)
-        votes.count(start, end)
+        for window, votes in votes_in.items():
+            votes.count(start, end)
+            votes.expire(instant - window)
         _settle(files, sizes, start, end, states)
         start = end
-        votes.expire(instant - window)
-        # Every state plans over the same votes: each floor's files and their path map are built once.
-        popular: dict[int, tuple[dict[int, int], dict[str, int]]] = {}
+        # The states of one window plan over the same votes: each floor's files and their path
+        # map are built once.
+        popular: dict[tuple[int, int], tuple[dict[int, int], dict[str, int]]] = {}
         for state in states:
+            window = window_of[state.policy]
             floor = min_votes
             while True:
-                if floor not in popular:
-                    counted = votes.popular(floor)
-                    popular[floor] = counted, {paths[f]: n for f, n in counted.items()}
-                voted, by_path = popular[floor]
+                if (window, floor) not in popular:
+                    counted = votes_in[window].popular(floor)
+                    popular[window, floor] = counted, {paths[f]: n for f, n in counted.items()}
+                voted, by_path = popular[window, floor]
                 held = state.held
                 wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
                 plan_votes: Mapping[str, int] = by_path
                 if state.prefetch is not None:
                     wanted, plan_votes = state.prefetch.add_successors(
-                        state.local, wanted, by_path, since=instant - window, now=instant
+                        state.local, wanted, by_path, since=instant - release_window, now=instant
                     )
                 plan = plan_cache(
                     state.local, wanted, plan_votes, state.limits, policy=state.policy, min_vote_count=min_votes
@@ -501,7 +507,6 @@ def _replay_planners(
             _apply(state, plan, fid_of)
         if report and number % 24 == 0:
             logger.info("simulate: planned %d of %d instants", number, len(instants))
-    votes.count(start, len(files))
     _settle(files, sizes, start, len(files), states)
 
 

@@ -204,6 +204,19 @@ def test_votes_older_than_the_vote_window_stop_counting() -> None:
     assert (narrow.hits, narrow.upstream_bytes) == (2, MB)
 
 
+def test_each_policy_counts_votes_over_its_own_window() -> None:
+    # vote_window 1h narrows the seed exactly as above; the default policy counts over
+    # score_window, 7d here (longer than the trace), so its figures stay those of the table.
+    # With score_window 1h too, the default policy at t0+2h sees A 1, B 1, C 2, D 1: at 4 MB
+    # only C reaches the threshold, {A, C} stays and fills the budget, so D and B are never
+    # fetched and r15, r16 miss (5 hits, not 6); at 2 MB {A, D} stays as before (4 hits).
+    split = run(make_config(vote_window="1h", score_window="7d"))
+    assert (split[("seed", 2 * MB)].hits, split[("seed", 2 * MB)].upstream_bytes) == (2, MB)
+    assert (split[("default", 2 * MB)].hits, split[("default", 4 * MB)].hits) == (4, 6)
+    narrow = run(make_config(vote_window="1h", score_window="1h"))
+    assert (narrow[("default", 2 * MB)].hits, narrow[("default", 4 * MB)].hits) == (4, 5)
+
+
 def test_a_file_larger_than_the_budget_never_enters_the_lru_cache() -> None:
     results = run(make_config(), budgets=(2 * MB,))
     assert results[("lru", 2 * MB)].upstream_bytes == 5.5 * MB  # C (3 MB) was never inserted
