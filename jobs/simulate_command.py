@@ -21,10 +21,10 @@ import json
 import logging
 import multiprocessing
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import NamedTuple, TextIO, TypeVar
 
 from pypimirror.jobs.cache_successors import PREFETCH_POLICIES
 from pypimirror.jobs.simulate import POLICIES, CompactTrace, compact_trace, fork_is_safe, release_listing, simulate
@@ -40,6 +40,8 @@ from pypimirror.synthtrace import SyntheticModel, write_synthetic_trace
 from pypimirror.trace import TraceReader
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class SimulateArgumentError(PyPIMirrorError):
@@ -153,72 +155,61 @@ def _scan_sizes(repo_path: Path, prefix: str) -> dict[str, int]:
     keeps partly used blocks) and be shared with every replay worker, each of which writes into
     its own copy; a child returns it all to the system when it ends.
     """
-    if not fork_is_safe():
+
+    def sizes() -> dict[str, int]:
         return {path: listed.size for path, listed in scan_listed_files(repo_path, prefix).items()}
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_scan_in_child, args=(repo_path, prefix, sender), name="simulate-scan", daemon=True)
-    child.start()
-    sender.close()
-    try:
-        outcome: dict[str, int] | str = receiver.recv()
-    except EOFError:
-        child.join()
-        raise StorageError(f"the scan of the stored pages ended without a result (exit code {child.exitcode})") from None
-    finally:
-        receiver.close()
-    child.join()
-    if isinstance(outcome, str):
-        raise StorageError(f"cannot scan the stored pages under {str(repo_path)!r}: {outcome}")
-    return outcome
+
+    return _in_child(sizes, name="simulate-scan", what=f"the scan of the stored pages under {str(repo_path)!r}")
 
 
 def _release_files(config: Config, trace: CompactTrace) -> dict[str, ListedFile]:
     """The listed files the release prefetch of ``trace``'s replay needs
     (:func:`~pypimirror.jobs.simulate.release_listing`), read from its projects' pages in a
     forked child where it is safe, for the reason :func:`_scan_sizes` gives."""
+
+    def releases() -> dict[str, ListedFile]:
+        names = {name for name in map(project_of, trace.paths) if name is not None}
+        listed = read_projects_listed_files(config.repo_path, config.prefix, names)
+        return release_listing(trace, listed, int(config.cache.vote_window.total_seconds()))
+
+    what = f"the read of the release pages under {str(config.repo_path)!r}"
+    return _in_child(releases, name="simulate-releases", what=what)
+
+
+class _ChildFailure(NamedTuple):
+    """What a forked child sends back instead of its result: the message of what it raised."""
+
+    message: str
+
+
+def _in_child(work: Callable[[], T], *, name: str, what: str) -> T:
+    """``work()`` run in a forked child (in this process where forking is not safe), its result
+    sent back through a pipe; a failure there is a StorageError here, saying ``what`` failed."""
     if not fork_is_safe():
-        return _read_release_files(config, trace)
+        return work()
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_release_files_in_child, args=(config, trace, sender), name="simulate-releases",
-                            daemon=True)
+    child = context.Process(target=_send_outcome, args=(work, sender), name=name, daemon=True)
     child.start()
     sender.close()
     try:
-        outcome: dict[str, ListedFile] | str = receiver.recv()
+        outcome: T | _ChildFailure = receiver.recv()
     except EOFError:
         child.join()
-        raise StorageError(f"the read of the release pages ended without a result (exit code {child.exitcode})") from None
+        raise StorageError(f"{what} ended without a result (exit code {child.exitcode})") from None
     finally:
         receiver.close()
     child.join()
-    if isinstance(outcome, str):
-        raise StorageError(f"cannot read the stored pages under {str(config.repo_path)!r}: {outcome}")
+    if isinstance(outcome, _ChildFailure):
+        raise StorageError(f"{what} failed: {outcome.message}")
     return outcome
 
 
-def _read_release_files(config: Config, trace: CompactTrace) -> dict[str, ListedFile]:
-    names = {name for name in map(project_of, trace.paths) if name is not None}
-    listed = read_projects_listed_files(config.repo_path, config.prefix, names)
-    return release_listing(trace, listed, int(config.cache.vote_window.total_seconds()))
-
-
-def _release_files_in_child(config: Config, trace: CompactTrace, results: Connection) -> None:
+def _send_outcome(work: Callable[[], object], results: Connection) -> None:
     try:
-        results.send(_read_release_files(config, trace))
+        results.send(work())
     except Exception as exc:  # the parent raises it, with its message
-        results.send(str(exc))
-    finally:
-        results.close()
-
-
-def _scan_in_child(repo_path: Path, prefix: str, results: Connection) -> None:
-    try:
-        listed = scan_listed_files(repo_path, prefix)
-        results.send({path: entry.size for path, entry in listed.items()})
-    except Exception as exc:  # the parent raises it, with its message
-        results.send(str(exc))
+        results.send(_ChildFailure(str(exc)))
     finally:
         results.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pypimirror.jobs import simulate_command
 from test_cli import run_cli
 
 from pypimirror.configreader import load_config
+from pypimirror.errors import StorageError
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -148,3 +150,21 @@ def test_the_stored_pages_are_scanned_alike_in_a_child_or_in_process(
     document = json.loads(out.read_text())
     assert document == json.loads(expected.read_text())
     assert document["distinct_files"] > 0 and document["requests"] == 3000
+
+
+def _fail() -> None:
+    raise ValueError("the pages are gone")
+
+
+def _vanish() -> None:
+    os._exit(7)
+
+
+def test_work_in_a_forked_child_returns_its_result_or_a_storage_error_saying_what_failed() -> None:
+    if not simulate_command.fork_is_safe():  # then the work would run here, and _vanish end pytest
+        pytest.skip("this process cannot fork safely now: another thread runs")
+    assert simulate_command._in_child(lambda: {"a": 1}, name="t", what="the test's work") == {"a": 1}
+    with pytest.raises(StorageError, match="^the test's work failed: the pages are gone$"):
+        simulate_command._in_child(_fail, name="t", what="the test's work")
+    with pytest.raises(StorageError, match=r"^the test's work ended without a result \(exit code 7\)$"):
+        simulate_command._in_child(_vanish, name="t", what="the test's work")
