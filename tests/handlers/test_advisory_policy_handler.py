@@ -275,3 +275,18 @@ async def test_a_view_page_changes_when_the_advisories_do(
     store(database, withdrawn, now=3.0)
     assert await advisory_pages.refresh()
     assert yanks((await fetch(f"{VIEW}/simple/alpha/", headers=JSON)).body)["alpha-1.0-py3-none-any.whl"] is False
+
+
+@pytest.mark.gen_test
+async def test_a_file_the_view_shows_yanked_keeps_its_reason_in_front_of_the_advisory(
+    fetch: Any, advisory_pages: AdvisoryPages, database: Database, write_project: Any
+) -> None:
+    page = project("gamma", "1.0", "2.0")
+    write_project(dataclasses.replace(page, files=(dataclasses.replace(page.files[0], yanked="broken build"),
+                                                   page.files[1])))
+    store(database, record("GHSA-2026-7", "gamma", versions=["1.0", "2.0"], summary="Leaks tokens"), now=2.0)
+    await advisory_pages.refresh()
+    assert yanks((await fetch(f"{VIEW}/simple/gamma/", headers=JSON)).body) == {
+        "gamma-1.0-py3-none-any.whl": "broken build; GHSA-2026-7: Leaks tokens",
+        "gamma-2.0-py3-none-any.whl": "GHSA-2026-7: Leaks tokens",
+    }
