@@ -140,6 +140,14 @@ class AdvisoryPages:
         """Whether the pages of ``name`` are served flagged (the hot path: one set lookup)."""
         return name in self._projects
 
+    def flag(self, page: ProjectPage) -> ProjectPage:
+        """``page`` as the loaded policy serves it (:func:`flag_page`), for pages made elsewhere
+        than from a stored page (a view's). It reads no state that a reload changes in place,
+        so a worker thread may call it; :attr:`generation`, read before, says which policy it used."""
+        if not self.affects(page.name):
+            return page
+        return flag_page(page, self._policy.verdicts(page))
+
     def blocked(self, filename: str) -> Verdict | None:
         """The verdict that blocks downloads of ``filename``, or None when it may be served."""
         if not self._projects:

@@ -57,7 +57,7 @@ class Services:
     ``advisories`` answers the OSV API routes; without it there are none. ``advisory_pages``
     applies the advisory policy to project pages and files (None: policy off, or audit only).
     ``views`` holds the rendered pages of the views (:mod:`pypimirror.viewpages`); :func:`make_app`
-    makes one when none is given.
+    makes one, flagging by ``advisory_pages``, when none is given.
     """
 
     pages: PageCache
@@ -99,7 +99,9 @@ def make_app(config: Config, services: Services) -> Application:
     project_pages = {**pages, "prefix": prefix, "advisories": services.advisory_pages}
     documents = {**pages, "advisories": services.advisory_pages}
     web = {**base, "pypi_url": config.upstream.pypi_url}
-    view_pages = services.views or ViewPages(prefix, config.upstream.packages_url)
+    view_pages = services.views or ViewPages(
+        prefix, config.upstream.packages_url, advisories=services.advisory_pages
+    )
     resolver = view_resolver(config, services.history)
     viewing = {**pages, "views": view_pages, "resolver": resolver}
     # A view: its kind and its argument, read by the resolver; pip sends the '+' as %2B.

@@ -10,7 +10,10 @@ map bounded by bytes. An entry is used only while
   hands out a new object when the sync replaced the file, so a sync that changes a project
   changes its views within the second the page cache takes to notice; and
 * the view's own clock has not reached the moment a left-out file comes of age (a cooldown
-  view changes with time alone).
+  view changes with time alone); and
+* the advisory policy (:class:`~pypimirror.advisorypages.AdvisoryPages`, when on) has not been
+  reloaded since: a view's page is flagged by the same policy as the plain page, after the
+  view's own filtering, so new advisories, a withdrawal or a waiver running out change it too.
 
 Each rendered page carries a strong ETag (a digest of its bytes: two renderings of the same
 content agree), a ``Last-Modified`` that moves when the content does, and its serial. Parsing
@@ -30,11 +33,12 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from pypimirror.advisorypages import AdvisoryPages
 from pypimirror.errors import MalformedUpstreamError
 from pypimirror.listedfiles import files_on_this_mirror
 from pypimirror.pagecache import BLOCKING_LIMIT, CachedPage, off_loop_if
@@ -73,6 +77,7 @@ class ViewedEntry:
     source: CachedPage
     viewed: ViewedProject | None  # None for a root
     changes_at: float
+    generation: int = 0  # of the advisory policy the page was flagged by
     pages: dict[str, tuple[CachedPage, CachedPage]] = field(default_factory=dict)  # variant -> (page, its source)
     _offered: frozenset[str] | None = None  # the package paths of the files the view keeps
 
@@ -102,7 +107,7 @@ class ViewPages:
 
     For the IOLoop thread only. ``prefix`` is the mirror's, ``packages_url`` the upstream's
     (the stored JSON-API documents link there); ``clock`` is wall-clock time, which views compare
-    with upload times.
+    with upload times. With ``advisories``, project pages are flagged by its policy.
     """
 
     def __init__(
@@ -112,11 +117,13 @@ class ViewPages:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
+        advisories: AdvisoryPages | None = None,
     ) -> None:
         self.prefix = prefix.rstrip("/")
         self.packages_url = packages_url
         self.max_bytes = max_bytes
         self._clock = clock
+        self._advisories = advisories
         self._entries: OrderedDict[tuple[str, NormalizedName], ViewedEntry] = OrderedDict()
         self._bytes = 0
 
@@ -132,7 +139,8 @@ class ViewPages:
     def fresh(self, view: View, name: NormalizedName, source: CachedPage) -> ViewedEntry | None:
         """The entry of ``name`` in ``view`` if it was made from ``source`` and still holds; no I/O."""
         entry = self._entries.get((view.label, name))
-        if entry is None or entry.source is not source or self._clock() >= entry.changes_at:
+        if (entry is None or entry.source is not source or self._clock() >= entry.changes_at
+                or entry.generation != self._generation()):
             return None
         self._entries.move_to_end((view.label, name))
         return entry
@@ -148,10 +156,10 @@ class ViewPages:
         entry = self.fresh(view, name, source)
         if entry is not None:
             return entry
-        now = self._clock()
+        now, generation = self._clock(), self._generation()
         blocking = view.blocking or len(source.body) > BLOCKING_LIMIT
-        viewed = await off_loop_if(blocking, _view_page, view, name, source, now)
-        entry = ViewedEntry(view.label, source, viewed, viewed.changes_at)
+        viewed = await off_loop_if(blocking, _view_page, view, name, source, now, self._advisories)
+        entry = ViewedEntry(view.label, source, viewed, viewed.changes_at, generation)
         self._store((view.label, name), entry)
         return entry
 
@@ -205,6 +213,9 @@ class ViewPages:
 
     # --- the map --------------------------------------------------------------------------
 
+    def _generation(self) -> int:
+        return self._advisories.generation if self._advisories is not None else 0
+
     def _url_for(self, view: View, packages_url: str) -> Callable[[str], str]:
         return functools.partial(rewrite_file_url, packages_url=packages_url, prefix=self.view_prefix(view))
 
@@ -238,10 +249,17 @@ class ViewPages:
             self._bytes -= entry.weight
 
 
-def _view_page(view: View, name: NormalizedName, source: CachedPage, now: float) -> ViewedProject:
+def _view_page(
+    view: View, name: NormalizedName, source: CachedPage, now: float, advisories: AdvisoryPages | None
+) -> ViewedProject:
+    """The view of the plain page ``source``, then the advisory policy's yanks on what it keeps."""
     if source is _ABSENT:
-        return view.apply_absent(name, now)
-    return view.apply(parse_simple_project_json(source.body), now)
+        viewed = view.apply_absent(name, now)
+    else:
+        viewed = view.apply(parse_simple_project_json(source.body), now)
+    if advisories is None:
+        return viewed
+    return replace(viewed, page=advisories.flag(viewed.page))
 
 
 def _render_simple(page: ProjectPage, variant: str, url_for: Callable[[str], str]) -> bytes:

@@ -206,3 +206,87 @@ def test_flag_page_keeps_an_upstream_yank_reason_and_release_of_reads_file_names
     assert release_of("Foo_Bar-2.0.post1-py3-none-any.whl") == ("foo-bar", "2.0.post1")
     assert release_of("foo-bar-1.0.tar.gz") == ("foo-bar", "1.0")
     assert release_of("foo.exe") is None and release_of("x-notaversion-py3-none-any.whl") is None
+
+
+# --- through a view: the same policy, after the view's own filtering -------------------------
+
+VIEW = "/pypi/+cooldown/1d"  # the files above were uploaded long ago: the view keeps them all
+
+
+@pytest.mark.gen_test
+async def test_a_view_serves_the_files_the_policy_flags_as_yanked_in_every_variant(
+    fetch: Any, advisory_pages: AdvisoryPages
+) -> None:
+    await advisory_pages.refresh()
+    reason = "PYSEC-2026-1: Remote code execution"
+    page = await fetch(f"{VIEW}/simple/alpha/", headers=JSON)
+    assert page.code == 200
+    assert yanks(page.body) == {"alpha-1.0-py3-none-any.whl": reason, "alpha-1.1-py3-none-any.whl": False}
+    assert all(entry["url"].startswith(f"{VIEW}/packages/") for entry in json.loads(page.body)["files"])
+    html = await fetch(f"{VIEW}/simple/alpha/", headers={"Accept": "text/html"})
+    (anchor,) = [line for line in html.body.decode().splitlines() if "data-yanked" in line]
+    assert f'data-yanked="{reason}"' in anchor and ">alpha-1.0-py3-none-any.whl<" in anchor
+    document = json.loads((await fetch(f"{VIEW}/pypi/alpha/json")).body)
+    assert [(f["yanked"], f["yanked_reason"]) for f in document["releases"]["1.0"]] == [(True, reason)]
+    assert [f["yanked"] for f in document["releases"]["1.1"]] == [False]
+    beta = await fetch(f"{VIEW}/simple/beta/", headers=JSON)
+    assert yanks(beta.body) == {"beta-1.0-py3-none-any.whl": False}
+
+
+@pytest.mark.gen_test
+async def test_a_view_blocks_malicious_files_in_flag_mode_and_serves_the_rest(
+    fetch: Any, advisory_pages: AdvisoryPages
+) -> None:
+    await advisory_pages.refresh()
+    evil = await fetch(VIEW + file_path("evil-pkg", "0.1", 1).removeprefix("/pypi"))
+    assert evil.code == 403 and evil.headers[ADVISORIES_HEADER] == "MAL-2026-4"
+    assert b"blocked by advisories: MAL-2026-4: Malicious code" in evil.body
+    assert (await fetch(VIEW + file_path("alpha", "1.0", 1).removeprefix("/pypi"))).code == 302
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("settings", [{"mode": "block"}], indirect=True)
+async def test_a_view_blocks_every_affected_file_in_block_mode(fetch: Any, advisory_pages: AdvisoryPages) -> None:
+    await advisory_pages.refresh()
+    path = VIEW + file_path("alpha", "1.0", 1).removeprefix("/pypi")
+    for method in ("GET", "HEAD"):
+        blocked = await fetch(path, method=method)
+        assert blocked.code == 403 and blocked.headers[ADVISORIES_HEADER] == "PYSEC-2026-1"
+    assert b"blocked by advisories: PYSEC-2026-1: Remote code execution" in (await fetch(path)).body
+    assert (await fetch(VIEW + file_path("alpha", "1.1", 2).removeprefix("/pypi"))).code == 302
+
+
+@pytest.mark.gen_test
+async def test_a_view_page_changes_when_the_advisories_do(
+    fetch: Any, advisory_pages: AdvisoryPages, database: Database
+) -> None:
+    await advisory_pages.refresh()
+    before = await fetch(f"{VIEW}/simple/alpha/", headers=JSON)
+    assert yanks(before.body)["alpha-1.1-py3-none-any.whl"] is False
+    store(database, record("GHSA-2026-9", "alpha", versions=["1.1"], summary="Path traversal"), now=2.0)
+    assert await advisory_pages.refresh()
+    after = await fetch(f"{VIEW}/simple/alpha/", headers={**JSON, "If-None-Match": before.headers["ETag"]})
+    assert after.code == 200 and after.headers["ETag"] != before.headers["ETag"]
+    assert yanks(after.body)["alpha-1.1-py3-none-any.whl"] == "GHSA-2026-9: Path traversal"
+    document = json.loads((await fetch(f"{VIEW}/pypi/alpha/json")).body)
+    assert document["releases"]["1.1"][0]["yanked_reason"] == "GHSA-2026-9: Path traversal"
+    withdrawn = record("PYSEC-2026-1", "alpha", ranges=[{"introduced": "0"}, {"fixed": "1.1"}],
+                       modified="2026-03-01T00:00:00Z", withdrawn="2026-03-01T00:00:00Z")
+    store(database, withdrawn, now=3.0)
+    assert await advisory_pages.refresh()
+    assert yanks((await fetch(f"{VIEW}/simple/alpha/", headers=JSON)).body)["alpha-1.0-py3-none-any.whl"] is False
+
+
+@pytest.mark.gen_test
+async def test_a_file_the_view_shows_yanked_keeps_its_reason_in_front_of_the_advisory(
+    fetch: Any, advisory_pages: AdvisoryPages, database: Database, write_project: Any
+) -> None:
+    page = project("gamma", "1.0", "2.0")
+    write_project(dataclasses.replace(page, files=(dataclasses.replace(page.files[0], yanked="broken build"),
+                                                   page.files[1])))
+    store(database, record("GHSA-2026-7", "gamma", versions=["1.0", "2.0"], summary="Leaks tokens"), now=2.0)
+    await advisory_pages.refresh()
+    assert yanks((await fetch(f"{VIEW}/simple/gamma/", headers=JSON)).body) == {
+        "gamma-1.0-py3-none-any.whl": "broken build; GHSA-2026-7: Leaks tokens",
+        "gamma-2.0-py3-none-any.whl": "GHSA-2026-7: Leaks tokens",
+    }
