@@ -1125,9 +1125,9 @@ def test_example_config_names_no_real_public_host() -> None:
     assert example["upstream"]["packages_url"] == "https://files.example.org/packages"
 
 
-def test_cache_policy_is_seed_unless_set_and_refuses_unknown_names() -> None:
-    assert parse(make_data()).cache.policy == "seed"
-    assert parse(make_data(cache={"size_limit": "1g", "policy": "default"})).cache.policy == "default"
+def test_cache_policy_is_default_unless_set_and_refuses_unknown_names() -> None:
+    assert parse(make_data()).cache.policy == "default"
+    assert parse(make_data(cache={"size_limit": "1g", "policy": "seed"})).cache.policy == "seed"
     [problem] = problems_of(make_data(cache={"size_limit": "1g", "policy": "lru"}))
     assert problem == "cache.policy: 'lru' is not one of seed, default"
 
