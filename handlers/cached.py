@@ -161,21 +161,8 @@ class CachedPageHandler(BaseHandler):
         page = self.pages.get_fresh(path)
         rep = self.representation_now(page) if page is not None else None
         if rep is None:
-            return self._load_and_send(path, read_serial, content_type=content_type, include_body=include_body)
+            return self._load_and_send(path, read_serial, None, content_type=content_type, include_body=include_body)
         return self.send_page(rep, content_type=content_type, include_body=include_body)
-
-    async def _load_and_send(
-        self, path: str, read_serial: SerialReader | None, *, content_type: str, include_body: bool
-    ) -> None:
-        try:
-            page = await self.pages.get(path, read_serial)
-        except StorageError as exc:
-            raise page_unreadable(exc) from None
-        if page is None:
-            raise HTTPError(404)
-        sending = self.send_page(await self.encode(page), content_type=content_type, include_body=include_body)
-        if sending is not None:
-            await sending
 
     def send_derived_page(
         self,
@@ -198,24 +185,26 @@ class CachedPageHandler(BaseHandler):
         rep = self.representation_now(derived) if derived is not None else None
         if rep is not None:
             return self.send_page(rep, content_type=content_type, include_body=include_body)
-        return self._derive_and_send(path, read_serial, derive, content_type=content_type, include_body=include_body)
+        return self._load_and_send(path, read_serial, derive, content_type=content_type, include_body=include_body)
 
-    async def _derive_and_send(
+    async def _load_and_send(
         self,
         path: str,
         read_serial: SerialReader | None,
-        derive: Callable[[CachedPage], Awaitable[CachedPage]],
+        derive: Callable[[CachedPage], Awaitable[CachedPage]] | None,
         *,
         content_type: str,
         include_body: bool,
     ) -> None:
+        """Load the stored page at ``path`` (404 if there is none) and send it, or what
+        ``derive`` makes of it."""
         try:
             source = await self.pages.get(path, read_serial)
         except StorageError as exc:
             raise page_unreadable(exc) from None
         if source is None:
             raise HTTPError(404)
-        rep = await self.encode(await derive(source))
+        rep = await self.encode(source if derive is None else await derive(source))
         sending = self.send_page(rep, content_type=content_type, include_body=include_body)
         if sending is not None:
             await sending
