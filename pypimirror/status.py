@@ -120,18 +120,20 @@ def read_status(
     with_pins: bool = True,
     with_advisories: bool = True,
     with_history: bool = True,
+    fill: tuple[TierFill, ...] | None = None,
 ) -> MirrorStatus:
-    """The job history, this node's cache fill, (``with_hits``) its hit rate as of ``now``,
-    (``with_pins``) the pinned sets, (``with_advisories``) the stored advisories and
-    (``with_history``) the start of the index history, in one read transaction."""
+    """The job history, this node's cache fill (``fill`` when given, else read), (``with_hits``)
+    its hit rate as of ``now``, (``with_pins``) the pinned sets, (``with_advisories``) the
+    stored advisories and (``with_history``) the start of the index history, in one read
+    transaction."""
     hits = read_hit_summary(conn, node_id, time.time() if now is None else now) if with_hits else None
     jobs = read_job_statuses(conn, tuple(job_titles))
     pinned = tuple(pinned_set_summaries(conn, node_id)) if with_pins else ()
     advisories = count_advisories(conn) if with_advisories else None
     history_since = read_history_start(conn) if with_history else None
+    tiers = read_tier_fill(conn, node_id, tier_limits) if fill is None else fill
     return MirrorStatus(
-        jobs, read_tier_fill(conn, node_id, tier_limits), hits, job_titles, pinned=pinned, advisories=advisories,
-        history_since=history_since,
+        jobs, tiers, hits, job_titles, pinned=pinned, advisories=advisories, history_since=history_since
     )
 
 
@@ -211,24 +213,15 @@ class StatusReader:
         started = self._clock()
         fill = self._fill[1] if self._fill is not None and started - self._fill[0] < self._fill_max_age else None
         try:
-            status = await self._db.run_read(lambda conn: self._read_status(conn, fill))
+            status = await self._db.run_read(
+                lambda conn: read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles, fill=fill)
+            )
         finally:
             self._reading = None
         self._cached = (started, status)
         if fill is None:
             self._fill = (started, status.tiers)
         return status
-
-    def _read_status(self, conn: Connection, fill: tuple[TierFill, ...] | None) -> MirrorStatus:
-        if fill is None:
-            return read_status(conn, self._node_id, self._tier_limits, job_titles=self._job_titles)
-        hits = read_hit_summary(conn, self._node_id, time.time())
-        pinned = tuple(pinned_set_summaries(conn, self._node_id))
-        jobs = read_job_statuses(conn, tuple(self._job_titles))
-        return MirrorStatus(
-            jobs, fill, hits, self._job_titles, pinned=pinned, advisories=count_advisories(conn),
-            history_since=read_history_start(conn),
-        )
 
     async def check_health(self, timeout: float) -> list[str]:
         """Why the mirror is unhealthy, one short line per failed check; empty when it is healthy.
