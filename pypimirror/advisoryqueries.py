@@ -22,18 +22,15 @@ __all__ = [
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 
 from pypimirror.osv import AffectedPackage, Advisory
+from pypimirror.queries import chunks
 from pypimirror.schema import advisories, advisory_packages
-
-# Ids per statement: far below SQLite's bound-variable limit.
-_CHUNK = 500
-
 
 @dataclass(frozen=True, slots=True)
 class ApplicableAdvisory:
@@ -59,11 +56,6 @@ class AdvisoryCounts:
     malicious: int
 
 
-def _chunks(items: Sequence[Advisory]) -> Iterator[Sequence[Advisory]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def load_modified(conn: Connection) -> dict[str, str]:
     """Each stored record's ``modified`` time, by ID: what an incremental sync compares against."""
     return {row.id: row.modified for row in conn.execute(select(advisories.c.id, advisories.c.modified))}
@@ -72,7 +64,7 @@ def load_modified(conn: Connection) -> dict[str, str]:
 def store_advisories(conn: Connection, batch: Sequence[Advisory], *, now: float | None = None) -> None:
     """Add or replace each record of ``batch`` (IDs unique within it) with its packages, as stored ``now``."""
     stored_at = time.time() if now is None else now
-    for chunk in _chunks(batch):
+    for chunk in chunks(batch):
         ids = [advisory.id for advisory in chunk]
         conn.execute(delete(advisory_packages).where(advisory_packages.c.advisory_id.in_(ids)))
         conn.execute(delete(advisories).where(advisories.c.id.in_(ids)))
@@ -131,8 +123,7 @@ def advisory_record(conn: Connection, advisory_id: str) -> Mapping[str, Any] | N
 def advisory_records(conn: Connection, ids: Sequence[str]) -> list[Mapping[str, Any]]:
     """The stored records with these IDs, in ID order."""
     records: list[Mapping[str, Any]] = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
+    for chunk in chunks(ids):
         query = select(advisories.c.record).where(advisories.c.id.in_(chunk)).order_by(advisories.c.id)
         records.extend(json.loads(text) for text in conn.execute(query).scalars())
     return records

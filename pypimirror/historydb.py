@@ -29,7 +29,7 @@ from packaging.utils import NormalizedName
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from pypimirror.historychanges import ProjectChanges, encode_entry, file_key
-from pypimirror.queries import _chunks, _dialect_insert
+from pypimirror.queries import chunks, dialect_insert
 from pypimirror.schema import history_events, history_files, history_projects, history_state, serials
 
 
@@ -163,7 +163,7 @@ def _project_ids(conn: Connection, batch: Sequence[ProjectChanges]) -> dict[Norm
 def _load_ids(conn: Connection, names: Sequence[str]) -> dict[NormalizedName, int]:
     table = history_projects
     found: dict[NormalizedName, int] = {}
-    for chunk in _chunks(names):
+    for chunk in chunks(names):
         found.update(
             (NormalizedName(name), pid)
             for pid, name in conn.execute(select(table.c.id, table.c.name).where(table.c.name.in_(chunk)))
@@ -174,7 +174,7 @@ def _load_ids(conn: Connection, names: Sequence[str]) -> dict[NormalizedName, in
 def _display_names(conn: Connection, names: Sequence[str]) -> dict[str, str]:
     """The display names the serials table holds for ``names`` (a removal knows only the name)."""
     shown: dict[str, str] = {}
-    for chunk in _chunks(sorted(set(names))):
+    for chunk in chunks(sorted(set(names))):
         query = select(serials.c.name, serials.c.display_name).where(serials.c.name.in_(chunk))
         shown.update((name, display) for name, display in conn.execute(query))
     return shown
@@ -185,7 +185,7 @@ def _insert_new_files(conn: Connection, rows: list[dict[str, Any]]) -> None:
     removal is live again."""
     if not rows:
         return
-    stmt = _dialect_insert(conn, history_files)
+    stmt = dialect_insert(conn, history_files)
     stmt = stmt.on_conflict_do_update(
         index_elements=[history_files.c.project_id, history_files.c.file_key],
         set_={"removed_at": None},
@@ -198,7 +198,7 @@ def _store_left_page(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Files that left their page keep their entry; a removal keeps its first time."""
     if not rows:
         return
-    stmt = _dialect_insert(conn, history_files)
+    stmt = dialect_insert(conn, history_files)
     stmt = stmt.on_conflict_do_update(
         index_elements=[history_files.c.project_id, history_files.c.file_key],
         set_={
@@ -219,7 +219,7 @@ def _remove_hidden_except(conn: Connection, pid: int, listed: Sequence[str], at:
         )
     ).scalars()
     gone = [key for key in hidden if key not in keep]
-    for chunk in _chunks(gone):
+    for chunk in chunks(gone):
         conn.execute(
             update(table).where(table.c.project_id == pid, table.c.file_key.in_(chunk)).values(removed_at=at)
         )

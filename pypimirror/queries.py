@@ -21,12 +21,14 @@ __all__ = [
     "Vote",
     "acquire_lease",
     "add_hit_counts",
+    "chunks",
     "count_failures_since",
     "delete_file_checks",
     "delete_local_files",
     "delete_remote_sizes_before",
     "delete_serials",
     "delete_votes_before",
+    "dialect_insert",
     "finish_job_run",
     "job_names",
     "last_finished_job_run",
@@ -129,12 +131,13 @@ _PG_LATEST_VOTES = (
     .group_by(votes.c.file_path, votes.c.ip_prefix)
 )
 
-def _dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """INSERT with the dialect's ON CONFLICT support (the same API on both dialects)."""
     return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices small enough for one statement's bound parameters on every dialect."""
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
 
@@ -143,7 +146,7 @@ def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, object]]
     """Insert rows (one executemany); where the primary key exists, replace the other columns."""
     if not rows:
         return
-    stmt = _dialect_insert(conn, table)
+    stmt = dialect_insert(conn, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(table.primary_key.columns),
         set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
@@ -153,7 +156,7 @@ def _upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, object]]
 
 def _delete_in(conn: Connection, table: Table, column: str, values: Sequence[str], *where: Any) -> int:
     """Delete the rows whose ``column`` is one of ``values`` (and match ``where``); returns how many."""
-    statements = (delete(table).where(table.c[column].in_(chunk), *where) for chunk in _chunks(values))
+    statements = (delete(table).where(table.c[column].in_(chunk), *where) for chunk in chunks(values))
     return sum(conn.execute(stmt).rowcount for stmt in statements)
 
 
@@ -209,7 +212,7 @@ def _latest_votes(conn: Connection, files: Sequence[str], after: int) -> dict[tu
         rows = conn.execute(_PG_LATEST_VOTES, {"files": list(files), "after": after})
         return {(path, prefix): voted_at for path, prefix, voted_at in rows}
     latest: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(files):
+    for chunk in chunks(files):
         query = (
             select(votes.c.file_path, votes.c.ip_prefix, func.max(votes.c.voted_at))
             .where(votes.c.file_path.in_(chunk), votes.c.voted_at > after)
@@ -400,7 +403,7 @@ def load_remote_sizes(conn: Connection, paths: Sequence[str], fresh_since: int) 
     Paths with no fresh row are absent from the result, so the caller asks upstream again.
     """
     found: dict[str, int | None] = {}
-    for chunk in _chunks(paths):
+    for chunk in chunks(paths):
         query = select(remote_sizes.c.file_path, remote_sizes.c.size).where(
             remote_sizes.c.file_path.in_(chunk), remote_sizes.c.recorded_at >= fresh_since
         )
@@ -439,7 +442,7 @@ def add_hit_counts(conn: Connection, node_id: str, counts: Sequence[HitCount]) -
     """
     if not counts:
         return
-    stmt = _dialect_insert(conn, hit_counters)
+    stmt = dialect_insert(conn, hit_counters)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(hit_counters.primary_key.columns),
         set_={
@@ -579,7 +582,7 @@ def acquire_lease(conn: Connection, name: str, holder: str, now: float, ttl_s: f
     expires_at = now + ttl_s
     ours = leases.c.holder == holder
     values = {"name": name, "holder": holder, "acquired_at": now, "expires_at": expires_at}
-    stmt = _dialect_insert(conn, leases).values(values)
+    stmt = dialect_insert(conn, leases).values(values)
     acquired_at = case((ours, leases.c.acquired_at), else_=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=[leases.c.name],
