@@ -21,6 +21,7 @@ __all__ = [
     "SIZE_AWARE_RETENTION",
     "CachePlan",
     "Candidate",
+    "CandidateRanking",
     "Download",
     "Eviction",
     "Move",
@@ -135,7 +136,7 @@ class CachePlan:
     pinned_short: int = 0
 
 
-_PATH, _SIZE, _VOTES, _SCORE = (attrgetter(name) for name in ("path", "size", "votes", "score"))
+_PATH = attrgetter("path")
 
 
 def score(votes: int, size: int) -> float:
@@ -196,41 +197,76 @@ def rank_candidates(
     ``min_vote_count`` votes first, then by :func:`size_aware_score` (cached files with
     :data:`SIZE_AWARE_RETENTION`), votes, smaller size and path.
     """
-    if policy == "seed":
-        def score_of(n: int, f: LocalFile | RemoteFile, cached: bool) -> float:
-            return score(n, f.size)
-    else:
-        def score_of(n: int, f: LocalFile | RemoteFile, cached: bool) -> float:
-            return size_aware_score(n, f.bytes) * (SIZE_AWARE_RETENTION if cached else 1.0)
-
-    candidates = [
-        Candidate(f.path, n, f.size, f.bytes, score_of(n, f, True), f)
-        for f in local
-        for n in (votes.get(f.path, 0),)
-    ]
-    candidates.extend(
-        Candidate(r.path, n, r.size, r.bytes, score_of(n, r, False), None, r)
-        for r in remote
-        for n in (votes[r.path],)
-    )
-    _sort_best_first(candidates)
-    if policy == "seed":
-        return candidates
-    # Stable: within each part the order above stays.
-    return [c for c in candidates if c.votes >= min_vote_count] + [c for c in candidates if c.votes < min_vote_count]
+    return CandidateRanking(policy, min_vote_count).rank(local, remote, votes)
 
 
-def _sort_best_first(candidates: list[Candidate]) -> None:
-    """Sort by score, then votes (both descending), then smaller size, then path.
+#: A candidate's place in the ranking: (below the threshold, -score, -votes, size, path).
+_RankKey = tuple[bool, float, int, int, str]
 
-    Four stable sorts on one field each, least significant first, give the order of one sort
-    on the tuple ``(-score, -votes, size, path)`` at a fraction of its cost: no key tuple is
-    built per candidate, and the C-level field getters do the work.
+
+class CandidateRanking:
+    """:func:`rank_candidates`, kept from one run to the next.
+
+    A replay plans every hour of a month over the same few hundred thousand files, most of them
+    with the votes and the place they had an hour before. Kept between runs, a ranking scores
+    again only the candidates whose votes or file changed (a cached file is the same
+    :class:`LocalFile` object while it stays where it is) and merges them into the previous
+    order, one pass of the sort over two sorted runs, instead of scoring and sorting every file
+    again. Its order is always exactly that of a fresh ranking over the same input.
     """
-    candidates.sort(key=_PATH)
-    candidates.sort(key=_SIZE)
-    candidates.sort(key=_VOTES, reverse=True)
-    candidates.sort(key=_SCORE, reverse=True)
+
+    def __init__(self, policy: CachePolicy = "seed", min_vote_count: int = 1) -> None:
+        self.policy = policy
+        self.min_vote_count = min_vote_count
+        self._ranked: list[tuple[_RankKey, Candidate]] = []
+        self._entries: dict[str, tuple[_RankKey, Candidate]] = {}
+
+    def rank(
+        self, local: Iterable[LocalFile], remote: Iterable[RemoteFile], votes: Mapping[str, int]
+    ) -> list[Candidate]:
+        """The candidates of ``local`` (cached) and ``remote`` (wanted) files, best first."""
+        seed = self.policy == "seed"
+        scorer = score if seed else size_aware_score
+        retention = 1.0 if seed else SIZE_AWARE_RETENTION
+        # Files below the threshold rank after all others under ``default``; ``seed`` has one part.
+        threshold = 0 if seed else self.min_vote_count
+        previous = self._entries
+        entries: dict[str, tuple[_RankKey, Candidate]] = {}
+        fresh: list[tuple[_RankKey, Candidate]] = []
+        # The tuples are made by tuple.__new__ (a named tuple's own constructor is a Python
+        # function), and the scorer is bound to a local name: this runs per file per run.
+        new = tuple.__new__
+        get = votes.get
+        for f in local:
+            path = f.path
+            n = get(path, 0)
+            entry = previous.get(path)
+            if entry is None or entry[1].local is not f or entry[1].votes != n:
+                size = f.size
+                total = size + (f.metadata_size or 0)
+                value = scorer(n, size if seed else total) * retention
+                entry = ((n < threshold, -value, -n, size, path), new(Candidate, (path, n, size, total, value, f, None)))
+                fresh.append(entry)
+            entries[path] = entry
+        for r in remote:
+            path = r.path
+            n = votes[path]
+            entry = previous.get(path)
+            if entry is None or entry[1].remote is not r or entry[1].votes != n:
+                size = r.size
+                total = size + (r.metadata_size or 0)
+                value = scorer(n, size if seed else total)
+                entry = ((n < threshold, -value, -n, size, path), new(Candidate, (path, n, size, total, value, None, r)))
+                fresh.append(entry)
+            entries[path] = entry
+        ranked = [entry for entry in self._ranked if entries.get(entry[0][4]) is entry] if previous else []
+        fresh.sort()
+        ranked.extend(fresh)
+        # Two sorted runs: the sort merges them in one pass. Keys differ in the path, so the
+        # candidates themselves are never compared.
+        ranked.sort()
+        self._ranked, self._entries = ranked, entries
+        return [candidate for _, candidate in ranked]
 
 
 def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list[int]:
@@ -346,6 +382,7 @@ def plan_cache(
     policy: CachePolicy = "seed",
     min_vote_count: int = 1,
     pinned: Set[str] = frozenset(),
+    ranking: CandidateRanking | None = None,
 ) -> CachePlan:
     """The plan that makes the tiers hold the pinned files, then the best files that fit (see the
     module docstring).
@@ -355,7 +392,9 @@ def plan_cache(
     filtered (listed, verifiable, within ``filesize_limit``). ``policy`` and ``min_vote_count``
     are ``cache.policy`` and ``cache.min_vote_count``: they choose the ranking
     (:func:`rank_candidates`). ``pinned`` are the pinned sets' paths: those in ``local`` or
-    ``remote`` are placed first and never evicted, whatever their votes.
+    ``remote`` are placed first and never evicted, whatever their votes. ``ranking``, kept by
+    the caller from one plan to the next (the simulator's), ranks the same as a fresh one, only
+    faster; it must have been made with the same ``policy`` and ``min_vote_count``.
     """
     remote = list(remote)
     # Looked up from the (few) pinned paths, and filtered only when there are pins: a run over a
@@ -363,10 +402,14 @@ def plan_cache(
     pinned_local = {path: local[path] for path in pinned if path in local}
     pinned_remote = {r.path: r for r in remote if r.path in pinned} if pinned else {}
     pins, pin_tiers, room, pinned_short = _pinned_candidates(pinned_local, pinned_remote, votes, limits)
-    ranked = rank_candidates(
+    if ranking is None:
+        ranking = CandidateRanking(policy, min_vote_count)
+    elif (ranking.policy, ranking.min_vote_count) != (policy, min_vote_count):
+        raise ValueError(f"a ranking for {ranking.policy!r} with {ranking.min_vote_count} votes cannot rank {policy!r} with {min_vote_count}")
+    ranked = ranking.rank(
         (f for f in local.values() if f.path not in pinned_local) if pinned_local else local.values(),
         (r for r in remote if r.path not in pinned_remote) if pinned_remote else remote,
-        votes, policy=policy, min_vote_count=min_vote_count,
+        votes,
     )
     candidates = pins + ranked
     assigned = pin_tiers + assign_tiers(ranked, room)

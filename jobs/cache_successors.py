@@ -18,8 +18,10 @@ from __future__ import annotations
 
 __all__ = ["PREFETCH_POLICIES", "ReleaseIndex", "ReleasedFile", "successor_votes"]
 
+import bisect
+import math
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Set
 from typing import NamedTuple, Protocol
 
 from packaging.tags import Tag
@@ -87,36 +89,70 @@ class ReleaseIndex:
 
     def __init__(self, files: Iterable[ReleasedFile]) -> None:
         groups: defaultdict[_Kind, list[_Release]] = defaultdict(list)
-        self._kinds: dict[str, tuple[_Kind, Version]] = {}
+        kinds: dict[str, tuple[_Kind, Version]] = {}
         for f in files:
             parsed = _kind_and_version(f.filename)
             if parsed is None:
                 continue
-            self._kinds[f.path] = parsed
+            kinds[f.path] = parsed
             kind, version = parsed
             if f.upload_time is not None and not f.yanked:
                 groups[kind].append(_Release(version, f.upload_time, f.path))
         for releases in groups.values():
             releases.sort(key=lambda r: (r.version, r.path), reverse=True)
-        self._groups = dict(groups)
+        self._size = len(kinds)
+        # Per file with a newer release of its kind: the latest upload time among them, and
+        # those releases, newest first, as (upload time, path) of the ones it may be succeeded
+        # by. Decided once here, so a lookup (the simulator makes one per voted file per
+        # planning instant) compares no versions, and for a file whose newer releases are all
+        # older than the window (most voted files with any) reads one number.
+        self._newer: dict[str, tuple[float, tuple[tuple[float, str], ...]]] = {}
+        for path, (kind, version) in kinds.items():
+            any_release = version.is_prerelease
+            newer = []
+            for release in groups.get(kind, ()):
+                if release.version <= version:
+                    break
+                if any_release or not release.version.is_prerelease:
+                    newer.append((release.upload_time, release.path))
+            if newer:
+                self._newer[path] = (max(upload_time for upload_time, _ in newer), tuple(newer))
+        # The files above by that latest upload time, and those of them whose latest is after
+        # the last ``since`` asked for: a replay asks for ever later times, and the set then
+        # only loses the files whose newer releases all left the window.
+        by_latest = sorted((latest, path) for path, (latest, _) in self._newer.items())
+        self._latest_times = [latest for latest, _ in by_latest]
+        self._latest_paths = [path for _, path in by_latest]
+        self._since = -math.inf
+        self._recent: set[str] = set(self._newer)
 
     def __len__(self) -> int:
-        return len(self._kinds)
+        return self._size
 
     def successor(self, path: str, *, since: float, now: float) -> str | None:
         """The newest file of ``path``'s kind uploaded after ``since`` and at or before ``now``,
         with a newer version (a final one unless ``path``'s is a pre-release); None if none."""
-        parsed = self._kinds.get(path)
-        if parsed is None:
-            return None
-        kind, version = parsed
-        any_release = version.is_prerelease
-        for release in self._groups.get(kind, ()):
-            if release.version <= version:
-                return None
-            if since < release.upload_time <= now and (any_release or not release.version.is_prerelease):
-                return release.path
-        return None
+        return next((successor for _, successor in self.successors({path}, since=since, now=now)), None)
+
+    def successors(self, paths: Set[str], *, since: float, now: float) -> Iterator[tuple[str, str]]:
+        """``(path, successor)`` for each of ``paths`` that has one (see :meth:`successor`), in no
+        particular order: the simulator asks for every voted file at every planning instant."""
+        newer = self._newer
+        for path in self._recent_after(since) & paths:
+            for upload_time, successor in newer[path][1]:
+                if since < upload_time <= now:
+                    yield path, successor
+                    break
+
+    def _recent_after(self, since: float) -> set[str]:
+        """The files with a newer release uploaded after ``since``."""
+        times, paths = self._latest_times, self._latest_paths
+        if since < self._since:
+            self._recent = set(paths[bisect.bisect_right(times, since):])
+        else:
+            self._recent.difference_update(paths[bisect.bisect_right(times, self._since):bisect.bisect_right(times, since)])
+        self._since = since
+        return self._recent
 
 
 def successor_votes(
@@ -133,8 +169,7 @@ def successor_votes(
     own votes (none yet), evict it, and the one after would fetch it again.
     """
     found: dict[str, int] = {}
-    for path, count in votes.items():
-        successor = index.successor(path, since=since, now=now)
-        if successor is not None and (path in cached or successor in cached):
-            found[successor] = max(found.get(successor, 0), count, votes.get(successor, 0))
+    for path, successor in index.successors(votes.keys(), since=since, now=now):
+        if path in cached or successor in cached:
+            found[successor] = max(found.get(successor, 0), votes[path], votes.get(successor, 0))
     return found

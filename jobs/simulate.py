@@ -61,7 +61,7 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Final, Protocol
 
-from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, lowers_threshold, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, CandidateRanking, RemoteFile, lowers_threshold, plan_cache
 from pypimirror.jobs.cache_successors import PREFETCH_POLICIES, ReleaseIndex, successor_votes
 
 from pypimirror.clientip import network_prefix
@@ -113,8 +113,8 @@ class CompactTrace:
     paths: list[str] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     times: array[int] = field(default_factory=lambda: array("q"))
-    files: array[int] = field(default_factory=lambda: array("l"))
-    nets: array[int] = field(default_factory=lambda: array("l"))
+    files: array[int] = field(default_factory=lambda: array("i"))
+    nets: array[int] = field(default_factory=lambda: array("i"))
     networks: int = 0
     unlisted_requests: int = 0
     unlisted_files: int = 0
@@ -288,13 +288,16 @@ def simulate(
     planners = [p for p in PLANNER_POLICIES if p in policies]
     if planners and trace.requests:
         states = [
-            _PlannerState(policy, budget, tier_budgets(budget, [t.size_limit for t in cache.tiers]), trace)
+            _PlannerState(
+                policy, budget, tier_budgets(budget, [t.size_limit for t in cache.tiers]), trace, cache.min_vote_count
+            )
             for budget in budgets
             for policy in planners
         ]
         if listed is not None and any(p in PREFETCH_POLICIES for p in planners):
             window = int(cache.vote_window.total_seconds())
             prefetch = _ReleasePrefetch(trace, listed, window, cache.filesize_limit)
+            del listed  # the index holds what it needs; with the caller's reference gone, freed here
             for state in states:
                 if state.policy in PREFETCH_POLICIES:
                     state.prefetch = prefetch
@@ -438,7 +441,9 @@ def _static_greedy(trace: CompactTrace, budget: int) -> tuple[int, int, int]:
 class _PlannerState:
     """What one planner policy at one budget holds, and its counters."""
 
-    def __init__(self, policy: CachePolicy, budget: int, limits: list[int], trace: CompactTrace) -> None:
+    def __init__(
+        self, policy: CachePolicy, budget: int, limits: list[int], trace: CompactTrace, min_vote_count: int
+    ) -> None:
         self.policy = policy
         self.budget = budget
         self.limits = limits
@@ -446,6 +451,8 @@ class _PlannerState:
         self.held = bytearray(trace.distinct_files)
         self.hits = self.hit_bytes = self.upstream = 0
         self.prefetch: _ReleasePrefetch | None = None
+        # Kept between the planner's runs: each ranks again only the files that changed.
+        self.ranking = CandidateRanking(policy, min_vote_count)
 
     def result(self, requests: int, requested: int) -> PolicyResult:
         return PolicyResult(self.policy, self.budget, requests, self.hits, requested, self.hit_bytes, self.upstream)
@@ -482,14 +489,13 @@ def _replay_planners(
         start = end
         # The states of one window plan over the same votes: each floor's files and their path
         # map are built once.
-        popular: dict[tuple[int, int], tuple[dict[int, int], dict[str, int]]] = {}
+        popular: dict[tuple[int, int], tuple[Mapping[int, int], Mapping[str, int]]] = {}
         for state in states:
             window = window_of[state.policy]
             floor = min_votes
             while True:
                 if (window, floor) not in popular:
-                    counted = votes_in[window].popular(floor)
-                    popular[window, floor] = counted, {paths[f]: n for f, n in counted.items()}
+                    popular[window, floor] = votes_in[window].popular(floor)
                 voted, by_path = popular[window, floor]
                 held = state.held
                 wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
@@ -499,7 +505,8 @@ def _replay_planners(
                         state.local, wanted, by_path, since=instant - release_window, now=instant
                     )
                 plan = plan_cache(
-                    state.local, wanted, plan_votes, state.limits, policy=state.policy, min_vote_count=min_votes
+                    state.local, wanted, plan_votes, state.limits, policy=state.policy, min_vote_count=min_votes,
+                    ranking=state.ranking,
                 )
                 if floor == 1 or not lowers_threshold(state.policy, min_votes, plan):
                     break
@@ -515,8 +522,10 @@ class _Votes:
 
     Per (file, network) the time of its last counted vote: a vote less than ``dedup_window``
     after it is not counted (nor is its time), exactly like :func:`pypimirror.db.record_votes`.
-    Per file the number of networks whose last counted vote is inside ``vote_window``, and the
-    set of files with at least ``min_vote_count`` of them, both kept up to date.
+    Per file the number of networks whose last counted vote is inside the window, and the
+    files with at least ``min_vote_count`` of them with that number (by file number and by
+    path, as the planner takes them), all kept up to date vote by vote: a month holds a few
+    hundred thousand voted files, too many to collect again at every planning instant.
     """
 
     def __init__(self, trace: CompactTrace, cache: CacheConfig) -> None:
@@ -526,7 +535,9 @@ class _Votes:
         self.min_votes = cache.min_vote_count
         self.last: dict[int, int] = {}  # file * networks + network -> time of its last counted vote
         self.per_file: dict[int, int] = {}  # file -> networks with a counted vote in the window
-        self.popular_files: set[int] = set()  # files with at least min_votes of them
+        # The files with at least min_votes of them, with that number.
+        self.popular_files: dict[int, int] = {}
+        self.popular_paths: dict[str, int] = {}
         # The counted votes in time order, from index ``first`` on: (file, network) key and time.
         # Arrays, not deques of int objects: a month of traffic counts millions of votes.
         self.keys = array("q")
@@ -536,8 +547,8 @@ class _Votes:
     def count(self, start: int, end: int) -> None:
         """Record the votes of requests ``start:end`` (requests without a network cast none)."""
         files, nets, times = self.trace.files, self.trace.nets, self.trace.times
-        networks, dedup, min_votes = self.networks, self.dedup, self.min_votes
-        last, per_file, popular = self.last, self.per_file, self.popular_files
+        networks, dedup, min_votes, paths = self.networks, self.dedup, self.min_votes, self.trace.paths
+        last, per_file, popular, popular_paths = self.last, self.per_file, self.popular_files, self.popular_paths
         add_key, add_time = self.keys.append, self.times.append
         for i in range(start, end):
             net = nets[i]
@@ -550,8 +561,8 @@ class _Votes:
             if previous is None:
                 n = per_file.get(fid, 0) + 1
                 per_file[fid] = n
-                if n == min_votes:
-                    popular.add(fid)
+                if n >= min_votes:
+                    popular[fid] = popular_paths[paths[fid]] = n
             elif previous > t - dedup:
                 continue
             last[key] = t
@@ -561,7 +572,8 @@ class _Votes:
     def expire(self, since: int) -> None:
         """Forget votes older than ``since``: a network whose newest vote is older stops counting."""
         keys, times, last, per_file = self.keys, self.times, self.last, self.per_file
-        networks, min_votes, popular = self.networks, self.min_votes, self.popular_files
+        networks, min_votes, popular, popular_paths = self.networks, self.min_votes, self.popular_files, self.popular_paths
+        paths = self.trace.paths
         first, end = self.first, len(times)
         while first < end and times[first] < since:
             t = times[first]
@@ -575,20 +587,27 @@ class _Votes:
                     per_file[fid] = n
                 else:
                     del per_file[fid]
-                if n == min_votes - 1:
-                    popular.discard(fid)
+                if n >= min_votes:
+                    popular[fid] = popular_paths[paths[fid]] = n
+                elif n == min_votes - 1:
+                    del popular[fid], popular_paths[paths[fid]]
         if first > end // 2:  # drop the expired half: each vote is moved about once
             del keys[:first]
             del times[:first]
             first = 0
         self.first = first
 
-    def popular(self, floor: int) -> dict[int, int]:
-        """File -> voting networks, for the files with at least ``floor`` of them."""
-        per_file = self.per_file
+    def popular(self, floor: int) -> tuple[Mapping[int, int], Mapping[str, int]]:
+        """Voting networks by file number and by path, for the files with at least ``floor``.
+
+        At ``min_vote_count`` these are the store's own, kept up to date: valid until the next
+        :meth:`count` or :meth:`expire`.
+        """
         if floor == self.min_votes:
-            return {f: per_file[f] for f in self.popular_files}
-        return {f: n for f, n in per_file.items() if n >= floor}
+            return self.popular_files, self.popular_paths
+        counted = {f: n for f, n in self.per_file.items() if n >= floor}
+        paths = self.trace.paths
+        return counted, {paths[f]: n for f, n in counted.items()}
 
 
 def _first_at_or_after(times: array[int], instant: int, start: int) -> int:

@@ -108,12 +108,13 @@ def run_simulation(
         "prefix, %d excluded (%.1fs)", stats.lines, stats.requests, trace.unlisted_requests,
         stats.skipped_lines, stats.out_of_prefix, stats.excluded, time.monotonic() - started,
     )
-    releases = None
-    if any(policy in PREFETCH_POLICIES for policy in policies) and trace.requests:
-        releases = _release_files(config, trace)
-        logger.info("simulate: %d listed files for the release prefetch (%.1fs)", len(releases),
-                    time.monotonic() - started)
-    results = simulate(trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache, listed=releases)
+    # Made in the call, so that simulate() holds the only reference and can drop the listing
+    # (hundreds of thousands of records) once it has built the prefetch index from it.
+    prefetching = any(policy in PREFETCH_POLICIES for policy in policies) and trace.requests > 0
+    results = simulate(
+        trace, budgets, policies, cache=config.cache, schedule=config.schedule.cache,
+        listed=_release_files(config, trace) if prefetching else None,
+    )
     logger.info("simulate: replayed in %.1fs", time.monotonic() - started)
     stdout.write(format_table(trace, results, stats.skipped_lines))
     if json_out is not None:

@@ -4,11 +4,13 @@ puts a tier over its limit, even when an earlier step failed."""
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from pypimirror.jobs.cache_plan import (
     CachePlan,
     Candidate,
+    CandidateRanking,
     Move,
     RemoteFile,
     assign_tiers,
@@ -20,6 +22,7 @@ from pypimirror.jobs.cache_plan import (
     score,
 )
 
+from pypimirror.config import CachePolicy
 from pypimirror.errors import UnsafePathError
 from pypimirror.inventory import (
     LocalFile,
@@ -297,3 +300,44 @@ def test_default_policy_ranks_files_below_the_threshold_after_all_others() -> No
     ranked = rank_candidates([], [rare, common], {rare.path: 1, common.path: 3}, policy="default", min_vote_count=2)
     assert [c.path for c in ranked] == [common.path, rare.path]
     assert ranked[1].score > ranked[0].score
+
+
+# -- a ranking kept between runs (the simulator's) -----------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["seed", "default"])
+def test_a_ranking_kept_between_runs_ranks_and_plans_as_a_fresh_one(policy: CachePolicy) -> None:
+    """Over many runs of files coming, going, moving and changing votes, the kept ranking's order
+    and plans are exactly those of a fresh ranking of the same input."""
+    rng = random.Random(7)
+    names = [f"pkg{n}-1.0-py3-none-any.whl" for n in range(60)]
+    limits = [700, 900]
+    kept = CandidateRanking(policy, 2)
+    local_files: dict[str, LocalFile] = {}
+    votes: dict[str, int] = {}
+    sizes = {name: rng.choice([10, 40, 40, 120, 300]) for name in names}  # equal sizes: ties to break
+    remotes = {name: remote(name, sizes[name]) for name in names}  # the same objects run after run
+    for _ in range(40):
+        for name in rng.sample(names, 12):  # votes come and go
+            n = rng.choice([0, 1, 2, 2, 3, 5])
+            if n:
+                votes[path(name)] = n
+            else:
+                votes.pop(path(name), None)
+        for name in rng.sample(names, 4):  # files are cached, moved, dropped; some objects replaced by equal ones
+            p = path(name)
+            if p in local_files and rng.random() < 0.4:
+                del local_files[p]
+            else:
+                local_files[p] = local(name, rng.randrange(2), sizes[name], rng.choice([None, 5]))
+        wanted = [remotes[name] for name in names if path(name) in votes and path(name) not in local_files]
+        fresh = rank_candidates(local_files.values(), wanted, votes, policy=policy, min_vote_count=2)
+        assert kept.rank(local_files.values(), wanted, votes) == fresh
+        assert plan_cache(local_files, wanted, votes, limits, policy=policy, min_vote_count=2, ranking=kept) == plan_cache(
+            local_files, wanted, votes, limits, policy=policy, min_vote_count=2
+        )
+
+
+def test_a_ranking_made_for_another_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot rank"):
+        plan_cache({}, [], {}, [100], policy="default", min_vote_count=2, ranking=CandidateRanking("seed", 2))

@@ -116,3 +116,14 @@ def test_a_cached_successor_keeps_the_votes_of_a_predecessor_it_displaced() -> N
     assert successor_votes(idx, {new}, {old: 4}, since=SINCE, now=NOW) == {new: 4}
     # Neither cached: nothing to prefetch (the votes alone decide on the old file).
     assert successor_votes(idx, set(), {old: 4}, since=SINCE, now=NOW) == {}
+
+
+def test_the_index_answers_alike_when_asked_for_earlier_times_after_later_ones() -> None:
+    """The index keeps the files with a recent newer release for the last time asked (a replay
+    asks for ever later ones); asked for an earlier time again, it answers from scratch."""
+    old = path(f"numpy-1.0-{LINUX}")
+    idx = index(listed(f"numpy-1.0-{LINUX}", 10.0), listed(f"numpy-1.1-{LINUX}", NOW - DAY))
+    assert idx.successor(old, since=SINCE, now=NOW) == path(f"numpy-1.1-{LINUX}")
+    later = NOW + 7 * DAY  # 1.1 left the window
+    assert idx.successor(old, since=later - 7 * DAY, now=later) is None
+    assert idx.successor(old, since=SINCE, now=NOW) == path(f"numpy-1.1-{LINUX}")

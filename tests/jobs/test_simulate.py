@@ -286,3 +286,23 @@ def test_a_failing_simulation_process_is_reported(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(RuntimeError, match="a simulation process failed: ValueError: no planner today"):
         simulate(compact_trace(TRACE, LISTED), [MB, 2 * MB], POLICIES, cache=config.cache,
                  schedule=config.schedule.cache, workers=2)
+
+
+def test_the_vote_store_keeps_its_popular_files_as_a_recount_finds_them() -> None:
+    """Counted and expired vote by vote, the files with min_vote_count networks (by number and
+    by path) are always those a recount of the store's per-file counts finds."""
+    requests, listed = random_trace(3000, seed=11)
+    trace = compact_trace(requests, listed)
+    votes = simulate_module._Votes(trace, make_config(min_vote_count=3, vote_window="2h").cache)
+    start = 0
+    for instant in range(trace.times[0] + 1800, trace.times[-1] + 1800, 1800):
+        end = simulate_module._first_at_or_after(trace.times, instant, start)
+        votes.count(start, end)
+        votes.expire(instant - 7200)
+        start = end
+        by_number, by_path = votes.popular(3)
+        recount = {f: n for f, n in votes.per_file.items() if n >= 3}
+        assert dict(by_number) == recount
+        assert dict(by_path) == {trace.paths[f]: n for f, n in recount.items()}
+        assert votes.popular(2)[0] == {f: n for f, n in votes.per_file.items() if n >= 2}
+    assert recount and len(votes.per_file) > len(recount)  # both kinds of file were seen
