@@ -85,6 +85,9 @@ class Candidate(NamedTuple):
     score: float
     local: LocalFile | None = None
     remote: RemoteFile | None = None
+    #: Its place in a :class:`CandidateRanking`, best first: (below the threshold, -score,
+    #: -votes, size, path). Pinned files rank before all, whatever it says.
+    rank: tuple[bool, float, int, int, str] = (False, 0.0, 0, 0, "")
 
 
 class Eviction(NamedTuple):
@@ -136,7 +139,7 @@ class CachePlan:
     pinned_short: int = 0
 
 
-_PATH = attrgetter("path")
+_PATH, _RANK = attrgetter("path"), attrgetter("rank")
 
 
 def score(votes: int, size: int) -> float:
@@ -200,10 +203,6 @@ def rank_candidates(
     return CandidateRanking(policy, min_vote_count).rank(local, remote, votes)
 
 
-#: A candidate's place in the ranking: (below the threshold, -score, -votes, size, path).
-_RankKey = tuple[bool, float, int, int, str]
-
-
 class CandidateRanking:
     """:func:`rank_candidates`, kept from one run to the next.
 
@@ -218,8 +217,8 @@ class CandidateRanking:
     def __init__(self, policy: CachePolicy = "seed", min_vote_count: int = 1) -> None:
         self.policy = policy
         self.min_vote_count = min_vote_count
-        self._ranked: list[tuple[_RankKey, Candidate]] = []
-        self._entries: dict[str, tuple[_RankKey, Candidate]] = {}
+        self._ranked: list[Candidate] = []
+        self._by_path: dict[str, Candidate] = {}
 
     def rank(
         self, local: Iterable[LocalFile], remote: Iterable[RemoteFile], votes: Mapping[str, int]
@@ -230,9 +229,9 @@ class CandidateRanking:
         retention = 1.0 if seed else SIZE_AWARE_RETENTION
         # Files below the threshold rank after all others under ``default``; ``seed`` has one part.
         threshold = 0 if seed else self.min_vote_count
-        previous = self._entries
-        entries: dict[str, tuple[_RankKey, Candidate]] = {}
-        fresh: list[tuple[_RankKey, Candidate]] = []
+        previous = self._by_path
+        by_path: dict[str, Candidate] = {}
+        fresh: list[Candidate] = []
         # The tuples are made by tuple.__new__ (a named tuple's own constructor is a Python
         # function), and the scorer is bound to a local name: this runs per file per run.
         new = tuple.__new__
@@ -240,33 +239,33 @@ class CandidateRanking:
         for f in local:
             path = f.path
             n = get(path, 0)
-            entry = previous.get(path)
-            if entry is None or entry[1].local is not f or entry[1].votes != n:
+            candidate = previous.get(path)
+            if candidate is None or candidate.local is not f or candidate.votes != n:
                 size = f.size
                 total = size + (f.metadata_size or 0)
                 value = scorer(n, size if seed else total) * retention
-                entry = ((n < threshold, -value, -n, size, path), new(Candidate, (path, n, size, total, value, f, None)))
-                fresh.append(entry)
-            entries[path] = entry
+                rank = (n < threshold, -value, -n, size, path)
+                candidate = new(Candidate, (path, n, size, total, value, f, None, rank))
+                fresh.append(candidate)
+            by_path[path] = candidate
         for r in remote:
             path = r.path
             n = votes[path]
-            entry = previous.get(path)
-            if entry is None or entry[1].remote is not r or entry[1].votes != n:
+            candidate = previous.get(path)
+            if candidate is None or candidate.remote is not r or candidate.votes != n:
                 size = r.size
                 total = size + (r.metadata_size or 0)
                 value = scorer(n, size if seed else total)
-                entry = ((n < threshold, -value, -n, size, path), new(Candidate, (path, n, size, total, value, None, r)))
-                fresh.append(entry)
-            entries[path] = entry
-        ranked = [entry for entry in self._ranked if entries.get(entry[0][4]) is entry] if previous else []
-        fresh.sort()
+                rank = (n < threshold, -value, -n, size, path)
+                candidate = new(Candidate, (path, n, size, total, value, None, r, rank))
+                fresh.append(candidate)
+            by_path[path] = candidate
+        ranked = [candidate for candidate in self._ranked if by_path.get(candidate.path) is candidate] if previous else []
+        fresh.sort(key=_RANK)
         ranked.extend(fresh)
-        # Two sorted runs: the sort merges them in one pass. Keys differ in the path, so the
-        # candidates themselves are never compared.
-        ranked.sort()
-        self._ranked, self._entries = ranked, entries
-        return [candidate for _, candidate in ranked]
+        ranked.sort(key=_RANK)  # two sorted runs: merged in one pass
+        self._ranked, self._by_path = ranked, by_path
+        return ranked[:]
 
 
 def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list[int]:

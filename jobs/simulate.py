@@ -520,9 +520,11 @@ def _replay_planners(
 class _Votes:
     """The votes of the trace so far, kept as the vote recorder and the database keep them.
 
-    Per (file, network) the time of its last counted vote: a vote less than ``dedup_window``
-    after it is not counted (nor is its time), exactly like :func:`pypimirror.db.record_votes`.
-    Per file the number of networks whose last counted vote is inside the window, and the
+    Per (file, network) its number of counted votes in the window, and for the last few minutes
+    the time of its last counted vote: a vote less than ``dedup_window`` after it is not counted
+    (nor is its time), exactly like :func:`pypimirror.db.record_votes`. (A month holds millions
+    of pairs; a count, almost always below 257, is an int Python keeps once, a time is not.)
+    Per file the number of networks with a counted vote inside the window, and the
     files with at least ``min_vote_count`` of them with that number (by file number and by
     path, as the planner takes them), all kept up to date vote by vote: a month holds a few
     hundred thousand voted files, too many to collect again at every planning instant.
@@ -533,23 +535,27 @@ class _Votes:
         self.networks = max(trace.networks, 1)
         self.dedup = max(int(cache.dedup_window.total_seconds()), 1)
         self.min_votes = cache.min_vote_count
-        self.last: dict[int, int] = {}  # file * networks + network -> time of its last counted vote
+        self.counted: dict[int, int] = {}  # file * networks + network -> its counted votes in the window
+        self.recent: dict[int, int] = {}  # the same key -> time of its last counted vote, within dedup_window
         self.per_file: dict[int, int] = {}  # file -> networks with a counted vote in the window
         # The files with at least min_votes of them, with that number.
         self.popular_files: dict[int, int] = {}
         self.popular_paths: dict[str, int] = {}
-        # The counted votes in time order, from index ``first`` on: (file, network) key and time.
-        # Arrays, not deques of int objects: a month of traffic counts millions of votes.
+        # The counted votes in time order, from index ``first`` on: (file, network) key and time
+        # (seconds since the trace's first request). Arrays, not deques of int objects: a month
+        # of traffic counts millions of votes.
         self.keys = array("q")
-        self.times = array("q")
+        self.times = array("i")
+        self.origin = trace.times[0] if trace.requests else 0
         self.first = 0
 
     def count(self, start: int, end: int) -> None:
         """Record the votes of requests ``start:end`` (requests without a network cast none)."""
         files, nets, times = self.trace.files, self.trace.nets, self.trace.times
         networks, dedup, min_votes, paths = self.networks, self.dedup, self.min_votes, self.trace.paths
-        last, per_file, popular, popular_paths = self.last, self.per_file, self.popular_files, self.popular_paths
-        add_key, add_time = self.keys.append, self.times.append
+        counted, recent = self.counted, self.recent
+        per_file, popular, popular_paths = self.per_file, self.popular_files, self.popular_paths
+        add_key, add_time, origin = self.keys.append, self.times.append, self.origin
         for i in range(start, end):
             net = nets[i]
             if net < 0:
@@ -557,30 +563,41 @@ class _Votes:
             fid = files[i]
             t = times[i]
             key = fid * networks + net
-            previous = last.get(key)
-            if previous is None:
+            previous = recent.get(key)
+            if previous is not None and previous > t - dedup:
+                continue
+            recent[key] = t
+            votes = counted.get(key)
+            if votes is None:
+                counted[key] = 1
                 n = per_file.get(fid, 0) + 1
                 per_file[fid] = n
                 if n >= min_votes:
                     popular[fid] = popular_paths[paths[fid]] = n
-            elif previous > t - dedup:
-                continue
-            last[key] = t
+            else:
+                counted[key] = votes + 1
             add_key(key)
-            add_time(t)
+            add_time(t - origin)
+        if end > start:  # a time older than dedup_window before the last request blocks no later vote
+            cutoff = times[end - 1] - dedup
+            self.recent = {key: t for key, t in recent.items() if t > cutoff}
 
     def expire(self, since: int) -> None:
         """Forget votes older than ``since``: a network whose newest vote is older stops counting."""
-        keys, times, last, per_file = self.keys, self.times, self.last, self.per_file
+        keys, times, counted, recent, per_file = self.keys, self.times, self.counted, self.recent, self.per_file
         networks, min_votes, popular, popular_paths = self.networks, self.min_votes, self.popular_files, self.popular_paths
         paths = self.trace.paths
         first, end = self.first, len(times)
+        since -= self.origin
         while first < end and times[first] < since:
-            t = times[first]
             key = keys[first]
             first += 1
-            if last.get(key) == t:
-                del last[key]
+            votes = counted[key] - 1
+            if votes:
+                counted[key] = votes
+            else:  # the network's last vote for the file left the window
+                del counted[key]
+                recent.pop(key, None)
                 fid = key // networks
                 n = per_file[fid] - 1
                 if n:
