@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,34 @@ def run_wrk(
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited {done.returncode} for {url}: {done.stderr.strip()}")
     return _parse_output(done.stdout, url)
+
+
+def run_wrk_at_once(
+    wrk: str,
+    urls: Mapping[str, str],
+    *,
+    connections: int,
+    duration_s: int,
+    headers: Mapping[str, str] | None = None,
+    pin: Sequence[str] = (),
+) -> dict[str, WrkResult]:
+    """Load each of ``urls`` (by name) with its own one-thread wrk, all at the same moment.
+
+    The paired benchmarks put two servers on one CPU and load both at once: whatever else the
+    machine does hits both alike, and the ratio of their req/s is the inverse ratio of their
+    CPU cost per request. Raises RuntimeError naming a server that answered with errors.
+    """
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        runs = {
+            name: pool.submit(run_wrk, wrk, url, connections=connections, duration_s=duration_s, threads=1,
+                              headers=headers, pin=pin)
+            for name, url in urls.items()
+        }
+        results = {name: run.result() for name, run in runs.items()}
+    for name, result in results.items():
+        if result.bad_status or result.socket_errors:
+            raise RuntimeError(f"{name} answered {urls[name]} badly: {result}")
+    return results
 
 
 def _parse_output(stdout: str, url: str) -> WrkResult:

@@ -37,7 +37,6 @@ import tempfile
 import time
 import statistics
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -48,7 +47,7 @@ from _synthetic_index import synthetic_project_names, write_synthetic_index
 
 from _serve_fixture import PAGE_TYPE, build_fixture
 from _serve_systems import Server, Servers, free_port, load_average, machine_summary, mirror_command, pinned_to
-from _wrk import find_wrk, run_wrk
+from _wrk import find_wrk, run_wrk_at_once
 
 from pypimirror import advisoryqueries as aq
 from pypimirror.config import AdvisoriesConfig
@@ -170,16 +169,10 @@ def measure_page(rounds: int, duration: int, connections: int) -> dict[str, floa
     with tempfile.TemporaryDirectory(prefix="pypimirror-bench-advisory-page-") as scratch, Servers(Path(scratch)) as servers:
         pair, page_url = start_page_mirrors(servers, Path(scratch), server_cpu)
         for _ in range(rounds):
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                runs = {
-                    mode: pool.submit(run_wrk, wrk, server.url(page_url), connections=connections, duration_s=duration,
-                                      threads=1, headers={"Accept": PAGE_TYPE}, pin=pinned_to(load_cpus))
-                    for mode, server in pair.items()
-                }
-                results = {mode: run.result() for mode, run in runs.items()}
-            for mode, result in results.items():
-                if result.bad_status or result.socket_errors:
-                    raise RuntimeError(f"the {mode} mirror answered badly: {result}")
+            results = run_wrk_at_once(
+                wrk, {mode: server.url(page_url) for mode, server in pair.items()},
+                connections=connections, duration_s=duration, headers={"Accept": PAGE_TYPE}, pin=pinned_to(load_cpus),
+            )
             print(f"  flag {results['flag'].rps:,.0f} req/s, off {results['off'].rps:,.0f} req/s", file=sys.stderr)
             shares.append(results["flag"].rps / results["off"].rps)
     return {"page_share_median": statistics.median(shares), "page_share_min": min(shares), "page_share_max": max(shares)}

@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,7 +41,7 @@ from _serve_systems import (  # noqa: E402
     pinned_to,
     terminate_as_interrupt,
 )
-from _wrk import find_wrk, run_wrk, wrk_version  # noqa: E402
+from _wrk import find_wrk, run_wrk_at_once, wrk_version  # noqa: E402
 from serve import BARE, MIRROR, Workload, make_workloads, start_bare  # noqa: E402
 
 _TARGET = 0.9
@@ -53,18 +52,10 @@ def measure(
     wrk: str, pair: dict[str, Server], workload: Workload, args: argparse.Namespace, load_cpus: set[int]
 ) -> float:
     """One round: both servers loaded at once; the mirror's req/s over the bare handler's."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = {
-            name: pool.submit(
-                run_wrk, wrk, server.url(workload.path), connections=args.connections, duration_s=args.duration,
-                threads=1, headers=workload.headers, pin=pinned_to(load_cpus),
-            )
-            for name, server in pair.items()
-        }
-        results = {name: run.result() for name, run in runs.items()}
-    for name, result in results.items():
-        if result.bad_status or result.socket_errors:
-            raise RuntimeError(f"{name} answered {workload.path} badly: {result}")
+    results = run_wrk_at_once(
+        wrk, {name: server.url(workload.path) for name, server in pair.items()}, connections=args.connections,
+        duration_s=args.duration, headers=workload.headers, pin=pinned_to(load_cpus),
+    )
     print(f"  {workload.key}: mirror {results[MIRROR].rps:,.0f} req/s, bare {results[BARE].rps:,.0f} req/s",
           file=sys.stderr)
     return results[MIRROR].rps / results[BARE].rps

@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,7 +42,7 @@ from _serve_systems import (  # noqa: E402
     pinned_to,
     terminate_as_interrupt,
 )
-from _wrk import find_wrk, run_wrk, wrk_version  # noqa: E402
+from _wrk import find_wrk, run_wrk_at_once, wrk_version  # noqa: E402
 
 _TARGET = 0.8
 _VIEW = "+cooldown/7d"
@@ -52,18 +51,10 @@ _HEADERS = {"Accept": PAGE_TYPE}
 
 def measure(wrk: str, loads: dict[str, tuple[Server, str]], args: argparse.Namespace, load_cpus: set[int]) -> float:
     """One round: both servers loaded at once; the view's req/s over the plain page's."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = {
-            name: pool.submit(
-                run_wrk, wrk, server.url(path), connections=args.connections, duration_s=args.duration,
-                threads=1, headers=_HEADERS, pin=pinned_to(load_cpus),
-            )
-            for name, (server, path) in loads.items()
-        }
-        results = {name: run.result() for name, run in runs.items()}
-    for name, result in results.items():
-        if result.bad_status or result.socket_errors:
-            raise RuntimeError(f"{name} answered badly: {result}")
+    results = run_wrk_at_once(
+        wrk, {name: server.url(path) for name, (server, path) in loads.items()}, connections=args.connections,
+        duration_s=args.duration, headers=_HEADERS, pin=pinned_to(load_cpus),
+    )
     print(f"  plain {results['plain'].rps:,.0f} req/s, view {results['view'].rps:,.0f} req/s", file=sys.stderr)
     return results["view"].rps / results["plain"].rps
 
