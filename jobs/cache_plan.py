@@ -260,7 +260,7 @@ class CandidateRanking:
                 candidate = new(Candidate, (path, n, size, total, value, None, r, rank))
                 fresh.append(candidate)
             by_path[path] = candidate
-        ranked = [candidate for candidate in self._ranked if by_path.get(candidate.path) is candidate] if previous else []
+        ranked = [candidate for candidate in self._ranked if by_path.get(candidate.path) is candidate]
         fresh.sort(key=_RANK)
         ranked.extend(fresh)
         ranked.sort(key=_RANK)  # two sorted runs: merged in one pass
