@@ -7,7 +7,9 @@ A. inventory: walk every tier; the disk wins over the database (rows are correct
    a tier that cannot be written now is reported and left as it is for the rest of the run;
 A2. verify: cached files whose size or sha256 differs from their page are evicted
    (:mod:`~pypimirror.jobs.cache_verify`);
-B. popular files: distinct client networks within the policy's ``counting_window``, the pinned
+B. popular files: under ``seed`` the files with ``min_vote_count`` distinct client networks
+   within ``vote_window``, under ``default`` every file voted within its ``counting_window``
+   with all its votes (see :func:`~pypimirror.jobs.cache_plan.size_aware_score`), the pinned
    sets' files, with the ``default`` policy the new releases of voted cached files
    (:mod:`~pypimirror.jobs.cache_successors`), and what the stored index pages say about the
    ones not cached (:mod:`pypimirror.jobs.cache_remote`);
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pypimirror.jobs.cache_apply import ApplyStats, LiveFill, apply_plan, probe_tier
-from pypimirror.jobs.cache_plan import CachePlan, format_plan, lowers_threshold, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, format_plan, plan_cache
 from pypimirror.jobs.cache_remote import WantedFiles, popular_votes, resolve_wanted
 from pypimirror.jobs.cache_successors import PREFETCH_POLICIES, ReleaseIndex, successor_votes
 from pypimirror.jobs.cache_verify import VerifyStats, verify_cache
@@ -280,9 +282,7 @@ class _CacheRun:
         if not self.dry_run:
             await self._probe_tiers()
         if not self.stop.is_set():
-            plan = await self._timed("b", self._plan(inventory, self.cache.min_vote_count))
-            if lowers_threshold(self.cache.policy, self.cache.min_vote_count, plan):
-                plan = await self._timed("b2", self._plan(inventory, 1))
+            plan = await self._timed("b", self._plan(inventory))
             del inventory  # the plan holds what it needs; a million entries are worth freeing
             report.plan, report.blocked_moves, report.unplaced = plan, len(plan.blocked), plan.unplaced
             report.pinned, report.pinned_bytes, report.pinned_short = plan.pinned, plan.pinned_bytes, plan.pinned_short
@@ -360,11 +360,15 @@ class _CacheRun:
 
     # -- B and C: popular files, then the plan -------------------------------------------------
 
-    async def _plan(self, inventory: Inventory, floor: int) -> CachePlan:
-        """The plan over the pinned files and the files with at least ``floor`` voting networks."""
+    async def _plan(self, inventory: Inventory) -> CachePlan:
+        """The plan over the pinned files and the voted files (see phase B)."""
         cache = self.cache
         since = self.now - int(cache.counting_window.total_seconds())
-        popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
+        if cache.policy == "seed":
+            floor = cache.min_vote_count
+            popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
+        else:
+            popular = await self.db.run_read(lambda conn: dbq.select_vote_counts(conn, since))
         pinned = frozenset(await self.db.run_read(pinqueries.load_pinned_files))
         votes = popular_votes(popular)
         self.report.popular = len(votes)
@@ -387,7 +391,7 @@ class _CacheRun:
             len(votes), len(wanted_paths), len(wanted.files),
         )
         return await asyncio.to_thread(
-            partial(plan_cache, policy=cache.policy, min_vote_count=cache.min_vote_count, pinned=pinned),
+            partial(plan_cache, policy=cache.policy, pinned=pinned),
             inventory.files, wanted.files, votes, self.limits,
         )
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 __all__ = [
     "SCORE_MULTIPLIER",
     "SCORE_SIZE_FLOOR",
-    "ROOM_SHARE",
     "SIZE_AWARE_OVERHEAD",
     "SIZE_AWARE_RETENTION",
     "CachePlan",
@@ -33,17 +32,19 @@ __all__ = [
     "rank_candidates",
     "schedule_moves",
     "score",
-    "lowers_threshold",
     "place_pinned",
     "size_aware_score",
 ]
 
+import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import NamedTuple
+
+from sortedcontainers import SortedKeyList
 
 from pypimirror.byteunits import format_bytes
 from pypimirror.config import CachePolicy
@@ -85,9 +86,9 @@ class Candidate(NamedTuple):
     score: float
     local: LocalFile | None = None
     remote: RemoteFile | None = None
-    #: Its place in a :class:`CandidateRanking`, best first: (below the threshold, -score,
-    #: -votes, size, path). Pinned files rank before all, whatever it says.
-    rank: tuple[bool, float, int, int, str] = (False, 0.0, 0, 0, "")
+    #: Its place in a :class:`CandidateRanking`, best first: (-score, -votes, size, path).
+    #: Pinned files rank before all, whatever it says.
+    rank: tuple[float, int, int, str] = (0.0, 0, 0, "")
 
 
 class Eviction(NamedTuple):
@@ -139,7 +140,7 @@ class CachePlan:
     pinned_short: int = 0
 
 
-_PATH, _RANK = attrgetter("path"), attrgetter("rank")
+_PATH, _RANK, _BYTES = attrgetter("path"), attrgetter("rank"), attrgetter("bytes")
 
 
 def score(votes: int, size: int) -> float:
@@ -159,31 +160,15 @@ SIZE_AWARE_OVERHEAD = 64 * 1024
 SIZE_AWARE_RETENTION = 1.5
 
 
-#: The default policy lowers its threshold when a plan leaves more than this share of the budget free.
-ROOM_SHARE = 0.05
-
-
 def size_aware_score(votes: int, size: int) -> float:
-    """The default policy's score: distinct networks per MiB (plus a small per-file cost).
+    """The default policy's score: votes per MiB (plus a small per-file cost).
 
-    A 300 MB wheel voted by two networks scores far below a 100 kB one voted by two, so a
-    small budget holds the many small popular files instead of a few large ones.
+    The votes are all those counted in the window, not distinct networks: a file's votes then
+    grow with its requests, as the hits it would bring do. A 300 MB wheel voted twice scores far
+    below a 100 kB one voted twice, so a small budget holds the many small popular files
+    instead of a few large ones.
     """
     return votes / (size + SIZE_AWARE_OVERHEAD) * SCORE_MULTIPLIER
-
-
-def lowers_threshold(policy: CachePolicy, min_vote_count: int, plan: CachePlan) -> bool:
-    """Whether a run planned with ``min_vote_count`` should plan again counting every voted file.
-
-    The seed's threshold is fixed. The default policy's adapts to the room: when the files
-    with ``min_vote_count`` votes leave more than :data:`ROOM_SHARE` of the budget free, files
-    with fewer votes may take that room, ranked after all the others (see
-    :func:`rank_candidates`). The cache job and the simulator both decide with this function.
-    """
-    if policy != "default" or min_vote_count <= 1:
-        return False
-    total = sum(plan.limits)
-    return total - sum(plan.used_after) > total * ROOM_SHARE
 
 
 def rank_candidates(
@@ -192,80 +177,93 @@ def rank_candidates(
     votes: Mapping[str, int],
     *,
     policy: CachePolicy = "seed",
-    min_vote_count: int = 1,
 ) -> list[Candidate]:
-    """Every candidate, best first.
-
-    ``seed``: score, then votes, then smaller size, then path. ``default``: files with at least
-    ``min_vote_count`` votes first, then by :func:`size_aware_score` (cached files with
-    :data:`SIZE_AWARE_RETENTION`), votes, smaller size and path.
+    """Every candidate, best first: by score (:func:`score` under ``seed``, under ``default``
+    :func:`size_aware_score`, cached files with :data:`SIZE_AWARE_RETENTION`), then votes,
+    then smaller size, then path.
     """
-    return CandidateRanking(policy, min_vote_count).rank(local, remote, votes)
+    return CandidateRanking(policy).rank({f.path: f for f in local}, {r.path: r for r in remote}, votes)
 
 
 class CandidateRanking:
     """:func:`rank_candidates`, kept from one run to the next.
 
     A replay plans every hour of a month over the same few hundred thousand files, most of them
-    with the votes and the place they had an hour before. Kept between runs, a ranking scores
-    again only the candidates whose votes or file changed (a cached file is the same
-    :class:`LocalFile` object while it stays where it is) and merges them into the previous
-    order, one pass of the sort over two sorted runs, instead of scoring and sorting every file
-    again. Its order is always exactly that of a fresh ranking over the same input.
+    with the votes and the place they had an hour before. Told which paths may have changed, a
+    kept ranking scores again only those (a cached file is the same :class:`LocalFile` object
+    while it stays where it is, so most of them are found unchanged) and moves them within its
+    order, kept sorted in blocks (``sortedcontainers``) so that taking a candidate out or
+    putting one in costs little however many there are. Its order is always exactly that of a
+    fresh ranking over the same input.
     """
 
-    def __init__(self, policy: CachePolicy = "seed", min_vote_count: int = 1) -> None:
+    def __init__(self, policy: CachePolicy = "seed") -> None:
         self.policy = policy
-        self.min_vote_count = min_vote_count
-        self._ranked: list[Candidate] = []
+        self._ranked: SortedKeyList = SortedKeyList(key=_RANK)
         self._by_path: dict[str, Candidate] = {}
 
     def rank(
-        self, local: Iterable[LocalFile], remote: Iterable[RemoteFile], votes: Mapping[str, int]
+        self,
+        local: Mapping[str, LocalFile],
+        remote: Mapping[str, RemoteFile],
+        votes: Mapping[str, int],
+        *,
+        changed: Set[str] | None = None,
     ) -> list[Candidate]:
-        """The candidates of ``local`` (cached) and ``remote`` (wanted) files, best first."""
+        """The candidates of ``local`` (cached) and ``remote`` (wanted) files, best first.
+
+        ``changed``: the paths whose file (its presence in ``local`` or ``remote``, or its
+        object) or votes may differ from the previous call's (before the first call, from
+        nothing); every other path must be exactly as it was, and ``remote`` may then hold
+        only the changed ones. Without it every candidate is ranked afresh.
+        """
+        if changed is None:
+            self._by_path = {}
+            self._ranked = SortedKeyList(
+                self._candidates(itertools.chain(local, remote), local, remote, votes), key=_RANK
+            )
+            return list(self._ranked)
+        by_path, ranked = self._by_path, self._ranked
+        for path in changed:
+            previous = by_path.pop(path, None)
+            if previous is not None:
+                ranked.remove(previous)
+        add = ranked.add  # one by one: update() sorts the whole list again past a few hundred
+        for candidate in self._candidates(changed, local, remote, votes):
+            add(candidate)
+        return list(ranked)
+
+    def _candidates(
+        self, paths: Iterable[str], local: Mapping[str, LocalFile], remote: Mapping[str, RemoteFile],
+        votes: Mapping[str, int],
+    ) -> Iterator[Candidate]:
+        """The candidates of those of ``paths`` in ``local`` or ``remote``, recorded by path."""
         seed = self.policy == "seed"
         scorer = score if seed else size_aware_score
         retention = 1.0 if seed else SIZE_AWARE_RETENTION
-        # Files below the threshold rank after all others under ``default``; ``seed`` has one part.
-        threshold = 0 if seed else self.min_vote_count
-        previous = self._by_path
-        by_path: dict[str, Candidate] = {}
-        fresh: list[Candidate] = []
+        by_path = self._by_path
         # The tuples are made by tuple.__new__ (a named tuple's own constructor is a Python
         # function), and the scorer is bound to a local name: this runs per file per run.
         new = tuple.__new__
-        get = votes.get
-        for f in local:
-            path = f.path
-            n = get(path, 0)
-            candidate = previous.get(path)
-            if candidate is None or candidate.local is not f or candidate.votes != n:
+        for path in paths:
+            f = local.get(path)
+            if f is not None:
+                n = votes.get(path, 0)
                 size = f.size
                 total = size + (f.metadata_size or 0)
                 value = scorer(n, size if seed else total) * retention
-                rank = (n < threshold, -value, -n, size, path)
-                candidate = new(Candidate, (path, n, size, total, value, f, None, rank))
-                fresh.append(candidate)
-            by_path[path] = candidate
-        for r in remote:
-            path = r.path
-            n = votes[path]
-            candidate = previous.get(path)
-            if candidate is None or candidate.remote is not r or candidate.votes != n:
+                candidate = new(Candidate, (path, n, size, total, value, f, None, (-value, -n, size, path)))
+            else:
+                r = remote.get(path)
+                if r is None:
+                    continue  # gone
+                n = votes[path]
                 size = r.size
                 total = size + (r.metadata_size or 0)
                 value = scorer(n, size if seed else total)
-                rank = (n < threshold, -value, -n, size, path)
-                candidate = new(Candidate, (path, n, size, total, value, None, r, rank))
-                fresh.append(candidate)
+                candidate = new(Candidate, (path, n, size, total, value, None, r, (-value, -n, size, path)))
             by_path[path] = candidate
-        ranked = [candidate for candidate in self._ranked if by_path.get(candidate.path) is candidate]
-        fresh.sort(key=_RANK)
-        ranked.extend(fresh)
-        ranked.sort(key=_RANK)  # two sorted runs: merged in one pass
-        self._ranked, self._by_path = ranked, by_path
-        return ranked[:]
+            yield candidate
 
 
 def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list[int]:
@@ -274,12 +272,13 @@ def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list
     assigned: list[int] = []
     if len(remaining) == 1:  # the common case, without a search per candidate
         room = remaining[0]
-        for candidate in candidates:
-            if candidate.bytes <= room:
-                room -= candidate.bytes
-                assigned.append(0)
+        append = assigned.append
+        for size in map(_BYTES, candidates):  # a replay runs this over every voted file, hourly
+            if size <= room:
+                room -= size
+                append(0)
             else:
-                assigned.append(-1)
+                append(-1)
         return assigned
     for candidate in candidates:
         tier = next((t for t, room in enumerate(remaining) if room >= candidate.bytes), -1)
@@ -379,21 +378,24 @@ def plan_cache(
     limits: Sequence[int],
     *,
     policy: CachePolicy = "seed",
-    min_vote_count: int = 1,
     pinned: Set[str] = frozenset(),
     ranking: CandidateRanking | None = None,
+    changed: Set[str] | None = None,
 ) -> CachePlan:
     """The plan that makes the tiers hold the pinned files, then the best files that fit (see the
     module docstring).
 
-    ``votes`` maps a path to its distinct voting networks (the files with at least
-    ``min_vote_count`` of them, or every voted file, see :func:`lowers_threshold`); ``remote`` holds the wanted files not cached yet, already
-    filtered (listed, verifiable, within ``filesize_limit``). ``policy`` and ``min_vote_count``
-    are ``cache.policy`` and ``cache.min_vote_count``: they choose the ranking
-    (:func:`rank_candidates`). ``pinned`` are the pinned sets' paths: those in ``local`` or
-    ``remote`` are placed first and never evicted, whatever their votes. ``ranking``, kept by
-    the caller from one plan to the next (the simulator's), ranks the same as a fresh one, only
-    faster; it must have been made with the same ``policy`` and ``min_vote_count``.
+    ``votes`` maps a path to its votes as ``policy`` counts them: under ``seed`` its distinct
+    voting networks (only the files with at least ``cache.min_vote_count``), under ``default``
+    every vote in the window (every voted file). ``remote`` holds the wanted files not cached
+    yet, already filtered (listed, verifiable, within ``filesize_limit``). ``policy`` is
+    ``cache.policy``: it chooses the ranking (:func:`rank_candidates`). ``pinned`` are the
+    pinned sets' paths: those in ``local`` or ``remote`` are placed first and never evicted,
+    whatever their votes. ``ranking``, kept by the caller from one plan to the next (the
+    simulator's), ranks the same as a fresh one, only faster, when told which paths may have
+    ``changed`` since its previous plan (see :meth:`CandidateRanking.rank`; a pinned path that
+    became or stopped being pinned counts as changed); it must have been made for the same
+    ``policy``.
     """
     remote = list(remote)
     # Looked up from the (few) pinned paths, and filtered only when there are pins: a run over a
@@ -402,29 +404,34 @@ def plan_cache(
     pinned_remote = {r.path: r for r in remote if r.path in pinned} if pinned else {}
     pins, pin_tiers, room, pinned_short = _pinned_candidates(pinned_local, pinned_remote, votes, limits)
     if ranking is None:
-        ranking = CandidateRanking(policy, min_vote_count)
-    elif (ranking.policy, ranking.min_vote_count) != (policy, min_vote_count):
-        raise ValueError(f"a ranking for {ranking.policy!r} with {ranking.min_vote_count} votes cannot rank {policy!r} with {min_vote_count}")
+        ranking = CandidateRanking(policy)
+    elif ranking.policy != policy:
+        raise ValueError(f"a ranking for {ranking.policy!r} cannot rank {policy!r}")
+    if changed is not None:  # only those are looked at: a month's replay has 300,000 wanted files
+        remote_to_rank = {r.path: r for r in remote if r.path in changed and r.path not in pinned_remote}
+    else:
+        remote_to_rank = {r.path: r for r in remote if r.path not in pinned_remote}
     ranked = ranking.rank(
-        (f for f in local.values() if f.path not in pinned_local) if pinned_local else local.values(),
-        (r for r in remote if r.path not in pinned_remote) if pinned_remote else remote,
+        {path: f for path, f in local.items() if path not in pinned_local} if pinned_local else local,
+        remote_to_rank,
         votes,
+        changed=changed,
     )
     candidates = pins + ranked
     assigned = pin_tiers + assign_tiers(ranked, room)
-    used_before = [0] * len(limits)
-    for f in local.values():
-        used_before[f.tier] += f.bytes
+    used_before = [0] * len(limits)  # every cached file is a candidate: summed on the way
     evictions: list[Eviction] = []
     moves: list[Move] = []
     wanted: list[Download] = []
     kept = unplaced = 0
     for candidate, tier in zip(candidates, assigned, strict=True):
-        if candidate.local is not None:
+        cached = candidate.local
+        if cached is not None:
+            used_before[cached.tier] += candidate.bytes
             if tier < 0:
-                evictions.append(Eviction(candidate.local, candidate.score))
-            elif tier != candidate.local.tier:
-                moves.append(Move(candidate.local, tier, candidate.score))
+                evictions.append(Eviction(cached, candidate.score))
+            elif tier != cached.tier:
+                moves.append(Move(cached, tier, candidate.score))
             else:
                 kept += 1
         elif candidate.remote is not None:

@@ -117,14 +117,19 @@ class ReleaseIndex:
                     newer.append((release.upload_time, release.path))
             if newer:
                 self._newer[path] = (max(upload_time for upload_time, _ in newer), tuple(newer))
-        # The files above by that latest upload time, and those of them whose latest is after
-        # the last ``since`` asked for: a replay asks for ever later times, and the set then
-        # only loses the files whose newer releases all left the window.
+        # The files above by the latest and by the earliest upload time of their newer
+        # releases, and those of them with a newer release in the last window asked for (the
+        # latest after its start, the earliest at or before its end). A replay asks for ever
+        # later windows: the set then only loses the files whose newer releases all left the
+        # window and gains those whose first newer release came out.
         by_latest = sorted((latest, path) for path, (latest, _) in self._newer.items())
         self._latest_times = [latest for latest, _ in by_latest]
         self._latest_paths = [path for _, path in by_latest]
-        self._since = -math.inf
-        self._recent: set[str] = set(self._newer)
+        by_earliest = sorted((min(t for t, _ in newer), path) for path, (_, newer) in self._newer.items())
+        self._earliest_times = [earliest for earliest, _ in by_earliest]
+        self._earliest_paths = [path for _, path in by_earliest]
+        self._since = self._now = -math.inf
+        self._window: set[str] = set()
 
     def __len__(self) -> int:
         return self._size
@@ -138,21 +143,29 @@ class ReleaseIndex:
         """``(path, successor)`` for each of ``paths`` that has one (see :meth:`successor`), in no
         particular order: the simulator asks for every voted file at every planning instant."""
         newer = self._newer
-        for path in self._recent_after(since) & paths:
+        for path in self._in_window(since, now) & paths:
             for upload_time, successor in newer[path][1]:
                 if since < upload_time <= now:
                     yield path, successor
                     break
 
-    def _recent_after(self, since: float) -> set[str]:
-        """The files with a newer release uploaded after ``since``."""
-        times, paths = self._latest_times, self._latest_paths
-        if since < self._since:
-            self._recent = set(paths[bisect.bisect_right(times, since):])
+    def _in_window(self, since: float, now: float) -> set[str]:
+        """The files with a newer release uploaded after ``since`` and one at or before ``now``
+        (a superset of those with one in between)."""
+        latest_times, latest_paths = self._latest_times, self._latest_paths
+        earliest_times, earliest_paths = self._earliest_times, self._earliest_paths
+        right = bisect.bisect_right
+        if since < self._since or now < self._now:
+            self._window = set(latest_paths[right(latest_times, since):])
+            self._window.intersection_update(earliest_paths[:right(earliest_times, now)])
         else:
-            self._recent.difference_update(paths[bisect.bisect_right(times, self._since):bisect.bisect_right(times, since)])
-        self._since = since
-        return self._recent
+            window, newer = self._window, self._newer
+            window.difference_update(latest_paths[right(latest_times, self._since):right(latest_times, since)])
+            for path in earliest_paths[right(earliest_times, self._now):right(earliest_times, now)]:
+                if newer[path][0] > since:
+                    window.add(path)
+        self._since, self._now = since, now
+        return self._window
 
 
 def successor_votes(

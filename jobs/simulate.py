@@ -8,9 +8,9 @@ times), then every policy replays it:
 - ``seed`` and ``default`` are the production planner itself (:func:`~pypimirror.jobs.cache_plan.plan_cache`
   with ``cache.policy`` set to that name), run at each firing of ``schedule.cache`` over the
   votes recorded so far: one per file and client network (IPv4 /24, IPv6 /48) per
-  ``dedup_window``, counted as distinct networks within the policy's window (``vote_window``
-  for ``seed``, ``score_window`` for ``default``), ``min_vote_count``,
-  ``filesize_limit``, the tiers in order. What a plan downloads is held from its instant on.
+  ``dedup_window``, counted as the cache job counts them (``seed``: distinct networks within
+  ``vote_window``, files with ``min_vote_count`` of them; ``default``: every vote within its
+  counting window), ``filesize_limit``, the tiers in order. What a plan downloads is held from its instant on.
   The budget under test replaces the tiers' limits: each tier gets the budget's share that
   its configured limit has of all tiers' limits (one tier gets the whole budget). Given the
   stored pages' files, ``default`` also prefetches new releases as the cache job does
@@ -28,8 +28,9 @@ chosen file once for ``static-greedy``); misses served by redirect or proxy are 
 as in 302 mode they never cross the mirror's upstream link. Files the stored pages do not
 list are counted apart and left out of every figure.
 
-The votes are kept once for all planner runs, in memory (no database): per (file, network)
-the time of its last counted vote, per file its number of networks within the window.
+The votes are kept once per way of counting them for all planner runs, in memory (no
+database): per (file, network) its counted votes, per file its number of networks or votes
+within the window.
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ import os
 import threading
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Final, Protocol
 
-from pypimirror.jobs.cache_plan import CachePlan, CandidateRanking, RemoteFile, lowers_threshold, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, CandidateRanking, RemoteFile, plan_cache
 from pypimirror.jobs.cache_successors import PREFETCH_POLICIES, ReleaseIndex, successor_votes
 
 from pypimirror.clientip import network_prefix
@@ -288,9 +289,7 @@ def simulate(
     planners = [p for p in PLANNER_POLICIES if p in policies]
     if planners and trace.requests:
         states = [
-            _PlannerState(
-                policy, budget, tier_budgets(budget, [t.size_limit for t in cache.tiers]), trace, cache.min_vote_count
-            )
+            _PlannerState(policy, budget, tier_budgets(budget, [t.size_limit for t in cache.tiers]), trace)
             for budget in budgets
             for policy in planners
         ]
@@ -441,9 +440,7 @@ def _static_greedy(trace: CompactTrace, budget: int) -> tuple[int, int, int]:
 class _PlannerState:
     """What one planner policy at one budget holds, and its counters."""
 
-    def __init__(
-        self, policy: CachePolicy, budget: int, limits: list[int], trace: CompactTrace, min_vote_count: int
-    ) -> None:
+    def __init__(self, policy: CachePolicy, budget: int, limits: list[int], trace: CompactTrace) -> None:
         self.policy = policy
         self.budget = budget
         self.limits = limits
@@ -451,8 +448,10 @@ class _PlannerState:
         self.held = bytearray(trace.distinct_files)
         self.hits = self.hit_bytes = self.upstream = 0
         self.prefetch: _ReleasePrefetch | None = None
-        # Kept between the planner's runs: each ranks again only the files that changed.
-        self.ranking = CandidateRanking(policy, min_vote_count)
+        # Kept between the planner's runs: each ranks again only the files that changed, those
+        # the last plan moved and the new releases it lent votes to, collected here.
+        self.ranking = CandidateRanking(policy)
+        self.changed: set[str] = set()
 
     def result(self, requests: int, requested: int) -> PolicyResult:
         return PolicyResult(self.policy, self.budget, requests, self.hits, requested, self.hit_bytes, self.upstream)
@@ -465,14 +464,13 @@ def _replay_planners(
 
     The cache changes only at planning instants, so the hits of the requests between two
     instants are counted per file, once per state, when the interval ends. Each state plans as
-    the cache job does: over the files with ``min_vote_count`` votes, and once more over every
-    voted file when :func:`~pypimirror.jobs.cache_plan.lowers_threshold` says so.
+    the cache job does, over the votes as its policy counts them.
     """
     times, files, sizes, paths = trace.times, trace.files, trace.sizes, trace.paths
-    min_votes = cache.min_vote_count
-    # Each policy counts votes over its own window (CacheConfig.window_of): one vote store per window.
-    window_of = {state.policy: int(cache.window_of(state.policy).total_seconds()) for state in states}
-    votes_in = {window: _Votes(trace, cache) for window in sorted(set(window_of.values()))}
+    # One vote store per way of counting (CacheConfig.window_of, and whether distinct networks
+    # or every vote count): the states of one policy share it.
+    counting = {state.policy: _counting(cache, state.policy) for state in states}
+    votes_in = {key: _Votes(trace, cache, distinct=key[1], floor=key[2]) for key in sorted(set(counting.values()))}
     release_window = int(cache.vote_window.total_seconds())  # the release prefetch's, as in the cache job
     fid_of = {path: fid for fid, path in enumerate(paths)}
     too_large = cache.filesize_limit
@@ -482,39 +480,45 @@ def _replay_planners(
     start = 0
     for number, instant in enumerate(instants, start=1):
         end = _first_at_or_after(times, instant, start)
-        for window, votes in votes_in.items():
+        for (window, _, _), votes in votes_in.items():
+            votes.changed.clear()
             votes.count(start, end)
             votes.expire(instant - window)
         _settle(files, sizes, start, end, states)
         start = end
-        # The states of one window plan over the same votes: each floor's files and their path
-        # map are built once.
-        popular: dict[tuple[int, int], tuple[Mapping[int, int], Mapping[str, int]]] = {}
         for state in states:
-            window = window_of[state.policy]
-            floor = min_votes
-            while True:
-                if (window, floor) not in popular:
-                    popular[window, floor] = votes_in[window].popular(floor)
-                voted, by_path = popular[window, floor]
-                held = state.held
-                wanted = [remote[f] for f in voted if not held[f] and eligible[f]]
-                plan_votes: Mapping[str, int] = by_path
-                if state.prefetch is not None:
-                    wanted, plan_votes = state.prefetch.add_successors(
-                        state.local, wanted, by_path, since=instant - release_window, now=instant
-                    )
-                plan = plan_cache(
-                    state.local, wanted, plan_votes, state.limits, policy=state.policy, min_vote_count=min_votes,
-                    ranking=state.ranking,
+            store = votes_in[counting[state.policy]]
+            held = state.held
+            wanted = [remote[f] for f in store.popular_files if not held[f] and eligible[f]]
+            plan_votes: Mapping[str, int] = store.popular_paths
+            # What may differ from the state's previous plan: the files whose votes changed,
+            # those its last plan moved, and new releases then and now (their votes are lent).
+            changed = state.changed
+            changed |= store.changed
+            if state.prefetch is not None:
+                wanted, plan_votes, successors = state.prefetch.add_successors(
+                    state.local, wanted, plan_votes, since=instant - release_window, now=instant
                 )
-                if floor == 1 or not lowers_threshold(state.policy, min_votes, plan):
-                    break
-                floor = 1
+                changed |= successors
+                state.changed = set(successors)
+            else:
+                state.changed = set()
+            plan = plan_cache(
+                state.local, wanted, plan_votes, state.limits, policy=state.policy, ranking=state.ranking, changed=changed
+            )
             _apply(state, plan, fid_of)
         if report and number % 24 == 0:
             logger.info("simulate: planned %d of %d instants", number, len(instants))
     _settle(files, sizes, start, len(files), states)
+
+
+def _counting(cache: CacheConfig, policy: CachePolicy) -> tuple[int, bool, int]:
+    """How the cache job counts votes under ``policy``: (window in seconds, distinct networks
+    only, the fewest a file needs)."""
+    window = int(cache.window_of(policy).total_seconds())
+    if policy == "seed":
+        return window, True, cache.min_vote_count
+    return window, False, 1
 
 
 class _Votes:
@@ -524,23 +528,29 @@ class _Votes:
     the time of its last counted vote: a vote less than ``dedup_window`` after it is not counted
     (nor is its time), exactly like :func:`pypimirror.db.record_votes`. (A month holds millions
     of pairs; a count, almost always below 257, is an int Python keeps once, a time is not.)
-    Per file the number of networks with a counted vote inside the window, and the
-    files with at least ``min_vote_count`` of them with that number (by file number and by
-    path, as the planner takes them), all kept up to date vote by vote: a month holds a few
-    hundred thousand voted files, too many to collect again at every planning instant.
+    Per file its number of networks with a counted vote inside the window (``distinct``, as
+    ``seed`` counts) or of counted votes (as ``default`` does), and the files with at least
+    ``floor`` with that number (by file number and by path, as the planner takes them), all
+    kept up to date vote by vote: a month holds a few hundred thousand voted files, too many to
+    collect again at every planning instant.
     """
 
-    def __init__(self, trace: CompactTrace, cache: CacheConfig) -> None:
+    def __init__(self, trace: CompactTrace, cache: CacheConfig, *, distinct: bool, floor: int) -> None:
         self.trace = trace
         self.networks = max(trace.networks, 1)
         self.dedup = max(int(cache.dedup_window.total_seconds()), 1)
-        self.min_votes = cache.min_vote_count
+        self.distinct = distinct
+        self.floor = floor
         self.counted: dict[int, int] = {}  # file * networks + network -> its counted votes in the window
         self.recent: dict[int, int] = {}  # the same key -> time of its last counted vote, within dedup_window
-        self.per_file: dict[int, int] = {}  # file -> networks with a counted vote in the window
-        # The files with at least min_votes of them, with that number.
-        self.popular_files: dict[int, int] = {}
+        self.per_file: dict[int, int] = {}  # file -> its networks (distinct) or votes in the window
+        # The files with at least ``floor`` of them, with that number (with a floor of 1 all of
+        # them: the same dict).
+        self.popular_files: dict[int, int] = self.per_file if floor == 1 else {}
         self.popular_paths: dict[str, int] = {}
+        # The paths whose number changed (or that joined or left those files) since the caller
+        # last cleared it: what a kept ranking must look at again.
+        self.changed: set[str] = set()
         # The counted votes in time order, from index ``first`` on: (file, network) key and time
         # (seconds since the trace's first request). Arrays, not deques of int objects: a month
         # of traffic counts millions of votes.
@@ -552,10 +562,10 @@ class _Votes:
     def count(self, start: int, end: int) -> None:
         """Record the votes of requests ``start:end`` (requests without a network cast none)."""
         files, nets, times = self.trace.files, self.trace.nets, self.trace.times
-        networks, dedup, min_votes, paths = self.networks, self.dedup, self.min_votes, self.trace.paths
+        networks, dedup, floor, distinct, paths = self.networks, self.dedup, self.floor, self.distinct, self.trace.paths
         counted, recent = self.counted, self.recent
         per_file, popular, popular_paths = self.per_file, self.popular_files, self.popular_paths
-        add_key, add_time, origin = self.keys.append, self.times.append, self.origin
+        add_key, add_time, origin, touch = self.keys.append, self.times.append, self.origin, self.changed.add
         for i in range(start, end):
             net = nets[i]
             if net < 0:
@@ -568,14 +578,14 @@ class _Votes:
                 continue
             recent[key] = t
             votes = counted.get(key)
-            if votes is None:
-                counted[key] = 1
+            counted[key] = 1 if votes is None else votes + 1
+            if votes is None or not distinct:
                 n = per_file.get(fid, 0) + 1
                 per_file[fid] = n
-                if n >= min_votes:
-                    popular[fid] = popular_paths[paths[fid]] = n
-            else:
-                counted[key] = votes + 1
+                if n >= floor:
+                    path = paths[fid]
+                    popular[fid] = popular_paths[path] = n
+                    touch(path)
             add_key(key)
             add_time(t - origin)
         if end > start:  # a time older than dedup_window before the last request blocks no later vote
@@ -585,8 +595,8 @@ class _Votes:
     def expire(self, since: int) -> None:
         """Forget votes older than ``since``: a network whose newest vote is older stops counting."""
         keys, times, counted, recent, per_file = self.keys, self.times, self.counted, self.recent, self.per_file
-        networks, min_votes, popular, popular_paths = self.networks, self.min_votes, self.popular_files, self.popular_paths
-        paths = self.trace.paths
+        networks, floor, distinct, popular, popular_paths = self.networks, self.floor, self.distinct, self.popular_files, self.popular_paths
+        paths, touch = self.trace.paths, self.changed.add
         first, end = self.first, len(times)
         since -= self.origin
         while first < end and times[first] < since:
@@ -595,36 +605,30 @@ class _Votes:
             votes = counted[key] - 1
             if votes:
                 counted[key] = votes
+                if distinct:  # the network still votes for the file
+                    continue
             else:  # the network's last vote for the file left the window
                 del counted[key]
                 recent.pop(key, None)
-                fid = key // networks
-                n = per_file[fid] - 1
-                if n:
-                    per_file[fid] = n
-                else:
-                    del per_file[fid]
-                if n >= min_votes:
-                    popular[fid] = popular_paths[paths[fid]] = n
-                elif n == min_votes - 1:
-                    del popular[fid], popular_paths[paths[fid]]
+            fid = key // networks
+            n = per_file[fid] - 1
+            if n:
+                per_file[fid] = n
+            else:
+                del per_file[fid]
+            if n >= floor:
+                popular[fid] = popular_paths[paths[fid]] = n
+                touch(paths[fid])
+            elif n == floor - 1:
+                if popular is not per_file:
+                    del popular[fid]
+                del popular_paths[paths[fid]]
+                touch(paths[fid])
         if first > end // 2:  # drop the expired half: each vote is moved about once
             del keys[:first]
             del times[:first]
             first = 0
         self.first = first
-
-    def popular(self, floor: int) -> tuple[Mapping[int, int], Mapping[str, int]]:
-        """Voting networks by file number and by path, for the files with at least ``floor``.
-
-        At ``min_vote_count`` these are the store's own, kept up to date: valid until the next
-        :meth:`count` or :meth:`expire`.
-        """
-        if floor == self.min_votes:
-            return self.popular_files, self.popular_paths
-        counted = {f: n for f, n in self.per_file.items() if n >= floor}
-        paths = self.trace.paths
-        return counted, {paths[f]: n for f, n in counted.items()}
 
 
 def _first_at_or_after(times: array[int], instant: int, start: int) -> int:
@@ -660,18 +664,21 @@ def _apply(state: _PlannerState, plan: CachePlan, fid_of: Mapping[str, int]) -> 
 
     A prefetched file the trace never requests has no number: it takes room, nothing else.
     """
-    local, held = state.local, state.held
+    local, held, changed = state.local, state.held, state.changed
     for eviction in plan.evictions:
         path = eviction.file.path
+        changed.add(path)
         del local[path]
         fid = fid_of.get(path)
         if fid is not None:
             held[fid] = 0
     for move in plan.moves:
         f = move.file
+        changed.add(f.path)
         local[f.path] = LocalFile(f.path, move.target, f.size)
     for download in plan.downloads:
         r = download.file
+        changed.add(r.path)
         local[r.path] = LocalFile(r.path, download.tier, r.size)
         fid = fid_of.get(r.path)
         if fid is not None:
@@ -717,19 +724,43 @@ class _ReleasePrefetch:
 
     def add_successors(
         self, local: Mapping[str, LocalFile], wanted: list[RemoteFile], votes: Mapping[str, int], *, since: int, now: int
-    ) -> tuple[list[RemoteFile], Mapping[str, int]]:
-        """``wanted`` and ``votes`` with the cached voted files' successors, as the cache job adds them.
+    ) -> tuple[list[RemoteFile], Mapping[str, int], Set[str]]:
+        """``wanted`` and ``votes`` with the cached voted files' successors, as the cache job
+        adds them, and the successors' paths.
 
         A successor already voted or cached is already wanted or a candidate; the others are
         added unless larger than ``filesize_limit`` (the job's phase B drops those too).
         """
         successors = successor_votes(self.index, local, votes, since=since, now=now)
         if not successors:
-            return wanted, votes
+            return wanted, votes, frozenset()
         limit, sizes = self.filesize_limit, self.sizes
         extra = [
             RemoteFile(path, sizes[path], "")
             for path in successors
             if path not in votes and path not in local and (limit is None or sizes[path] <= limit)
         ]
-        return wanted + extra, {**votes, **successors}
+        return wanted + extra, _LentVotes(successors, votes), successors.keys()
+
+
+class _LentVotes(Mapping[str, int]):
+    """The planner's votes with the successors' (lent by their predecessors) on top.
+
+    A view, not a merged copy: copying a month's votes at every planning instant costs more
+    than the few lookups a kept ranking makes in them.
+    """
+
+    def __init__(self, successors: Mapping[str, int], votes: Mapping[str, int]) -> None:
+        self._successors = successors
+        self._votes = votes
+
+    def __getitem__(self, path: str) -> int:
+        lent = self._successors.get(path)
+        return self._votes[path] if lent is None else lent
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._successors
+        yield from (path for path in self._votes if path not in self._successors)
+
+    def __len__(self) -> int:
+        return len(self._votes) + sum(1 for path in self._successors if path not in self._votes)

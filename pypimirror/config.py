@@ -144,11 +144,12 @@ class CacheConfig:
     size_db_ttl: timedelta = timedelta(days=2)
     #: Bytes of cached files re-hashed per run, least recently verified first (0: sizes only).
     verify_bytes_per_run: int = 4 * 1024**3
-    #: How files are ranked for the cache: ``default`` (networks per byte, see
-    #: docs/cache-policy.md) or ``seed`` (distinct networks, as the original mirror).
+    #: How files are ranked for the cache: ``default`` (votes per byte, see
+    #: docs/cache-policy.md) or ``seed`` (distinct networks, as the original mirror; only it
+    #: uses ``min_vote_count``).
     policy: CachePolicy = "default"
     #: How far back the ``default`` policy counts votes (``seed`` counts within ``vote_window``):
-    #: a month of networks tells a steadily used file's worth better than a week, while the
+    #: a month of votes tells a steadily used file's worth better than a week, while the
     #: size-blind seed rule only lets more large files reach its threshold with it.
     score_window: timedelta = timedelta(days=30)
     tiers: tuple[Tier, ...]

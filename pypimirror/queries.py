@@ -47,6 +47,7 @@ __all__ = [
     "release_lease",
     "renew_lease",
     "select_popular",
+    "select_vote_counts",
     "start_job_run",
     "store_file_checks",
     "store_remote_sizes",
@@ -182,8 +183,9 @@ def record_votes(conn: Connection, batch: Sequence[Vote], dedup_window_s: int) -
 
     On SQLite the caller's BEGIN IMMEDIATE makes check and insert one atomic step. On
     PostgreSQL (READ COMMITTED) two nodes may both insert a vote inside the window; that
-    only costs a row, because popularity counts distinct prefixes, and a same-second
-    duplicate is skipped by ON CONFLICT DO NOTHING. Returns the number of rows inserted.
+    costs a row and, under the ``default`` policy (which counts every vote), one extra vote
+    for the file, and a same-second duplicate is skipped by ON CONFLICT DO NOTHING. Returns
+    the number of rows inserted.
     """
     if not batch:
         return 0
@@ -231,6 +233,23 @@ def select_popular(conn: Connection, since: int, min_votes: int) -> list[tuple[s
         .where(votes.c.voted_at >= since)
         .group_by(votes.c.file_path)
         .having(count >= min_votes)
+        .order_by(count.desc(), votes.c.file_path)
+    )
+    return [(path, n) for path, n in conn.execute(query)]
+
+
+def select_vote_counts(conn: Connection, since: int) -> list[tuple[str, int]]:
+    """Every file voted for since ``since`` with its number of votes, most voted first.
+
+    Unlike :func:`select_popular` this counts every vote, not distinct prefixes: a network
+    that asks for a file all day votes for it many times (at most once per ``dedup_window``).
+    On PostgreSQL two nodes may rarely both record one vote (see :func:`record_votes`).
+    """
+    count = func.count()
+    query = (
+        select(votes.c.file_path, count.label("n"))
+        .where(votes.c.voted_at >= since)
+        .group_by(votes.c.file_path)
         .order_by(count.desc(), votes.c.file_path)
     )
     return [(path, n) for path, n in conn.execute(query)]

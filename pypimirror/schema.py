@@ -76,7 +76,8 @@ schema_version = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
 )
 
-# One row per (file, client network, second); popularity counts distinct networks.
+# One row per (file, client network, second): a vote. The seed policy counts distinct networks
+# per file, the default policy rows.
 votes = Table(
     "votes",
     metadata,

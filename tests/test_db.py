@@ -51,6 +51,7 @@ from pypimirror.queries import (
     release_lease,
     renew_lease,
     select_popular,
+    select_vote_counts,
     start_job_run,
     store_file_checks,
     store_remote_sizes,
@@ -340,6 +341,19 @@ def test_select_popular_counts_distinct_prefixes_since_a_time(database: Database
     assert read(database, lambda c: select_popular(c, 500, 2)) == [("a", 3), ("c", 2), ("d", 2)]
     assert read(database, lambda c: select_popular(c, 500, 1))[-1] == ("b", 1)
     assert read(database, lambda c: select_popular(c, 0, 3)) == [("a", 3), ("e", 3)]
+
+
+def test_select_vote_counts_counts_every_vote_of_every_file_since_a_time(database: Database) -> None:
+    batch = [
+        *(Vote("a", p, 1000) for p in ("p1", "p2", "p3")),
+        Vote("a", "p1", 1030),  # within the dedup window: not recorded, not counted
+        *(Vote("b", "p1", t) for t in (1000, 2000, 3000, 4000)),  # one network, four votes
+        Vote("c", "p2", 1500),
+        *(Vote("e", p, 10) for p in ("p1", "p2", "p3")),  # before "since"
+    ]
+    write(database, lambda c: record_votes(c, batch, 60))
+    assert read(database, lambda c: select_vote_counts(c, 500)) == [("b", 4), ("a", 3), ("c", 1)]
+    assert read(database, lambda c: select_vote_counts(c, 2500)) == [("b", 2)]
 
 
 def test_delete_votes_before_removes_only_older_votes(database: Database) -> None:

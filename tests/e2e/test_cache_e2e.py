@@ -17,8 +17,8 @@ def wheel_of(fake: FakeIndex, project: str) -> tuple[str, bytes]:
     return dist.path.removeprefix("/packages/"), dist.content
 
 
-# The seed keeps min_vote_count strictly; the default policy lets a file one network asked for
-# into room the others leave (its adaptive threshold). Neither counts a bot.
+# The seed keeps min_vote_count strictly; the default policy has no threshold, so a file one
+# network asked for gets room the others leave. Neither counts a bot.
 @pytest.mark.parametrize(("policy", "lonely_cached"), [("seed", False), ("default", True)])
 def test_popular_files_are_cached_verified_and_then_served_locally(
     fake_index: FakeIndex, tmp_path: Path, policy: str, lonely_cached: bool

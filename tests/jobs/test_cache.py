@@ -495,6 +495,26 @@ async def test_the_policy_s_window_decides_which_votes_count_and_stay(
 
 
 @pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize(("policy", "kept"), [("seed", "beta"), ("default", "alpha")])
+async def test_the_default_policy_counts_every_vote_the_seed_distinct_networks(
+    mirror: Mirror, policy: str, kept: str
+) -> None:
+    # Room for one wheel (alpha and beta cost about the same). One network asked for alpha on
+    # three days, two networks for beta once each: the seed counts 1 network against 2, the
+    # default policy 3 votes against 2.
+    alpha, beta = wheel(mirror.fake, "alpha"), wheel(mirror.fake, "beta")
+    mirror.tiers = [(mirror.roots[0], max(cost(alpha), cost(beta))), (mirror.roots[1], 0)]
+    await mirror.sync_index()
+    for days in (3, 2, 1):
+        await mirror.vote(alpha, 1, at=time.time() - days * DAY)
+    await mirror.vote(beta, 2)
+    mirror.cache = {"policy": policy, "min_vote_count": 1}
+    await mirror.run()
+    cached = {p for p in files_in(mirror.roots[0]) if p.endswith(".whl")}
+    assert cached == {relpath(wheel(mirror.fake, kept))}
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_stop_before_the_run_changes_nothing_and_reports_interrupted(mirror: Mirror) -> None:
     alpha = wheel(mirror.fake, "alpha")
     await mirror.sync_index()

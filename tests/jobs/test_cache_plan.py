@@ -15,7 +15,6 @@ from pypimirror.jobs.cache_plan import (
     RemoteFile,
     assign_tiers,
     format_plan,
-    lowers_threshold,
     plan_cache,
     rank_candidates,
     schedule_moves,
@@ -278,28 +277,18 @@ def test_default_policy_keeps_hundreds_of_small_popular_files_before_one_large_w
     large = RemoteFile(path("large-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"), 300 * 10**6, "00" * 32)
     small = [RemoteFile(path(f"small{i}-1.0-py3-none-any.whl"), 10**6, "00" * 32) for i in range(300)]
     votes = {large.path: 5, **{f.path: 2 for f in small}}
-    seed = plan_cache({}, [large, *small], votes, [300 * 10**6], policy="seed", min_vote_count=2)
-    default = plan_cache({}, [large, *small], votes, [300 * 10**6], policy="default", min_vote_count=2)
+    seed = plan_cache({}, [large, *small], votes, [300 * 10**6], policy="seed")
+    default = plan_cache({}, [large, *small], votes, [300 * 10**6], policy="default")
     assert [d.file.path for d in seed.downloads] == [large.path]
     assert {d.file.path for d in default.downloads} == {f.path for f in small}
 
 
-def test_default_policy_lowers_its_threshold_only_when_the_budget_has_room() -> None:
-    one = RemoteFile(path("one-1.0-py3-none-any.whl"), 100, "00" * 32)
-    full = plan_cache({}, [one], {one.path: 2}, [100], policy="default", min_vote_count=2)
-    roomy = plan_cache({}, [one], {one.path: 2}, [1000], policy="default", min_vote_count=2)
-    assert not lowers_threshold("default", 2, full)
-    assert lowers_threshold("default", 2, roomy)
-    assert not lowers_threshold("seed", 2, roomy)  # the seed's threshold is fixed
-    assert not lowers_threshold("default", 1, roomy)  # nothing lower to go to
-
-
-def test_default_policy_ranks_files_below_the_threshold_after_all_others() -> None:
+def test_default_policy_has_no_threshold_a_tiny_file_voted_once_outranks_a_large_one_voted_thrice() -> None:
     rare = RemoteFile(path("rare-1.0-py3-none-any.whl"), 10, "00" * 32)  # tiny: the best score
     common = RemoteFile(path("common-1.0-py3-none-any.whl"), 10**6, "00" * 32)
-    ranked = rank_candidates([], [rare, common], {rare.path: 1, common.path: 3}, policy="default", min_vote_count=2)
-    assert [c.path for c in ranked] == [common.path, rare.path]
-    assert ranked[1].score > ranked[0].score
+    ranked = rank_candidates([], [rare, common], {rare.path: 1, common.path: 3}, policy="default")
+    assert [c.path for c in ranked] == [rare.path, common.path]
+    assert ranked[0].score > ranked[1].score
 
 
 # -- a ranking kept between runs (the simulator's) -----------------------------------------
@@ -308,36 +297,39 @@ def test_default_policy_ranks_files_below_the_threshold_after_all_others() -> No
 @pytest.mark.parametrize("policy", ["seed", "default"])
 def test_a_ranking_kept_between_runs_ranks_and_plans_as_a_fresh_one(policy: CachePolicy) -> None:
     """Over many runs of files coming, going, moving and changing votes, the kept ranking's order
-    and plans are exactly those of a fresh ranking of the same input."""
+    and plans are exactly those of a fresh ranking of the same input, when each run names the
+    paths that may have changed (those that did, and a few that did not)."""
     rng = random.Random(7)
     names = [f"pkg{n}-1.0-py3-none-any.whl" for n in range(60)]
     limits = [700, 900]
-    kept = CandidateRanking(policy, 2)
+    kept, kept_for_plans = CandidateRanking(policy), CandidateRanking(policy)
     local_files: dict[str, LocalFile] = {}
     votes: dict[str, int] = {}
     sizes = {name: rng.choice([10, 40, 40, 120, 300]) for name in names}  # equal sizes: ties to break
     remotes = {name: remote(name, sizes[name]) for name in names}  # the same objects run after run
     for _ in range(40):
+        changed = {path(name) for name in rng.sample(names, 3)}  # unchanged, named anyway
         for name in rng.sample(names, 12):  # votes come and go
             n = rng.choice([0, 1, 2, 2, 3, 5])
             if n:
                 votes[path(name)] = n
             else:
                 votes.pop(path(name), None)
+            changed.add(path(name))
         for name in rng.sample(names, 4):  # files are cached, moved, dropped; some objects replaced by equal ones
             p = path(name)
             if p in local_files and rng.random() < 0.4:
                 del local_files[p]
             else:
                 local_files[p] = local(name, rng.randrange(2), sizes[name], rng.choice([None, 5]))
+            changed.add(p)
         wanted = [remotes[name] for name in names if path(name) in votes and path(name) not in local_files]
-        fresh = rank_candidates(local_files.values(), wanted, votes, policy=policy, min_vote_count=2)
-        assert kept.rank(local_files.values(), wanted, votes) == fresh
-        assert plan_cache(local_files, wanted, votes, limits, policy=policy, min_vote_count=2, ranking=kept) == plan_cache(
-            local_files, wanted, votes, limits, policy=policy, min_vote_count=2
-        )
+        fresh = rank_candidates(local_files.values(), wanted, votes, policy=policy)
+        assert kept.rank(local_files, {r.path: r for r in wanted}, votes, changed=changed) == fresh
+        plan = plan_cache(local_files, wanted, votes, limits, policy=policy, ranking=kept_for_plans, changed=changed)
+        assert plan == plan_cache(local_files, wanted, votes, limits, policy=policy)
 
 
 def test_a_ranking_made_for_another_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot rank"):
-        plan_cache({}, [], {}, [100], policy="default", min_vote_count=2, ranking=CandidateRanking("seed", 2))
+        plan_cache({}, [], {}, [100], policy="default", ranking=CandidateRanking("seed"))

@@ -26,7 +26,7 @@ def test_pinned_files_take_room_first_and_votes_rank_only_what_is_left(policy: s
     wanted = [remote("pin-new.whl", 50), remote("hot.whl", 20)]
     votes = {path("voted.whl"): 9, path("hot.whl"): 9}
     pinned = {path("pin-here.whl"), path("pin-new.whl")}
-    plan = plan_cache(files, wanted, votes, [100], policy=policy, min_vote_count=2, pinned=pinned)  # type: ignore[arg-type]
+    plan = plan_cache(files, wanted, votes, [100], policy=policy, pinned=pinned)  # type: ignore[arg-type]
     assert [e.file.path for e in plan.evictions] == [path("voted.whl")]
     assert [(d.file.path, d.tier) for d in plan.downloads] == [(path("pin-new.whl"), 0), (path("hot.whl"), 0)]
     assert (plan.pinned, plan.pinned_bytes, plan.pinned_short) == (2, 80, 0)

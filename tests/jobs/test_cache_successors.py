@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
 
+from packaging.version import Version
 from pypimirror.jobs.cache_successors import ReleaseIndex, successor_votes
 
 DAY = 86_400
@@ -127,3 +130,39 @@ def test_the_index_answers_alike_when_asked_for_earlier_times_after_later_ones()
     later = NOW + 7 * DAY  # 1.1 left the window
     assert idx.successor(old, since=later - 7 * DAY, now=later) is None
     assert idx.successor(old, since=SINCE, now=NOW) == path(f"numpy-1.1-{LINUX}")
+
+
+def test_the_index_kept_over_moving_windows_answers_as_the_definition_says() -> None:
+    """Windows that move on (as in a replay), jump back, or end at infinity (as in the cache
+    job): at every step the kept index finds, for every file, the newest newer release of its
+    kind uploaded inside the window, and nothing where there is none."""
+    rng = random.Random(5)
+    files = [
+        listed(f"{project}-{major}.{minor}-{tags}", rng.uniform(0, 60 * DAY))
+        for project in ("numpy", "scipy", "pandas")
+        for tags in (LINUX, WINDOWS)
+        for major in range(1, 4)
+        for minor in range(4)
+    ]
+    idx = index(*files)
+    paths = {f.path for f in files}
+
+    def expected(since: float, now: float) -> dict[str, str]:
+        found = {}
+        for f in files:
+            project, version, tags = f.filename.split("-", 2)
+            newer = [
+                g for g in files
+                if g.filename.startswith(f"{project}-") and g.filename.endswith(tags)
+                and Version(g.filename.split("-")[1]) > Version(version) and since < g.upload_time <= now
+            ]
+            if newer:
+                found[f.path] = max(newer, key=lambda g: Version(g.filename.split("-")[1])).path
+        return found
+
+    windows = [(t - 7 * DAY, t) for t in range(0, 70 * DAY, DAY // 2)]
+    windows += [(20 * DAY, 27 * DAY), (30 * DAY, math.inf), (35 * DAY, math.inf), (10 * DAY, 17 * DAY)]
+    windows += [(t - 7 * DAY, t) for t in range(12 * DAY, 40 * DAY, DAY)]
+    for since, now in windows:
+        assert dict(idx.successors(paths, since=since, now=now)) == expected(since, now)
+    assert any(expected(since, now) for since, now in windows)

@@ -1,8 +1,8 @@
 """The replay simulator on a hand-made trace whose hit rates are computed by hand below.
 
 Files (sizes in bytes): A = 1,000,000, B = 1,000,000, C = 3,000,000, D = 500,000; one tier;
-``schedule.cache`` 1h, so the planner runs at t0, t0 + 1h and t0 + 2h; ``min_vote_count`` 2,
-``dedup_window`` 5m, ``vote_window`` 7d. Networks: net1 = 10.0.1.0/24, net2 = 10.0.2.0/24, ...
+``schedule.cache`` 1h, so the planner runs at t0, t0 + 1h and t0 + 2h; ``min_vote_count`` 2
+(the seed's threshold; the default policy has none), ``dedup_window`` 5m, ``vote_window`` 7d. Networks: net1 = 10.0.1.0/24, net2 = 10.0.2.0/24, ...
 
 ====  ==========  ====  =====
  req  time        file  net
@@ -29,31 +29,30 @@ Files (sizes in bytes): A = 1,000,000, B = 1,000,000, C = 3,000,000, D = 500,000
 
 Planner at t0: no votes, nothing is cached, so r1–r8 all miss.
 
-Planner at t0+1h, votes: A 2 (net1, net2), C 3, B 1, D 1.
+Planner at t0+1h, votes: A 2 (net1, net2), C 3, B 1, D 1 (as networks and as votes).
 
-- seed (only files with >= 2 votes; below 2 GiB the score is the votes): C, then A.
+- seed (only files with >= 2 networks; below 2 GiB the score is the networks): C, then A.
   2 MB: C does not fit, A does -> {A}. 4 MB: C then A -> {A, C}.
-- default (by votes per (size + 64 KiB)): A 2/1.066M > C 3/3.066M. 2 MB: A, then C does not
-  fit; half the budget is free (more than 5 %), so the planner runs again over every voted
-  file: A, C, then D 1/0.566M (fits) and B 1/1.066M (does not) -> {A, D}. 4 MB: A and C fill
-  the budget, the threshold stays -> {A, C}.
+- default (every voted file, by votes per (size + 64 KiB)): A 2/1.066M (1.88e-6), D 1/0.566M
+  (1.77e-6), C 3/3.066M (0.98e-6), B 1/1.066M (0.94e-6). 2 MB: A, D, then neither C nor B
+  fits -> {A, D}. 4 MB: A, D, C does not fit in the 2.5 MB left, B does -> {A, D, B}.
 
 Hour 1 (r9–r13): seed 2M hits r9 (1); seed 4M r9, r10, r13 (3); default 2M r9, r11 (2);
-default 4M r9, r10, r13 (3).
+default 4M r9, r11, r12 (3).
 
-Planner at t0+2h, votes: A 3, B 2, C 4, D 2.
+Planner at t0+2h: networks A 3, B 2, C 4, D 2; votes the same but C 5 (net1 again, r13).
 
-- seed 2 MB: C (no room), A, then B and D tie on votes: smaller first, D -> {A, D}, downloads D.
-  seed 4 MB: C, A -> {A, C}, no change.
-- default 2 MB (cached files count 1.5 times): D 2/0.566M*1.5, A 3/1.066M*1.5, B, C -> {D, A}.
-  default 4 MB: A (cached, 4.2e-6), D (3.5e-6), C (cached, 2.0e-6), B (1.9e-6): A, D, C does
-  not fit in the 2.5 MB left, B does -> {A, D, B}; C is evicted, D and B downloaded.
+- seed 2 MB: C (no room), A, then B and D tie on networks: smaller first, D -> {A, D},
+  downloads D. seed 4 MB: C, A -> {A, C}, no change.
+- default (cached files count 1.5 times): D 2/0.566M*1.5 (5.3e-6), A 3/1.066M*1.5 (4.2e-6),
+  B 2/1.066M (1.9e-6, 2.8e-6 where cached), C 5/3.066M (1.6e-6). 2 MB: D, A -> {D, A}.
+  4 MB: D, A, B, and C does not fit -> {D, A, B}. No change at either budget.
 
 Hour 2 (r14–r17): seed 2M hits r15, r17 (total 3); seed 4M r14, r17 (total 5);
 default 2M r15, r17 (total 4); default 4M r15, r16, r17 (total 6).
 
 Upstream: seed 2M A + D = 1.5 MB; seed 4M A + C = 4 MB; default 2M A + D = 1.5 MB;
-default 4M A + C, then D + B = 5.5 MB.
+default 4M A + D + B = 2.5 MB.
 
 static-greedy: requests A 5, B 3, C 6, D 3; per byte D 6e-6, A 5e-6, B 3e-6, C 2e-6.
 2 MB: D, A (B does not fit) -> 8 hits, stores 1.5 MB. 4 MB: D, A, B -> 11 hits, 2.5 MB.
@@ -65,6 +64,7 @@ lru, 4 MB: hits r2, r4, r5, r9, r14 = 5; inserts A C B D A C D B C D B A = 16.5 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +157,7 @@ def test_hand_made_trace_gives_the_hand_computed_upstream_bytes() -> None:
     upstream = {key: r.upstream_bytes for key, r in run(make_config()).items()}
     assert upstream == {
         ("seed", 2 * MB): 1.5 * MB, ("seed", 4 * MB): 4 * MB,
-        ("default", 2 * MB): 1.5 * MB, ("default", 4 * MB): 5.5 * MB,
+        ("default", 2 * MB): 1.5 * MB, ("default", 4 * MB): 2.5 * MB,
         ("lru", 2 * MB): 5.5 * MB, ("lru", 4 * MB): 16.5 * MB,
         ("static-greedy", 2 * MB): 1.5 * MB, ("static-greedy", 4 * MB): 2.5 * MB,
     }
@@ -205,16 +205,43 @@ def test_votes_older_than_the_vote_window_stop_counting() -> None:
 
 
 def test_each_policy_counts_votes_over_its_own_window() -> None:
-    # vote_window 1h narrows the seed exactly as above; the default policy counts over
-    # score_window, 7d here (longer than the trace), so its figures stay those of the table.
-    # With score_window 1h too, the default policy at t0+2h sees A 1, B 1, C 2, D 1: at 4 MB
-    # only C reaches the threshold, {A, C} stays and fills the budget, so D and B are never
-    # fetched and r15, r16 miss (5 hits, not 6); at 2 MB {A, D} stays as before (4 hits).
-    split = run(make_config(vote_window="1h", score_window="7d"))
-    assert (split[("seed", 2 * MB)].hits, split[("seed", 2 * MB)].upstream_bytes) == (2, MB)
-    assert (split[("default", 2 * MB)].hits, split[("default", 4 * MB)].hits) == (4, 6)
-    narrow = run(make_config(vote_window="1h", score_window="1h"))
-    assert (narrow[("default", 2 * MB)].hits, narrow[("default", 4 * MB)].hits) == (4, 5)
+    # A (1 MB) is voted by three networks in the first hour, B (1 MB) by two in the second and
+    # asked for twice in the third; 1 MB holds one of them. At t0+2h the seed (vote_window 1h)
+    # sees only B's votes and swaps A for B: both late requests hit. The default policy
+    # (score_window 7d) still sees A's three votes against B's two and keeps A: no hit. With
+    # score_window 1h it swaps too.
+    e, f = package("e"), package("f")
+    listed = {e: Listed(e, MB), f: Listed(f, MB)}
+    trace = [
+        Request(T0, "10.0.1.5", e), Request(T0 + 1000, "10.0.2.5", e), Request(T0 + 2000, "10.0.3.5", e),
+        Request(T0 + 4000, "10.0.1.5", f), Request(T0 + 4500, "10.0.2.5", f),
+        Request(T0 + 7300, "10.0.3.5", f), Request(T0 + 7400, "10.0.4.5", f),
+    ]
+
+    def hits(config: Config) -> dict[str, int]:
+        results = simulate(compact_trace(trace, listed), [MB], ("seed", "default"), cache=config.cache,
+                           schedule=config.schedule.cache)
+        return {r.policy: r.hits for r in results}
+
+    assert hits(make_config(vote_window="1h", score_window="7d")) == {"seed": 2, "default": 0}
+    assert hits(make_config(vote_window="1h", score_window="1h")) == {"seed": 2, "default": 2}
+
+
+def test_the_default_policy_counts_every_vote_the_seed_only_networks() -> None:
+    # E is asked for three times by one network (each vote counted: more than dedup_window
+    # apart), F once each by two. At t0+1h, 1 MB holds one: the default policy takes E (3 votes
+    # to 2), the seed F (E has one network, below min_vote_count). Then E is asked for twice.
+    e, f = package("e"), package("f")
+    listed = {e: Listed(e, MB), f: Listed(f, MB)}
+    trace = [
+        Request(T0, "10.0.1.5", e), Request(T0 + 1000, "10.0.1.6", e), Request(T0 + 2000, "10.0.1.7", e),
+        Request(T0 + 2500, "10.0.2.5", f), Request(T0 + 3000, "10.0.3.5", f),
+        Request(T0 + 4000, "10.0.1.5", e), Request(T0 + 5000, "10.0.1.5", e),
+    ]
+    config = make_config()
+    results = simulate(compact_trace(trace, listed), [MB], ("seed", "default"), cache=config.cache,
+                       schedule=config.schedule.cache)
+    assert {r.policy: r.hits for r in results} == {"seed": 0, "default": 2}
 
 
 def test_a_file_larger_than_the_budget_never_enters_the_lru_cache() -> None:
@@ -288,21 +315,33 @@ def test_a_failing_simulation_process_is_reported(monkeypatch: pytest.MonkeyPatc
                  schedule=config.schedule.cache, workers=2)
 
 
-def test_the_vote_store_keeps_its_popular_files_as_a_recount_finds_them() -> None:
-    """Counted and expired vote by vote, the files with min_vote_count networks (by number and
-    by path) are always those a recount of the store's per-file counts finds."""
+@pytest.mark.parametrize("distinct", [True, False], ids=["networks", "votes"])
+def test_the_vote_store_keeps_its_popular_files_as_a_recount_finds_them(distinct: bool) -> None:
+    """Counted and expired vote by vote, the files with at least 3 networks (``seed``) or votes
+    (``default``), by number and by path, are always those a recount of the trace finds: every
+    request counted unless the same network's last counted one for the file is less than the
+    dedup window before it, then the counted votes inside the window."""
     requests, listed = random_trace(3000, seed=11)
     trace = compact_trace(requests, listed)
-    votes = simulate_module._Votes(trace, make_config(min_vote_count=3, vote_window="2h").cache)
+    cache = make_config(vote_window="2h").cache
+    dedup = int(cache.dedup_window.total_seconds())
+    votes = simulate_module._Votes(trace, cache, distinct=distinct, floor=3)
+    counted: list[tuple[int, int, int]] = []  # (time, file, network) of each counted vote
+    last: dict[tuple[int, int], int] = {}
+    for t, fid, net in zip(trace.times, trace.files, trace.nets, strict=True):
+        previous = last.get((fid, net))
+        if net >= 0 and (previous is None or previous <= t - dedup):
+            last[fid, net] = t
+            counted.append((t, fid, net))
     start = 0
     for instant in range(trace.times[0] + 1800, trace.times[-1] + 1800, 1800):
         end = simulate_module._first_at_or_after(trace.times, instant, start)
         votes.count(start, end)
         votes.expire(instant - 7200)
         start = end
-        by_number, by_path = votes.popular(3)
-        recount = {f: n for f, n in votes.per_file.items() if n >= 3}
-        assert dict(by_number) == recount
-        assert dict(by_path) == {trace.paths[f]: n for f, n in recount.items()}
-        assert votes.popular(2)[0] == {f: n for f, n in votes.per_file.items() if n >= 2}
-    assert recount and len(votes.per_file) > len(recount)  # both kinds of file were seen
+        inside = [(fid, net) for t, fid, net in counted if instant - 7200 <= t < instant]
+        recount = Counter(fid for fid, _ in (set(inside) if distinct else inside))
+        popular = {f: n for f, n in recount.items() if n >= 3}
+        assert votes.popular_files == popular
+        assert votes.popular_paths == {trace.paths[f]: n for f, n in popular.items()}
+    assert popular and len(recount) > len(popular)  # both kinds of file were seen

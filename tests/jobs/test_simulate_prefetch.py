@@ -42,10 +42,14 @@ its bytes are the price of prefetching), default 3 MB 3.0 MB.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from packaging.utils import NormalizedName
+from pypimirror.jobs import simulate as simulate_module
+from pypimirror.jobs.cache_plan import CachePlan, plan_cache
 from pypimirror.jobs.simulate import PolicyResult, compact_trace, release_listing, simulate
 
 from pypimirror.config import Config
@@ -177,3 +181,40 @@ def test_a_prefetched_file_keeps_its_votes_so_it_is_not_evicted_and_fetched_agai
         trace, (2 * MB,), ("default",), cache=config.cache, schedule=config.schedule.cache, listed=files
     )
     assert (result.hits, result.upstream_bytes) == (2, 2_500_000)
+
+
+def test_the_kept_rankings_replay_exactly_as_rankings_made_afresh_at_every_instant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each planner state ranks again only the paths it is told may have changed (votes, its
+    last plan's steps, new releases); a random month-like replay with several releases gives
+    the same figures as one that ranks every candidate afresh at every instant."""
+    rng = random.Random(3)
+    files: list[ListedFile] = []
+    for project in ("alpha", "beta", "gamma", "delta"):
+        for version, uploaded in enumerate((LONG_AGO, T0 + 20_000, T0 + 90_000, T0 + 150_000), start=1):
+            for tag in ("py3-none-any", "cp312-cp312-win_amd64", "cp311-cp311-manylinux_2_17_x86_64"):
+                files.append(dist(f"{project}-{version}.0-{tag}.whl", rng.randrange(50_000, MB), uploaded))
+    listed = {f.path: f for f in files}
+    requests = []
+    for t in sorted(rng.randrange(200_000) for _ in range(1500)):
+        out = [f for f in files if f.upload_time <= T0 + t]
+        newest = max(f.version for f in out)
+        choices = [f for f in out if f.version == newest or rng.random() < 0.2]
+        requests.append(Request(T0 + t, f"10.{rng.randrange(30)}.0.1", rng.choice(choices).path))
+    trace = compact_trace(requests, listed)
+    config = make_config()
+    budgets = [MB, 3 * MB, 6 * MB]
+
+    def replay() -> list[PolicyResult]:
+        return simulate(trace, budgets, ("seed", "default"), cache=config.cache,
+                        schedule=config.schedule.cache, listed=listed, workers=1)
+
+    kept = replay()
+
+    def afresh(*args: Any, ranking: Any, changed: Any, **kwargs: Any) -> CachePlan:
+        return plan_cache(*args, **kwargs)
+
+    monkeypatch.setattr(simulate_module, "plan_cache", afresh)
+    assert replay() == kept
+    assert all(r.hits > 0 for r in kept)
