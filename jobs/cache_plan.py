@@ -42,7 +42,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from sortedcontainers import SortedKeyList
 
@@ -140,7 +140,7 @@ class CachePlan:
     pinned_short: int = 0
 
 
-_PATH, _RANK, _BYTES = attrgetter("path"), attrgetter("rank"), attrgetter("bytes")
+_PATH, _RANK = attrgetter("path"), attrgetter("rank")
 
 
 def score(votes: int, size: int) -> float:
@@ -270,16 +270,6 @@ def assign_tiers(candidates: Sequence[Candidate], limits: Sequence[int]) -> list
     """First fit, in the candidates' order: the hottest tier with room, else -1 (not kept)."""
     remaining = list(limits)
     assigned: list[int] = []
-    if len(remaining) == 1:  # the common case, without a search per candidate
-        room = remaining[0]
-        append = assigned.append
-        for size in map(_BYTES, candidates):  # a replay runs this over every voted file, hourly
-            if size <= room:
-                room -= size
-                append(0)
-            else:
-                append(-1)
-        return assigned
     for candidate in candidates:
         tier = next((t for t, room in enumerate(remaining) if room >= candidate.bytes), -1)
         if tier >= 0:
@@ -394,8 +384,9 @@ def plan_cache(
     whatever their votes. ``ranking``, kept by the caller from one plan to the next (the
     simulator's), ranks the same as a fresh one, only faster, when told which paths may have
     ``changed`` since its previous plan (see :meth:`CandidateRanking.rank`; a pinned path that
-    became or stopped being pinned counts as changed); it must have been made for the same
-    ``policy``.
+    became or stopped being pinned counts as changed); ``remote`` then needs to hold only the
+    wanted files among them, and the pinned ones. The ranking must have been made for the
+    same ``policy``.
     """
     remote = list(remote)
     # Looked up from the (few) pinned paths, and filtered only when there are pins: a run over a
@@ -417,28 +408,13 @@ def plan_cache(
         votes,
         changed=changed,
     )
-    candidates = pins + ranked
-    assigned = pin_tiers + assign_tiers(ranked, room)
-    used_before = [0] * len(limits)  # every cached file is a candidate: summed on the way
-    evictions: list[Eviction] = []
-    moves: list[Move] = []
-    wanted: list[Download] = []
-    kept = unplaced = 0
-    for candidate, tier in zip(candidates, assigned, strict=True):
-        cached = candidate.local
-        if cached is not None:
-            used_before[cached.tier] += candidate.bytes
-            if tier < 0:
-                evictions.append(Eviction(cached, candidate.score))
-            elif tier != cached.tier:
-                moves.append(Move(cached, tier, candidate.score))
-            else:
-                kept += 1
-        elif candidate.remote is not None:
-            if tier < 0:
-                unplaced += 1
-            else:
-                wanted.append(Download(candidate.remote, tier, candidate.score))
+    steps = _Steps(len(limits))
+    steps.sort_out(pins, pin_tiers)
+    if len(limits) == 1:
+        steps.fit_one_tier(ranked, room[0])
+    else:
+        steps.sort_out(ranked, assign_tiers(ranked, room))
+    used_before, evictions, moves, wanted = steps.used_before, steps.evictions, steps.moves, steps.wanted
     fill = list(used_before)
     for eviction in evictions:
         fill[eviction.file.tier] -= eviction.file.bytes
@@ -460,13 +436,69 @@ def plan_cache(
         moves=tuple(ordered),
         blocked=tuple(blocked),
         downloads=tuple(downloads),
-        kept=kept + len(blocked),
+        kept=steps.kept + len(blocked),
         deferred=len(wanted) - len(downloads),
-        unplaced=unplaced,
+        unplaced=steps.unplaced,
         pinned=sum(1 for tier in pin_tiers if tier >= 0),
         pinned_bytes=sum(pin.bytes for pin in pins),
         pinned_short=pinned_short,
     )
+
+
+class _Steps:
+    """What the candidates' tiers mean: the bytes cached per tier, the evictions, moves and
+    wanted downloads, and the counts of files that stay and of wanted files that fit nowhere."""
+
+    def __init__(self, tiers: int) -> None:
+        self.used_before = [0] * tiers  # every cached file is a candidate: summed on the way
+        self.evictions: list[Eviction] = []
+        self.moves: list[Move] = []
+        self.wanted: list[Download] = []
+        self.kept = self.unplaced = 0
+
+    def sort_out(self, candidates: Sequence[Candidate], tiers: Sequence[int]) -> None:
+        """Record each candidate given the tier it was assigned (-1: none)."""
+        for candidate, tier in zip(candidates, tiers, strict=True):
+            cached = candidate.local
+            if cached is not None:
+                self.used_before[cached.tier] += candidate.bytes
+                if tier < 0:
+                    self.evictions.append(Eviction(cached, candidate.score))
+                elif tier != cached.tier:
+                    self.moves.append(Move(cached, tier, candidate.score))
+                else:
+                    self.kept += 1
+            elif candidate.remote is not None:
+                if tier < 0:
+                    self.unplaced += 1
+                else:
+                    self.wanted.append(Download(candidate.remote, tier, candidate.score))
+
+    def fit_one_tier(self, ranked: Sequence[Candidate], room: int) -> None:
+        """:func:`assign_tiers` and :meth:`sort_out` for one tier, in one pass: a replay runs this
+        over every voted file of a month at every planning instant."""
+        used, evict, move, want = self.used_before, self.evictions.append, self.moves.append, self.wanted.append
+        kept = unplaced = 0
+        for candidate in ranked:
+            size = candidate.bytes
+            cached = candidate.local
+            if size <= room:
+                room -= size
+                if cached is None:  # a ranked candidate is cached or wanted
+                    want(Download(cast(RemoteFile, candidate.remote), 0, candidate.score))
+                    continue
+                used[cached.tier] += size
+                if cached.tier:
+                    move(Move(cached, 0, candidate.score))
+                else:
+                    kept += 1
+            elif cached is None:
+                unplaced += 1
+            else:
+                used[cached.tier] += size
+                evict(Eviction(cached, candidate.score))
+        self.kept += kept
+        self.unplaced += unplaced
 
 
 def _schedule_within_limits(

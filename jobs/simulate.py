@@ -56,7 +56,7 @@ import os
 import threading
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
@@ -452,6 +452,7 @@ class _PlannerState:
         # the last plan moved and the new releases it lent votes to, collected here.
         self.ranking = CandidateRanking(policy)
         self.changed: set[str] = set()
+        self.successors: dict[str, int] = {}  # the new releases of the last plan, with their lent votes
 
     def result(self, requests: int, requested: int) -> PolicyResult:
         return PolicyResult(self.policy, self.budget, requests, self.hits, requested, self.hit_bytes, self.upstream)
@@ -488,23 +489,36 @@ def _replay_planners(
         start = end
         for state in states:
             store = votes_in[counting[state.policy]]
-            held = state.held
-            wanted = [remote[f] for f in store.popular_files if not held[f] and eligible[f]]
+            local = state.local
             plan_votes: Mapping[str, int] = store.popular_paths
             # What may differ from the state's previous plan: the files whose votes changed,
-            # those its last plan moved, and new releases then and now (their votes are lent).
-            changed = state.changed
-            changed |= store.changed
-            if state.prefetch is not None:
-                wanted, plan_votes, successors = state.prefetch.add_successors(
-                    state.local, wanted, plan_votes, since=instant - release_window, now=instant
+            # those its last plan moved, and the new releases whose lent votes came, changed
+            # or went. The kept ranking looks only at those, and at the wanted files among them.
+            changed = state.changed | store.changed
+            prefetch = state.prefetch
+            if prefetch is not None:
+                successors = successor_votes(
+                    prefetch.index, local, plan_votes, since=instant - release_window, now=instant
                 )
-                changed |= successors
-                state.changed = set(successors)
-            else:
-                state.changed = set()
+                previous = state.successors
+                changed.update(path for path, n in successors.items() if previous.get(path) != n)
+                changed.update(path for path in previous if path not in successors)
+                state.successors = successors
+                if successors:
+                    plan_votes = _LentVotes(successors, plan_votes)
+            wanted = []
+            for path in changed:
+                if path in plan_votes and path not in local:
+                    fid = fid_of.get(path)
+                    if fid is None:  # a new release no request asks for
+                        successor = prefetch.remote_file(path) if prefetch is not None else None
+                        if successor is not None:
+                            wanted.append(successor)
+                    elif eligible[fid]:
+                        wanted.append(remote[fid])
+            state.changed = set()  # from here on, what this plan changes (_apply)
             plan = plan_cache(
-                state.local, wanted, plan_votes, state.limits, policy=state.policy, ranking=state.ranking, changed=changed
+                local, wanted, plan_votes, state.limits, policy=state.policy, ranking=state.ranking, changed=changed
             )
             _apply(state, plan, fid_of)
         if report and number % 24 == 0:
@@ -710,7 +724,8 @@ def release_listing(trace: CompactTrace, listed: Mapping[str, ListedFile], windo
 class _ReleasePrefetch:
     """Release prefetch in the replay, over the stored pages' files of the projects the trace asks for.
 
-    Shared by the states of the policies that prefetch; it holds no state of its own.
+    Shared by the states of the policies that prefetch; besides the index it keeps only the
+    wanted-file records of the new releases it was asked for.
     """
 
     def __init__(
@@ -721,26 +736,19 @@ class _ReleasePrefetch:
         self.sizes = {path: f.size for path, f in files.items()}
         logger.info("simulate: release prefetch over %d listed wheels and sdists", len(self.index))
         self.filesize_limit = filesize_limit
+        self._remote: dict[str, RemoteFile] = {}
 
-    def add_successors(
-        self, local: Mapping[str, LocalFile], wanted: list[RemoteFile], votes: Mapping[str, int], *, since: int, now: int
-    ) -> tuple[list[RemoteFile], Mapping[str, int], Set[str]]:
-        """``wanted`` and ``votes`` with the cached voted files' successors, as the cache job
-        adds them, and the successors' paths.
-
-        A successor already voted or cached is already wanted or a candidate; the others are
-        added unless larger than ``filesize_limit`` (the job's phase B drops those too).
-        """
-        successors = successor_votes(self.index, local, votes, since=since, now=now)
-        if not successors:
-            return wanted, votes, frozenset()
-        limit, sizes = self.filesize_limit, self.sizes
-        extra = [
-            RemoteFile(path, sizes[path], "")
-            for path in successors
-            if path not in votes and path not in local and (limit is None or sizes[path] <= limit)
-        ]
-        return wanted + extra, _LentVotes(successors, votes), successors.keys()
+    def remote_file(self, path: str) -> RemoteFile | None:
+        """The wanted file of a new release the trace never asks for, the same object at every
+        instant (so a kept ranking sees it unchanged); None when larger than ``filesize_limit``
+        (the cache job's phase B drops those too)."""
+        wanted = self._remote.get(path)
+        if wanted is None:
+            size = self.sizes[path]
+            if self.filesize_limit is not None and size > self.filesize_limit:
+                return None
+            wanted = self._remote[path] = RemoteFile(path, size, "")
+        return wanted
 
 
 class _LentVotes(Mapping[str, int]):

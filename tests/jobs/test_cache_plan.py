@@ -7,6 +7,7 @@ import itertools
 import random
 
 import pytest
+from pypimirror.jobs import cache_plan
 from pypimirror.jobs.cache_plan import (
     CachePlan,
     Candidate,
@@ -333,3 +334,23 @@ def test_a_ranking_kept_between_runs_ranks_and_plans_as_a_fresh_one(policy: Cach
 def test_a_ranking_made_for_another_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot rank"):
         plan_cache({}, [], {}, [100], policy="default", ranking=CandidateRanking("seed"))
+
+
+def test_one_tier_is_fitted_and_sorted_out_in_one_pass_exactly_as_in_two() -> None:
+    """The one-tier pass of plan_cache gives what first fit (assign_tiers) and sort_out give."""
+    rng = random.Random(11)
+    seen: set[str] = set()
+    for _ in range(30):
+        candidates = rank_candidates(
+            [local(f"c{n}-1.0-py3-none-any.whl", rng.randrange(2), rng.randrange(1, 300)) for n in range(40)],
+            [remote(f"w{n}-1.0-py3-none-any.whl", rng.randrange(1, 300)) for n in range(40)],
+            {path(f"{kind}{n}-1.0-py3-none-any.whl"): rng.randrange(1, 9) for kind in "cw" for n in range(40)},
+            policy="default",
+        )
+        room = rng.randrange(0, 8000)
+        one_pass, two_passes = cache_plan._Steps(2), cache_plan._Steps(2)
+        one_pass.fit_one_tier(candidates, room)
+        two_passes.sort_out(candidates, assign_tiers(candidates, [room]))
+        assert vars(one_pass) == vars(two_passes)
+        seen |= {name for name, value in vars(one_pass).items() if value and name != "used_before"}
+    assert seen == {"evictions", "moves", "wanted", "kept", "unplaced"}

@@ -204,44 +204,42 @@ def test_votes_older_than_the_vote_window_stop_counting() -> None:
     assert (narrow.hits, narrow.upstream_bytes) == (2, MB)
 
 
+E, F = package("e"), package("f")
+
+
+def planner_hits(trace: list[Request], config: Config) -> dict[str, int]:
+    """Hits of ``seed`` and ``default`` replaying ``trace`` of E and F (1 MB each) in 1 MB."""
+    listed = {E: Listed(E, MB), F: Listed(F, MB)}
+    results = simulate(compact_trace(trace, listed), [MB], ("seed", "default"), cache=config.cache,
+                       schedule=config.schedule.cache)
+    return {r.policy: r.hits for r in results}
+
+
 def test_each_policy_counts_votes_over_its_own_window() -> None:
-    # A (1 MB) is voted by three networks in the first hour, B (1 MB) by two in the second and
-    # asked for twice in the third; 1 MB holds one of them. At t0+2h the seed (vote_window 1h)
-    # sees only B's votes and swaps A for B: both late requests hit. The default policy
-    # (score_window 7d) still sees A's three votes against B's two and keeps A: no hit. With
-    # score_window 1h it swaps too.
-    e, f = package("e"), package("f")
-    listed = {e: Listed(e, MB), f: Listed(f, MB)}
+    # E is voted by three networks in the first hour, F by two in the second and asked for
+    # twice in the third; 1 MB holds one of them. At t0+2h the seed (vote_window 1h) sees only
+    # F's votes and swaps E for F: both late requests hit. The default policy (score_window 7d)
+    # still sees E's three votes against F's two and keeps E: no hit. With score_window 1h it
+    # swaps too.
     trace = [
-        Request(T0, "10.0.1.5", e), Request(T0 + 1000, "10.0.2.5", e), Request(T0 + 2000, "10.0.3.5", e),
-        Request(T0 + 4000, "10.0.1.5", f), Request(T0 + 4500, "10.0.2.5", f),
-        Request(T0 + 7300, "10.0.3.5", f), Request(T0 + 7400, "10.0.4.5", f),
+        Request(T0, "10.0.1.5", E), Request(T0 + 1000, "10.0.2.5", E), Request(T0 + 2000, "10.0.3.5", E),
+        Request(T0 + 4000, "10.0.1.5", F), Request(T0 + 4500, "10.0.2.5", F),
+        Request(T0 + 7300, "10.0.3.5", F), Request(T0 + 7400, "10.0.4.5", F),
     ]
-
-    def hits(config: Config) -> dict[str, int]:
-        results = simulate(compact_trace(trace, listed), [MB], ("seed", "default"), cache=config.cache,
-                           schedule=config.schedule.cache)
-        return {r.policy: r.hits for r in results}
-
-    assert hits(make_config(vote_window="1h", score_window="7d")) == {"seed": 2, "default": 0}
-    assert hits(make_config(vote_window="1h", score_window="1h")) == {"seed": 2, "default": 2}
+    assert planner_hits(trace, make_config(vote_window="1h", score_window="7d")) == {"seed": 2, "default": 0}
+    assert planner_hits(trace, make_config(vote_window="1h", score_window="1h")) == {"seed": 2, "default": 2}
 
 
 def test_the_default_policy_counts_every_vote_the_seed_only_networks() -> None:
     # E is asked for three times by one network (each vote counted: more than dedup_window
     # apart), F once each by two. At t0+1h, 1 MB holds one: the default policy takes E (3 votes
     # to 2), the seed F (E has one network, below min_vote_count). Then E is asked for twice.
-    e, f = package("e"), package("f")
-    listed = {e: Listed(e, MB), f: Listed(f, MB)}
     trace = [
-        Request(T0, "10.0.1.5", e), Request(T0 + 1000, "10.0.1.6", e), Request(T0 + 2000, "10.0.1.7", e),
-        Request(T0 + 2500, "10.0.2.5", f), Request(T0 + 3000, "10.0.3.5", f),
-        Request(T0 + 4000, "10.0.1.5", e), Request(T0 + 5000, "10.0.1.5", e),
+        Request(T0, "10.0.1.5", E), Request(T0 + 1000, "10.0.1.6", E), Request(T0 + 2000, "10.0.1.7", E),
+        Request(T0 + 2500, "10.0.2.5", F), Request(T0 + 3000, "10.0.3.5", F),
+        Request(T0 + 4000, "10.0.1.5", E), Request(T0 + 5000, "10.0.1.5", E),
     ]
-    config = make_config()
-    results = simulate(compact_trace(trace, listed), [MB], ("seed", "default"), cache=config.cache,
-                       schedule=config.schedule.cache)
-    assert {r.policy: r.hits for r in results} == {"seed": 0, "default": 2}
+    assert planner_hits(trace, make_config()) == {"seed": 0, "default": 2}
 
 
 def test_a_file_larger_than_the_budget_never_enters_the_lru_cache() -> None:

@@ -43,13 +43,14 @@ its bytes are the price of prefetching), default 3 MB 3.0 MB.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from packaging.utils import NormalizedName
 from pypimirror.jobs import simulate as simulate_module
-from pypimirror.jobs.cache_plan import CachePlan, plan_cache
+from pypimirror.jobs.cache_plan import CachePlan, RemoteFile, plan_cache
 from pypimirror.jobs.simulate import PolicyResult, compact_trace, release_listing, simulate
 
 from pypimirror.config import Config
@@ -212,8 +213,13 @@ def test_the_kept_rankings_replay_exactly_as_rankings_made_afresh_at_every_insta
 
     kept = replay()
 
-    def afresh(*args: Any, ranking: Any, changed: Any, **kwargs: Any) -> CachePlan:
-        return plan_cache(*args, **kwargs)
+    def afresh(
+        local: dict[str, Any], _: Any, votes: Mapping[str, int], limits: list[int], *, ranking: Any, changed: Any,
+        **kwargs: Any,
+    ) -> CachePlan:
+        """The plan over every voted file not cached (the replay passes the changed ones only)."""
+        wanted = [RemoteFile(p, listed[p].size, "") for p in votes if p not in local]
+        return plan_cache(local, wanted, votes, limits, **kwargs)
 
     monkeypatch.setattr(simulate_module, "plan_cache", afresh)
     assert replay() == kept
