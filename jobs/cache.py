@@ -363,11 +363,11 @@ class _CacheRun:
     async def _plan(self, inventory: Inventory) -> CachePlan:
         """The plan over the pinned files and the voted files (see phase B)."""
         cache = self.cache
-        since = self.now - int(cache.counting_window.total_seconds())
-        if cache.policy == "seed":
-            floor = cache.min_vote_count
-            popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, floor))
-        else:
+        counting = cache.counting_of(cache.policy)
+        since = self.now - int(counting.window.total_seconds())
+        if counting.distinct:
+            popular = await self.db.run_read(lambda conn: dbq.select_popular(conn, since, counting.floor))
+        else:  # every voted file (a floor of 1)
             popular = await self.db.run_read(lambda conn: dbq.select_vote_counts(conn, since))
         pinned = frozenset(await self.db.run_read(pinqueries.load_pinned_files))
         votes = popular_votes(popular)

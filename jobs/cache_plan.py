@@ -398,10 +398,10 @@ def plan_cache(
         ranking = CandidateRanking(policy)
     elif ranking.policy != policy:
         raise ValueError(f"a ranking for {ranking.policy!r} cannot rank {policy!r}")
-    if changed is not None:  # only those are looked at: a month's replay has 300,000 wanted files
-        remote_to_rank = {r.path: r for r in remote if r.path in changed and r.path not in pinned_remote}
-    else:
-        remote_to_rank = {r.path: r for r in remote if r.path not in pinned_remote}
+    # Told what changed, the ranking looks only at those: a month's replay has 300,000 wanted files.
+    remote_to_rank = {
+        r.path: r for r in remote if (changed is None or r.path in changed) and r.path not in pinned_remote
+    }
     ranked = ranking.rank(
         {path: f for path, f in local.items() if path not in pinned_local} if pinned_local else local,
         remote_to_rank,
@@ -482,21 +482,22 @@ class _Steps:
         for candidate in ranked:
             size = candidate.bytes
             cached = candidate.local
-            if size <= room:
-                room -= size
-                if cached is None:  # a ranked candidate is cached or wanted
+            if cached is None:  # a ranked candidate is cached or wanted
+                if size <= room:
+                    room -= size
                     want(Download(cast(RemoteFile, candidate.remote), 0, candidate.score))
-                    continue
-                used[cached.tier] += size
-                if cached.tier:
-                    move(Move(cached, 0, candidate.score))
                 else:
-                    kept += 1
-            elif cached is None:
-                unplaced += 1
-            else:
-                used[cached.tier] += size
+                    unplaced += 1
+                continue
+            used[cached.tier] += size
+            if size > room:
                 evict(Eviction(cached, candidate.score))
+                continue
+            room -= size
+            if cached.tier:
+                move(Move(cached, 0, candidate.score))
+            else:
+                kept += 1
         self.kept += kept
         self.unplaced += unplaced
 

@@ -468,10 +468,9 @@ def _replay_planners(
     the cache job does, over the votes as its policy counts them.
     """
     times, files, sizes, paths = trace.times, trace.files, trace.sizes, trace.paths
-    # One vote store per way of counting (CacheConfig.window_of, and whether distinct networks
-    # or every vote count): the states of one policy share it.
-    counting = {state.policy: _counting(cache, state.policy) for state in states}
-    votes_in = {key: _Votes(trace, cache, distinct=key[1], floor=key[2]) for key in sorted(set(counting.values()))}
+    # One vote store per way of counting (CacheConfig.counting_of): the states of one policy share it.
+    counting = {state.policy: cache.counting_of(state.policy) for state in states}
+    votes_in = {way: _Votes(trace, cache, distinct=way.distinct, floor=way.floor) for way in set(counting.values())}
     release_window = int(cache.vote_window.total_seconds())  # the release prefetch's, as in the cache job
     fid_of = {path: fid for fid, path in enumerate(paths)}
     too_large = cache.filesize_limit
@@ -481,10 +480,10 @@ def _replay_planners(
     start = 0
     for number, instant in enumerate(instants, start=1):
         end = _first_at_or_after(times, instant, start)
-        for (window, _, _), votes in votes_in.items():
+        for way, votes in votes_in.items():
             votes.changed.clear()
             votes.count(start, end)
-            votes.expire(instant - window)
+            votes.expire(instant - int(way.window.total_seconds()))
         _settle(files, sizes, start, end, states)
         start = end
         for state in states:
@@ -524,15 +523,6 @@ def _replay_planners(
         if report and number % 24 == 0:
             logger.info("simulate: planned %d of %d instants", number, len(instants))
     _settle(files, sizes, start, len(files), states)
-
-
-def _counting(cache: CacheConfig, policy: CachePolicy) -> tuple[int, bool, int]:
-    """How the cache job counts votes under ``policy``: (window in seconds, distinct networks
-    only, the fewest a file needs)."""
-    window = int(cache.window_of(policy).total_seconds())
-    if policy == "seed":
-        return window, True, cache.min_vote_count
-    return window, False, 1
 
 
 class _Votes:

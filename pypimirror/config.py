@@ -35,6 +35,7 @@ __all__ = [
     "TimeoutsConfig",
     "UpstreamConfig",
     "ViewConfig",
+    "VoteCounting",
     "VotesConfig",
     "section_keys",
     "yaml_key",
@@ -47,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 from urllib.parse import quote
 
 from pypimirror import __version__
@@ -119,6 +120,17 @@ class IPModesConfig:
     rules: tuple[IPModeRule, ...] = ()
 
 
+class VoteCounting(NamedTuple):
+    """How a cache policy counts the recorded votes (:meth:`CacheConfig.counting_of`)."""
+
+    #: How far back votes count.
+    window: timedelta
+    #: Distinct client networks only (``seed``), or every vote (``default``).
+    distinct: bool
+    #: The fewest a file needs to compete for room.
+    floor: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tier:
     """One cache directory and its byte budget; tiers are ordered hottest first."""
@@ -157,13 +169,16 @@ class CacheConfig:
     @property
     def counting_window(self) -> timedelta:
         """How far back votes count under ``policy``, and so how long the cache job keeps them."""
-        return self.window_of(self.policy)
+        return self.counting_of(self.policy).window
 
-    def window_of(self, policy: CachePolicy) -> timedelta:
-        """How far back votes count under ``policy`` (the simulator replays both policies)."""
+    def counting_of(self, policy: CachePolicy) -> VoteCounting:
+        """How ``policy`` counts votes: ``seed`` the distinct networks within ``vote_window``,
+        ``min_vote_count`` of them at least; ``default`` every vote within ``score_window`` (or
+        ``vote_window`` if longer), of every voted file. The cache job and the simulator (which
+        replays both policies) both count so."""
         if policy == "seed":
-            return self.vote_window
-        return max(self.vote_window, self.score_window)
+            return VoteCounting(self.vote_window, distinct=True, floor=self.min_vote_count)
+        return VoteCounting(max(self.vote_window, self.score_window), distinct=False, floor=1)
 
     @property
     def tier_roots(self) -> tuple[Path, ...]:
