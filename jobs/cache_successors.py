@@ -25,23 +25,17 @@ from collections.abc import Container, Iterable, Iterator, Mapping, Set
 from typing import NamedTuple, Protocol
 
 from packaging.tags import Tag
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.utils import NormalizedName
+from packaging.version import Version
 
 from pypimirror.config import CachePolicy
+from pypimirror.distfilename import parse_dist_filename
 
 #: The policies that prefetch new releases; ``seed`` keeps its original rule.
 PREFETCH_POLICIES: frozenset[CachePolicy] = frozenset({"default"})
 
 #: What files succeed each other: the project and a wheel's tag set (None for an sdist).
 _Kind = tuple[NormalizedName, frozenset[Tag] | None]
-_SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
 class ReleasedFile(Protocol):
@@ -68,16 +62,8 @@ class _Release(NamedTuple):
 
 def _kind_and_version(filename: str) -> tuple[_Kind, Version] | None:
     """A wheel's or sdist's kind and version; None for any other name (legacy formats)."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _build, tags = parse_wheel_filename(filename)
-            return (name, tags), version
-        if filename.endswith(_SDIST_SUFFIXES):
-            name, version = parse_sdist_filename(filename)
-            return (name, None), version
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        pass
-    return None
+    parsed = parse_dist_filename(filename)
+    return None if parsed is None else ((parsed.project, parsed.tags), parsed.version)
 
 
 class ReleaseIndex:

@@ -54,7 +54,6 @@ from pypimirror.errors import (
     PyPIMirrorError,
     StaleSerialError,
     StorageError,
-    SyncRefusedError,
     UpstreamStatusError,
 )
 from pypimirror.jobs.sync_history import STORED_VARIANT, SyncHistory

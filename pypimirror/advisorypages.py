@@ -31,18 +31,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion
+from packaging.utils import NormalizedName
 
 from pypimirror import advisoryqueries as aq
 from pypimirror.advisorypolicy import AdvisoryPolicy, Verdict
 from pypimirror.config import AdvisoriesConfig
+from pypimirror.distfilename import parse_dist_filename
 from pypimirror.db import Database
 from pypimirror.negotiation import PageVariant
 from pypimirror.pagecache import CachedPage
@@ -80,16 +74,8 @@ def flag_page(page: ProjectPage, verdicts: Mapping[str, Verdict]) -> ProjectPage
 
 def release_of(filename: str) -> tuple[NormalizedName, str] | None:
     """The project and version a distribution's file name names; None when it names none."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, *_ = parse_wheel_filename(filename)
-        elif filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-        else:
-            return None
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return None
-    return name, str(version)
+    parsed = parse_dist_filename(filename)
+    return None if parsed is None else (parsed.project, str(parsed.version))
 
 
 class AdvisoryPages:

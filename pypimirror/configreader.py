@@ -67,16 +67,12 @@ from pypimirror.config import (
 )
 from pypimirror.configvalues import (
     DurationTooLong,
-    IPMode,
-    IPNetwork,
     choice_parser,
     database_url_parser,
     describe_value,
     duration_parser,
-    format_duration,
     int_parser,
     parse_bool,
-    parse_duration,
     parse_header_text,
     parse_http_url,
     parse_ip_mode,

@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from packaging.utils import NormalizedName, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import NormalizedName, canonicalize_name
 
+from pypimirror.distfilename import parse_dist_filename
 from pypimirror.errors import MalformedUpstreamError, UnsafePathError
 from pypimirror.pagemodel import DistFile, ProjectPage, parse_simple_project_json
 from pypimirror.pkgpath import parse_package_path
@@ -97,14 +98,8 @@ def project_of(path: str) -> NormalizedName | None:
 
 def _project_of(path: str) -> NormalizedName | None:
     filename = path.rpartition("/")[2]
-    name: NormalizedName | None
-    try:
-        if filename.endswith(".whl"):
-            name = parse_wheel_filename(filename)[0]
-        else:
-            name = parse_sdist_filename(filename)[0]
-    except ValueError:
-        name = _legacy_project_of(filename)
+    parsed = parse_dist_filename(filename)
+    name = parsed.project if parsed is not None else _legacy_project_of(filename)
     return name if name is not None and is_normalized_project_name(name) else None
 
 

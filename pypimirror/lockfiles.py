@@ -26,7 +26,7 @@ from packaging.markers import InvalidMarker
 from packaging.utils import NormalizedName, canonicalize_name
 
 from .errors import LockfileError
-from .lockmodel import FileEntry, LockEntry, Lockfile, LockfileKind, LockfileProblem, SkippedEntry, VersionPin
+from .lockmodel import FileEntry, LockEntry, Lockfile, LockfileKind, LockfileProblem, SkippedEntry
 from .pinselect import marker_may_apply, parse_platforms, parse_pythons
 from .requirementslock import first_line, parse_requirements, read_text
 

@@ -27,16 +27,10 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import urlsplit
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from pypimirror.distfilename import parse_dist_filename
 from pypimirror.errors import MalformedUpstreamError
 
 logger = logging.getLogger(__name__)
@@ -305,14 +299,8 @@ def _provenance(fields: _Fields, key: str) -> str | None:
 
 
 def _version_from_filename(filename: str) -> str | None:
-    try:
-        if filename.endswith(".whl"):
-            return str(parse_wheel_filename(filename)[1])
-        if filename.endswith((".tar.gz", ".zip")):
-            return str(parse_sdist_filename(filename)[1])
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        pass
-    return None
+    parsed = parse_dist_filename(filename)
+    return None if parsed is None else str(parsed.version)
 
 
 def _serial(fields: _Fields, key: str) -> int:

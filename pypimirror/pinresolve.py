@@ -16,10 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, NormalizedName, parse_sdist_filename, \
-    parse_wheel_filename
+from packaging.utils import NormalizedName
 from packaging.version import InvalidVersion, Version
 
+from pypimirror.distfilename import parse_dist_filename
 from pypimirror.listedfiles import ListedFile, read_listed_files
 from pypimirror.lockmodel import FileEntry, Lockfile, VersionPin
 from pypimirror.pinqueries import PinnedFile
@@ -139,9 +139,5 @@ def _parsed(version: str | None) -> Version | None:
 
 def _version_of(filename: str) -> Version | None:
     """The version a wheel or sdist filename names (None for a name packaging cannot read)."""
-    try:
-        if filename.endswith(".whl"):
-            return parse_wheel_filename(filename)[1]
-        return parse_sdist_filename(filename)[1]
-    except (InvalidWheelFilename, InvalidSdistFilename):
-        return None
+    parsed = parse_dist_filename(filename)
+    return None if parsed is None else parsed.version

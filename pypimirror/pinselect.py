@@ -23,14 +23,9 @@ from collections.abc import Iterable, Sequence
 
 from packaging.markers import Marker
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
 from packaging.version import InvalidVersion, Version
 
+from .distfilename import parse_dist_filename
 from .errors import PinTargetError
 from .lockmodel import VersionPin
 
@@ -132,17 +127,10 @@ def select_files_for_pin(
         return []  # packaging parses no filename with such a version either: nothing can match
     chosen: list[tuple[str, str]] = []
     for filename, sha256 in files:
-        try:
-            if filename.endswith(".whl"):
-                name, version, _, tags = parse_wheel_filename(filename)
-            else:
-                name, version = parse_sdist_filename(filename)
-                tags = None
-        except (InvalidWheelFilename, InvalidSdistFilename):
+        parsed = parse_dist_filename(filename)
+        if parsed is None or parsed.project != pin.project or parsed.version != pinned:
             continue
-        if name != pin.project or version != pinned:
-            continue
-        if tags is None or _is_wheel_wanted(tags, wanted_platforms, wanted_pythons):
+        if parsed.tags is None or _is_wheel_wanted(parsed.tags, wanted_platforms, wanted_pythons):
             chosen.append((filename, sha256))
     return chosen
 

@@ -7,9 +7,7 @@ import hashlib
 import http.client
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile

@@ -263,7 +263,7 @@ ERRORS = [
                  id="foreign-toml-named-uv-lock"),
     pytest.param("settings.toml", 'title = "x"\n', "settings.toml: not a lockfile: a TOML file that is none",
                  id="foreign-toml-other"),
-    pytest.param("uv.lock", f'lock-version = "1.0"\ncreated-by = "x"\n[[packages]]\nname = "a"\n',
+    pytest.param("uv.lock", 'lock-version = "1.0"\ncreated-by = "x"\n[[packages]]\nname = "a"\n',
                  "uv.lock: named like a uv.lock but its content is a pylock.toml", id="name-and-content-disagree"),
     pytest.param("pylock.toml", 'lock-version = "2.0"\ncreated-by = "x"\n',
                  "pylock.toml: lock-version: lock-version 2.0 is newer than this reader understands (1.x)",

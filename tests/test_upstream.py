@@ -44,7 +44,6 @@ from pypimirror.upstream import (
     UpstreamClient,
     UpstreamSettings,
     check_proxy_url,
-    configure_curl_client,
     fetch_with_curl,
     parse_retry_after,
     read_last_serial,
