@@ -472,10 +472,7 @@ def _replay_planners(
     counting = {state.policy: cache.counting_of(state.policy) for state in states}
     votes_in = {way: _Votes(trace, cache, distinct=way.distinct, floor=way.floor) for way in set(counting.values())}
     release_window = int(cache.vote_window.total_seconds())  # the release prefetch's, as in the cache job
-    fid_of = {path: fid for fid, path in enumerate(paths)}
-    too_large = cache.filesize_limit
-    remote = [RemoteFile(path, size, "") for path, size in zip(paths, sizes, strict=True)]
-    eligible = [too_large is None or size <= too_large for size in sizes]
+    candidates = _Candidates(paths, sizes, cache.filesize_limit)
     instants = list(planning_times(schedule, times[0], times[-1]))
     start = 0
     for number, instant in enumerate(instants, start=1):
@@ -505,21 +502,17 @@ def _replay_planners(
                 state.successors = successors
                 if successors:
                     plan_votes = _LentVotes(successors, plan_votes)
-            wanted = []
-            for path in changed:
-                if path in plan_votes and path not in local:
-                    fid = fid_of.get(path)
-                    if fid is None:  # a new release no request asks for
-                        successor = prefetch.remote_file(path) if prefetch is not None else None
-                        if successor is not None:
-                            wanted.append(successor)
-                    elif eligible[fid]:
-                        wanted.append(remote[fid])
+            wanted = [
+                candidate
+                for path in changed
+                if path in plan_votes and path not in local
+                and (candidate := candidates.wanted(path, prefetch)) is not None
+            ]
             state.changed = set()  # from here on, what this plan changes (_apply)
             plan = plan_cache(
                 local, wanted, plan_votes, state.limits, policy=state.policy, ranking=state.ranking, changed=changed
             )
-            _apply(state, plan, fid_of)
+            _apply(state, plan, candidates.number)
         if report and number % 24 == 0:
             logger.info("simulate: planned %d of %d instants", number, len(instants))
     _settle(files, sizes, start, len(files), states)
@@ -709,6 +702,29 @@ def release_listing(trace: CompactTrace, listed: Mapping[str, ListedFile], windo
         if f.project in projects and f.upload_time is not None and first < f.upload_time <= last:
             files.setdefault(f.path, f)
     return files
+
+
+class _Candidates:
+    """The wanted-file record of each path a replay's plans may be given, the same object at
+    every instant (so a kept ranking sees it unchanged): the trace's files, and through the
+    release prefetch new releases no request asks for."""
+
+    def __init__(self, paths: Sequence[str], sizes: Sequence[int], filesize_limit: int | None) -> None:
+        #: The file number of each of the trace's paths.
+        self.number = {path: fid for fid, path in enumerate(paths)}
+        # None for a file larger than filesize_limit: the cache job's phase B drops those.
+        self._wanted = [
+            RemoteFile(path, size, "") if filesize_limit is None or size <= filesize_limit else None
+            for path, size in zip(paths, sizes, strict=True)
+        ]
+
+    def wanted(self, path: str, prefetch: _ReleasePrefetch | None) -> RemoteFile | None:
+        """The record of ``path`` if a plan may fetch it (None when too large, or not a file the
+        trace or the prefetch knows)."""
+        fid = self.number.get(path)
+        if fid is not None:
+            return self._wanted[fid]
+        return prefetch.remote_file(path) if prefetch is not None else None
 
 
 class _ReleasePrefetch:
