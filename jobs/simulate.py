@@ -56,7 +56,7 @@ import os
 import threading
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
@@ -286,6 +286,18 @@ def simulate(
         raise ValueError(f"unknown policies {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
     requested = trace.requested_bytes
     results: dict[tuple[str, int], PolicyResult] = {}
+
+    def replay_references() -> None:
+        for budget in budgets:
+            if "lru" in policies:
+                hits, hit_bytes, upstream = _replay_lru(trace, budget)
+                results[("lru", budget)] = PolicyResult("lru", budget, trace.requests, hits, requested, hit_bytes, upstream)
+            if "static-greedy" in policies:
+                hits, hit_bytes, upstream = _static_greedy(trace, budget)
+                results[("static-greedy", budget)] = PolicyResult(
+                    "static-greedy", budget, trace.requests, hits, requested, hit_bytes, upstream
+                )
+
     planners = [p for p in PLANNER_POLICIES if p in policies]
     if planners and trace.requests:
         states = [
@@ -302,18 +314,13 @@ def simulate(
                     state.prefetch = prefetch
         if workers is None:
             workers = _default_workers(trace, len(states))
-        _replay_planners_in_parallel(trace, states, cache, schedule, workers)
+        # The reference policies replay in this process while the children replay planners.
+        _replay_planners_in_parallel(trace, states, cache, schedule, workers, meanwhile=replay_references)
         for state in states:
             results[(state.policy, state.budget)] = state.result(trace.requests, requested)
+    else:
+        replay_references()
     for budget in budgets:
-        if "lru" in policies:
-            hits, hit_bytes, upstream = _replay_lru(trace, budget)
-            results[("lru", budget)] = PolicyResult("lru", budget, trace.requests, hits, requested, hit_bytes, upstream)
-        if "static-greedy" in policies:
-            hits, hit_bytes, upstream = _static_greedy(trace, budget)
-            results[("static-greedy", budget)] = PolicyResult(
-                "static-greedy", budget, trace.requests, hits, requested, hit_bytes, upstream
-            )
         for policy in planners:
             results.setdefault((policy, budget), PolicyResult(policy, budget, 0, 0, 0, 0, 0))
     return [results[(policy, budget)] for budget in budgets for policy in policies]
@@ -336,16 +343,25 @@ def _default_workers(trace: CompactTrace, states: int) -> int:
 
 
 def _replay_planners_in_parallel(
-    trace: CompactTrace, states: Sequence[_PlannerState], cache: CacheConfig, schedule: Schedule, workers: int
+    trace: CompactTrace,
+    states: Sequence[_PlannerState],
+    cache: CacheConfig,
+    schedule: Schedule,
+    workers: int,
+    *,
+    meanwhile: Callable[[], None],
 ) -> None:
-    """:func:`_replay_planners` with the states dealt out to ``workers`` processes (this one included).
+    """:func:`_replay_planners` with the states dealt out to ``workers`` processes (this one included),
+    and ``meanwhile`` run in this one.
 
     Each forked child replays its share of the states, votes included, and sends back their
-    counters; this process replays the first share meanwhile and reports the progress.
+    counters; this process replays the first share meanwhile, reports the progress, then runs
+    ``meanwhile`` before it waits for the children (whose share, ``default``'s, takes longest).
     """
     shares = [list(states[n::workers]) for n in range(min(max(workers, 1), len(states)))]
     if len(shares) == 1:
         _replay_planners(trace, states, cache, schedule)
+        meanwhile()
         return
     context = multiprocessing.get_context("fork")
     children = []
@@ -366,6 +382,7 @@ def _replay_planners_in_parallel(
         gc.unfreeze()
     try:
         _replay_planners(trace, shares[0], cache, schedule)
+        meanwhile()
         for child, receiver, share in children:
             try:
                 outcome: list[tuple[int, int, int]] | str = receiver.recv()
