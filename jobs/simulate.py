@@ -308,7 +308,7 @@ def simulate(
         ]
         if listed is not None and any(p in PREFETCH_POLICIES for p in planners):
             window = int(cache.vote_window.total_seconds())
-            prefetch = _ReleasePrefetch(trace, listed, window, cache.filesize_limit)
+            prefetch = _ReleasePrefetch(trace, listed, window)
             del listed  # the index holds what it needs; with the caller's reference gone, freed here
             for state in states:
                 if state.policy in PREFETCH_POLICIES:
@@ -334,7 +334,9 @@ def _cycle_collector_paused() -> Iterator[None]:
 
     A replay keeps millions of objects for a month (votes, rankings, cache states) and frees
     what it drops by reference counting: the collector's full passes over them find nothing
-    (none on the bench's 2M-request trace) and cost several percent of the time.
+    (none on the bench's 2M-request trace) and cost several percent of the time. In a forked
+    child they would also write to every object inherited at the fork, and so copy the
+    parent's memory into the child page by page.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -384,21 +386,15 @@ def _replay_planners_in_parallel(
         return
     context = multiprocessing.get_context("fork")
     children = []
-    # The children's garbage collections leave alone what existed at the fork: scanning it would
-    # write to every object, and so copy this process's memory into each child page by page.
-    gc.freeze()
-    try:
-        for share in shares[1:]:
-            receiver, sender = context.Pipe(duplex=False)
-            child = context.Process(
-                target=_replay_in_child, args=(trace, share, cache, schedule, sender), name="simulate-planner",
-                daemon=True,
-            )
-            child.start()
-            sender.close()
-            children.append((child, receiver, share))
-    finally:
-        gc.unfreeze()
+    for share in shares[1:]:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_replay_in_child, args=(trace, share, cache, schedule, sender), name="simulate-planner",
+            daemon=True,
+        )
+        child.start()
+        sender.close()
+        children.append((child, receiver, share))
     try:
         _replay_planners(trace, shares[0], cache, schedule)
         meanwhile()
@@ -748,11 +744,9 @@ class _Candidates:
     def __init__(self, paths: Sequence[str], sizes: Sequence[int], filesize_limit: int | None) -> None:
         #: The file number of each of the trace's paths.
         self.number = {path: fid for fid, path in enumerate(paths)}
-        # None for a file larger than filesize_limit: the cache job's phase B drops those.
-        self._wanted = [
-            RemoteFile(path, size, "") if filesize_limit is None or size <= filesize_limit else None
-            for path, size in zip(paths, sizes, strict=True)
-        ]
+        self._filesize_limit = filesize_limit
+        self._wanted = [self._record(path, size) for path, size in zip(paths, sizes, strict=True)]
+        self._released: dict[str, RemoteFile | None] = {}  # new releases, made when first asked for
 
     def wanted(self, path: str, prefetch: _ReleasePrefetch | None) -> RemoteFile | None:
         """The record of ``path`` if a plan may fetch it (None when too large, or not a file the
@@ -760,37 +754,29 @@ class _Candidates:
         fid = self.number.get(path)
         if fid is not None:
             return self._wanted[fid]
-        return prefetch.remote_file(path) if prefetch is not None else None
+        if prefetch is None:
+            return None
+        if path not in self._released:
+            self._released[path] = self._record(path, prefetch.sizes[path])
+        return self._released[path]
+
+    def _record(self, path: str, size: int) -> RemoteFile | None:
+        """None for a file larger than ``filesize_limit``: the cache job's phase B drops those."""
+        limit = self._filesize_limit
+        return RemoteFile(path, size, "") if limit is None or size <= limit else None
 
 
 class _ReleasePrefetch:
     """Release prefetch in the replay, over the stored pages' files of the projects the trace asks for.
 
-    Shared by the states of the policies that prefetch; besides the index it keeps only the
-    wanted-file records of the new releases it was asked for.
+    Shared by the states of the policies that prefetch: the index, and the sizes of its files.
     """
 
-    def __init__(
-        self, trace: CompactTrace, listed: Mapping[str, ListedFile], window: int, filesize_limit: int | None
-    ) -> None:
+    def __init__(self, trace: CompactTrace, listed: Mapping[str, ListedFile], window: int) -> None:
         files = release_listing(trace, listed, window)
         self.index = ReleaseIndex(files.values())
         self.sizes = {path: f.size for path, f in files.items()}
         logger.info("simulate: release prefetch over %d listed wheels and sdists", len(self.index))
-        self.filesize_limit = filesize_limit
-        self._remote: dict[str, RemoteFile] = {}
-
-    def remote_file(self, path: str) -> RemoteFile | None:
-        """The wanted file of a new release the trace never asks for, the same object at every
-        instant (so a kept ranking sees it unchanged); None when larger than ``filesize_limit``
-        (the cache job's phase B drops those too)."""
-        wanted = self._remote.get(path)
-        if wanted is None:
-            size = self.sizes[path]
-            if self.filesize_limit is not None and size > self.filesize_limit:
-                return None
-            wanted = self._remote[path] = RemoteFile(path, size, "")
-        return wanted
 
 
 class _LentVotes(Mapping[str, int]):

@@ -100,8 +100,8 @@ TRACE = [
 BUDGETS = (2 * MB, 3 * MB)
 
 
-def make_config() -> Config:
-    section = {"size_limit": "1g", "min_vote_count": 2, "dedup_window": "5m", "vote_window": "7d"}
+def make_config(**cache: Any) -> Config:
+    section = {"size_limit": "1g", "min_vote_count": 2, "dedup_window": "5m", "vote_window": "7d", **cache}
     upstream = {"pypi_url": "https://index.example.org", "packages_url": "https://files.example.org/packages"}
     return parse_config({"repo_path": "/srv/repo", "upstream": upstream, "cache": section, "schedule": {"cache": "1h"}})
 
@@ -125,6 +125,23 @@ def test_default_prefetches_the_new_release_at_the_next_planning_and_seed_does_n
         ("seed", 2 * MB): 1_500_000, ("seed", 3 * MB): 2_500_000,
         ("default", 2 * MB): 2_000_000, ("default", 3 * MB): 3_000_000,
     }
+
+
+@pytest.mark.parametrize(("filesize_limit", "upstream"), [(None, 1_500_000), ("700k", 500_000)])
+def test_a_new_release_above_filesize_limit_is_not_prefetched(filesize_limit: str | None, upstream: int) -> None:
+    # demo 1.0's wheel (0.5 MB) is cached at t0+1h (2 votes); 2.0's (1 MB, out at t0+1.5h)
+    # succeeds it at t0+2h and is prefetched, unless larger than filesize_limit. r3 hits.
+    w1 = dist("demo-1.0-py3-none-any.whl", MB // 2, LONG_AGO)
+    w2 = dist("demo-2.0-py3-none-any.whl", MB, RELEASED)
+    files = {f.path: f for f in (w1, w2)}
+    requests = [Request(T0 + 10, "10.0.1.5", w1.path), Request(T0 + 20, "10.0.2.5", w1.path),
+                Request(T0 + 7300, "10.0.1.5", w1.path)]
+    config = make_config(filesize_limit=filesize_limit)
+    (result,) = simulate(
+        compact_trace(requests, files), (3 * MB,), ("default",), cache=config.cache,
+        schedule=config.schedule.cache, listed=files,
+    )
+    assert (result.hits, result.upstream_bytes) == (1, upstream)
 
 
 def test_without_the_stored_pages_nothing_is_prefetched() -> None:
